@@ -1,0 +1,41 @@
+import os
+import re
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+with open(os.path.join(HERE, "tfhash", "__init__.py"), encoding="utf-8") as f:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
+    LONG_DESCRIPTION = f.read()
+
+setup(
+    name="tfhash",
+    version=VERSION,
+    description="Adversarial learning to hash (HashGAN, BGAN, DSH-GANs, SiGAH) in TensorFlow/Keras",
+    long_description=LONG_DESCRIPTION,
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=find_packages(include=["tfhash", "tfhash.*", "trainers", "trainers.*"]),
+    install_requires=[
+        # CPU and GPU: on Linux with an NVIDIA GPU install "tensorflow[and-cuda]==2.21.*" (README).
+        "tensorflow==2.21.*",
+        "keras>=3.10,<4",
+        "tensorflow-datasets==4.9.10",
+        "importlib_resources",  # needed by tensorflow-datasets 4.9.10, not declared by it
+        "tensorboard==2.21.*",
+        "numpy>=2,<3",
+        "scipy>=1.11",
+        "scikit-learn>=1.4",
+        "absl-py>=2",
+    ],
+    extras_require={
+        "faiss": ["faiss-cpu>=1.8"],
+        "dev": ["pytest>=8", "faiss-cpu>=1.8"],
+    },
+    classifiers=[
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

@@ -1,0 +1,113 @@
+"""Argument checks shared by every public function.
+
+Each check raises ``ValueError`` naming the argument, what was expected and what arrived, and runs
+before any expensive work starts.
+"""
+
+import numbers
+
+import numpy as np
+
+
+def _describe(value):
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype} and shape {value.shape}"
+    return f"{type(value).__name__} {value!r}"
+
+
+def check_bits(bits, name="bits"):
+    """Returns ``bits`` as an int after checking it is a positive integer."""
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or bits < 1:
+        raise ValueError(f"`{name}` must be a positive integer number of bits, got {_describe(bits)}.")
+    return int(bits)
+
+
+def check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"`{name}` must be a positive integer, got {_describe(value)}.")
+    return int(value)
+
+
+def check_codes(codes, name, bits=None):
+    """Checks packed codes: a 2-D uint8 array, ``ceil(bits / 8)`` bytes wide when ``bits`` is given."""
+    if not isinstance(codes, np.ndarray):
+        # Accept tensors and lists, but only if they convert to uint8 without a cast.
+        try:
+            codes = np.asarray(codes)
+        except Exception as err:  # pragma: no cover - exotic inputs
+            raise ValueError(f"`{name}` must be packed uint8 codes, got {type(codes).__name__}.") from err
+    if codes.dtype != np.uint8:
+        raise ValueError(
+            f"`{name}` must be packed codes of dtype uint8 (use tfhash.codes.pack on 0/1 bits), "
+            f"got {_describe(codes)}."
+        )
+    if codes.ndim != 2:
+        raise ValueError(f"`{name}` must be 2-D [items, bytes] packed codes, got {_describe(codes)}.")
+    if bits is not None:
+        width = (check_bits(bits) + 7) // 8
+        if codes.shape[1] != width:
+            raise ValueError(
+                f"`{name}` must be {width} bytes wide for bits={bits} (ceil(bits / 8)), "
+                f"got {codes.shape[1]} bytes (shape {codes.shape})."
+            )
+    return codes
+
+
+def check_same_width(query_codes, database_codes, query_name="query_codes", database_name="database_codes"):
+    if query_codes.shape[1] != database_codes.shape[1]:
+        raise ValueError(
+            f"`{query_name}` and `{database_name}` must have the same code width, got "
+            f"{query_codes.shape[1]} and {database_codes.shape[1]} bytes."
+        )
+
+
+def check_labels(labels, name, num_items, items_name):
+    """Checks labels: 1-D class ids, or a 2-D 0/1 multi-hot matrix; one row per item."""
+    labels = np.asarray(labels)
+    if labels.ndim not in (1, 2):
+        raise ValueError(
+            f"`{name}` must be 1-D class ids or a 2-D multi-hot matrix, got {_describe(labels)}."
+        )
+    if labels.shape[0] != num_items:
+        raise ValueError(
+            f"`{name}` must have one row per item of `{items_name}` ({num_items}), "
+            f"got {labels.shape[0]}."
+        )
+    if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
+        raise ValueError(f"`{name}` must be finite, got NaN or inf.")
+    return labels
+
+
+def check_matching_labels(query_labels, database_labels):
+    if query_labels.ndim != database_labels.ndim or (
+        query_labels.ndim == 2 and query_labels.shape[1] != database_labels.shape[1]
+    ):
+        raise ValueError(
+            "`query_labels` and `database_labels` must both be 1-D class ids or both multi-hot with "
+            f"the same number of classes, got shapes {query_labels.shape} and {database_labels.shape}."
+        )
+
+
+def check_features(x, name, ndim=None, min_items=1):
+    """Checks a float feature/image array: numeric, finite, with at least ``min_items`` rows."""
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise ValueError(f"`{name}` must be a numeric array, got {_describe(x)}.")
+    if ndim is not None and x.ndim not in np.atleast_1d(ndim):
+        raise ValueError(f"`{name}` must have {ndim} dimensions, got {_describe(x)}.")
+    if x.ndim == 0 or x.shape[0] < min_items:
+        raise ValueError(f"`{name}` must hold at least {min_items} items, got {_describe(x)}.")
+    if x.dtype.kind == "f":
+        bad = ~np.isfinite(x)
+        if bad.any():
+            first = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(
+                f"`{name}` must be finite, got {int(bad.sum())} NaN/inf values (first at index {first})."
+            )
+    return x
+
+
+def check_choice(value, name, choices):
+    if value not in choices:
+        raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {value!r}.")
+    return value

@@ -1,0 +1,387 @@
+"""Data for hashing experiments: retrieval splits and the sources they are built from.
+
+A :class:`RetrievalSplit` holds three parts -- ``train``, ``query`` and ``database`` -- as numpy
+arrays, with ``tf.data`` views from :meth:`RetrievalSplit.dataset`. :func:`make_split` applies the
+protocols of the hashing papers to any arrays; :func:`load` does the same for named data sets.
+
+**Images are float32 in [0, 1]**, shaped ``[n, height, width, channels]`` (grey images get one
+channel); feature vectors stay as they are (float32 ``[n, d]``). Labels are int64 class ids ``[n]``
+or 0/1 multi-hot ``[n, classes]`` (relevance = at least one shared label).
+
+Sources:
+
+* numpy arrays: :func:`make_split`;
+* ``"digits"``: scikit-learn's bundled 8x8 digits (1,797 images; works offline, the default);
+* TFDS names (``mnist``, ``fashion_mnist``, ``cifar10``, ``stl10``, ``svhn_cropped``, ...) through
+  ``tfds.load`` with ``data_dir`` / ``download`` passed through;
+* original distribution files: MNIST-style IDX (``.gz`` or not) with :func:`load_mnist_idx`, the
+  CIFAR-10 python batches with :func:`load_cifar10_batches`;
+* ANN feature files: ``.fvecs``, ``.bvecs``, ``.ivecs``, ``.npy`` with :func:`read_features`.
+"""
+
+import dataclasses
+import gzip
+import io
+import os
+import pickle
+import socket
+
+import numpy as np
+
+from tfhash import _validation
+
+IMAGE_RANGE = (0.0, 1.0)
+
+# TFDS names with the splits that together form the whole labelled set (HashGAN Sec. 4.1 draws the
+# queries from all labelled images and uses the rest as database).
+TFDS_DATASETS = {
+    "mnist": "train+test",
+    "fashion_mnist": "train+test",
+    "cifar10": "train+test",
+    "stl10": "train+test",
+    "svhn_cropped": "train+test",
+}
+BUNDLED_DATASETS = ("digits",)
+_TFDS_HOST = "storage.googleapis.com"
+
+
+@dataclasses.dataclass
+class RetrievalSplit:
+    """Train / query / database parts of a retrieval experiment.
+
+    Attributes:
+        train_x, train_y: what the hash function is trained on (labels only for evaluation or
+            semi-supervised schemes).
+        query_x, query_y: the queries.
+        database_x, database_y: the items searched.
+        name: where the data came from.
+        train_is_database: True under the HashGAN protocol (training on the database itself).
+    """
+
+    train_x: np.ndarray
+    train_y: np.ndarray
+    query_x: np.ndarray
+    query_y: np.ndarray
+    database_x: np.ndarray
+    database_y: np.ndarray
+    name: str = "arrays"
+    train_is_database: bool = False
+
+    PARTS = ("train", "query", "database")
+
+    @property
+    def multilabel(self):
+        return self.database_y.ndim == 2
+
+    @property
+    def num_classes(self):
+        if self.multilabel:
+            return int(self.database_y.shape[1])
+        return int(np.unique(np.concatenate([self.database_y, self.query_y])).size)
+
+    @property
+    def input_shape(self):
+        return tuple(self.train_x.shape[1:])
+
+    def arrays(self, part):
+        """``(x, y)`` of ``part`` (``"train"``, ``"query"`` or ``"database"``)."""
+        _validation.check_choice(part, "part", self.PARTS)
+        return getattr(self, f"{part}_x"), getattr(self, f"{part}_y")
+
+    def dataset(self, part="train", *, batch_size=None, labels=False, shuffle=False, seed=0):
+        """A ``tf.data.Dataset`` over ``part``: ``x`` or ``(x, y)``, optionally shuffled and batched."""
+        import tensorflow as tf
+
+        x, y = self.arrays(part)
+        data = tf.data.Dataset.from_tensor_slices((x, y) if labels else x)
+        if shuffle:
+            data = data.shuffle(x.shape[0], seed=seed, reshuffle_each_iteration=True)
+        if batch_size is not None:
+            data = data.batch(_validation.check_positive_int(batch_size, "batch_size"))
+        return data
+
+    def __repr__(self):
+        return (f"RetrievalSplit(name={self.name!r}, train={self.train_x.shape[0]}, "
+                f"query={self.query_x.shape[0]}, database={self.database_x.shape[0]}, "
+                f"input_shape={self.input_shape}, classes={self.num_classes}, "
+                f"train_is_database={self.train_is_database})")
+
+
+def _class_ids(y):
+    """Per item, the classes it belongs to, as a list of index arrays per class."""
+    if y.ndim == 1:
+        classes = np.unique(y)
+        return classes, [np.flatnonzero(y == c) for c in classes]
+    return np.arange(y.shape[1]), [np.flatnonzero(y[:, c] != 0) for c in range(y.shape[1])]
+
+
+def make_split(x, y, *, queries_per_class=100, num_queries=None, train_per_class=None, train_size=None,
+               disjoint_train=False, seed=0, name="arrays"):
+    """Splits labelled data into queries, database and training set, the way hashing papers do.
+
+    Queries: ``queries_per_class`` random items of each class (single-label; HashGAN Sec. 4.1 uses 100),
+    or ``num_queries`` random items overall (required reading for multi-label data, e.g. NUS-WIDE 2,100).
+    The rest is the database. Training set: the database itself by default (the HashGAN protocol), or
+    ``train_per_class`` / ``train_size`` random database items; with ``disjoint_train=True`` those are
+    also removed from the database.
+
+    Args:
+        x: items ``[n, ...]`` (images in [0, 1] or feature vectors).
+        y: int class ids ``[n]`` or 0/1 multi-hot ``[n, classes]``.
+        seed: every random draw derives from it.
+
+    Returns:
+        :class:`RetrievalSplit`.
+    """
+    x = _validation.check_features(x, "x")
+    y = _validation.check_labels(y, "y", x.shape[0], "x")
+    multilabel = y.ndim == 2
+    rng = np.random.default_rng(seed)
+    n = x.shape[0]
+    if num_queries is not None:
+        num_queries = _validation.check_positive_int(num_queries, "num_queries")
+        if num_queries >= n:
+            raise ValueError(f"`num_queries` must be smaller than the number of items ({n}), got {num_queries}.")
+        query = np.sort(rng.choice(n, num_queries, replace=False))
+    elif multilabel:
+        raise ValueError("`num_queries` is required for multi-label `y` (per-class queries are ambiguous "
+                         "when an item has several labels), got None.")
+    else:
+        per_class = _validation.check_positive_int(queries_per_class, "queries_per_class")
+        classes, members = _class_ids(y)
+        small = [(int(c), m.size) for c, m in zip(classes, members) if m.size <= per_class]
+        if small:
+            raise ValueError(f"`queries_per_class` ({per_class}) must be smaller than every class size; "
+                             f"classes with too few items (class, size): {small[:5]}.")
+        query = np.sort(np.concatenate([rng.choice(m, per_class, replace=False) for m in members]))
+    database = np.setdiff1d(np.arange(n), query)
+
+    if train_per_class is not None and train_size is not None:
+        raise ValueError("Give at most one of `train_per_class` and `train_size`, got both.")
+    if train_per_class is None and train_size is None:
+        if disjoint_train:
+            raise ValueError("`disjoint_train=True` needs `train_per_class` or `train_size`.")
+        train = database
+    elif train_size is not None:
+        train_size = _validation.check_positive_int(train_size, "train_size")
+        if train_size > database.size:
+            raise ValueError(f"`train_size` must be at most the database size ({database.size}), got {train_size}.")
+        train = np.sort(rng.choice(database, train_size, replace=False))
+    else:
+        if multilabel:
+            raise ValueError("`train_per_class` needs single-label `y`; use `train_size` for multi-label data.")
+        per_class = _validation.check_positive_int(train_per_class, "train_per_class")
+        picks = []
+        for c in np.unique(y):
+            members = database[y[database] == c]
+            if members.size < per_class:
+                raise ValueError(f"`train_per_class` ({per_class}) exceeds the database items of class {c} "
+                                 f"({members.size}).")
+            picks.append(rng.choice(members, per_class, replace=False))
+        train = np.sort(np.concatenate(picks))
+    if disjoint_train:
+        database = np.setdiff1d(database, train)
+
+    return RetrievalSplit(
+        train_x=x[train], train_y=y[train], query_x=x[query], query_y=y[query],
+        database_x=x[database], database_y=y[database], name=name,
+        train_is_database=train is database,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sources that return (x, y) arrays.
+
+
+def _images_to_unit_range(images):
+    """uint8 images ``[n, h, w(, c)]`` -> float32 ``[n, h, w, c]`` in [0, 1]."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    return images.astype(np.float32) / 255.0
+
+
+def load_digits():
+    """scikit-learn's bundled digits: float32 ``[1797, 8, 8, 1]`` in [0, 1] (pixel / 16), int64 labels."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    bunch = sklearn_digits()
+    x = (bunch.images.astype(np.float32) / 16.0)[..., None]
+    return x, bunch.target.astype(np.int64)
+
+
+def read_idx(path):
+    """Reads an IDX file (the MNIST distribution format), gzipped or not, into a numpy array."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"`path` must be an IDX file (magic 0x0000TTDD), got {path!r}.")
+    dtypes = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+    if data[2] not in dtypes:
+        raise ValueError(f"`path` has an unknown IDX element type 0x{data[2]:02x}: {path!r}.")
+    ndim = data[3]
+    shape = tuple(int(v) for v in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    array = np.frombuffer(data, dtype=dtypes[data[2]], offset=4 + 4 * ndim)
+    if array.size != int(np.prod(shape)):
+        raise ValueError(f"`path` is truncated: header says shape {shape}, file holds {array.size} values.")
+    return array.reshape(shape).astype(array.dtype.newbyteorder("="))
+
+
+def load_mnist_idx(images_path, labels_path):
+    """MNIST-style IDX files (e.g. ``t10k-images-idx3-ubyte.gz``) -> float32 images in [0, 1], labels."""
+    images, labels = read_idx(images_path), read_idx(labels_path)
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"`images_path` holds {images.shape[0]} images but `labels_path` holds "
+                         f"{labels.shape[0]} labels.")
+    return _images_to_unit_range(images), labels.astype(np.int64)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles plain containers and numpy arrays only: no other code can run."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file")
+
+
+def load_cifar10_batches(directory, batches=None):
+    """CIFAR-10 python batches (``data_batch_1..5``, ``test_batch``) -> images ``[n, 32, 32, 3]``, labels.
+
+    The files are pickles; they are read with an unpickler that admits numpy arrays only.
+    """
+    names = batches or [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    missing = [n for n in names if not os.path.isfile(os.path.join(directory, n))]
+    if missing:
+        raise ValueError(f"`directory` must hold the CIFAR-10 python batches; missing {missing} in {directory!r}.")
+    images, labels = [], []
+    for name in names:
+        with open(os.path.join(directory, name), "rb") as f:
+            batch = _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="bytes").load()
+        data = np.asarray(batch[b"data"], dtype=np.uint8)
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
+    return _images_to_unit_range(np.concatenate(images)), np.concatenate(labels)
+
+
+def _read_vecs(path, dtype, max_items=None):
+    """``.fvecs``/``.ivecs``/``.bvecs``: each vector is an int32 dimension d followed by d values."""
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size < 4:
+        raise ValueError(f"`path` is empty or not a vecs file: {path!r}.")
+    dim = int(raw[:4].view(np.int32)[0])
+    item_size = np.dtype(dtype).itemsize
+    row = 4 + dim * item_size
+    if dim <= 0 or raw.size % row:
+        raise ValueError(f"`path` is not a valid vecs file: first dimension {dim}, file size {raw.size} "
+                         f"is not a multiple of the row size {row}: {path!r}.")
+    rows = raw.reshape(-1, row)
+    if max_items is not None:
+        rows = rows[:max_items]
+    dims = rows[:, :4].copy().view(np.int32).ravel()
+    if np.any(dims != dim):
+        raise ValueError(f"`path` mixes vector dimensions ({np.unique(dims)[:5]}): {path!r}.")
+    return rows[:, 4:].copy().view(dtype)
+
+
+def read_features(path, max_items=None):
+    """Feature vectors from ``.fvecs`` (float32), ``.bvecs`` (uint8), ``.ivecs`` (int32) or ``.npy``.
+
+    ``.npy`` files are loaded without pickle. ``max_items`` keeps the first rows only.
+    """
+    path = os.fspath(path)
+    readers = {".fvecs": np.float32, ".bvecs": np.uint8, ".ivecs": np.int32}
+    ext = os.path.splitext(path)[1].lower()
+    if not os.path.isfile(path):
+        raise ValueError(f"`path` must be an existing feature file, got {path!r}.")
+    if ext == ".npy":
+        data = np.load(path, allow_pickle=False, mmap_mode="r")
+        return np.array(data[:max_items] if max_items else data)
+    if ext not in readers:
+        raise ValueError(f"`path` must end in one of {sorted(readers) + ['.npy']}, got {path!r}.")
+    return _read_vecs(path, readers[ext], max_items)
+
+
+def _tfds_offline_message(name, data_dir):
+    where = data_dir or "~/tensorflow_datasets"
+    return (
+        f"TFDS data set {name!r} is not prepared in {where!r} and cannot be downloaded (no network). "
+        f"To use it offline: on a machine with network run `tfds build {name} --data_dir=DIR` (or "
+        f"tfds.load({name!r}, data_dir=DIR)) and copy DIR here, then pass data_dir=DIR; or read the "
+        "original files with tfhash.datasets.load_mnist_idx / load_cifar10_batches / read_features and "
+        "call tfhash.datasets.make_split."
+    )
+
+
+def _host_reachable(host, timeout=3.0):
+    try:
+        socket.setdefaulttimeout(timeout)
+        socket.getaddrinfo(host, 443)
+        return True
+    except OSError:
+        return False
+    finally:
+        socket.setdefaulttimeout(None)
+
+
+def load_tfds(name, *, data_dir=None, download=True, split=None):
+    """Loads a TFDS image data set into arrays: float32 images in [0, 1] and int64 labels.
+
+    When the data is not prepared in ``data_dir`` and the download host cannot be reached, this fails
+    at once with instructions for offline use instead of retrying downloads for minutes.
+    """
+    import tensorflow_datasets as tfds
+
+    split = split or TFDS_DATASETS.get(name, "train")
+    if name not in tfds.list_builders():
+        raise ValueError(f"`name` must be a TFDS data set (see tfds.list_builders()), got {name!r}.")
+
+    def read(may_download):
+        data = tfds.load(name, split=split, data_dir=data_dir, download=may_download, as_supervised=True)
+        parts = list(tfds.as_numpy(data.batch(4096)))
+        if not parts:
+            raise ValueError(f"TFDS data set {name!r} split {split!r} is empty.")
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+    try:
+        images, labels = read(False)  # prepared data (or tfds.testing.mock_data) needs no network
+    except AssertionError as err:
+        # Fail at once when offline rather than after minutes of download retries.
+        if not download or not _host_reachable(_TFDS_HOST):
+            raise ValueError(_tfds_offline_message(name, data_dir)) from err
+        try:
+            images, labels = read(True)
+        except OSError as download_err:
+            raise ValueError(_tfds_offline_message(name, data_dir) +
+                             f" ({type(download_err).__name__}: {download_err})") from download_err
+    return _images_to_unit_range(images), np.asarray(labels).astype(np.int64)
+
+
+def known_datasets():
+    return list(BUNDLED_DATASETS) + sorted(TFDS_DATASETS)
+
+
+def load(name="digits", *, data_dir=None, download=True, tfds_split=None, **protocol):
+    """A :class:`RetrievalSplit` of a named data set, split by :func:`make_split` (``protocol`` args).
+
+    Known names: ``"digits"`` (bundled with scikit-learn, offline) and the TFDS image sets in
+    ``TFDS_DATASETS``; any other TFDS name is tried with ``split=tfds_split`` (default ``"train"``).
+    """
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"`name` must be a data set name, one of {known_datasets()}, got {name!r}.")
+    if name == "digits":
+        x, y = load_digits()
+    elif name in TFDS_DATASETS or tfds_split is not None:
+        x, y = load_tfds(name, data_dir=data_dir, download=download, split=tfds_split)
+    else:
+        raise ValueError(f"`name` must be one of the known data sets {known_datasets()} (or a TFDS name "
+                         f"with `tfds_split`), got {name!r}.")
+    return make_split(x, y, name=name, **protocol)

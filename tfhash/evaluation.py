@@ -1,0 +1,76 @@
+"""Paper-style evaluation reports: the metrics hashing papers print, for any encoder, beside the baselines."""
+
+import json
+import time
+
+import numpy as np
+
+from tfhash import _validation, baselines, metrics
+
+
+def evaluate_codes(query_codes, database_codes, query_labels, database_labels, *, bits, top_k=1000,
+                   radius=2):
+    """The retrieval figures of HashGAN Tables 1-2: mAP, mAP@top_k, precision@top_k, precision within
+    ``radius`` (and how many balls were empty), each named exactly.
+    """
+    _validation.check_codes(query_codes, "query_codes", bits=bits)
+    _validation.check_codes(database_codes, "database_codes", bits=bits)
+    args = (query_codes, database_codes, query_labels, database_labels)
+    ball = metrics.precision_within_radius(*args, radius=radius)
+    return {
+        "mAP": metrics.mean_average_precision(*args),
+        f"mAP@{top_k}": metrics.mean_average_precision(*args, top_k=top_k),
+        f"precision@{top_k}": metrics.precision_at_k(*args, top_k),
+        f"precision@r{radius}": ball.precision,
+        f"empty_balls@r{radius}": ball.empty_queries,
+    }
+
+
+def compare_baselines(split, bits, *, names=("lsh", "pcah", "itq", "sph", "sh"), seed=0, top_k=1000,
+                      radius=2, log=print):
+    """Fits each baseline on ``split``'s training part and evaluates it; returns one row per method.
+
+    Baselines whose assumptions the data break (e.g. PCAH with more bits than features) are reported
+    with the reason instead of failing the whole comparison.
+    """
+    rows = []
+    for name in names:
+        start = time.perf_counter()
+        method = baselines.get(name)(bits=bits, seed=seed)
+        try:
+            method.fit(split.train_x)
+        except ValueError as err:
+            if log:
+                log(f"  {name}: skipped ({err})")
+            rows.append({"method": name, "bits": bits, "skipped": str(err)})
+            continue
+        row = {"method": name, "bits": bits}
+        row.update(evaluate_codes(method.encode(split.query_x), method.encode(split.database_x),
+                                  split.query_y, split.database_y, bits=bits, top_k=top_k, radius=radius))
+        row["seconds"] = time.perf_counter() - start
+        if log:
+            log(f"  {name} {bits} bits: mAP {row['mAP']:.4f} ({row['seconds']:.1f} s)")
+        rows.append(row)
+    return rows
+
+
+def markdown_table(rows, columns):
+    """A markdown table of ``rows`` (dicts); floats with 4 decimals, missing cells as '-'."""
+    def cell(value):
+        if isinstance(value, (float, np.floating)):
+            return f"{value:.4f}"
+        return "-" if value is None else str(value)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def json_line(payload):
+    """One line of JSON (numpy scalars converted), for scripts that end with their figures."""
+    def convert(value):
+        if isinstance(value, np.generic):
+            return value.item()
+        raise TypeError(type(value).__name__)
+
+    return json.dumps(payload, default=convert, sort_keys=True)

@@ -1,0 +1,277 @@
+"""Search over packed binary codes: an exact Hamming index, and Faiss backends behind the same interface.
+
+Every index answers with the ``tfhash.metrics`` ranking: ascending Hamming distance, ties by the
+order in which items were added. ``search`` returns ``(distances, ids)`` of shape ``[n_query, k]``
+(padded with distance ``PAD_DISTANCE`` and id -1 when the index holds fewer than k items);
+``range_search`` returns Faiss-style ``(lims, distances, ids)``: the results of query i are
+``distances[lims[i]:lims[i + 1]]``.
+"""
+
+import concurrent.futures
+import os
+
+import numpy as np
+
+from tfhash import _validation
+from tfhash import codes as codes_lib
+
+PAD_DISTANCE = np.iinfo(np.int32).max
+
+
+class _SearchIndex:
+    """Argument checks and id bookkeeping shared by the backends."""
+
+    def __init__(self, bits):
+        self.bits = _validation.check_bits(bits)
+        self.width = codes_lib.num_bytes(self.bits)
+
+    def _check(self, codes, name):
+        codes = _validation.check_codes(codes, name, bits=self.bits)
+        return np.ascontiguousarray(codes)  # no copy when already C-contiguous
+
+    def _check_ids(self, ids, count):
+        if ids is None:
+            return np.arange(self.ntotal, self.ntotal + count, dtype=np.int64)
+        ids = np.asarray(ids)
+        if ids.ndim != 1 or ids.shape[0] != count or ids.dtype.kind not in "iu":
+            raise ValueError(f"`ids` must be 1-D integers, one per code ({count}), got dtype {ids.dtype} "
+                             f"and shape {ids.shape}.")
+        return ids.astype(np.int64, copy=False)
+
+    def __len__(self):
+        return self.ntotal
+
+
+def _cutoff_distance(distances, k, guess, mask):
+    """Smallest t with at least k distances <= t; ``mask`` holds ``distances <= t`` on return."""
+    t = guess
+    np.less_equal(distances, t, out=mask)
+    if np.count_nonzero(mask) >= k:
+        while t > 0:
+            np.less_equal(distances, t - 1, out=mask)
+            if np.count_nonzero(mask) < k:
+                np.less_equal(distances, t, out=mask)
+                break
+            t -= 1
+    else:
+        while True:
+            t += 1
+            np.less_equal(distances, t, out=mask)
+            if np.count_nonzero(mask) >= k:
+                break
+    return t
+
+
+class HammingIndex(_SearchIndex):
+    """Exact search by brute-force Hamming distance, in numpy.
+
+    Args:
+        bits: code length; codes must be ``ceil(bits / 8)`` bytes wide.
+        chunk_size: database items scanned at once; bounds memory at about 10 bytes per item per
+            worker thread, whatever the database size.
+        n_jobs: worker threads (queries are split between them); ``None`` uses every core.
+    """
+
+    def __init__(self, bits, *, chunk_size=1 << 21, n_jobs=None):
+        super().__init__(bits)
+        self.chunk_size = _validation.check_positive_int(chunk_size, "chunk_size")
+        self.n_jobs = n_jobs
+        self._parts, self._id_parts = [], []
+        self._codes = np.empty((0, self.width), np.uint8)
+        self._ids = np.empty(0, np.int64)
+
+    @property
+    def ntotal(self):
+        return int(self._codes.shape[0] + sum(p.shape[0] for p in self._parts))
+
+    def add(self, codes, ids=None):
+        """Adds packed codes (with optional int ids; default: running positions)."""
+        codes = self._check(codes, "codes")
+        ids = self._check_ids(ids, codes.shape[0])
+        self._parts.append(codes)
+        self._id_parts.append(ids)
+        return self
+
+    def _consolidate(self):
+        if self._parts:
+            self._codes = np.concatenate([self._codes] + self._parts)
+            self._ids = np.concatenate([self._ids] + self._id_parts)
+            self._parts, self._id_parts = [], []
+        return self._codes, self._ids
+
+    def _run(self, queries, worker):
+        """Splits the queries over threads; ``worker(start, stop)`` fills its rows of the outputs."""
+        n_jobs = self.n_jobs or os.cpu_count() or 1
+        work = queries.shape[0] * max(1, self.ntotal)
+        n_jobs = 1 if work < 10_000_000 else max(1, min(int(n_jobs), queries.shape[0]))
+        bounds = np.linspace(0, queries.shape[0], n_jobs + 1).astype(int)
+        if n_jobs == 1:
+            return [worker(0, queries.shape[0])]
+        with concurrent.futures.ThreadPoolExecutor(n_jobs) as pool:
+            return list(pool.map(lambda b: worker(*b), zip(bounds[:-1], bounds[1:])))
+
+    def search(self, queries, k):
+        """The k nearest codes of each query: ``(distances int32 [nq, k], ids int64 [nq, k])``."""
+        queries = self._check(queries, "queries")
+        k = _validation.check_positive_int(k, "k")
+        codes, ids = self._consolidate()
+        num_queries = queries.shape[0]
+        out_dist = np.full((num_queries, k), PAD_DISTANCE, dtype=np.int32)
+        out_pos = np.full((num_queries, k), -1, dtype=np.int64)
+        query_words = codes_lib.as_words(queries)
+
+        def worker(start, stop):
+            for c0 in range(0, codes.shape[0], self.chunk_size):
+                chunk = codes[c0:c0 + self.chunk_size]
+                computer = codes_lib.HammingComputer(chunk)
+                mask = np.empty(chunk.shape[0], dtype=bool)
+                kk = min(k, chunk.shape[0])
+                guess = 0
+                for i in range(start, stop):
+                    d = computer(query_words[i])
+                    if kk < chunk.shape[0]:
+                        guess = _cutoff_distance(d, kk, guess, mask)
+                        cand = np.flatnonzero(mask)
+                        cd = d[cand]
+                        order = np.argsort(cd, kind="stable")[:kk]  # ties keep ascending position
+                        cand, cd = cand[order], cd[order]
+                    else:
+                        cand = np.argsort(d, kind="stable")
+                        cd = d[cand]
+                    cand = cand + c0
+                    if c0 == 0:
+                        out_dist[i, :kk], out_pos[i, :kk] = cd, cand
+                        continue
+                    # Merge with the best of earlier chunks; earlier chunks hold smaller positions,
+                    # so a stable sort on distance keeps the tie order.
+                    merged_d = np.concatenate([out_dist[i], cd.astype(np.int32)])
+                    merged_p = np.concatenate([out_pos[i], cand])
+                    order = np.argsort(merged_d, kind="stable")[:k]
+                    out_dist[i], out_pos[i] = merged_d[order], merged_p[order]
+
+        self._run(queries, worker)
+        out_ids = np.where(out_pos >= 0, ids[np.maximum(out_pos, 0)] if ids.size else -1, -1)
+        return out_dist, out_ids
+
+    def range_search(self, queries, radius):
+        """All codes within Hamming distance ``radius`` (inclusive): ``(lims, distances, ids)``."""
+        queries = self._check(queries, "queries")
+        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
+            raise ValueError(f"`radius` must be a non-negative integer, got {radius!r}.")
+        codes, ids = self._consolidate()
+        results = [None] * queries.shape[0]
+        query_words = codes_lib.as_words(queries)
+
+        def worker(start, stop):
+            parts = [[] for _ in range(stop - start)]
+            for c0 in range(0, codes.shape[0], self.chunk_size):
+                computer = codes_lib.HammingComputer(codes[c0:c0 + self.chunk_size])
+                for i in range(start, stop):
+                    d = computer(query_words[i])
+                    hit = np.flatnonzero(d <= radius)
+                    parts[i - start].append((d[hit].astype(np.int32), hit + c0))
+            for i in range(start, stop):
+                dist = np.concatenate([p[0] for p in parts[i - start]]) if parts[i - start] else np.empty(0, np.int32)
+                pos = np.concatenate([p[1] for p in parts[i - start]]) if parts[i - start] else np.empty(0, np.int64)
+                order = np.argsort(dist, kind="stable")
+                results[i] = (dist[order], ids[pos[order]])
+
+        self._run(queries, worker)
+        lims = np.concatenate([[0], np.cumsum([r[0].shape[0] for r in results])]).astype(np.int64)
+        if not results:
+            return lims, np.empty(0, np.int32), np.empty(0, np.int64)
+        return lims, np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+
+
+class FaissIndex(_SearchIndex):
+    """Faiss binary indexes (needs the ``[faiss]`` extra: ``pip install "tfhash[faiss]"``).
+
+    Packed tfhash codes are Faiss's binary layout, so they are handed over as they are (no copy,
+    no re-packing); codes narrower than a whole byte count are zero-padded, which leaves distances
+    unchanged.
+
+    Args:
+        bits: code length.
+        kind: ``"flat"`` (exact, ``IndexBinaryFlat``), ``"ivf"`` (inverted lists over a binary
+            k-means quantizer, trained on the first ``add``; approximate, for large databases) or
+            ``"hnsw"`` (graph search; approximate).
+        nlist: IVF lists (default: about 4 * sqrt(items at first add)).
+        nprobe: IVF lists visited per query.
+        hnsw_neighbors: HNSW graph degree M.
+    """
+
+    KINDS = ("flat", "ivf", "hnsw")
+
+    def __init__(self, bits, kind="flat", *, nlist=None, nprobe=16, hnsw_neighbors=16):
+        super().__init__(bits)
+        try:
+            import faiss
+        except ImportError as err:
+            raise ImportError('FaissIndex needs Faiss: pip install "tfhash[faiss]" (or faiss-cpu).') from err
+        self._faiss = faiss
+        self.kind = _validation.check_choice(kind, "kind", self.KINDS)
+        self.nlist = None if nlist is None else _validation.check_positive_int(nlist, "nlist")
+        self.nprobe = _validation.check_positive_int(nprobe, "nprobe")
+        self.hnsw_neighbors = _validation.check_positive_int(hnsw_neighbors, "hnsw_neighbors")
+        dim = 8 * self.width
+        if self.kind == "flat":
+            self._inner = faiss.IndexBinaryFlat(dim)
+        elif self.kind == "hnsw":
+            self._inner = faiss.IndexBinaryHNSW(dim, self.hnsw_neighbors)
+        else:
+            self._inner = None  # built at the first add, when nlist can follow the data size
+        self._index = None
+
+    @property
+    def ntotal(self):
+        return 0 if self._index is None else int(self._index.ntotal)
+
+    def _build(self, codes):
+        faiss = self._faiss
+        if self.kind == "ivf":
+            nlist = self.nlist or max(1, int(4 * np.sqrt(codes.shape[0])))
+            quantizer = faiss.IndexBinaryFlat(8 * self.width)
+            self._inner = faiss.IndexBinaryIVF(quantizer, 8 * self.width, nlist)
+            self._inner.nprobe = self.nprobe
+            self._quantizer = quantizer  # keep it alive as long as the index
+            self._inner.train(codes)
+        self._index = faiss.IndexBinaryIDMap(self._inner)
+
+    def add(self, codes, ids=None):
+        codes = self._check(codes, "codes")
+        ids = self._check_ids(ids, codes.shape[0])
+        if self._index is None:
+            self._build(codes)
+        self._index.add_with_ids(codes, ids)
+        return self
+
+    def search(self, queries, k):
+        queries = self._check(queries, "queries")
+        k = _validation.check_positive_int(k, "k")
+        if self._index is None:
+            return (np.full((queries.shape[0], k), PAD_DISTANCE, np.int32),
+                    np.full((queries.shape[0], k), -1, np.int64))
+        distances, ids = self._index.search(queries, k)
+        distances = np.where(ids < 0, PAD_DISTANCE, distances).astype(np.int32)
+        return distances, ids.astype(np.int64)
+
+    def range_search(self, queries, radius):
+        queries = self._check(queries, "queries")
+        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
+            raise ValueError(f"`radius` must be a non-negative integer, got {radius!r}.")
+        if self._index is None:
+            return np.zeros(queries.shape[0] + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
+        # Faiss's range is exclusive (distance < radius); ours is inclusive.
+        lims, distances, ids = self._index.range_search(queries, int(radius) + 1)
+        for i in range(queries.shape[0]):  # Faiss returns each ball unordered: sort by (distance, id)
+            part = slice(lims[i], lims[i + 1])
+            order = np.lexsort((ids[part], distances[part]))
+            distances[part], ids[part] = distances[part][order], ids[part][order]
+        return lims.astype(np.int64), distances.astype(np.int32), ids.astype(np.int64)
+
+
+def make_index(bits, backend="numpy", **options):
+    """An empty index: ``backend="numpy"`` (:class:`HammingIndex`) or ``"faiss"`` (:class:`FaissIndex`)."""
+    backends = {"numpy": HammingIndex, "faiss": FaissIndex}
+    _validation.check_choice(backend, "backend", backends)
+    return backends[backend](bits, **options)
