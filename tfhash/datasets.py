@@ -303,7 +303,11 @@ def read_features(path, max_items=None):
     if not os.path.isfile(path):
         raise ValueError(f"`path` must be an existing feature file, got {path!r}.")
     if ext == ".npy":
-        data = np.load(path, allow_pickle=False, mmap_mode="r")
+        try:
+            data = np.load(path, allow_pickle=False, mmap_mode="r")
+        except ValueError as err:  # object arrays need pickle, which could run code
+            raise ValueError(f"`path` must hold a plain numeric .npy array (pickled objects are refused): "
+                             f"{path!r} ({err})") from err
         return np.array(data[:max_items] if max_items else data)
     if ext not in readers:
         raise ValueError(f"`path` must end in one of {sorted(readers) + ['.npy']}, got {path!r}.")

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+
+from tfhash import codes, index
+
+
+def _random_codes(rng, n, bits):
+    return codes.pack(rng.integers(0, 2, (n, bits), dtype=np.uint8))
+
+
+def _brute_force(queries, database, k):
+    d = codes.hamming_distance(queries, database).astype(np.int64)
+    order = np.argsort(d, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(d, order, axis=1), order
+
+
+@pytest.mark.parametrize("bits,chunk", [(8, 1 << 21), (16, 37), (20, 100), (64, 1000), (128, 333)])
+def test_search_matches_brute_force_with_ties_by_index(rng, bits, chunk):
+    db = _random_codes(rng, 2000, bits)
+    q = _random_codes(rng, 25, bits)
+    d, ids = index.HammingIndex(bits, chunk_size=chunk).add(db).search(q, 50)
+    expected_d, expected_ids = _brute_force(q, db, 50)
+    np.testing.assert_array_equal(ids, expected_ids)
+    np.testing.assert_array_equal(d, expected_d)
+
+
+def test_search_with_ids_added_in_parts_and_padding(rng):
+    db = _random_codes(rng, 30, 16)
+    idx = index.HammingIndex(16)
+    idx.add(db[:10], ids=np.arange(100, 110)).add(db[10:], ids=np.arange(200, 220))
+    assert len(idx) == 30
+    d, ids = idx.search(db[:2], 40)  # more than the 30 items: padded
+    assert ids.shape == (2, 40) and np.all(ids[:, 30:] == -1) and np.all(d[:, 30:] == index.PAD_DISTANCE)
+    assert ids[0, 0] == 100 and d[0, 0] == 0  # each code finds itself first
+    assert set(ids[0, :30]) == set(range(100, 110)) | set(range(200, 220))
+
+
+def test_range_search_is_inclusive_and_sorted(rng):
+    db = _random_codes(rng, 500, 16)
+    q = _random_codes(rng, 7, 16)
+    lims, d, ids = index.HammingIndex(16, chunk_size=64).add(db).range_search(q, 5)
+    full = codes.hamming_distance(q, db)
+    for i in range(7):
+        expected = np.flatnonzero(full[i] <= 5)
+        expected = expected[np.argsort(full[i][expected], kind="stable")]
+        np.testing.assert_array_equal(ids[lims[i]:lims[i + 1]], expected)
+        np.testing.assert_array_equal(d[lims[i]:lims[i + 1]], full[i][expected])
+
+
+def test_faiss_flat_gives_identical_results(rng):
+    pytest.importorskip("faiss")
+    for bits in (12, 64):
+        db = _random_codes(rng, 3000, bits)
+        q = _random_codes(rng, 20, bits)
+        ours = index.HammingIndex(bits).add(db)
+        theirs = index.FaissIndex(bits, "flat").add(db)
+        for a, b in zip(ours.search(q, 30), theirs.search(q, 30)):
+            np.testing.assert_array_equal(a, b)
+        for a, b in zip(ours.range_search(q, 3 if bits == 12 else 24), theirs.range_search(q, 3 if bits == 12 else 24)):
+            np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_faiss_approximate_backends_find_most_true_neighbours(rng, kind):
+    pytest.importorskip("faiss")
+    # Clustered codes: 20 centres, items differ from their centre in a few bits.
+    centres = rng.integers(0, 2, (20, 64), dtype=np.uint8)
+    members = centres[rng.integers(0, 20, 5000)] ^ (rng.random((5000, 64)) < 0.05)
+    db = codes.pack(members.astype(np.uint8))
+    q = db[:50]
+    _, exact = index.HammingIndex(64).add(db).search(q, 10)
+    _, approx = index.make_index(64, "faiss", kind=kind).add(db).search(q, 10)
+    assert approx[:, 0].tolist() == list(range(50)) or np.mean(approx[:, 0] >= 0) == 1.0
+    d_exact = codes.hamming_distance(q, db)[np.arange(50)[:, None], exact]
+    d_approx = codes.hamming_distance(q, db)[np.arange(50)[:, None], approx]
+    # Approximate answers may differ among tied codes; compare their distances instead of ids.
+    assert np.mean(d_approx <= d_exact.max(axis=1, keepdims=True)) > 0.9
+
+
+def test_codes_go_to_faiss_without_copy(rng):
+    pytest.importorskip("faiss")
+    db = _random_codes(rng, 100, 64)
+    idx = index.FaissIndex(64)
+    seen = []
+    idx._build(db)
+    original = idx._index.add_with_ids
+    idx._index.add_with_ids = lambda x, ids: (seen.append(x), original(x, ids))
+    idx.add(db)
+    assert seen[0] is db  # the caller's array itself: no copy, no re-packing
+
+
+def test_bad_inputs_are_refused(rng):
+    idx = index.HammingIndex(32)
+    with pytest.raises(ValueError, match="`codes` must be 4 bytes wide for bits=32.*got 8 bytes"):
+        idx.add(np.zeros((3, 8), np.uint8))
+    with pytest.raises(ValueError, match="`codes` must be packed codes of dtype uint8.*int32"):
+        idx.add(np.zeros((3, 4), np.int32))
+    with pytest.raises(ValueError, match="`ids` must be 1-D integers, one per code \\(3\\)"):
+        idx.add(np.zeros((3, 4), np.uint8), ids=[1, 2])
+    with pytest.raises(ValueError, match="`k` must be a positive integer"):
+        idx.search(np.zeros((1, 4), np.uint8), 0)
+    with pytest.raises(ValueError, match="`bits` must be a positive integer"):
+        index.HammingIndex(-3)
+    with pytest.raises(ValueError, match="`backend` must be one of"):
+        index.make_index(32, "annoy")
