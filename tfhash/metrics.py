@@ -137,13 +137,13 @@ def _ap_index_ties(distances, relevant, top_k):
 
 def _harmonic_span(before, size):
     """sum_{p=1..size} 1 / (before + p) for arrays ``before``, ``size`` (float64)."""
+    from scipy.special import digamma
+
     out = np.empty(before.shape[0], dtype=np.float64)
     for j, (s, n) in enumerate(zip(before.tolist(), size.tolist())):
         if n <= 4096:  # direct sum: exact to rounding, no cancellation
             out[j] = np.sum(1.0 / np.arange(s + 1, s + n + 1, dtype=np.float64))
         else:  # digamma difference; the span is large, so cancellation is negligible
-            from scipy.special import digamma
-
             out[j] = digamma(s + n + 1.0) - digamma(s + 1.0)
     return out
 
@@ -172,18 +172,22 @@ def _ap_tie_aware(distances, relevant, num_distances):
     return float(expected.sum() / total)
 
 
-def _relevant_in_top_k(distances, relevant, k, ties):
-    """Relevant items among the top k (expected count for ``ties="average"``)."""
-    k = min(k, distances.shape[0])
+def _relevant_in_top_k(distances, relevant, ks, ties):
+    """Relevant items among the top k, for each k in ``ks`` (expected counts for ``ties="average"``)."""
     counts = np.bincount(distances)
     cumulative = np.cumsum(counts)
-    cutoff = int(np.searchsorted(cumulative, k))
-    closer = cumulative[cutoff - 1] if cutoff > 0 else 0
-    closer_hits = np.count_nonzero(relevant[distances < cutoff])
-    at_cutoff = distances == cutoff
-    if ties == "average":
-        return closer_hits + np.count_nonzero(relevant & at_cutoff) * (k - closer) / counts[cutoff]
-    return closer_hits + np.count_nonzero(relevant[np.flatnonzero(at_cutoff)[: k - closer]])
+    found = []
+    for k in ks:
+        k = min(int(k), distances.shape[0])
+        cutoff = int(np.searchsorted(cumulative, k))  # first distance at which k items are reached
+        closer = cumulative[cutoff - 1] if cutoff > 0 else 0
+        closer_hits = np.count_nonzero(relevant[distances < cutoff])
+        at_cutoff = distances == cutoff
+        if ties == "average":
+            found.append(closer_hits + np.count_nonzero(relevant & at_cutoff) * (k - closer) / counts[cutoff])
+        else:
+            found.append(closer_hits + np.count_nonzero(relevant[np.flatnonzero(at_cutoff)[: k - closer]]))
+    return found
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -306,8 +310,7 @@ def _precision_recall_at_k(query_codes, database_codes, make_relevance, k, ties,
     _validation.check_choice(ties, "ties", _TIES)
 
     def kernel(distances, relevant):
-        found = [_relevant_in_top_k(distances, relevant, int(kk), ties) for kk in ks]
-        return found + [np.count_nonzero(relevant)]
+        return _relevant_in_top_k(distances, relevant, ks, ties) + [np.count_nonzero(relevant)]
 
     found = _map_queries(query_codes, database_codes, make_relevance, kernel, n_jobs)
     retrieved = np.minimum(ks, database_codes.shape[0])
