@@ -2,11 +2,15 @@
 
 Submodules: ``codes`` (the binary code convention), ``metrics`` (retrieval and clustering metrics),
 ``datasets`` (retrieval splits and data sources), ``baselines`` (LSH, PCAH, ITQ, SpH, SH),
-``index`` (Hamming search), ``evaluation`` (paper-style reports).
+``index`` (Hamming search), ``evaluation`` (paper-style reports), ``losses`` (loss terms),
+``schemes`` (the registry of adversarial hashing schemes). ``fit`` trains a scheme and returns a
+``Hasher``.
 """
 
 __version__ = "0.1.0"
 
-from tfhash import baselines, codes, datasets, evaluation, index, metrics  # noqa: E402
+from tfhash import baselines, codes, datasets, evaluation, index, losses, metrics, schemes  # noqa: E402
+from tfhash.training import Hasher, fit  # noqa: E402
 
-__all__ = ["__version__", "baselines", "codes", "datasets", "evaluation", "index", "metrics"]
+__all__ = ["__version__", "Hasher", "baselines", "codes", "datasets", "evaluation", "fit", "index", "losses",
+           "metrics", "schemes"]

@@ -1,0 +1,74 @@
+"""Loss terms of the hashing schemes as pure TensorFlow functions.
+
+Every per-example function returns a ``[batch]`` tensor so the caller can average it over the *global*
+batch (``tf.nn.compute_average_loss``) under any ``tf.distribute`` strategy. Terms that depend on batch
+statistics take those statistics as arguments, so the caller decides how they are gathered.
+Probabilities are sigmoid outputs in (0, 1); they are clipped to [eps, 1 - eps] before any log.
+"""
+
+import tensorflow as tf
+
+EPSILON = 1e-7
+
+
+def _clip(p):
+    return tf.clip_by_value(p, EPSILON, 1.0 - EPSILON)
+
+
+def bit_entropy(probabilities):
+    """Per-example entropy of K independent bits (nats): -sum_k t log t + (1 - t) log(1 - t).
+
+    HashGAN Eq. 3, "minimum entropy bits": minimising it pushes every output towards 0 or 1.
+    Returns ``[batch]``.
+    """
+    t = _clip(probabilities)
+    return -tf.reduce_sum(t * tf.math.log(t) + (1.0 - t) * tf.math.log(1.0 - t), axis=-1)
+
+
+def negative_frequency_entropy(frequencies):
+    """sum_k f_k log f_k + (1 - f_k) log(1 - f_k) for bit frequencies ``f`` ``[K]`` (a scalar).
+
+    HashGAN Eq. 3, "uniform frequency bits": minimising it (maximising the entropy of each bit's
+    frequency over the batch) balances the bits; its minimum, -K log 2, is at f_k = 1/2.
+    """
+    f = _clip(frequencies)
+    return tf.reduce_sum(f * tf.math.log(f) + (1.0 - f) * tf.math.log(1.0 - f))
+
+
+def consistency(probabilities, transformed_probabilities):
+    """Per-example ||t - t~||^2 between the codes of an image and of a transformed copy (Eq. 3). ``[batch]``."""
+    return tf.reduce_sum(tf.square(probabilities - transformed_probabilities), axis=-1)
+
+
+def independence(kernel):
+    """||W^T W - I||_F^2 for the encoder's last-layer kernel W of shape ``[hidden, K]`` (Eq. 3).
+
+    The Gram matrix is K x K (bits x bits): pushing it to I makes the bit projections orthonormal.
+    The hidden x hidden matrix W W^T has rank at most K < hidden and could never reach I.
+    """
+    bits = tf.shape(kernel)[-1]
+    gram = tf.matmul(kernel, kernel, transpose_a=True)
+    return tf.reduce_sum(tf.square(gram - tf.eye(bits, dtype=kernel.dtype)))
+
+
+def collaborative(probabilities, target_bits):
+    """Per-example ||E(G(z)) - b'||^2 between the codes of synthetic images and the generator's
+    binary input b' (HashGAN Eq. 4). ``[batch]``."""
+    return tf.reduce_sum(tf.square(probabilities - tf.cast(target_bits, probabilities.dtype)), axis=-1)
+
+
+def feature_matching(real_feature_mean, fake_feature_mean):
+    """||E F(x) - E F(G(z))||^2 between mean features of real and synthetic batches (Eq. 5; Salimans
+    et al. 2016). Takes the means, so the caller can gather them over the global batch."""
+    return tf.reduce_sum(tf.square(real_feature_mean - fake_feature_mean))
+
+
+def discriminator_cross_entropy(real_logits, fake_logits):
+    """Per-example GAN discriminator loss (negated Eq. 2) from logits: -log D(x) - log(1 - D(G(z))).
+
+    ``real_logits`` and ``fake_logits`` are ``[batch]`` (or ``[batch, 1]``); returns ``[batch]`` pairs summed.
+    """
+    real_logits, fake_logits = tf.reshape(real_logits, [-1]), tf.reshape(fake_logits, [-1])
+    real = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.ones_like(real_logits), logits=real_logits)
+    fake = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.zeros_like(fake_logits), logits=fake_logits)
+    return real + fake

@@ -1,0 +1,165 @@
+"""What every hashing scheme shares: trackers, optimisers per player, encoding, config, export target.
+
+A scheme subclasses :class:`HashingScheme` and provides:
+
+* ``loss_names``: the keys it logs (one ``keras.metrics.Mean`` tracker each);
+* ``_build_networks()``: creates its sub-networks (variables must exist after ``__init__``);
+* ``players()``: ``{player name: [variables]}``, one optimizer each;
+* ``default_optimizer(player, total_steps)``: the paper's optimiser for that player;
+* ``call(x)``: continuous codes (probabilities for sigmoid outputs);
+* ``train_step(data)``.
+
+Constructor arguments are attributes of the same name and make up ``get_config()`` (KerasHub style),
+so ``from_config(get_config())`` rebuilds the same architecture.
+"""
+
+import inspect
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfhash import _validation
+from tfhash import codes as codes_lib
+
+
+class HashingScheme(keras.Model):
+    """Base class of the adversarial hashing schemes (a ``keras.Model``).
+
+    Args:
+        bits: code length K.
+        input_shape: shape of one input item, without the batch dimension.
+        seed: seeds weight initialisation and every random draw of training.
+    """
+
+    key = None  # set by tfhash.schemes.register
+    loss_names = ()
+    threshold = codes_lib.SIGMOID_THRESHOLD
+
+    def __init__(self, bits=32, input_shape=None, seed=0, **kwargs):
+        super().__init__(**kwargs)
+        self.bits = _validation.check_bits(bits)
+        if input_shape is None or len(tuple(input_shape)) == 0:
+            raise ValueError(f"`input_shape` must be the shape of one item, e.g. (28, 28, 1), got {input_shape!r}.")
+        self.item_shape = tuple(int(d) for d in input_shape)
+        self.seed = int(seed)
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
+        self.scheme_optimizers = {}
+        keras.utils.set_random_seed(self.seed)  # weight initialisation follows the seed
+        self._build_networks()
+
+    # --- configuration -------------------------------------------------------------------------
+
+    @classmethod
+    def hyperparameter_names(cls):
+        """Constructor arguments of the scheme (what ``tfhash.fit(**hyperparameters)`` accepts)."""
+        names = []
+        for klass in cls.__mro__:
+            if klass is HashingScheme:
+                break
+            if "__init__" in vars(klass):
+                names += [p for p in inspect.signature(klass.__init__).parameters
+                          if p not in ("self", "kwargs", "args", "bits", "input_shape", "seed")]
+        return list(dict.fromkeys(names))
+
+    def get_config(self):
+        config = {"bits": self.bits, "input_shape": list(self.item_shape), "seed": self.seed}
+        for name in self.hyperparameter_names():
+            value = getattr(self, name)
+            config[name] = list(value) if isinstance(value, tuple) else value
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    # --- optimisation ----------------------------------------------------------------------------
+
+    def players(self):
+        raise NotImplementedError
+
+    def default_optimizer(self, player, total_steps):
+        raise NotImplementedError
+
+    def compile(self, optimizers=None, *, total_steps=None, **kwargs):
+        """One optimizer per player; defaults follow the paper (``default_optimizer``).
+
+        Args:
+            optimizers: ``{player: keras.optimizers.Optimizer}`` overriding any of the defaults.
+            total_steps: planned training steps, for schedules that depend on them (warm-up,
+                learning-rate decay); ``tfhash.fit`` passes it. ``None``: schedules act as if
+                training were long (no decay, warm-up of 0 steps).
+        """
+        super().compile(optimizer=None, **kwargs)
+        players = self.players()
+        optimizers = dict(optimizers or {})
+        unknown = set(optimizers) - set(players)
+        if unknown:
+            raise ValueError(f"`optimizers` keys must be players of {type(self).__name__} "
+                             f"{sorted(players)}, got {sorted(unknown)}.")
+        self.total_steps = None if total_steps is None else _validation.check_positive_int(total_steps, "total_steps")
+        self.scheme_optimizers = {}
+        for player, variables in players.items():
+            optimizer = optimizers.get(player) or self.default_optimizer(player, self.total_steps)
+            # Build now: slot variables must exist before fit (distribution, checkpoints).
+            optimizer.build(variables)
+            self.scheme_optimizers[player] = optimizer
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def _update_trackers(self, values):
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self.trackers.items()}
+
+    # --- randomness ----------------------------------------------------------------------------
+
+    def _stateless_seed(self, step, salt):
+        """A per-step, per-replica, per-use seed for stateless random ops.
+
+        Different replicas draw different noise; the same seed and step give the same draws.
+        """
+        replica = tf.distribute.get_replica_context()
+        replica_id = 0 if replica is None else replica.replica_id_in_sync_group
+        replica_id = tf.cast(replica_id, tf.int64)
+        return tf.stack([tf.cast(self.seed, tf.int64) * 1_000_003 + salt,
+                         tf.cast(step, tf.int64) * 1024 + replica_id])
+
+    # --- encoding ------------------------------------------------------------------------------
+
+    def check_inputs(self, x, name="x"):
+        x = _validation.check_features(x, name)
+        if tuple(x.shape[1:]) != self.item_shape:
+            raise ValueError(f"`{name}` must have items of shape {self.item_shape} (as in training), "
+                             f"got {tuple(x.shape[1:])}.")
+        return x.astype(np.float32, copy=False)
+
+    def predict_probabilities(self, x, batch_size=256):
+        """Continuous codes ``[n, bits]`` (numpy) for items ``x``."""
+        x = self.check_inputs(x)
+        encoder = self.encoder_model()
+        out = [encoder(x[i:i + batch_size], training=False) for i in range(0, x.shape[0], batch_size)]
+        return np.concatenate([np.asarray(o) for o in out]) if out else np.empty((0, self.bits), np.float32)
+
+    def encode(self, x, batch_size=256):
+        """Packed uint8 codes ``[n, ceil(bits / 8)]`` in the ``tfhash.codes`` convention."""
+        return codes_lib.pack(codes_lib.binarize(self.predict_probabilities(x, batch_size), self.threshold))
+
+    def encoder_model(self):
+        """A plain functional Keras model: input item -> continuous code (the export target).
+
+        It shares the scheme's layers, never includes the adversarial players.
+        """
+        if getattr(self, "_encoder_model", None) is None:
+            inputs = keras.Input(shape=self.item_shape, name="inputs")
+            self._encoder_model = keras.Model(inputs, self.encode_graph(inputs), name=f"{self.key}_encoder")
+        return self._encoder_model
+
+    def encode_graph(self, inputs):
+        """Continuous code of ``inputs`` at inference (no noise); used by ``call`` and the export."""
+        raise NotImplementedError
+
+    def call(self, inputs, training=False):
+        return self.encode_graph(inputs)

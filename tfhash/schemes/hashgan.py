@@ -1,0 +1,311 @@
+"""HashGAN: unsupervised deep generative adversarial hashing (Ghasedi Dizaji et al., CVPR 2018).
+
+Three networks (Sec. 3.1): a generator G on [uniform noise z', random bits b'], and a discriminator D
+and encoder E that share every layer but their last (D: one logit; E: K sigmoids).
+
+One training step = a D/E update then a G update (Sec. 3.2, last paragraph):
+
+1. D/E: adversarial loss (Eq. 2) + hashing loss on real images (Eq. 3: minimum-entropy bits,
+   uniform-frequency bits, consistent bits under a transform, independent bits) + collaborative
+   loss 0.1 * ||E(G(z)) - b'||^2 on synthetic images (Eq. 4). Hashing and collaborative terms are
+   off for the first tenth of training (Sec. 4).
+2. G: feature matching on the last hidden layer of D/E (Eq. 5).
+
+Choices where the paper is open (each an argument):
+
+* Eq. 3 sums over the N images; literal sums make the weights depend on the batch size. Per-image
+  terms are averaged over the batch here (each term is "per image", summed over bits).
+* The frequency f_k and the feature means of Eq. 5 are taken over the *global* batch under any
+  ``tf.distribute`` strategy; gradients reach each replica's own examples.
+* The encoder's last layer is a plain dense layer, so the independence term acts on its real
+  kernel W (K x K Gram matrix W^T W); the shared trunk and D's head use weight normalisation.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfhash import _validation, losses
+from tfhash.schemes import register
+from tfhash.schemes.base import HashingScheme
+from tfhash.schemes.layers import WeightNormConv2D, WeightNormDense
+
+NETWORKS = ("auto", "mlp", "conv")
+TRANSFORMS = ("auto", "noise", "affine", "translate_flip")
+
+
+def choose_network(item_shape, network="auto"):
+    """``"mlp"`` for flat vectors and small grey images, ``"conv"`` for 32x32 colour images."""
+    _validation.check_choice(network, "network", NETWORKS)
+    shape = tuple(item_shape)
+    is_conv_shape = shape[:2] == (32, 32) and len(shape) == 3 and shape[2] in (1, 3)
+    fits_mlp = len(shape) == 1 or len(shape) == 2 or (len(shape) == 3 and shape[2] == 1 and shape[0] * shape[1] <= 4096)
+    if network == "conv":
+        if not is_conv_shape:
+            raise ValueError(f"`x` items must be 32x32 images ([n, 32, 32, 1 or 3]) for network='conv', got {shape}.")
+        return "conv"
+    if network == "mlp":
+        if not fits_mlp:
+            raise ValueError(f"`x` items must be flat vectors or grey images up to 64x64 for network='mlp', got {shape}.")
+        return "mlp"
+    if len(shape) == 3 and shape == (32, 32, 3):
+        return "conv"
+    if fits_mlp:
+        return "mlp"
+    raise ValueError(
+        "`x` items fit neither HashGAN network: expected flat vectors [n, d], grey images up to 64x64 "
+        f"[n, h, w, 1] (MLP pair) or 32x32 colour images [n, 32, 32, 3] (convolutional pair), got {shape}."
+    )
+
+
+@register("hashgan")
+class HashGAN(HashingScheme):
+    """HashGAN (CVPR 2018). Loss weights default to the paper's values (Sec. 4); 0 switches a term off.
+
+    Args:
+        bits: code length K.
+        input_shape: one item's shape; images in [0, 1].
+        seed: seeds initialisation and all training noise.
+        network: ``"auto"``, ``"mlp"`` (Improved-GAN MNIST pair) or ``"conv"`` (Improved-GAN CIFAR pair).
+        noise_dim: length of the uniform noise z' (Sec. 3.2: z' ~ U(0, 1)).
+        input_noise: std of the Gaussian noise on D/E inputs (Sec. 4: 0.15).
+        hidden_noise: std of the Gaussian noise after each hidden D/E layer (Improved-GAN MNIST uses
+            0.5; the HashGAN paper only mentions input noise, hence 0 by default).
+        weight_adversarial, weight_entropy, weight_frequency, weight_consistency, weight_independence,
+        weight_collaborative, weight_feature_matching: loss weights (Sec. 4: 1, lambda in
+            {1e-3, 1e-2}, 1, 1, 1, 0.1, 1).
+        consistency_transform: ``"auto"`` (noise for grey/flat inputs, translation + flip for colour),
+            ``"noise"``, ``"affine"`` (small random shifts and rotations) or ``"translate_flip"``.
+        transform_noise: std of the noise transform.
+        max_shift: pixels of random translation for the image transforms.
+        max_rotation: degrees of random rotation for ``"affine"``.
+        warmup_fraction: fraction of training with hashing and collaborative losses off (Sec. 4: 0.1).
+        learning_rate, final_learning_rate: Adam learning rate, decayed linearly (Sec. 4: 9e-4 -> 3e-4).
+    """
+
+    loss_names = ("d_loss", "g_loss", "entropy", "balance", "consistency", "independence", "collab",
+                  "bit_freq_min", "bit_freq_max")
+
+    def __init__(self, bits=32, input_shape=None, seed=0, network="auto", noise_dim=100, input_noise=0.15,
+                 hidden_noise=0.0, weight_adversarial=1.0, weight_entropy=1e-2, weight_frequency=1.0,
+                 weight_consistency=1.0, weight_independence=1.0, weight_collaborative=0.1,
+                 weight_feature_matching=1.0, consistency_transform="auto", transform_noise=0.3,
+                 max_shift=2, max_rotation=10.0, warmup_fraction=0.1, learning_rate=9e-4,
+                 final_learning_rate=3e-4, **kwargs):
+        self.network = _validation.check_choice(network, "network", NETWORKS)
+        self.noise_dim = _validation.check_positive_int(noise_dim, "noise_dim")
+        for name, value in [("input_noise", input_noise), ("hidden_noise", hidden_noise),
+                            ("weight_adversarial", weight_adversarial), ("weight_entropy", weight_entropy),
+                            ("weight_frequency", weight_frequency), ("weight_consistency", weight_consistency),
+                            ("weight_independence", weight_independence),
+                            ("weight_collaborative", weight_collaborative),
+                            ("weight_feature_matching", weight_feature_matching),
+                            ("transform_noise", transform_noise), ("max_rotation", max_rotation),
+                            ("learning_rate", learning_rate), ("final_learning_rate", final_learning_rate)]:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"`{name}` must be a non-negative number, got {value!r}.")
+        if not 0 <= warmup_fraction < 1:
+            raise ValueError(f"`warmup_fraction` must be in [0, 1), got {warmup_fraction!r}.")
+        self.input_noise, self.hidden_noise = float(input_noise), float(hidden_noise)
+        self.weight_adversarial, self.weight_entropy = float(weight_adversarial), float(weight_entropy)
+        self.weight_frequency, self.weight_consistency = float(weight_frequency), float(weight_consistency)
+        self.weight_independence = float(weight_independence)
+        self.weight_collaborative = float(weight_collaborative)
+        self.weight_feature_matching = float(weight_feature_matching)
+        self.consistency_transform = _validation.check_choice(consistency_transform, "consistency_transform", TRANSFORMS)
+        self.transform_noise, self.max_shift = float(transform_noise), int(max_shift)
+        self.max_rotation = float(max_rotation)
+        self.warmup_fraction = float(warmup_fraction)
+        self.learning_rate, self.final_learning_rate = float(learning_rate), float(final_learning_rate)
+        super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
+
+    # --- networks ------------------------------------------------------------------------------
+
+    def _build_networks(self):
+        self.network_kind = choose_network(self.item_shape, self.network)
+        transform = self.consistency_transform
+        if transform == "auto":
+            colour = len(self.item_shape) == 3 and self.item_shape[-1] == 3
+            transform = "translate_flip" if colour else "noise"
+        if transform in ("affine", "translate_flip") and len(self.item_shape) != 3:
+            raise ValueError(f"`consistency_transform`={transform!r} needs images [h, w, c], got items of "
+                             f"shape {self.item_shape}; use 'noise'.")
+        self.transform_kind = transform
+        lrelu = lambda t: keras.activations.leaky_relu(t, negative_slope=0.2)  # noqa: E731
+        if self.network_kind == "mlp":
+            # Improved-GAN MNIST discriminator: 1000-500-250-250-250 with weight normalisation.
+            self.trunk_layers = [keras.layers.Flatten()] + [
+                WeightNormDense(units, activation=lrelu, name=f"trunk_dense_{i}")
+                for i, units in enumerate((1000, 500, 250, 250, 250))]
+            size = int(np.prod(self.item_shape))
+            self.generator = keras.Sequential([
+                keras.Input((self.noise_dim + self.bits,)),
+                keras.layers.Dense(500, activation="softplus"), keras.layers.BatchNormalization(),
+                keras.layers.Dense(500, activation="softplus"), keras.layers.BatchNormalization(),
+                WeightNormDense(size, activation="sigmoid"),
+                keras.layers.Reshape(self.item_shape),
+            ], name="generator")
+        else:
+            # Improved-GAN CIFAR-10 discriminator (strided convolutions, no pooling but the last).
+            spec = [(96, 3, 1), (96, 3, 1), (96, 3, 2), (192, 3, 1), (192, 3, 1), (192, 3, 2)]
+            self.trunk_layers = [WeightNormConv2D(f, k, s, activation=lrelu, name=f"trunk_conv_{i}")
+                                 for i, (f, k, s) in enumerate(spec)]
+            self.trunk_layers += [WeightNormConv2D(192, 3, 1, padding="valid", activation=lrelu, name="trunk_conv_6"),
+                                  WeightNormConv2D(192, 1, 1, activation=lrelu, name="trunk_conv_7"),
+                                  WeightNormConv2D(192, 1, 1, activation=lrelu, name="trunk_conv_8"),
+                                  keras.layers.GlobalAveragePooling2D()]
+            channels = self.item_shape[-1]
+            self.generator = keras.Sequential([
+                keras.Input((self.noise_dim + self.bits,)),
+                keras.layers.Dense(4 * 4 * 512), keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                keras.layers.Reshape((4, 4, 512)),
+                keras.layers.Conv2DTranspose(256, 5, strides=2, padding="same"),
+                keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                keras.layers.Conv2DTranspose(128, 5, strides=2, padding="same"),
+                keras.layers.BatchNormalization(), keras.layers.ReLU(),
+                keras.layers.Conv2DTranspose(channels, 5, strides=2, padding="same", activation="sigmoid"),
+            ], name="generator")
+        self.discriminator_head = WeightNormDense(1, name="discriminator_head")
+        self.encoder_head = keras.layers.Dense(self.bits, activation="sigmoid", name="encoder_head")
+        features = self._features(keras.ops.zeros((1,) + self.item_shape))
+        self.discriminator_head(features)
+        self.encoder_head(features)
+
+    def _features(self, x, seed=None):
+        """Last hidden layer F of D/E; with a ``seed``, the training-time Gaussian noise is added."""
+        h = x
+        if seed is not None and self.input_noise > 0:
+            h = h + self.input_noise * tf.random.stateless_normal(tf.shape(h), seed)
+        for i, layer in enumerate(self.trunk_layers):
+            h = layer(h)
+            if seed is not None and self.hidden_noise > 0 and not isinstance(layer, keras.layers.Flatten):
+                h = h + self.hidden_noise * tf.random.stateless_normal(tf.shape(h), seed + [0, 7919 * (i + 1)])
+        return h
+
+    def encode_graph(self, inputs):
+        return self.encoder_head(self._features(inputs))
+
+    def generate(self, noise, bits01, training=False):
+        """Synthetic images from uniform noise ``[n, noise_dim]`` and bits ``[n, bits]``."""
+        return self.generator(tf.concat([noise, tf.cast(bits01, noise.dtype)], axis=-1), training=training)
+
+    # --- optimisation --------------------------------------------------------------------------
+
+    def players(self):
+        shared = [v for layer in self.trunk_layers for v in layer.trainable_variables]
+        return {
+            "discriminator": shared + self.discriminator_head.trainable_variables + self.encoder_head.trainable_variables,
+            "generator": self.generator.trainable_variables,
+        }
+
+    def default_optimizer(self, player, total_steps):
+        # Sec. 4: Adam(beta1=0.5, beta2=0.999, eps=1e-8), lr 9e-4 decayed linearly to 3e-4.
+        learning_rate = self.learning_rate
+        if total_steps:
+            learning_rate = keras.optimizers.schedules.PolynomialDecay(
+                self.learning_rate, total_steps, self.final_learning_rate, power=1.0)
+        return keras.optimizers.Adam(learning_rate, beta_1=0.5, beta_2=0.999, epsilon=1e-8, name=f"{player}_adam")
+
+    # --- training ------------------------------------------------------------------------------
+
+    def _transform(self, x, seed):
+        """The transformed copy x~ of Eq. 3 (consistent bits)."""
+        if self.transform_kind == "noise":
+            return tf.clip_by_value(x + self.transform_noise * tf.random.stateless_normal(tf.shape(x), seed), 0.0, 1.0)
+        batch = tf.shape(x)[0]
+        height, width = float(self.item_shape[0]), float(self.item_shape[1])
+        shift = tf.random.stateless_uniform([batch, 2], seed, -self.max_shift, self.max_shift)
+        angle = tf.zeros([batch])
+        if self.transform_kind == "affine":
+            angle = tf.random.stateless_uniform([batch], seed + [0, 1], -1.0, 1.0) * (self.max_rotation * math.pi / 180.0)
+        # Projective transform mapping output (x, y) to input: rotation about the centre, then shift.
+        cos, sin = tf.cos(angle), tf.sin(angle)
+        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+        a0, a1 = cos, -sin
+        b0, b1 = sin, cos
+        a2 = cx - a0 * cx - a1 * cy + shift[:, 0]
+        b2 = cy - b0 * cx - b1 * cy + shift[:, 1]
+        transforms = tf.stack([a0, a1, a2, b0, b1, b2, tf.zeros([batch]), tf.zeros([batch])], axis=1)
+        out = tf.raw_ops.ImageProjectiveTransformV3(
+            images=x, transforms=transforms, output_shape=tf.constant(self.item_shape[:2], tf.int32),
+            fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
+        if self.transform_kind == "translate_flip":
+            flip = tf.random.stateless_uniform([batch, 1, 1, 1], seed + [0, 2]) < 0.5
+            out = tf.where(flip, tf.reverse(out, axis=[2]), out)
+        return out
+
+    def _sample_generator_inputs(self, batch, seed):
+        noise = tf.random.stateless_uniform([batch, self.noise_dim], seed)  # z' ~ U(0, 1)
+        bits01 = tf.cast(tf.random.stateless_uniform([batch, self.bits], seed + [0, 1]) < 0.5, tf.float32)  # b'
+        return noise, bits01
+
+    def train_step(self, data):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        x = tf.cast(x, tf.float32)
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        local_batch = tf.shape(x)[0]
+        global_batch = local_batch * replicas
+        global_batch_f = tf.cast(global_batch, tf.float32)
+        d_optimizer = self.scheme_optimizers["discriminator"]
+        g_optimizer = self.scheme_optimizers["generator"]
+        step = d_optimizer.iterations
+        warmup_steps = int(self.warmup_fraction * self.total_steps) if getattr(self, "total_steps", None) else 0
+        warm = tf.cast(step >= warmup_steps, tf.float32)
+
+        def average(per_example):  # mean over the global batch, summed across replicas by the optimizer
+            return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+        def global_mean(local_values):
+            """Mean over the global batch; the gradient reaches this replica's examples only."""
+            local_part = tf.reduce_sum(local_values, axis=0) / global_batch_f
+            total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(local_part))
+            return local_part + tf.stop_gradient(total - local_part)
+
+        # 1. D/E step.
+        noise, target_bits = self._sample_generator_inputs(local_batch, self._stateless_seed(step, 1))
+        fake = tf.stop_gradient(self.generate(noise, target_bits, training=True))
+        transformed = self._transform(x, self._stateless_seed(step, 2))
+        with tf.GradientTape() as tape:
+            real_features = self._features(x, self._stateless_seed(step, 3))
+            fake_features = self._features(fake, self._stateless_seed(step, 4))
+            real_codes = self.encoder_head(real_features)
+            fake_codes = self.encoder_head(fake_features)
+            transformed_codes = self.encoder_head(self._features(transformed, self._stateless_seed(step, 5)))
+            adversarial = losses.discriminator_cross_entropy(self.discriminator_head(real_features),
+                                                             self.discriminator_head(fake_features))
+            entropy = losses.bit_entropy(real_codes)
+            frequencies = global_mean(real_codes)
+            balance = losses.negative_frequency_entropy(frequencies)  # global statistic: scale 1
+            consistency = losses.consistency(real_codes, transformed_codes)
+            independence = losses.independence(self.encoder_head.kernel)
+            collaborative = losses.collaborative(fake_codes, target_bits)
+            hashing = (self.weight_entropy * average(entropy) + self.weight_frequency * balance
+                       + self.weight_consistency * average(consistency)
+                       + self.weight_independence * independence / replicas)
+            total = (self.weight_adversarial * average(adversarial)
+                     + warm * (hashing + self.weight_collaborative * average(collaborative)))
+        variables = self.players()["discriminator"]
+        d_optimizer.apply(tape.gradient(total, variables), variables)
+
+        # 2. G step: feature matching against the real batch's features (Eq. 5).
+        g_loss = tf.constant(0.0)
+        if self.weight_feature_matching > 0 and self.weight_adversarial > 0:
+            noise, generator_bits = self._sample_generator_inputs(local_batch, self._stateless_seed(step, 6))
+            real_mean = tf.stop_gradient(global_mean(real_features))
+            with tf.GradientTape() as tape:
+                fake_mean = global_mean(self._features(self.generate(noise, generator_bits, training=True),
+                                                       self._stateless_seed(step, 7)))
+                g_loss = self.weight_feature_matching * losses.feature_matching(real_mean, fake_mean)
+            variables = self.players()["generator"]
+            g_optimizer.apply(tape.gradient(g_loss, variables), variables)
+
+        hard_frequencies = global_mean(tf.cast(real_codes >= self.threshold, tf.float32))  # of the binary codes
+        return self._update_trackers({
+            "d_loss": tf.reduce_mean(adversarial), "g_loss": g_loss, "entropy": tf.reduce_mean(entropy),
+            "balance": balance, "consistency": tf.reduce_mean(consistency), "independence": independence,
+            "collab": tf.reduce_mean(collaborative),
+            "bit_freq_min": tf.reduce_min(hard_frequencies), "bit_freq_max": tf.reduce_max(hard_frequencies),
+        })
