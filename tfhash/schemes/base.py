@@ -23,6 +23,12 @@ from tfhash import _validation
 from tfhash import codes as codes_lib
 
 
+def _multi_worker(strategy):
+    extended = getattr(strategy, "extended", None)
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and bool(getattr(extended, "_in_multi_worker_mode", lambda: False)()))
+
+
 class HashingScheme(keras.Model):
     """Base class of the adversarial hashing schemes (a ``keras.Model``).
 
@@ -112,7 +118,12 @@ class HashingScheme(keras.Model):
     def _update_trackers(self, values):
         for name, value in values.items():
             self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        logs = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if _multi_worker(self.distribute_strategy):
+            # Keras 3 reduces logs across workers with reduce(MEAN, axis=0), which fails on scalars
+            # (tensorflow/tensorflow#72388); a length-1 vector reduces to the scalar it should be.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     # --- randomness ----------------------------------------------------------------------------
 
@@ -152,10 +163,13 @@ class HashingScheme(keras.Model):
 
         It shares the scheme's layers, never includes the adversarial players.
         """
-        if getattr(self, "_encoder_model", None) is None:
+        cached = self.__dict__.get("_encoder_cache")
+        if cached is None:
             inputs = keras.Input(shape=self.item_shape, name="inputs")
-            self._encoder_model = keras.Model(inputs, self.encode_graph(inputs), name=f"{self.key}_encoder")
-        return self._encoder_model
+            cached = keras.Model(inputs, self.encode_graph(inputs), name=f"{self.key}_encoder")
+            # Not tracked: it holds no variables of its own, only the scheme's layers.
+            object.__setattr__(self, "_encoder_cache", cached)
+        return cached
 
     def encode_graph(self, inputs):
         """Continuous code of ``inputs`` at inference (no noise); used by ``call`` and the export."""
