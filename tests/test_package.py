@@ -30,12 +30,15 @@ def test_readme_quickstart_has_two_commands_and_ci_runs_the_test_one():
     assert test_command in ci
 
 
-def test_readme_python_block_runs():
-    block = re.search(r"```python\n(.*?)```", _readme(), re.S).group(1)
+def test_readme_python_blocks_run():
+    blocks = re.findall(r"```python\n(.*?)```", _readme(), re.S)
+    assert len(blocks) == 2
     namespace = {}
-    exec(compile(block, "README.md", "exec"), namespace)
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
     assert 0.3 < namespace["mAP"] <= 1.0
     assert namespace["ids"].shape == (namespace["query_codes"].shape[0], 10)
+    exec(compile(blocks[1], "README.md", "exec"), namespace)
+    assert namespace["codes"].shape == (5, 2) and namespace["codes"].dtype.name == "uint8"
 
 
 def test_main_job_command_line(tmp_path):

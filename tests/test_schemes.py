@@ -188,3 +188,21 @@ def test_hasher_evaluate_and_index():
     assert all(0.0 <= r["mAP"] <= 1.0 for r in rows)
     distances, ids = hasher.index(split.database_x).search(hasher.encode(split.query_x[:3]), 5)
     assert ids.shape == (3, 5) and np.all(np.diff(distances, axis=1) >= 0)
+
+
+def test_fit_accepts_a_batched_tf_data_dataset_and_keras_callbacks():
+    import keras
+
+    x = _data("hashgan")
+    seen = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(sorted(logs))
+
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(16, drop_remainder=True)
+    hasher = tfhash.fit("hashgan", dataset, bits=8, epochs=2, verbose=0, callbacks=[Count()])
+    assert len(seen) == 2 and "d_loss" in seen[0] and "g_loss" in seen[0]
+    assert hasher.encode(x).shape == (64, 1)
+    with pytest.raises(ValueError, match="must yield batches"):
+        tfhash.fit("hashgan", tf.data.Dataset.from_tensor_slices(np.zeros((4,), np.float32)), bits=8)

@@ -33,7 +33,7 @@ from tfhash.schemes.base import HashingScheme
 from tfhash.schemes.layers import WeightNormConv2D, WeightNormDense
 
 NETWORKS = ("auto", "mlp", "conv")
-TRANSFORMS = ("auto", "noise", "affine", "translate_flip")
+TRANSFORMS = ("auto", "noise", "affine", "translate_flip", "adversarial")
 
 
 def choose_network(item_shape, network="auto"):
@@ -77,10 +77,14 @@ class HashGAN(HashingScheme):
         weight_collaborative, weight_feature_matching: loss weights (Sec. 4: 1, lambda in
             {1e-3, 1e-2}, 1, 1, 1, 0.1, 1).
         consistency_transform: ``"auto"`` (noise for grey/flat inputs, translation + flip for colour),
-            ``"noise"``, ``"affine"`` (small random shifts and rotations) or ``"translate_flip"``.
+            ``"noise"``, ``"affine"`` (small random shifts and rotations), ``"translate_flip"`` or
+            ``"adversarial"`` (the perturbation of L2 norm ``adversarial_epsilon`` that changes the codes
+            most, found by one power iteration as in virtual adversarial training, Miyato et al. 2018;
+            IMSAT, Hu et al. 2017, pairs it with the same entropy terms). Not in the HashGAN paper.
         transform_noise: std of the noise transform.
         max_shift: pixels of random translation for the image transforms.
         max_rotation: degrees of random rotation for ``"affine"``.
+        adversarial_epsilon: L2 radius of the ``"adversarial"`` perturbation (per item).
         warmup_fraction: fraction of training with hashing and collaborative losses off (Sec. 4: 0.1).
         learning_rate, final_learning_rate: Adam learning rate, decayed linearly (Sec. 4: 9e-4 -> 3e-4).
     """
@@ -92,7 +96,7 @@ class HashGAN(HashingScheme):
                  hidden_noise=0.0, weight_adversarial=1.0, weight_entropy=1e-2, weight_frequency=1.0,
                  weight_consistency=1.0, weight_independence=1.0, weight_collaborative=0.1,
                  weight_feature_matching=1.0, consistency_transform="auto", transform_noise=0.3,
-                 max_shift=2, max_rotation=10.0, warmup_fraction=0.1, learning_rate=9e-4,
+                 max_shift=2, max_rotation=10.0, adversarial_epsilon=2.0, warmup_fraction=0.1, learning_rate=9e-4,
                  final_learning_rate=3e-4, **kwargs):
         self.network = _validation.check_choice(network, "network", NETWORKS)
         self.noise_dim = _validation.check_positive_int(noise_dim, "noise_dim")
@@ -103,6 +107,7 @@ class HashGAN(HashingScheme):
                             ("weight_collaborative", weight_collaborative),
                             ("weight_feature_matching", weight_feature_matching),
                             ("transform_noise", transform_noise), ("max_rotation", max_rotation),
+                            ("adversarial_epsilon", adversarial_epsilon),
                             ("learning_rate", learning_rate), ("final_learning_rate", final_learning_rate)]:
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
                 raise ValueError(f"`{name}` must be a non-negative number, got {value!r}.")
@@ -117,6 +122,7 @@ class HashGAN(HashingScheme):
         self.consistency_transform = _validation.check_choice(consistency_transform, "consistency_transform", TRANSFORMS)
         self.transform_noise, self.max_shift = float(transform_noise), int(max_shift)
         self.max_rotation = float(max_rotation)
+        self.adversarial_epsilon = float(adversarial_epsilon)
         self.warmup_fraction = float(warmup_fraction)
         self.learning_rate, self.final_learning_rate = float(learning_rate), float(final_learning_rate)
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
@@ -210,8 +216,25 @@ class HashGAN(HashingScheme):
 
     # --- training ------------------------------------------------------------------------------
 
+    def _adversarial_copy(self, x, seed):
+        """x + r, with r (||r|| = epsilon per item) the direction that most changes the codes (VAT)."""
+        def normalise(d):
+            axes = list(range(1, len(self.item_shape) + 1))
+            return d / (tf.sqrt(tf.reduce_sum(tf.square(d), axis=axes, keepdims=True)) + 1e-12)
+
+        codes = tf.stop_gradient(self.encoder_head(self._features(x)))
+        probe = 1e-6 * normalise(tf.random.stateless_normal(tf.shape(x), seed))
+        with tf.GradientTape() as tape:
+            tape.watch(probe)
+            moved = self.encoder_head(self._features(x + probe))
+            divergence = tf.reduce_sum(losses.consistency(codes, moved))
+        direction = tf.stop_gradient(tape.gradient(divergence, probe))
+        return x + self.adversarial_epsilon * normalise(direction)
+
     def _transform(self, x, seed):
         """The transformed copy x~ of Eq. 3 (consistent bits)."""
+        if self.transform_kind == "adversarial":
+            return self._adversarial_copy(x, seed)
         if self.transform_kind == "noise":
             return tf.clip_by_value(x + self.transform_noise * tf.random.stateless_normal(tf.shape(x), seed), 0.0, 1.0)
         batch = tf.shape(x)[0]
