@@ -3,6 +3,7 @@
     python benchmarks/retrieval.py --scheme hashgan --data mnist10k --bits 32
     python benchmarks/retrieval.py --scheme hashgan --data mnist10k --bits 16 32 64
     python benchmarks/retrieval.py --scheme hashgan --data mnist10k --bits 32 --ablation
+    python benchmarks/retrieval.py --scheme hashgan --data mnist10k --bits 32 --preset vat
 
 Data: mnist10k (../shared/data/mnist-10k; 100 queries per class, seed 0, training on the 9,000-image
 database) or digits (10 queries per class). Per code length: mAP, mAP@1000, precision@1000, k-means
@@ -65,20 +66,29 @@ def main():
     parser.add_argument("--scheme", default="hashgan")
     parser.add_argument("--data", default="mnist10k", choices=["mnist10k", "digits"])
     parser.add_argument("--bits", type=int, nargs="+", default=[32])
-    parser.add_argument("--epochs", type=int, default=None, help="default: the scheme preset below")
+    parser.add_argument("--epochs", type=int, default=None, help="default: 30")
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ablation", action="store_true")
+    parser.add_argument("--preset", default=None, help="a named hyperparameter set of the scheme (e.g. vat)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = parser.parse_args()
-    overrides = parse_sets(args.set)
+    overrides = {}
+    if args.preset:
+        import importlib
+
+        presets = getattr(importlib.import_module(f"tfhash.schemes.{args.scheme}"), "PRESETS", {})
+        if args.preset not in presets:
+            raise SystemExit(f"--preset must be one of {sorted(presets)} for {args.scheme}, got {args.preset!r}")
+        overrides.update(presets[args.preset])
+    overrides.update(parse_sets(args.set))
 
     if args.data == "mnist10k":
         x, y = _common.load_mnist10k()
         split = datasets.make_split(x, y, queries_per_class=100, seed=args.seed, name="mnist10k")
     else:
         split = datasets.load("digits", queries_per_class=10, seed=args.seed)
-    epochs = args.epochs or 50
+    epochs = args.epochs or 30
     print(split, flush=True)
 
     rows = []
@@ -108,6 +118,7 @@ def main():
     print(evaluation.markdown_table(rows, columns))
     print(evaluation.json_line({"benchmark": "retrieval", "scheme": args.scheme, "data": args.data,
                                 "epochs": epochs, "batch_size": args.batch_size, "seed": args.seed,
+                                "preset": args.preset,
                                 "overrides": overrides, "rows": rows, "machine": _common.machine()}))
 
 

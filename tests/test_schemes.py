@@ -206,3 +206,13 @@ def test_fit_accepts_a_batched_tf_data_dataset_and_keras_callbacks():
     assert hasher.encode(x).shape == (64, 1)
     with pytest.raises(ValueError, match="must yield batches"):
         tfhash.fit("hashgan", tf.data.Dataset.from_tensor_slices(np.zeros((4,), np.float32)), bits=8)
+
+
+def test_hashgan_presets_name_real_hyperparameters():
+    from tfhash.schemes import hashgan
+
+    known = set(hashgan.HashGAN.hyperparameter_names())
+    assert "paper" in hashgan.PRESETS and hashgan.PRESETS["paper"] == {}
+    for name, values in hashgan.PRESETS.items():
+        assert set(values) <= known, name
+        hashgan.HashGAN(bits=8, input_shape=(8, 8, 1), **values)  # accepted by the constructor
