@@ -216,3 +216,31 @@ def test_hashgan_presets_name_real_hyperparameters():
     for name, values in hashgan.PRESETS.items():
         assert set(values) <= known, name
         hashgan.HashGAN(bits=8, input_shape=(8, 8, 1), **values)  # accepted by the constructor
+
+
+def test_hashgan_conv_pair_on_real_cifar10_images():
+    from tests.conftest import SHARED_DATA
+
+    path = os.path.join(SHARED_DATA, "cifar10-200", "cifar10_train_first200.npz")
+    if not os.path.isfile(path):
+        pytest.skip("../shared/data/cifar10-200 not present")
+    with np.load(path, allow_pickle=False) as data:
+        x = data["images"][:32].astype(np.float32) / 255.0
+    hasher = tfhash.fit("hashgan", x, bits=12, epochs=1, batch_size=16, verbose=0)
+    assert hasher.model.network_kind == "conv" and hasher.model.transform_kind == "translate_flip"
+    assert np.all(np.isfinite(hasher.history.history["d_loss"]))
+    assert hasher.encode(x).shape == (32, 2)
+    # Each translate-flip copy keeps the image shape and the [0, 1] range.
+    moved = hasher.model._transform(tf.constant(x[:4]), tf.constant([1, 2], tf.int64)).numpy()
+    assert moved.shape == x[:4].shape and moved.min() >= 0.0 and moved.max() <= 1.0
+
+
+def test_affine_transform_shifts_images():
+    model = schemes.get("hashgan")(bits=8, input_shape=(8, 8, 1), consistency_transform="affine",
+                                   max_shift=2, max_rotation=0.0)
+    x = np.zeros((3, 8, 8, 1), np.float32)
+    x[:, 3:5, 3:5] = 1.0
+    moved = model._transform(tf.constant(x), tf.constant([3, 4], tf.int64)).numpy()
+    assert moved.shape == x.shape
+    assert not np.allclose(moved, x)  # shifted by a random sub-pixel amount up to 2 px
+    np.testing.assert_allclose(moved.sum(axis=(1, 2, 3)), 4.0, atol=1e-4)  # the blob stays inside: mass kept
