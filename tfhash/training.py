@@ -6,26 +6,16 @@ and saves / loads checkpoints that resume training (model and every optimizer's 
 
 import json
 import os
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash import _validation, datasets, evaluation, schemes
+from tfhash import _io, _validation, datasets, evaluation, schemes
 from tfhash import index as index_lib
 
 CONFIG_FILE = "tfhash_config.json"
 CHECKPOINT_PREFIX = "ckpt"
-
-
-def _write_json_atomically(path, payload):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
-        tmp = f.name
-    os.replace(tmp, path)
 
 
 def _checkpoint(model, epoch):
@@ -95,7 +85,7 @@ class Hasher:
         manager = tf.train.CheckpointManager(_checkpoint(self.model, epoch), directory, max_to_keep=2,
                                              checkpoint_name=CHECKPOINT_PREFIX)
         manager.save()
-        _write_json_atomically(os.path.join(directory, CONFIG_FILE), _describe(self.model))
+        _io.write_json_atomically(os.path.join(directory, CONFIG_FILE), _describe(self.model))
         return directory
 
     @classmethod
@@ -252,7 +242,7 @@ def fit(scheme, x, y=None, *, bits=32, epochs=50, batch_size=100, strategy=None,
         manager = tf.train.CheckpointManager(_checkpoint(model, epoch_variable), checkpoint_dir, max_to_keep=2,
                                              checkpoint_name=CHECKPOINT_PREFIX)
         if not resumed:
-            _write_json_atomically(os.path.join(checkpoint_dir, CONFIG_FILE), _describe(model))
+            _io.write_json_atomically(os.path.join(checkpoint_dir, CONFIG_FILE), _describe(model))
         all_callbacks.insert(1, _EpochCheckpoint(manager, epoch_variable, guard))
 
     history = None

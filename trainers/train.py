@@ -5,16 +5,14 @@
 Only a thin layer over ``tfhash``: every step is a library call.
 """
 
-import json
 import os
 import sys
-import tempfile
 import time
 
 from absl import app, flags
 
 import tfhash
-from tfhash import baselines, datasets, evaluation
+from tfhash import _io, baselines, datasets, evaluation
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("scheme", "itq", f"Hashing method: one of {sorted(baselines.BASELINES)}.")
@@ -24,15 +22,6 @@ flags.DEFINE_list("bits", ["32"], "Code lengths, comma separated.")
 flags.DEFINE_integer("queries_per_class", None, "Queries per class (default: 100, or 10 for digits).")
 flags.DEFINE_integer("seed", 0, "Seed of the query draw and of the methods.")
 flags.DEFINE_string("model_dir", None, "Where metrics.json is written (default: runs/<dataset>-<scheme>).")
-
-
-def _write_json_atomically(path, payload):
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as f:
-        json.dump(payload, f, indent=2, default=float)
-        tmp = f.name
-    os.replace(tmp, path)
 
 
 def main(argv):
@@ -67,7 +56,7 @@ def main(argv):
     print(evaluation.markdown_table([r for r in rows if "skipped" not in r], columns))
 
     model_dir = FLAGS.model_dir or os.path.join("runs", f"{FLAGS.dataset}-{FLAGS.scheme.lower()}")
-    _write_json_atomically(os.path.join(model_dir, "metrics.json"), {
+    _io.write_json_atomically(os.path.join(model_dir, "metrics.json"), {
         "tfhash_version": tfhash.__version__, "scheme": FLAGS.scheme.lower(), "dataset": FLAGS.dataset,
         "queries_per_class": per_class, "seed": FLAGS.seed, "rows": rows,
         "seconds": time.perf_counter() - start,
