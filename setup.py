@@ -32,7 +32,8 @@ setup(
     ],
     extras_require={
         "faiss": ["faiss-cpu>=1.8"],
-        "dev": ["pytest>=8", "faiss-cpu>=1.8"],
+        "tflite": ["ai-edge-litert>=1.2"],
+        "dev": ["pytest>=8", "faiss-cpu>=1.8", "ai-edge-litert>=1.2"],
     },
     classifiers=[
         "Programming Language :: Python :: 3.11",

@@ -10,8 +10,8 @@ from tests.conftest import ROOT
 
 
 def test_public_api_is_pinned():
-    assert tfhash.__all__ == ["__version__", "Hasher", "baselines", "codes", "datasets", "evaluation", "fit",
-                              "index", "losses", "metrics", "schemes"]
+    assert tfhash.__all__ == ["__version__", "Hasher", "baselines", "codes", "datasets", "evaluation", "export",
+                              "fit", "index", "load", "losses", "metrics", "schemes"]
     assert re.fullmatch(r"\d+\.\d+\.\d+", tfhash.__version__)
 
 

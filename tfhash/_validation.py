@@ -109,5 +109,5 @@ def check_features(x, name, ndim=None, min_items=1):
 
 def check_choice(value, name, choices):
     if value not in choices:
-        raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {value!r}.")
+        raise ValueError(f"`{name}` must be one of {sorted(choices, key=str)}, got {value!r}.")
     return value

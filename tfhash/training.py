@@ -23,36 +23,11 @@ def _checkpoint(model, epoch):
                                **{f"optimizer_{name}": opt for name, opt in model.scheme_optimizers.items()})
 
 
-class Hasher:
-    """A trained scheme: ``encode``, ``evaluate``, ``index``, ``save`` / ``load``.
+class BaseHasher:
+    """What every hasher offers on top of ``encode``: evaluation and a search index.
 
-    Attributes:
-        model: the underlying :class:`~tfhash.schemes.base.HashingScheme` (a ``keras.Model``).
-        history: the ``keras.callbacks.History`` of the last fit (``None`` after ``load``).
+    Subclasses provide ``bits``, ``scheme`` and ``encode(x)``.
     """
-
-    def __init__(self, model, history=None, epoch=0):
-        self.model = model
-        self.history = history
-        self.epoch = epoch
-
-    @property
-    def bits(self):
-        return self.model.bits
-
-    @property
-    def scheme(self):
-        return self.model.key
-
-    def __repr__(self):
-        return f"Hasher(scheme={self.scheme!r}, bits={self.bits}, input_shape={self.model.item_shape}, epoch={self.epoch})"
-
-    def encode(self, x, batch_size=256):
-        """Packed uint8 codes ``[n, ceil(bits / 8)]``."""
-        return self.model.encode(x, batch_size=batch_size)
-
-    def predict_probabilities(self, x, batch_size=256):
-        return self.model.predict_probabilities(x, batch_size=batch_size)
 
     def evaluate(self, split, *, baselines=("lsh", "pcah", "itq", "sph", "sh"), top_k=1000, radius=2, seed=0,
                  log=print):
@@ -75,6 +50,71 @@ class Hasher:
     def index(self, database_x, ids=None, backend="numpy", **options):
         """A search index (``tfhash.index``) over the codes of ``database_x``."""
         return index_lib.make_index(self.bits, backend, **options).add(self.encode(database_x), ids=ids)
+
+
+class Hasher(BaseHasher):
+    """A trained scheme: ``encode``, ``evaluate``, ``index``, ``save`` / ``load``, ``export``.
+
+    Attributes:
+        model: the underlying :class:`~tfhash.schemes.base.HashingScheme` (a ``keras.Model``).
+        history: the ``keras.callbacks.History`` of the last fit (``None`` after ``load``).
+    """
+
+    def __init__(self, model, history=None, epoch=0):
+        self.model = model
+        self.history = history
+        self.epoch = epoch
+
+    @property
+    def bits(self):
+        return self.model.bits
+
+    @property
+    def scheme(self):
+        return self.model.key
+
+    def __repr__(self):
+        return f"Hasher(scheme={self.scheme!r}, bits={self.bits}, input_shape={self.model.item_shape}, epoch={self.epoch})"
+
+    def _serving(self):
+        """The traced serving function that ``export`` saves; encoding in memory runs the same graph,
+        so in-memory and exported codes are bit-identical."""
+        from tfhash import export
+
+        module = self.__dict__.get("_serving_module")
+        if module is None:
+            module = export._EncoderModule(self.model.encoder_model(), self.model.item_shape, self.model.threshold)
+            self._serving_module = module
+        return module.serve
+
+    def _outputs(self, x, batch_size):
+        x = self.model.check_inputs(x)
+        serve = self._serving()
+        return [serve(tf.constant(x[i:i + batch_size])) for i in range(0, x.shape[0], batch_size)]
+
+    def encode(self, x, batch_size=256):
+        """Packed uint8 codes ``[n, ceil(bits / 8)]``."""
+        parts = self._outputs(x, batch_size)
+        if not parts:
+            return np.empty((0, (self.bits + 7) // 8), np.uint8)
+        return np.concatenate([p["codes"].numpy() for p in parts])
+
+    def predict_probabilities(self, x, batch_size=256):
+        parts = self._outputs(x, batch_size)
+        if not parts:
+            return np.empty((0, self.bits), np.float32)
+        return np.concatenate([p["probabilities"].numpy() for p in parts])
+
+    @property
+    def trained(self):
+        """True once any optimizer has taken a step."""
+        return any(int(o.iterations.numpy()) > 0 for o in self.model.scheme_optimizers.values())
+
+    def export(self, path, *, overwrite=False):
+        """Writes a SavedModel of the encoder only (see :func:`tfhash.export.export_saved_model`)."""
+        from tfhash import export
+
+        return export.export_saved_model(self, path, overwrite=overwrite)
 
     def save(self, directory):
         """Writes the scheme's config and a checkpoint (model + optimizers) to ``directory``."""

@@ -1,0 +1,248 @@
+"""Export: the encoder alone, as a SavedModel (TF Serving layout) or a TFLite model, and loading it back.
+
+A SavedModel export holds two signatures:
+
+* ``serving_default``: input ``inputs`` float32 ``[batch, *item_shape]`` in the training range [0, 1];
+* ``serving_pixels``: input ``pixels`` uint8 ``[batch, *item_shape]`` (0..255), divided by 255 in the graph;
+
+both with outputs ``codes`` (uint8 ``[batch, ceil(bits / 8)]``, packed in the ``tfhash.codes``
+convention) and ``probabilities`` (float32 ``[batch, bits]``). ``assets/tfhash.json`` describes the
+export (scheme, bits, bit order, threshold, input range, tfhash version) and is plain JSON.
+
+Every write goes to a temporary directory beside the target, which is renamed into place only when
+complete: an interrupted export leaves nothing at the target path.
+"""
+
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+import tfhash
+from tfhash import _io, _validation
+from tfhash import codes as codes_lib
+from tfhash.training import BaseHasher
+
+METADATA_FILE = "tfhash.json"
+SERVING_SIGNATURE = "serving_default"
+PIXELS_SIGNATURE = "serving_pixels"
+QUANTIZATIONS = (None, "float16", "dynamic")
+
+
+def metadata(hasher):
+    model = hasher.model
+    return {
+        "format": "tfhash-export", "tfhash_version": tfhash.__version__, "scheme": model.key,
+        "bits": model.bits, "code_bytes": codes_lib.num_bytes(model.bits), "bit_order": "lsb-first",
+        "packing": "bit k in byte k // 8 at position k % 8 from the least-significant bit (Faiss layout)",
+        "threshold": model.threshold, "threshold_rule": "bit = 1 where probability >= threshold",
+        "input_shape": list(model.item_shape), "input_range": [0.0, 1.0], "pixel_scale": 255.0,
+        "signatures": {SERVING_SIGNATURE: {"inputs": "inputs", "outputs": ["codes", "probabilities"]},
+                       PIXELS_SIGNATURE: {"inputs": "pixels", "outputs": ["codes", "probabilities"]}},
+        "config": model.get_config(),
+    }
+
+
+class _EncoderModule(tf.Module):
+    """The encoder and its two serving functions; no adversarial player is reachable from it."""
+
+    def __init__(self, encoder, item_shape, threshold):
+        super().__init__()
+        self.encoder = encoder
+        self.threshold = float(threshold)
+        spec = [None] + list(item_shape)
+        self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec(spec, tf.float32, name="inputs")])
+        self.serve_pixels = tf.function(self._serve_pixels,
+                                        input_signature=[tf.TensorSpec(spec, tf.uint8, name="pixels")])
+
+    def _serve(self, inputs):
+        probabilities = self.encoder(inputs, training=False)
+        bits01 = tf.cast(probabilities >= self.threshold, tf.float32)
+        return {"codes": codes_lib.pack_tf(bits01), "probabilities": probabilities}
+
+    def _serve_pixels(self, pixels):
+        return self._serve(tf.cast(pixels, tf.float32) / 255.0)  # the training-time normalisation
+
+
+class _PackCodes(keras.layers.Layer):
+    """Probabilities -> packed uint8 codes (threshold, then multiply-and-sum packing)."""
+
+    def __init__(self, threshold, **kwargs):
+        super().__init__(**kwargs)
+        self.threshold = float(threshold)
+
+    def call(self, probabilities):
+        return codes_lib.pack_tf(tf.cast(probabilities >= self.threshold, tf.float32))
+
+
+def _keras_serving_model(model):
+    inputs = keras.Input(shape=model.item_shape, name="inputs")
+    probabilities = model.encoder_model()(inputs)
+    return keras.Model(inputs, {"codes": _PackCodes(model.threshold, name="codes")(probabilities),
+                                "probabilities": probabilities})
+
+
+def _check_exportable(hasher, path, overwrite):
+    if not hasattr(hasher, "model") or not hasattr(hasher.model, "encoder_model"):
+        raise ValueError(f"`hasher` must be a trained tfhash.Hasher (from tfhash.fit or Hasher.load), "
+                         f"got {type(hasher).__name__}.")
+    if not hasher.trained:
+        raise ValueError("`hasher` is untrained (no optimizer step taken): train it with tfhash.fit before exporting.")
+    path = os.fspath(path)
+    if os.path.isfile(path):
+        raise ValueError(f"`path` must be a directory to create, got an existing file {path!r}.")
+    if os.path.isdir(path) and os.listdir(path) and not overwrite:
+        raise ValueError(f"`path` {path!r} exists and is not empty; pass overwrite=True to replace it.")
+    return path
+
+
+def _replace_directory(tmp, path):
+    """Renames the finished ``tmp`` to ``path``; an old ``path`` is moved aside first, then removed."""
+    old = None
+    if os.path.exists(path):
+        old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".old-")
+        os.rmdir(old)
+        os.rename(path, old)
+    os.rename(tmp, path)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def export_saved_model(hasher, path, *, overwrite=False):
+    """Writes the encoder of ``hasher`` as a SavedModel at ``path`` (atomically); returns ``path``."""
+    path = _check_exportable(hasher, path, overwrite)
+    parent = os.path.dirname(os.path.abspath(path))
+    os.makedirs(parent, exist_ok=True)
+    model = hasher.model
+    module = _EncoderModule(model.encoder_model(), model.item_shape, model.threshold)
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
+    try:
+        tf.saved_model.save(module, tmp, signatures={SERVING_SIGNATURE: module.serve,
+                                                     PIXELS_SIGNATURE: module.serve_pixels})
+        os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
+        _io.write_json_atomically(os.path.join(tmp, "assets", METADATA_FILE), metadata(hasher))
+        _replace_directory(tmp, os.path.abspath(path))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def export_serving(hasher, base_dir, model_name="tfhash", *, version=None, overwrite=False):
+    """TF Serving layout: ``<base_dir>/<model_name>/<version>/`` plus ``<base_dir>/models.config``.
+
+    ``version`` defaults to one more than the highest existing version. Returns the version directory.
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(model_name)):
+        raise ValueError(f"`model_name` must be letters, digits, '_', '.' or '-', got {model_name!r}.")
+    model_dir = os.path.join(os.fspath(base_dir), model_name)
+    if version is None:
+        existing = [int(v) for v in os.listdir(model_dir) if v.isdigit()] if os.path.isdir(model_dir) else []
+        version = max(existing, default=0) + 1
+    version = _validation.check_positive_int(version, "version")
+    target = export_saved_model(hasher, os.path.join(model_dir, str(version)), overwrite=overwrite)
+    config = ("model_config_list {\n  config {\n"
+              f"    name: \"{model_name}\"\n    base_path: \"/models/{model_name}\"\n"
+              "    model_platform: \"tensorflow\"\n  }\n}\n")
+    fd, tmp = tempfile.mkstemp(dir=os.fspath(base_dir), prefix=".models.config.tmp-")
+    with os.fdopen(fd, "w") as f:
+        f.write(config)
+    os.replace(tmp, os.path.join(os.fspath(base_dir), "models.config"))
+    return target
+
+
+def export_tflite(hasher, path, *, quantization=None, overwrite=False):
+    """Writes a TFLite encoder (float input in [0, 1] -> ``codes``, ``probabilities``), builtin ops only.
+
+    Args:
+        quantization: ``None`` (float32), ``"float16"`` (float16 weights) or ``"dynamic"``
+            (dynamic-range int8 weights).
+    """
+    _validation.check_choice(quantization, "quantization", QUANTIZATIONS)
+    if not hasattr(hasher, "model") or not hasher.trained:
+        raise ValueError("`hasher` must be a trained tfhash.Hasher: train it with tfhash.fit before exporting.")
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise ValueError(f"`path` must be a file path, got an existing directory {path!r}.")
+    if os.path.exists(path) and not overwrite:
+        raise ValueError(f"`path` {path!r} exists; pass overwrite=True to replace it.")
+    # Converted from a functional Keras model: converting the tf.Module wrapper (directly or through a
+    # SavedModel) produced NaN outputs with TF 2.21 / Keras 3, while from_keras_model is exact.
+    converter = tf.lite.TFLiteConverter.from_keras_model(_keras_serving_model(hasher.model))
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]  # bitwise ops need select ops
+    if quantization is not None:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if quantization == "float16":
+            converter.target_spec.supported_types = [tf.float16]
+    flatbuffer = converter.convert()
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.tmp-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(flatbuffer)
+    os.replace(tmp, path)
+    return path
+
+
+class ExportedHasher(BaseHasher):
+    """A hasher rebuilt from a SavedModel export alone: ``encode``, ``predict_probabilities``,
+    ``evaluate``, ``index``. Needs no training code and runs no pickle."""
+
+    def __init__(self, path, loaded, description):
+        self.path = path
+        self._loaded = loaded
+        self._serve = loaded.signatures[SERVING_SIGNATURE]
+        self.metadata = description
+        self.bits = int(description["bits"])
+        self.scheme = description["scheme"]
+        self.item_shape = tuple(description["input_shape"])
+
+    def __repr__(self):
+        return f"ExportedHasher(scheme={self.scheme!r}, bits={self.bits}, path={self.path!r})"
+
+    def _outputs(self, x, batch_size):
+        x = _validation.check_features(x, "x")
+        if tuple(x.shape[1:]) != self.item_shape:
+            raise ValueError(f"`x` must have items of shape {self.item_shape} (as exported), got {tuple(x.shape[1:])}.")
+        x = x.astype(np.float32, copy=False)
+        parts = [self._serve(inputs=tf.constant(x[i:i + batch_size])) for i in range(0, x.shape[0], batch_size)]
+        return parts
+
+    def encode(self, x, batch_size=256):
+        parts = self._outputs(x, batch_size)
+        if not parts:
+            return np.empty((0, codes_lib.num_bytes(self.bits)), np.uint8)
+        return np.concatenate([p["codes"].numpy() for p in parts])
+
+    def predict_probabilities(self, x, batch_size=256):
+        parts = self._outputs(x, batch_size)
+        if not parts:
+            return np.empty((0, self.bits), np.float32)
+        return np.concatenate([p["probabilities"].numpy() for p in parts])
+
+
+def read_metadata(path):
+    """The export's ``assets/tfhash.json`` as a dict (plain JSON: no TensorFlow needed)."""
+    meta_path = os.path.join(os.fspath(path), "assets", METADATA_FILE)
+    if not os.path.isfile(meta_path):
+        raise ValueError(f"`path` must be a tfhash export (a SavedModel with assets/{METADATA_FILE}), "
+                         f"got {path!r}.")
+    with open(meta_path, encoding="utf-8") as f:
+        description = json.load(f)
+    if description.get("format") != "tfhash-export":
+        raise ValueError(f"`path` {path!r} has an assets/{METADATA_FILE} that is not a tfhash export description.")
+    return description
+
+
+def load(path):
+    """An :class:`ExportedHasher` from a SavedModel export (``Hasher.export`` / ``export_saved_model``)."""
+    description = read_metadata(path)
+    loaded = tf.saved_model.load(os.fspath(path))
+    if SERVING_SIGNATURE not in loaded.signatures:
+        raise ValueError(f"`path` {path!r} lacks the {SERVING_SIGNATURE!r} signature of a tfhash export.")
+    return ExportedHasher(os.fspath(path), loaded, description)
