@@ -1,0 +1,120 @@
+"""Encoding throughput on mnist-10k: Keras predict, SavedModel signatures, TFLite (float32 / quantised).
+
+    python benchmarks/encode.py [--epochs 1] [--bits 32]
+
+A HashGAN is trained briefly (throughput does not depend on how well it hashes), exported, and each
+path encodes the 10,000 images at batch 256 and the first 1,000 at batch 1 (best of 3 runs).
+"SavedModel probabilities only" is the same encoder saved without the packing step, to measure what
+packing costs. Ends with one JSON line.
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks import _common  # noqa: E402
+import tfhash  # noqa: E402
+from tfhash import evaluation, export  # noqa: E402
+
+
+def best_of(fn, repeats=3):
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def batched(call, x, batch):
+    def run():
+        for i in range(0, x.shape[0], batch):
+            call(x[i:i + batch])
+    return run
+
+
+def tflite_runner(path, item_shape):
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    index = interpreter.get_input_details()[0]["index"]
+    outputs = [d["index"] for d in interpreter.get_output_details()]
+    state = {"shape": None}
+
+    def call(batch):
+        if state["shape"] != batch.shape:
+            interpreter.resize_tensor_input(index, batch.shape)
+            interpreter.allocate_tensors()
+            state["shape"] = batch.shape
+        interpreter.set_tensor(index, batch)
+        interpreter.invoke()
+        return [interpreter.get_tensor(o) for o in outputs]
+
+    return call
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--bits", type=int, default=32)
+    args = parser.parse_args()
+
+    x, y = _common.load_mnist10k()
+    hasher = tfhash.fit("hashgan", x, bits=args.bits, epochs=args.epochs, seed=0, verbose=0)
+    work = tempfile.mkdtemp()
+    saved = tfhash.load(hasher.export(os.path.join(work, "saved")))
+    codes_signature = saved._loaded.signatures["serving_default"]
+
+    class ProbabilitiesOnly(tf.Module):
+        def __init__(self, encoder):
+            super().__init__()
+            self.encoder = encoder
+
+        @tf.function(input_signature=[tf.TensorSpec([None] + list(x.shape[1:]), tf.float32, name="inputs")])
+        def serve(self, inputs):
+            return {"probabilities": self.encoder(inputs, training=False)}
+
+    module = ProbabilitiesOnly(hasher.model.encoder_model())
+    tf.saved_model.save(module, os.path.join(work, "probs"), signatures={"serving_default": module.serve})
+    probabilities_signature = tf.saved_model.load(os.path.join(work, "probs")).signatures["serving_default"]
+
+    encoder = hasher.model.encoder_model()
+    paths = {
+        "Keras predict (probabilities)": lambda b: encoder.predict(b, batch_size=b.shape[0], verbose=0),
+        "SavedModel probabilities only": lambda b: probabilities_signature(inputs=tf.constant(b)),
+        "SavedModel `codes` signature": lambda b: codes_signature(inputs=tf.constant(b)),
+    }
+    for quantization in (None, "float16", "dynamic"):
+        path = export.export_tflite(hasher, os.path.join(work, f"enc-{quantization}.tflite"), quantization=quantization)
+        paths[f"TFLite {quantization or 'float32'} (codes)"] = tflite_runner(path, x.shape[1:])
+
+    rows = []
+    for name, call in paths.items():
+        row = {"path": name}
+        for batch, items in ((256, x), (1, x[:1000])):
+            call(items[:batch])  # warm up (tracing, allocation)
+            seconds = best_of(batched(call, items, batch))
+            row[f"items/s batch {batch}"] = items.shape[0] / seconds
+        rows.append(row)
+        print(row, flush=True)
+    by_name = {r["path"]: r for r in rows}
+    overhead = {b: by_name["SavedModel probabilities only"][f"items/s batch {b}"] /
+                by_name["SavedModel `codes` signature"][f"items/s batch {b}"] - 1.0 for b in (256, 1)}
+    print()
+    print(evaluation.markdown_table(rows, ["path", "items/s batch 256", "items/s batch 1"]))
+    print(f"\npacking overhead (SavedModel codes vs probabilities only): batch 256 {overhead[256]:+.1%}, "
+          f"batch 1 {overhead[1]:+.1%}")
+    print(evaluation.json_line({"benchmark": "encode", "bits": args.bits, "rows": rows,
+                                "packing_overhead": {str(k): v for k, v in overhead.items()},
+                                "machine": _common.machine()}))
+
+
+if __name__ == "__main__":
+    main()
