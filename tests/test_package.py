@@ -30,15 +30,20 @@ def test_readme_quickstart_has_two_commands_and_ci_runs_the_test_one():
     assert test_command in ci
 
 
-def test_readme_python_blocks_run():
+def test_readme_python_blocks_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", _readme(), re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
+    monkeypatch.chdir(tmp_path)  # the export block writes relative paths
     namespace = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
     assert 0.3 < namespace["mAP"] <= 1.0
     assert namespace["ids"].shape == (namespace["query_codes"].shape[0], 10)
     exec(compile(blocks[1], "README.md", "exec"), namespace)
     assert namespace["codes"].shape == (5, 2) and namespace["codes"].dtype.name == "uint8"
+    exec(compile(blocks[2], "README.md", "exec"), namespace)
+    np.testing.assert_array_equal(namespace["same"], namespace["codes"])
+    assert (tmp_path / "serving" / "digits_hash" / "1" / "saved_model.pb").is_file()
+    assert (tmp_path / "serving" / "models.config").is_file() and (tmp_path / "digits_hash.tflite").is_file()
 
 
 def test_main_job_command_line(tmp_path):
