@@ -79,3 +79,18 @@ def test_benchmark_scripts_end_with_a_json_line():
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["max_ap_difference"] < 1e-9 and figures["ours_seconds"] > 0
     assert np.isfinite(figures["speedup"])
+
+
+def test_quickstart_notebook_code_cells_run(tmp_path, monkeypatch):
+    import json
+
+    with open(os.path.join(ROOT, "colab", "quickstart.ipynb"), encoding="utf-8") as f:
+        notebook = json.load(f)
+    assert all(not c.get("outputs") for c in notebook["cells"] if c["cell_type"] == "code")  # outputs cleared
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    for cell in notebook["cells"]:
+        if cell["cell_type"] == "code":
+            exec(compile("".join(cell["source"]), "quickstart.ipynb", "exec"), namespace)
+    assert namespace["ids"].shape == (3, 5)
+    assert [r["method"] for r in namespace["rows"]] == ["hashgan", "lsh", "itq"]
