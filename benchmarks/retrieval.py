@@ -97,9 +97,10 @@ def main():
     for bits in args.bits:
         start = time.perf_counter()
         itq = baselines.ITQ(bits=bits, seed=args.seed).fit(split.train_x)
-        rows.append(code_row("itq", bits, split, itq.encode(split.query_x), itq.encode(split.database_x),
-                             time.perf_counter() - start))
-        print(f"itq {bits} bits: mAP {rows[-1]['mAP']:.4f}", flush=True)
+        itq_row = code_row("itq", bits, split, itq.encode(split.query_x), itq.encode(split.database_x),
+                           time.perf_counter() - start)
+        rows.append(itq_row)
+        print(f"itq {bits} bits: mAP {itq_row['mAP']:.4f}", flush=True)
         for label, ablation in runs:
             start = time.perf_counter()
             hasher = tfhash.fit(args.scheme, split, bits=bits, epochs=epochs, batch_size=args.batch_size,
@@ -108,7 +109,7 @@ def main():
             rows.append(code_row(args.scheme + label, bits, split, hasher.encode(split.query_x),
                                  hasher.encode(split.database_x), seconds))
             print(f"{args.scheme}{label} {bits} bits: mAP {rows[-1]['mAP']:.4f} "
-                  f"(ITQ x{rows[-1]['mAP'] / rows[len(rows) - 2 - runs.index((label, ablation))]['mAP']:.2f}), "
+                  f"(ITQ x{rows[-1]['mAP'] / itq_row['mAP']:.2f}), "
                   f"{seconds:.0f} s", flush=True)
 
     columns = ["method", "bits", "mAP", "mAP@1000", "precision@1000", "kmeans_acc", "kmeans_nmi",

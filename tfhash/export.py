@@ -20,12 +20,12 @@ import shutil
 import tempfile
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 import tfhash
 from tfhash import _io, _validation
 from tfhash import codes as codes_lib
+from tfhash.schemes.base import check_items, encode_in_batches, serving_outputs
 from tfhash.training import BaseHasher
 
 METADATA_FILE = "tfhash.json"
@@ -61,9 +61,7 @@ class _EncoderModule(tf.Module):
                                         input_signature=[tf.TensorSpec(spec, tf.uint8, name="pixels")])
 
     def _serve(self, inputs):
-        probabilities = self.encoder(inputs, training=False)
-        bits01 = tf.cast(probabilities >= self.threshold, tf.float32)
-        return {"codes": codes_lib.pack_tf(bits01), "probabilities": probabilities}
+        return serving_outputs(self.encoder, inputs, self.threshold)
 
     def _serve_pixels(self, pixels):
         return self._serve(tf.cast(pixels, tf.float32) / 255.0)  # the training-time normalisation
@@ -205,25 +203,15 @@ class ExportedHasher(BaseHasher):
     def __repr__(self):
         return f"ExportedHasher(scheme={self.scheme!r}, bits={self.bits}, path={self.path!r})"
 
-    def _outputs(self, x, batch_size):
-        x = _validation.check_features(x, "x")
-        if tuple(x.shape[1:]) != self.item_shape:
-            raise ValueError(f"`x` must have items of shape {self.item_shape} (as exported), got {tuple(x.shape[1:])}.")
-        x = x.astype(np.float32, copy=False)
-        parts = [self._serve(inputs=tf.constant(x[i:i + batch_size])) for i in range(0, x.shape[0], batch_size)]
-        return parts
+    def _encode_all(self, x, batch_size):
+        x = check_items(x, self.item_shape, "x", "as exported")
+        return encode_in_batches(lambda batch: self._serve(inputs=batch), x, batch_size, self.bits)
 
     def encode(self, x, batch_size=256):
-        parts = self._outputs(x, batch_size)
-        if not parts:
-            return np.empty((0, codes_lib.num_bytes(self.bits)), np.uint8)
-        return np.concatenate([p["codes"].numpy() for p in parts])
+        return self._encode_all(x, batch_size)["codes"]
 
     def predict_probabilities(self, x, batch_size=256):
-        parts = self._outputs(x, batch_size)
-        if not parts:
-            return np.empty((0, self.bits), np.float32)
-        return np.concatenate([p["probabilities"].numpy() for p in parts])
+        return self._encode_all(x, batch_size)["probabilities"]
 
 
 def read_metadata(path):

@@ -76,34 +76,12 @@ class Hasher(BaseHasher):
     def __repr__(self):
         return f"Hasher(scheme={self.scheme!r}, bits={self.bits}, input_shape={self.model.item_shape}, epoch={self.epoch})"
 
-    def _serving(self):
-        """The traced serving function that ``export`` saves; encoding in memory runs the same graph,
-        so in-memory and exported codes are bit-identical."""
-        from tfhash import export
-
-        module = self.__dict__.get("_serving_module")
-        if module is None:
-            module = export._EncoderModule(self.model.encoder_model(), self.model.item_shape, self.model.threshold)
-            self._serving_module = module
-        return module.serve
-
-    def _outputs(self, x, batch_size):
-        x = self.model.check_inputs(x)
-        serve = self._serving()
-        return [serve(tf.constant(x[i:i + batch_size])) for i in range(0, x.shape[0], batch_size)]
-
     def encode(self, x, batch_size=256):
-        """Packed uint8 codes ``[n, ceil(bits / 8)]``."""
-        parts = self._outputs(x, batch_size)
-        if not parts:
-            return np.empty((0, (self.bits + 7) // 8), np.uint8)
-        return np.concatenate([p["codes"].numpy() for p in parts])
+        """Packed uint8 codes ``[n, ceil(bits / 8)]`` (the same graph the export saves)."""
+        return self.model.encode(x, batch_size=batch_size)
 
     def predict_probabilities(self, x, batch_size=256):
-        parts = self._outputs(x, batch_size)
-        if not parts:
-            return np.empty((0, self.bits), np.float32)
-        return np.concatenate([p["probabilities"].numpy() for p in parts])
+        return self.model.predict_probabilities(x, batch_size=batch_size)
 
     @property
     def trained(self):

@@ -23,6 +23,30 @@ from tfhash import _validation
 from tfhash import codes as codes_lib
 
 
+def check_items(x, item_shape, name="x", origin="as in training"):
+    """Checks items ``[n, *item_shape]`` (finite numbers); returns them as float32."""
+    x = _validation.check_features(x, name)
+    if tuple(x.shape[1:]) != tuple(item_shape):
+        raise ValueError(f"`{name}` must have items of shape {tuple(item_shape)} ({origin}), got {tuple(x.shape[1:])}.")
+    return x.astype(np.float32, copy=False)
+
+
+def serving_outputs(encoder, inputs, threshold):
+    """``{"codes": packed uint8, "probabilities": float32}`` of an encoder, as served and exported."""
+    probabilities = encoder(inputs, training=False)
+    return {"codes": codes_lib.pack_tf(tf.cast(probabilities >= threshold, tf.float32)),
+            "probabilities": probabilities}
+
+
+def encode_in_batches(serve, x, batch_size, bits):
+    """Runs ``serve`` (inputs -> {"codes", "probabilities"}) over ``x`` in batches; numpy results."""
+    parts = [serve(tf.constant(x[i:i + batch_size])) for i in range(0, x.shape[0], batch_size)]
+    if not parts:
+        return {"codes": np.empty((0, codes_lib.num_bytes(bits)), np.uint8),
+                "probabilities": np.empty((0, bits), np.float32)}
+    return {key: np.concatenate([p[key].numpy() for p in parts]) for key in ("codes", "probabilities")}
+
+
 def _multi_worker(strategy):
     extended = getattr(strategy, "extended", None)
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
@@ -141,22 +165,30 @@ class HashingScheme(keras.Model):
     # --- encoding ------------------------------------------------------------------------------
 
     def check_inputs(self, x, name="x"):
-        x = _validation.check_features(x, name)
-        if tuple(x.shape[1:]) != self.item_shape:
-            raise ValueError(f"`{name}` must have items of shape {self.item_shape} (as in training), "
-                             f"got {tuple(x.shape[1:])}.")
-        return x.astype(np.float32, copy=False)
+        return check_items(x, self.item_shape, name, "as in training")
+
+    def serving_function(self):
+        """The traced function ``inputs -> {"codes", "probabilities"}`` that encoding runs.
+
+        The export saves the same computation (:func:`serving_outputs`), so in-memory and exported
+        codes are bit-identical; eager Keras calls differ from the saved graph by float rounding.
+        """
+        cached = self.__dict__.get("_serving_cache")
+        if cached is None:
+            encoder = self.encoder_model()
+            spec = tf.TensorSpec([None] + list(self.item_shape), tf.float32, name="inputs")
+            cached = tf.function(lambda inputs: serving_outputs(encoder, inputs, self.threshold),
+                                 input_signature=[spec])
+            object.__setattr__(self, "_serving_cache", cached)  # untracked, like the encoder model
+        return cached
 
     def predict_probabilities(self, x, batch_size=256):
         """Continuous codes ``[n, bits]`` (numpy) for items ``x``."""
-        x = self.check_inputs(x)
-        encoder = self.encoder_model()
-        out = [encoder(x[i:i + batch_size], training=False) for i in range(0, x.shape[0], batch_size)]
-        return np.concatenate([np.asarray(o) for o in out]) if out else np.empty((0, self.bits), np.float32)
+        return encode_in_batches(self.serving_function(), self.check_inputs(x), batch_size, self.bits)["probabilities"]
 
     def encode(self, x, batch_size=256):
         """Packed uint8 codes ``[n, ceil(bits / 8)]`` in the ``tfhash.codes`` convention."""
-        return codes_lib.pack(codes_lib.binarize(self.predict_probabilities(x, batch_size), self.threshold))
+        return encode_in_batches(self.serving_function(), self.check_inputs(x), batch_size, self.bits)["codes"]
 
     def encoder_model(self):
         """A plain functional Keras model: input item -> continuous code (the export target).
