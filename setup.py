@@ -18,6 +18,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["tfhash", "tfhash.*", "trainers", "trainers.*"]),
+    package_data={"trainers": ["presets/README.md", "presets/*/*.json"]},
     install_requires=[
         # CPU and GPU: on Linux with an NVIDIA GPU install "tensorflow[and-cuda]==2.21.*" (README).
         "tensorflow==2.21.*",
@@ -29,11 +30,13 @@ setup(
         "scipy>=1.11",
         "scikit-learn>=1.4",
         "absl-py>=2",
+        "matplotlib>=3.7",  # TensorBoard PR-curve image, notebook figures
     ],
     extras_require={
         "faiss": ["faiss-cpu>=1.8"],
         "tflite": ["ai-edge-litert>=1.2"],
-        "dev": ["pytest>=8", "faiss-cpu>=1.8", "ai-edge-litert>=1.2"],
+        "dev": ["pytest>=8", "faiss-cpu>=1.8", "ai-edge-litert>=1.2", "nbclient>=0.10", "nbformat>=5.10",
+                "ipykernel>=6.29"],
     },
     classifiers=[
         "Programming Language :: Python :: 3.11",

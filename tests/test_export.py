@@ -164,3 +164,16 @@ def test_export_command_line(trained, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     np.testing.assert_array_equal(tfhash.load(str(tmp_path / "serving" / "tfhash" / "1")).encode(split.query_x[:20]),
                                   hasher.encode(split.query_x[:20]))
+
+
+def test_load_runs_a_tflite_export_with_the_litert_interpreter(trained, tmp_path):
+    hasher, split = trained
+    path = export.export_tflite(hasher, str(tmp_path / "encoder.tflite"))
+    on_device = tfhash.load(path)
+    assert isinstance(on_device, export.TFLiteHasher)
+    assert on_device.bits == hasher.bits and on_device.item_shape == tuple(hasher.model.item_shape)
+    x = split.query_x[:300]
+    differing = codes.unpack(on_device.encode(x, batch_size=128), hasher.bits) != codes.unpack(hasher.encode(x), hasher.bits)
+    assert differing.mean() <= 0.001
+    with pytest.raises(ValueError, match="items of shape"):
+        on_device.encode(x[:, :4])

@@ -15,7 +15,8 @@ Sources:
 * TFDS names (``mnist``, ``fashion_mnist``, ``cifar10``, ``stl10``, ``svhn_cropped``, ...) through
   ``tfds.load`` with ``data_dir`` / ``download`` passed through;
 * original distribution files: MNIST-style IDX (``.gz`` or not) with :func:`load_mnist_idx`, the
-  CIFAR-10 python batches with :func:`load_cifar10_batches`;
+  CIFAR-10 python batches with :func:`load_cifar10_batches`, either found in a directory by
+  :func:`load_local` (which also reads ``.npz`` arrays);
 * ANN feature files: ``.fvecs``, ``.bvecs``, ``.ivecs``, ``.npy`` with :func:`read_features`.
 """
 
@@ -319,9 +320,9 @@ def _tfds_offline_message(name, data_dir):
     return (
         f"TFDS data set {name!r} is not prepared in {where!r} and cannot be downloaded (no network). "
         f"To use it offline: on a machine with network run `tfds build {name} --data_dir=DIR` (or "
-        f"tfds.load({name!r}, data_dir=DIR)) and copy DIR here, then pass data_dir=DIR; or read the "
-        "original files with tfhash.datasets.load_mnist_idx / load_cifar10_batches / read_features and "
-        "call tfhash.datasets.make_split."
+        f"tfds.load({name!r}, data_dir=DIR)) and copy DIR here, then pass data_dir=DIR (trainer: "
+        "--data_dir=DIR); or put the original files (MNIST IDX, CIFAR-10 python batches) in a directory and "
+        "load it with tfhash.datasets.load(DIR) (trainer: --dataset=DIR)."
     )
 
 
@@ -369,6 +370,47 @@ def load_tfds(name, *, data_dir=None, download=True, split=None):
     return _images_to_unit_range(images), np.asarray(labels).astype(np.int64)
 
 
+def load_local(path):
+    """Images and labels from files on disk, recognised by their layout:
+
+    * a directory with MNIST-style IDX files (``*images-idx3-ubyte[.gz]`` and the matching
+      ``*labels-idx1-ubyte[.gz]``; train and t10k files are concatenated);
+    * a directory with CIFAR-10 python batches (``data_batch_*`` and/or ``test_batch``);
+    * an ``.npz`` file with ``images`` and ``labels`` (or ``x`` and ``y``) arrays; uint8 images are
+      scaled to [0, 1].
+    """
+    path = os.fspath(path)
+    if os.path.isfile(path) and path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            for image_key, label_key in (("images", "labels"), ("x", "y")):
+                if image_key in data and label_key in data:
+                    images, labels = data[image_key], data[label_key]
+                    break
+            else:
+                raise ValueError(f"`path` must be an .npz with 'images' and 'labels' (or 'x' and 'y') arrays, "
+                                 f"got keys {sorted(data.keys())} in {path!r}.")
+        if images.dtype == np.uint8:
+            images = _images_to_unit_range(images)
+        return images.astype(np.float32), np.asarray(labels).astype(np.int64)
+    if not os.path.isdir(path):
+        raise ValueError(f"`path` must be a directory of IDX / CIFAR-10 files or an .npz file, got {path!r}.")
+    names = sorted(os.listdir(path))
+    image_files = [n for n in names if "images-idx3-ubyte" in n]
+    if image_files:
+        parts = []
+        for name in image_files:
+            label_name = name.replace("images-idx3-ubyte", "labels-idx1-ubyte")
+            if label_name not in names:
+                raise ValueError(f"`path` holds {name!r} but not its labels {label_name!r}: {path!r}.")
+            parts.append(load_mnist_idx(os.path.join(path, name), os.path.join(path, label_name)))
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    batches = [n for n in names if n.startswith("data_batch_") or n == "test_batch"]
+    if batches:
+        return load_cifar10_batches(path, batches)
+    raise ValueError(f"`path` holds neither MNIST IDX files (*images-idx3-ubyte*) nor CIFAR-10 python batches "
+                     f"(data_batch_*, test_batch): {path!r}.")
+
+
 def known_datasets():
     return list(BUNDLED_DATASETS) + sorted(TFDS_DATASETS)
 
@@ -378,11 +420,15 @@ def load(name="digits", *, data_dir=None, download=True, tfds_split=None, **prot
 
     Known names: ``"digits"`` (bundled with scikit-learn, offline) and the TFDS image sets in
     ``TFDS_DATASETS``; any other TFDS name is tried with ``split=tfds_split`` (default ``"train"``).
+    A path to a directory or ``.npz`` file is read with :func:`load_local`.
     """
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, (str, os.PathLike)) or not name:
         raise ValueError(f"`name` must be a data set name, one of {known_datasets()}, got {name!r}.")
+    name = os.fspath(name)
     if name == "digits":
         x, y = load_digits()
+    elif os.path.exists(name):
+        x, y = load_local(name)
     elif name in TFDS_DATASETS or tfds_split is not None:
         x, y = load_tfds(name, data_dir=data_dir, download=download, split=tfds_split)
     else:

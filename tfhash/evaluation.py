@@ -9,25 +9,31 @@ from tfhash import _validation, baselines, metrics
 
 
 def evaluate_codes(query_codes, database_codes, query_labels, database_labels, *, bits, top_k=1000,
-                   radius=2):
+                   radius=2, pr_curve=False):
     """The retrieval figures of HashGAN Tables 1-2: mAP, mAP@top_k, precision@top_k, precision within
-    ``radius`` (and how many balls were empty), each named exactly.
+    ``radius`` (and how many balls were empty), each named exactly. With ``pr_curve``, also
+    ``"pr_curve": {"radius", "precision", "recall"}`` (lists over Hamming radius 0..bits).
     """
     _validation.check_codes(query_codes, "query_codes", bits=bits)
     _validation.check_codes(database_codes, "database_codes", bits=bits)
     args = (query_codes, database_codes, query_labels, database_labels)
     ball = metrics.precision_within_radius(*args, radius=radius)
-    return {
+    row = {
         "mAP": metrics.mean_average_precision(*args),
         f"mAP@{top_k}": metrics.mean_average_precision(*args, top_k=top_k),
         f"precision@{top_k}": metrics.precision_at_k(*args, top_k),
         f"precision@r{radius}": ball.precision,
         f"empty_balls@r{radius}": ball.empty_queries,
     }
+    if pr_curve:
+        curve = metrics.precision_recall_curve(*args)
+        row["pr_curve"] = {"radius": curve.radius.tolist(), "precision": curve.precision.tolist(),
+                           "recall": curve.recall.tolist()}
+    return row
 
 
 def compare_baselines(split, bits, *, names=("lsh", "pcah", "itq", "sph", "sh"), seed=0, top_k=1000,
-                      radius=2, log=print):
+                      radius=2, pr_curve=False, log=print):
     """Fits each baseline on ``split``'s training part and evaluates it; returns one row per method.
 
     Baselines whose assumptions the data break (e.g. PCAH with more bits than features) are reported
@@ -46,7 +52,8 @@ def compare_baselines(split, bits, *, names=("lsh", "pcah", "itq", "sph", "sh"),
             continue
         row = {"method": name, "bits": bits}
         row.update(evaluate_codes(method.encode(split.query_x), method.encode(split.database_x),
-                                  split.query_y, split.database_y, bits=bits, top_k=top_k, radius=radius))
+                                  split.query_y, split.database_y, bits=bits, top_k=top_k, radius=radius,
+                                  pr_curve=pr_curve))
         row["seconds"] = time.perf_counter() - start
         if log:
             log(f"  {name} {bits} bits: mAP {row['mAP']:.4f} ({row['seconds']:.1f} s)")

@@ -214,6 +214,43 @@ class ExportedHasher(BaseHasher):
         return self._encode_all(x, batch_size)["probabilities"]
 
 
+class TFLiteHasher(BaseHasher):
+    """A hasher running a TFLite export with the LiteRT interpreter (``pip install "tfhash[tflite]"``).
+
+    Bits and item shape are read from the model's signature (outputs ``codes`` and ``probabilities``).
+    """
+
+    def __init__(self, path):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as err:
+            raise ImportError('running a TFLite export needs the LiteRT interpreter: pip install "tfhash[tflite]" '
+                              "(or ai-edge-litert).") from err
+        self.path = os.fspath(path)
+        self._runner = Interpreter(model_path=self.path).get_signature_runner()
+        inputs, outputs = self._runner.get_input_details(), self._runner.get_output_details()
+        if set(outputs) != {"codes", "probabilities"} or len(inputs) != 1:
+            raise ValueError(f"`path` {path!r} is not a tfhash TFLite export (outputs {sorted(outputs)}).")
+        self._input_name = next(iter(inputs))
+        self.item_shape = tuple(int(d) for d in inputs[self._input_name]["shape"][1:])
+        self.bits = int(outputs["probabilities"]["shape"][-1])
+        self.scheme = "tflite"
+
+    def __repr__(self):
+        return f"TFLiteHasher(bits={self.bits}, path={self.path!r})"
+
+    def _encode_all(self, x, batch_size):
+        x = check_items(x, self.item_shape, "x", "as exported")
+        return encode_in_batches(lambda batch: {k: tf.constant(v) for k, v in self._runner(
+            **{self._input_name: batch.numpy()}).items()}, x, batch_size, self.bits)
+
+    def encode(self, x, batch_size=256):
+        return self._encode_all(x, batch_size)["codes"]
+
+    def predict_probabilities(self, x, batch_size=256):
+        return self._encode_all(x, batch_size)["probabilities"]
+
+
 def read_metadata(path):
     """The export's ``assets/tfhash.json`` as a dict (plain JSON: no TensorFlow needed)."""
     meta_path = os.path.join(os.fspath(path), "assets", METADATA_FILE)
@@ -228,7 +265,10 @@ def read_metadata(path):
 
 
 def load(path):
-    """An :class:`ExportedHasher` from a SavedModel export (``Hasher.export`` / ``export_saved_model``)."""
+    """An :class:`ExportedHasher` from a SavedModel export (``Hasher.export`` / ``export_saved_model``), or
+    a :class:`TFLiteHasher` for a ``.tflite`` file (``export_tflite``)."""
+    if os.fspath(path).endswith(".tflite") and os.path.isfile(path):
+        return TFLiteHasher(path)
     description = read_metadata(path)
     loaded = tf.saved_model.load(os.fspath(path))
     if SERVING_SIGNATURE not in loaded.signatures:

@@ -30,21 +30,22 @@ class BaseHasher:
     """
 
     def evaluate(self, split, *, baselines=("lsh", "pcah", "itq", "sph", "sh"), top_k=1000, radius=2, seed=0,
-                 log=print):
+                 pr_curve=False, log=print):
         """Retrieval figures of this hasher and of the shallow baselines on ``split`` (a RetrievalSplit).
 
         Returns a list of rows (dicts): this scheme first, then each baseline fitted on ``split.train_x``.
+        With ``pr_curve``, each row also holds its precision-recall curve over Hamming radii.
         """
         if not isinstance(split, datasets.RetrievalSplit):
             raise ValueError(f"`split` must be a tfhash.datasets.RetrievalSplit, got {type(split).__name__}.")
         row = {"method": self.scheme, "bits": self.bits}
         row.update(evaluation.evaluate_codes(self.encode(split.query_x), self.encode(split.database_x),
                                              split.query_y, split.database_y, bits=self.bits, top_k=top_k,
-                                             radius=radius))
+                                             radius=radius, pr_curve=pr_curve))
         rows = [row]
         if baselines:
             rows += evaluation.compare_baselines(split, self.bits, names=baselines, seed=seed, top_k=top_k,
-                                                 radius=radius, log=log)
+                                                 radius=radius, pr_curve=pr_curve, log=log)
         return rows
 
     def index(self, database_x, ids=None, backend="numpy", **options):
@@ -161,6 +162,14 @@ class _NonFiniteLossGuard(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def _same_setting(saved, asked):
+    if isinstance(saved, float) and isinstance(asked, (int, float)) and not isinstance(asked, bool):
+        return saved == float(asked)
+    if isinstance(asked, tuple):
+        asked = list(asked)
+    return saved == asked
+
+
 def _prepare_data(x, y):
     """Returns (array or None, dataset or None, item shape, sample count or None)."""
     if isinstance(x, datasets.RetrievalSplit):
@@ -245,6 +254,12 @@ def fit(scheme, x, y=None, *, bits=32, epochs=50, batch_size=100, strategy=None,
             raise ValueError(f"`checkpoint_dir` {checkpoint_dir!r} holds a {model.key!r} model with bits="
                              f"{model.bits} and input shape {model.item_shape}; this call asks for {scheme!r}, "
                              f"bits={bits}, input shape {item_shape}. Use another directory.")
+        saved = model.get_config()
+        differing = {k: (saved.get(k), v) for k, v in hyperparameters.items() if not _same_setting(saved.get(k), v)}
+        if differing:
+            details = ", ".join(f"{k}: saved {a!r}, asked {b!r}" for k, (a, b) in sorted(differing.items()))
+            raise ValueError(f"`checkpoint_dir` {checkpoint_dir!r} was trained with other hyperparameters ({details}); "
+                             "resume with the saved ones or use another directory.")
     else:
         with strategy.scope():
             model = scheme_cls(bits=bits, input_shape=item_shape, seed=seed, **hyperparameters)
@@ -263,6 +278,9 @@ def fit(scheme, x, y=None, *, bits=32, epochs=50, batch_size=100, strategy=None,
             _io.write_json_atomically(os.path.join(checkpoint_dir, CONFIG_FILE), _describe(model))
         all_callbacks.insert(1, _EpochCheckpoint(manager, epoch_variable, guard))
 
+    if resumed and verbose:
+        done = "training is complete" if initial_epoch >= epochs else f"resuming at epoch {initial_epoch + 1}"
+        print(f"{checkpoint_dir}: checkpoint after epoch {initial_epoch} of {epochs}; {done}.", flush=True)
     history = None
     if initial_epoch < epochs:
         if array is not None:

@@ -1,67 +1,126 @@
-"""Command line: load a data set, hash it, evaluate against the shallow baselines, write metrics.json.
+"""Command line: train a hashing scheme, evaluate it against the shallow baselines, export the encoder.
 
-    python -m trainers.train --dataset=digits --bits=32 --model_dir=runs/digits
+    python -m trainers.train --scheme=hashgan --dataset=digits --bits=32 --model_dir=runs/digits --export
 
-Only a thin layer over ``tfhash``: every step is a library call.
+One run loads the data, trains (progress bar; TensorBoard summaries in ``<model_dir>/logs``; a
+checkpoint per epoch in ``<model_dir>``), evaluates the codes beside the baselines (a markdown table on
+stdout and ``<model_dir>/metrics.json``) and exports the encoder to ``<model_dir>/export/<scheme>/<epochs>``
+(TF Serving layout). Rerunning with the same ``--model_dir`` resumes from the last finished epoch.
+
+Settings come from a preset file (``trainers/presets/<scheme>/<dataset>.json``, else ``default.json``);
+flags override it. Only a thin layer over ``tfhash``: every step is a library call.
 """
 
 import os
 import sys
 import time
 
-from absl import app, flags
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # keep TensorFlow's C++ start-up notes off the progress output
 
-import tfhash
-from tfhash import _io, baselines, datasets, evaluation
+from absl import app, flags, logging  # noqa: E402
+
+import tfhash  # noqa: E402
+from tfhash import _io, datasets, evaluation, export, schemes, summaries
+from trainers import config as run_config  # noqa: E402
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("scheme", "itq", f"Hashing method: one of {sorted(baselines.BASELINES)}.")
-flags.DEFINE_string("dataset", "digits", f"Data set: one of {datasets.known_datasets()}.")
-flags.DEFINE_string("data_dir", None, "TFDS data directory (for data prepared offline).")
-flags.DEFINE_list("bits", ["32"], "Code lengths, comma separated.")
+flags.DEFINE_string("scheme", "hashgan", f"Hashing scheme: one of {schemes.names()}.")
+flags.DEFINE_string("dataset", "digits", f"Data set: one of {datasets.known_datasets()}, or a path to local files "
+                    "(a directory of MNIST IDX files or CIFAR-10 python batches, or an .npz of images and labels).")
+flags.DEFINE_string("data_dir", None, "TFDS data directory (data prepared there needs no network).")
+flags.DEFINE_integer("bits", 32, "Code length.")
+flags.DEFINE_string("model_dir", None, "Checkpoints, TensorBoard logs, metrics.json and the export "
+                    "(default: runs/<dataset>-<scheme>-<bits>). Rerunning with the same directory resumes.")
+flags.DEFINE_string("preset", None, "Preset name (trainers/presets/<scheme>/<name>.json) or JSON file; "
+                    "default: the data set's preset, else 'default'.")
+flags.DEFINE_integer("epochs", None, "Training epochs (default: from the preset).")
+flags.DEFINE_integer("batch_size", None, "Global batch size (default: from the preset).")
+flags.DEFINE_float("learning_rate", None, "Initial learning rate (default: from the preset / the paper).")
+flags.DEFINE_multi_string("set", [], "Scheme hyperparameter override key=value (repeatable), e.g. "
+                          "--set weight_entropy=0.1 --set consistency_transform=adversarial.")
+flags.DEFINE_integer("eval_every", None, "Log retrieval mAP to TensorBoard every N epochs (0: only at the end).")
+flags.DEFINE_list("baselines", ["lsh", "pcah", "itq", "sph", "sh"], "Shallow baselines evaluated in the same run.")
 flags.DEFINE_integer("queries_per_class", None, "Queries per class (default: 100, or 10 for digits).")
-flags.DEFINE_integer("seed", 0, "Seed of the query draw and of the methods.")
-flags.DEFINE_string("model_dir", None, "Where metrics.json is written (default: runs/<dataset>-<scheme>).")
+flags.DEFINE_integer("seed", 0, "Seeds the query draw, initialisation, shuffling and training noise.")
+flags.DEFINE_enum("strategy", "default", list(run_config.STRATEGIES),
+                  "Distribution: default (one device), mirrored (all local GPUs), multi_worker (TF_CONFIG), tpu.")
+flags.DEFINE_string("tpu", "", "TPU name or grpc:// address for --strategy=tpu (empty: the local TPU).")
+flags.DEFINE_boolean("export", True, "Export the encoder (SavedModel, TF Serving layout) after training.")
+flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.")
+
+COLUMNS = ["method", "bits", "mAP", "mAP@1000", "precision@1000", "precision@r2", "empty_balls@r2"]
 
 
 def main(argv):
-    del argv
+    logging.set_verbosity(logging.WARNING)
+    if len(argv) > 1:
+        sys.exit(f"error: unexpected arguments {argv[1:]}; flags look like --name=value.")
     try:
-        scheme = baselines.get(FLAGS.scheme)
-        bits = [int(b) for b in FLAGS.bits]
-        for b in bits:
-            scheme(bits=b)  # validates bits before any data is loaded
+        config = run_config.resolve(FLAGS.scheme, FLAGS.dataset, preset=FLAGS.preset, epochs=FLAGS.epochs,
+                                    batch_size=FLAGS.batch_size, eval_every=FLAGS.eval_every,
+                                    learning_rate=FLAGS.learning_rate, overrides=FLAGS.set, bits=FLAGS.bits)
+        unknown = sorted(set(FLAGS.baselines) - set(tfhash.baselines.BASELINES))
+        if unknown:
+            raise ValueError(f"--baselines must be among {sorted(tfhash.baselines.BASELINES)}, got {unknown}.")
+        strategy = run_config.make_strategy(FLAGS.strategy, FLAGS.tpu)
     except ValueError as err:
         sys.exit(f"error: {err}")
-    except TypeError:
-        sys.exit(f"error: --bits must be integers, got {FLAGS.bits}")
+    is_chief, task_id = run_config.worker_role(strategy)
+    name = os.path.basename(os.path.normpath(config["dataset"])).replace(".npz", "")
+    model_dir = FLAGS.model_dir or os.path.join("runs", f"{name}-{config['scheme']}-{config['bits']}")
+    # Non-chief workers take part in every collective (checkpoints included) but write to a scratch dir.
+    checkpoint_dir = model_dir if is_chief else os.path.join(model_dir, f".worker-{task_id}")
 
-    # digits has 174-183 images per class: 10 queries per class keeps a database of ~1,700.
-    per_class = FLAGS.queries_per_class or (10 if FLAGS.dataset == "digits" else 100)
-    print(f"tfhash {tfhash.__version__}: loading {FLAGS.dataset!r}", flush=True)
+    print(f"tfhash {tfhash.__version__}: {config['scheme']} ({config['bits']} bits) on {config['dataset']!r}, "
+          f"preset {config['preset']}", flush=True)
+    per_class = FLAGS.queries_per_class or (10 if config["dataset"] == "digits" else 100)
     try:
-        split = datasets.load(FLAGS.dataset, data_dir=FLAGS.data_dir, queries_per_class=per_class,
+        split = datasets.load(config["dataset"], data_dir=FLAGS.data_dir, queries_per_class=per_class,
                               seed=FLAGS.seed)
     except ValueError as err:
         sys.exit(f"error: {err}")
     print(split, flush=True)
 
-    names = [FLAGS.scheme.lower()] + [n for n in baselines.BASELINES if n != FLAGS.scheme.lower()]
-    rows = []
+    callbacks = []
+    log_dir = os.path.join(model_dir, "logs")
+    if is_chief:
+        logger = summaries.TensorBoardLogger(log_dir, sample_x=split.train_x, split=split,
+                                             eval_every=config["eval_every"], seed=FLAGS.seed, log=print)
+        callbacks.append(logger)
     start = time.perf_counter()
-    for b in bits:
-        print(f"{b} bits:", flush=True)
-        rows += evaluation.compare_baselines(split, b, names=names, seed=FLAGS.seed)
-    columns = ["method", "bits", "mAP", "mAP@1000", "precision@1000", "precision@r2", "empty_balls@r2"]
-    print(evaluation.markdown_table([r for r in rows if "skipped" not in r], columns))
+    try:
+        hasher = tfhash.fit(config["scheme"], split.train_x, split.train_y, bits=config["bits"],
+                            epochs=config["epochs"], batch_size=config["batch_size"], strategy=strategy,
+                            callbacks=callbacks, seed=FLAGS.seed, checkpoint_dir=checkpoint_dir,
+                            verbose=FLAGS.verbose, **config["hyperparameters"])
+    except (ValueError, FloatingPointError) as err:
+        sys.exit(f"error: {err}")
+    train_seconds = time.perf_counter() - start
+    if not is_chief:
+        return
 
-    model_dir = FLAGS.model_dir or os.path.join("runs", f"{FLAGS.dataset}-{FLAGS.scheme.lower()}")
-    _io.write_json_atomically(os.path.join(model_dir, "metrics.json"), {
-        "tfhash_version": tfhash.__version__, "scheme": FLAGS.scheme.lower(), "dataset": FLAGS.dataset,
-        "queries_per_class": per_class, "seed": FLAGS.seed, "rows": rows,
-        "seconds": time.perf_counter() - start,
+    print(f"evaluating {config['scheme']} and baselines {FLAGS.baselines} on {len(split.query_x)} queries", flush=True)
+    rows = hasher.evaluate(split, baselines=FLAGS.baselines, seed=FLAGS.seed, pr_curve=True, log=print)
+    print(evaluation.markdown_table([r for r in rows if "skipped" not in r], COLUMNS))
+    curves = {f"{r['method']}": (r["pr_curve"]["precision"], r["pr_curve"]["recall"]) for r in rows if "pr_curve" in r}
+    summaries.write_precision_recall_image(log_dir, curves, step=hasher.epoch)
+
+    export_path = None
+    if FLAGS.export:
+        export_path = export.export_serving(hasher, os.path.join(model_dir, "export"), config["scheme"],
+                                            version=hasher.epoch, overwrite=True)
+        print(f"exported the encoder to {export_path}")
+    metrics_path = os.path.join(model_dir, "metrics.json")
+    _io.write_json_atomically(metrics_path, {
+        "tfhash_version": tfhash.__version__, "scheme": config["scheme"], "dataset": config["dataset"],
+        "bits": config["bits"], "preset": config["preset"], "epochs": hasher.epoch,
+        "batch_size": config["batch_size"], "seed": FLAGS.seed, "strategy": FLAGS.strategy,
+        "replicas": strategy.num_replicas_in_sync, "queries_per_class": per_class,
+        "hyperparameters": hasher.model.get_config(), "train_seconds": train_seconds,
+        "evaluations": [{"epoch": e, "mAP": m} for e, m in logger.evaluations], "rows": rows,
+        "export": export_path,
     })
-    print(f"wrote {os.path.join(model_dir, 'metrics.json')}")
+    print(f"wrote {metrics_path}; TensorBoard: tensorboard --logdir {log_dir}")
 
 
 if __name__ == "__main__":

@@ -209,3 +209,9 @@ class HashingScheme(keras.Model):
 
     def call(self, inputs, training=False):
         return self.encode_graph(inputs)
+
+    def sample_images(self, count, seed=0):
+        """``count`` generated images ``[count, h, w, c]`` in [0, 1] from noise fixed by ``seed``, or
+        ``None`` for schemes (or inputs) without an image generator. Used for TensorBoard grids.
+        """
+        return None

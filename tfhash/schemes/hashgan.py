@@ -209,6 +209,14 @@ class HashGAN(HashingScheme):
         """Synthetic images from uniform noise ``[n, noise_dim]`` and bits ``[n, bits]``."""
         return self.generator(tf.concat([noise, tf.cast(bits01, noise.dtype)], axis=-1), training=training)
 
+    def sample_images(self, count, seed=0):
+        if len(self.item_shape) not in (2, 3):
+            return None  # flat feature vectors are not images
+        count = _validation.check_positive_int(count, "count")
+        noise, bits01 = self._sample_generator_inputs(count, tf.constant([int(seed), 0], tf.int64))
+        images = self.generate(noise, bits01, training=False).numpy()
+        return images if images.ndim == 4 else images[..., None]
+
     # --- optimisation --------------------------------------------------------------------------
 
     def players(self):

@@ -1,0 +1,195 @@
+"""The trainer command line: one run trains, logs to TensorBoard, evaluates, exports; reruns resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from absl import flags
+from absl.testing import flagsaver
+from tensorboard.backend.event_processing import event_accumulator
+
+from tests.conftest import ROOT
+from tfhash import datasets, schemes
+from trainers import config as run_config
+from trainers import train
+
+ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+
+
+def _run(args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "trainers.train"] + args, cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _events(log_dir):
+    accumulator = event_accumulator.EventAccumulator(str(log_dir), size_guidance={event_accumulator.TENSORS: 0})
+    accumulator.Reload()
+    return accumulator
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    model_dir = tmp_path_factory.mktemp("run") / "digits"
+    result = _run(["--scheme=hashgan", "--dataset=digits", "--bits=16", f"--model_dir={model_dir}", "--epochs=3",
+                   "--eval_every=2", "--verbose=2", "--export"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    return model_dir, result
+
+
+def test_one_run_prints_the_table_and_leaves_checkpoints_metrics_and_an_export(finished_run):
+    model_dir, result = finished_run
+    assert "| method | bits | mAP |" in result.stdout and "| hashgan | 16 |" in result.stdout
+    assert "| itq | 16 |" in result.stdout
+    assert (model_dir / "tfhash_config.json").is_file() and (model_dir / "ckpt-3.index").is_file()
+    with open(model_dir / "metrics.json") as f:
+        payload = json.load(f)
+    assert [r["method"] for r in payload["rows"]] == ["hashgan", "lsh", "pcah", "itq", "sph", "sh"]
+    assert payload["epochs"] == 3 and payload["preset"].endswith(os.path.join("hashgan", "digits.json"))
+    assert all(0.0 <= r["mAP"] <= 1.0 for r in payload["rows"])
+    assert [e["epoch"] for e in payload["evaluations"]] == [2, 3]
+    assert len(payload["rows"][0]["pr_curve"]["precision"]) == 17  # radius 0..16
+    assert (model_dir / "export" / "hashgan" / "3" / "saved_model.pb").is_file()
+    assert (model_dir / "export" / "models.config").is_file()
+    import tfhash
+
+    exported = tfhash.load(str(model_dir / "export" / "hashgan" / "3"))
+    split = datasets.load("digits", queries_per_class=10, seed=0)
+    np.testing.assert_array_equal(exported.encode(split.query_x[:20]),
+                                  tfhash.Hasher.load(str(model_dir)).encode(split.query_x[:20]))
+
+
+def test_tensorboard_events_hold_losses_learning_rates_bit_histograms_samples_map_and_pr_curve(finished_run):
+    model_dir, _ = finished_run
+    events = _events(model_dir / "logs")
+    tags = set(events.Tags()["tensors"])
+
+    def plugin(tag):
+        return events.SummaryMetadata(tag).plugin_data.plugin_name
+
+    def steps(tag):
+        return [e.step for e in events.Tensors(tag)]
+
+    loss_terms = [n for n in schemes.get("hashgan").loss_names if not n.startswith("bit_")]
+    for term in loss_terms:
+        assert steps(f"loss/{term}") == [1, 2, 3] and plugin(f"loss/{term}") == "scalars"
+    for tag in ("learning_rate/discriminator", "learning_rate/generator", "bits/frequency_min",
+                "bits/frequency_max", "bits/batch_freq_min", "bits/batch_freq_max"):
+        assert steps(tag) == [1, 2, 3] and plugin(tag) == "scalars", tag
+    rates = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("learning_rate/discriminator")]
+    assert 3e-4 <= rates[-1] < rates[0] <= 9e-4  # the paper's linear decay
+    assert plugin("bits/frequency") == "histograms" and steps("bits/frequency") == [1, 2, 3]
+    assert plugin("samples/generated") == "images" and steps("samples/generated") == [1, 2, 3]
+    width, height = (int(v) for v in tf.make_ndarray(events.Tensors("samples/generated")[0].tensor_proto)[:2])
+    assert width > 100 and height > 100  # an 8x8 grid of enlarged 8x8 digits
+    assert plugin("eval/mAP") == "scalars" and steps("eval/mAP") == [2, 3]
+    maps = [float(tf.make_ndarray(e.tensor_proto)) for e in events.Tensors("eval/mAP")]
+    assert all(0.0 < m <= 1.0 for m in maps)
+    assert plugin("eval/precision_recall") == "images" and steps("eval/precision_recall") == [3]
+    assert {"samples/generated", "eval/precision_recall", "bits/frequency"} <= tags
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+def test_interrupted_run_resumes_when_rerun(tmp_path, signal_number):
+    model_dir = tmp_path / "run"
+    args = ["--dataset=digits", "--bits=8", f"--model_dir={model_dir}", "--epochs=30", "--eval_every=0",
+            "--verbose=2", "--noexport"]
+    process = subprocess.Popen([sys.executable, "-m", "trainers.train"] + args, cwd=ROOT, env=ENV,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (model_dir / "ckpt-2.index").exists():
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.time() < deadline, "no checkpoint after 240 s"
+        time.sleep(0.02)
+    process.send_signal(signal_number)
+    process.communicate(timeout=60)
+    assert process.returncode == -signal_number  # killed mid-run, not finished
+    assert not (model_dir / "metrics.json").exists()
+    saved = tf.train.latest_checkpoint(str(model_dir))
+    done = int(saved.rsplit("-", 1)[1])
+    assert 1 <= done < 30  # the checkpoint index is updated after the files are written
+
+    result = _run(args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"checkpoint after epoch {done} of 30; resuming at epoch {done + 1}" in result.stdout
+    assert "Epoch 1/30" not in result.stdout and f"Epoch {done + 1}/30" in result.stdout
+    with open(model_dir / "metrics.json") as f:
+        assert json.load(f)["epochs"] == 30
+    import tfhash
+
+    hasher = tfhash.Hasher.load(str(model_dir))
+    assert hasher.epoch == 30
+    assert int(hasher.model.scheme_optimizers["discriminator"].iterations.numpy()) == 30 * (1697 // 100)
+
+
+def _main(args):
+    """Runs the trainer's main in this process; returns the SystemExit message (or None)."""
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["train"] + args)
+        try:
+            train.main(["train"])
+        except SystemExit as exit_:
+            return str(exit_.code)
+    return None
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--scheme=nope"], "--scheme must be one of ['hashgan']"),
+    (["--scheme=itq"], "It is a shallow baseline"),
+    (["--set=weight_nope=1"], "unknown hyperparameter(s) ['weight_nope']"),
+    (["--set=weight_entropy"], "--set must be key=value"),
+    (["--bits=0"], "`bits` must be a positive integer"),
+    (["--epochs=0"], "`--epochs` must be a positive integer"),
+    (["--dataset=nope"], "--dataset must be one of"),
+    (["--preset=nope"], "--preset must be a JSON file or one of ['cifar10', 'default', 'digits', 'mnist']"),
+    (["--baselines=itq,nope"], "--baselines must be among"),
+    (["--strategy=multi_worker"], "needs the TF_CONFIG environment variable"),
+])
+def test_bad_flags_fail_before_any_data_is_loaded(tmp_path, monkeypatch, args, message):
+    def no_loading(*a, **k):
+        raise AssertionError("data was loaded")
+
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    monkeypatch.setattr(datasets, "load", no_loading)
+    error = _main(args + [f"--model_dir={tmp_path / 'run'}"])
+    assert error is not None and message in error, error
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_data_set_that_needs_a_download_fails_at_once_offline(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets, "_host_reachable", lambda host, timeout=3.0: False)
+    start = time.perf_counter()
+    error = _main(["--dataset=mnist", f"--data_dir={tmp_path / 'tfds'}", f"--model_dir={tmp_path / 'run'}"])
+    assert time.perf_counter() - start < 60
+    assert "error:" in error and "offline" in error.lower() and "data_dir" in error, error
+    assert not (tmp_path / "run").exists()
+
+
+def test_resuming_with_other_hyperparameters_is_refused(finished_run):
+    model_dir, _ = finished_run
+    error = _main([f"--model_dir={model_dir}", "--bits=16", "--epochs=3", "--set=weight_entropy=0.5"])
+    assert "trained with other hyperparameters (weight_entropy: saved 0.01, asked 0.5)" in error
+
+
+def test_cli_exit_status_and_message_for_a_bad_flag(tmp_path):
+    result = _run(["--set=nope=1", f"--model_dir={tmp_path / 'run'}"])
+    assert result.returncode != 0 and "error: --set: unknown hyperparameter(s) ['nope']" in result.stderr
+
+
+def test_presets_are_readable_and_name_known_hyperparameters():
+    scheme_cls = schemes.get("hashgan")
+    for name in run_config.available_presets("hashgan"):
+        preset = run_config.read_preset(run_config.preset_path("hashgan", "digits", name), scheme_cls)
+        assert preset["description"] and preset["epochs"] > 0 and preset["batch_size"] > 0
+    assert run_config.preset_path("hashgan", "cifar10").endswith(os.path.join("hashgan", "cifar10.json"))
+    assert run_config.preset_path("hashgan", "fashion_mnist").endswith(os.path.join("hashgan", "default.json"))
+    config = run_config.resolve("hashgan", "digits", overrides=["consistency_transform=adversarial",
+                                                                 "weight_entropy=0.1"], learning_rate=1e-3)
+    assert config["hyperparameters"] == {"consistency_transform": "adversarial", "weight_entropy": 0.1,
+                                         "learning_rate": 1e-3}

@@ -1,0 +1,154 @@
+"""Run configuration for the trainer: presets, ``--set key=value`` overrides, distribution strategies.
+
+Everything here validates before any data is loaded or any model is built, and raises ``ValueError``
+with a message that says what to do.
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+from tfhash import _validation, baselines, datasets, schemes
+
+PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
+PRESET_KEYS = ("description", "epochs", "batch_size", "eval_every", "hyperparameters")
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+
+
+def check_scheme(name):
+    if name not in schemes.names():
+        hint = (" It is a shallow baseline: every run already compares against the baselines listed in "
+                "--baselines.") if name in baselines.BASELINES else ""
+        raise ValueError(f"--scheme must be one of {schemes.names()}, got {name!r}.{hint}")
+    return schemes.get(name)
+
+
+def check_dataset(name):
+    if name in datasets.known_datasets() or os.path.exists(name):
+        return name
+    raise ValueError(f"--dataset must be one of {datasets.known_datasets()} or a path to local files (a directory "
+                     f"of MNIST IDX files or CIFAR-10 python batches, or an .npz with images and labels), "
+                     f"got {name!r}.")
+
+
+def preset_path(scheme, dataset, preset=None):
+    """The preset file for a run: ``preset`` (a name or a path), else ``<scheme>/<dataset>.json``, else default."""
+    if preset:
+        if os.path.isfile(preset):
+            return preset
+        candidate = os.path.join(PRESET_DIR, scheme, f"{preset}.json")
+        if os.path.isfile(candidate):
+            return candidate
+        raise ValueError(f"--preset must be a JSON file or one of {available_presets(scheme)}, got {preset!r}.")
+    base = os.path.basename(os.path.normpath(dataset)) if os.path.exists(dataset) else dataset
+    candidate = os.path.join(PRESET_DIR, scheme, f"{base}.json")
+    return candidate if os.path.isfile(candidate) else os.path.join(PRESET_DIR, scheme, "default.json")
+
+
+def available_presets(scheme):
+    directory = os.path.join(PRESET_DIR, scheme)
+    return sorted(f[:-5] for f in os.listdir(directory) if f.endswith(".json")) if os.path.isdir(directory) else []
+
+
+def read_preset(path, scheme_cls):
+    """The preset as a dict with every key of ``PRESET_KEYS``; unknown keys or hyperparameters are errors."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            preset = json.load(f)
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"--preset file {path!r} is not readable JSON: {err}") from err
+    if not isinstance(preset, dict):
+        raise ValueError(f"--preset file {path!r} must hold a JSON object, got {type(preset).__name__}.")
+    unknown = sorted(set(preset) - set(PRESET_KEYS))
+    if unknown:
+        raise ValueError(f"--preset file {path!r} has unknown keys {unknown}; known: {list(PRESET_KEYS)}.")
+    preset = {"description": "", "epochs": 50, "batch_size": 100, "eval_every": 10, "hyperparameters": {}, **preset}
+    check_hyperparameters(preset["hyperparameters"], scheme_cls, f"`hyperparameters` in {path!r}")
+    return preset
+
+
+def check_hyperparameters(values, scheme_cls, origin):
+    known = scheme_cls.hyperparameter_names()
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ValueError(f"{origin}: unknown hyperparameter(s) {unknown} for scheme {scheme_cls.key!r}; "
+                         f"known: {known}.")
+    return values
+
+
+def parse_set_flags(items, scheme_cls):
+    """``["key=value", ...]`` -> dict; values are JSON (numbers, true/false, quoted strings) or plain strings."""
+    values = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set must be key=value, got {item!r}.")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    return check_hyperparameters(values, scheme_cls, "--set")
+
+
+def resolve(scheme, dataset, *, preset=None, epochs=None, batch_size=None, eval_every=None, learning_rate=None,
+            overrides=(), bits=32):
+    """Checks the flags and merges them over the preset; returns the run configuration (a dict)."""
+    scheme_cls = check_scheme(scheme)
+    check_dataset(dataset)
+    bits = _validation.check_bits(bits)
+    path = preset_path(scheme, dataset, preset)
+    config = read_preset(path, scheme_cls)
+    hyperparameters = dict(config["hyperparameters"])
+    if learning_rate is not None:
+        if "learning_rate" not in scheme_cls.hyperparameter_names():
+            raise ValueError(f"--learning_rate: scheme {scheme!r} has no `learning_rate` hyperparameter; use --set.")
+        if not learning_rate > 0:
+            raise ValueError(f"--learning_rate must be > 0, got {learning_rate}.")
+        hyperparameters["learning_rate"] = float(learning_rate)
+    hyperparameters.update(parse_set_flags(overrides, scheme_cls))
+    config.update(
+        scheme=scheme, dataset=dataset, bits=bits, preset=path, hyperparameters=hyperparameters,
+        epochs=_validation.check_positive_int(epochs if epochs is not None else config["epochs"], "--epochs"),
+        batch_size=_validation.check_positive_int(batch_size if batch_size is not None else config["batch_size"],
+                                                  "--batch_size"),
+        eval_every=int(eval_every if eval_every is not None else config["eval_every"]),
+    )
+    if config["eval_every"] < 0:
+        raise ValueError(f"--eval_every must be >= 0 (0 = only the final evaluation), got {config['eval_every']}.")
+    return config
+
+
+def make_strategy(name, tpu=""):
+    """A ``tf.distribute`` strategy by name. ``multi_worker`` reads ``TF_CONFIG``; ``tpu`` uses ``tpu`` (a name
+    or grpc address; empty = the TPU attached to this VM / Colab runtime)."""
+    _validation.check_choice(name, "--strategy", STRATEGIES)
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError("--strategy=multi_worker needs the TF_CONFIG environment variable (cluster and this "
+                             "worker's task); see https://www.tensorflow.org/guide/distributed_training.")
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    try:
+        resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu)
+        tf.config.experimental_connect_to_cluster(resolver)
+        tf.tpu.experimental.initialize_tpu_system(resolver)
+    except (ValueError, RuntimeError, tf.errors.OpError) as err:
+        raise ValueError(f"--strategy=tpu: no TPU found ({err}). Pass --tpu=<name or grpc://address> or run on a "
+                         "TPU runtime.") from err
+    return tf.distribute.TPUStrategy(resolver)
+
+
+def worker_role(strategy):
+    """``(is_chief, task_id)``: only the chief writes metrics, summaries and exports."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    task_id = getattr(resolver, "task_id", None) or 0
+    if task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and
+                                        "chief" not in (resolver.cluster_spec().as_dict() if resolver else {})):
+        return True, task_id
+    return False, task_id
