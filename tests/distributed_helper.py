@@ -1,6 +1,7 @@
 """Run in a subprocess by test_distribution.py: TF's devices must be set before TF starts.
 
     python tests/distributed_helper.py mirrored OUT.json      # default vs MirroredStrategy, 2 CPU devices
+    python tests/distributed_helper.py mirrored_sigah OUT.json # the same for SiGAH
     python tests/distributed_helper.py replica_noise OUT.json # noise drawn by each replica
     python tests/distributed_helper.py worker OUT.json        # one MultiWorkerMirroredStrategy worker (TF_CONFIG)
 """
@@ -48,9 +49,26 @@ def train(strategy, model_cls=FixedInputsHashGAN, epochs=2):
             "probabilities": model.predict_probabilities(x).tolist()}
 
 
+def train_sigah(strategy, epochs=2):
+    x = np.random.default_rng(0).normal(size=(64, 24)).astype(np.float32)
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(16, drop_remainder=True)
+    with strategy.scope():
+        # The graph term is computed within each replica's share of the batch (Eq. 17 is in-batch), so it
+        # differs between one device and two by design; without it the two runs must agree.
+        model = tfhash.schemes.get("sigah")(bits=8, input_shape=(24,), seed=0, weight_graph=0.0)
+        model.compile(total_steps=8)
+    model.adapt(x)
+    history = model.fit(dataset, epochs=epochs, verbose=0, shuffle=False)
+    return {"history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+            "probabilities": model.predict_probabilities(x).tolist()}
+
+
 def main():
     mode, out = sys.argv[1], sys.argv[2]
-    if mode == "mirrored":
+    if mode == "mirrored_sigah":
+        result = {"default": train_sigah(tf.distribute.get_strategy()),
+                  "mirrored": train_sigah(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))}
+    elif mode == "mirrored":
         result = {"default": train(tf.distribute.get_strategy()),
                   "mirrored": train(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))}
     elif mode == "replica_noise":

@@ -23,8 +23,9 @@ def _run(mode, tmp_path, env=None, timeout=600):
     return json.loads(out.read_text())
 
 
-def test_mirrored_strategy_matches_one_device_for_the_same_global_batch(tmp_path):
-    result = _run("mirrored", tmp_path)
+@pytest.mark.parametrize("mode", ["mirrored", "mirrored_sigah"], ids=["hashgan", "sigah"])
+def test_mirrored_strategy_matches_one_device_for_the_same_global_batch(tmp_path, mode):
+    result = _run(mode, tmp_path)
     one, two = result["default"]["history"], result["mirrored"]["history"]
     assert set(one) == set(two)
     for key in one:

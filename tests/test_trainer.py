@@ -140,7 +140,7 @@ def _main(args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--scheme=nope"], "--scheme must be one of ['hashgan']"),
+    (["--scheme=nope"], "--scheme must be one of ['hashgan', 'sigah']"),
     (["--scheme=itq"], "It is a shallow baseline"),
     (["--set=weight_nope=1"], "unknown hyperparameter(s) ['weight_nope']"),
     (["--set=weight_entropy"], "--set must be key=value"),
@@ -193,3 +193,16 @@ def test_presets_are_readable_and_name_known_hyperparameters():
                                                                  "weight_entropy=0.1"], learning_rate=1e-3)
     assert config["hyperparameters"] == {"consistency_transform": "adversarial", "weight_entropy": 0.1,
                                          "learning_rate": 1e-3}
+
+
+def test_feature_scheme_runs_through_the_same_command_line(tmp_path):
+    result = _run(["--scheme=sigah", "--dataset=digits", "--bits=16", f"--model_dir={tmp_path / 'sigah'}",
+                   "--epochs=2", "--verbose=0", "--baselines=itq"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| sigah | 16 |" in result.stdout and "| itq | 16 |" in result.stdout
+    assert "sigah/default.json" in result.stdout
+    assert (tmp_path / "sigah" / "export" / "sigah" / "2" / "saved_model.pb").is_file()
+    events = _events(tmp_path / "sigah" / "logs")
+    tags = set(events.Tags()["tensors"])
+    assert {"loss/reconstruction", "loss/energy_fake", "learning_rate/hash_function", "bits/frequency"} <= tags
+    assert "samples/generated" not in tags  # feature vectors: no image grid

@@ -98,12 +98,18 @@ def check_features(x, name, ndim=None, min_items=1):
     if x.ndim == 0 or x.shape[0] < min_items:
         raise ValueError(f"`{name}` must hold at least {min_items} items, got {_describe(x)}.")
     if x.dtype.kind == "f":
-        bad = ~np.isfinite(x)
-        if bad.any():
-            first = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(
-                f"`{name}` must be finite, got {int(bad.sum())} NaN/inf values (first at index {first})."
-            )
+        # Row chunks: a memory-mapped file is streamed, never held twice in memory.
+        rows = max(1, (1 << 24) // max(1, int(np.prod(x.shape[1:]))))
+        count, first = 0, None
+        for start in range(0, x.shape[0], rows):
+            bad = ~np.isfinite(x[start:start + rows])
+            if bad.any():
+                count += int(bad.sum())
+                if first is None:
+                    index = np.argwhere(bad)[0]
+                    first = (int(index[0]) + start,) + tuple(int(i) for i in index[1:])
+        if count:
+            raise ValueError(f"`{name}` must be finite, got {count} NaN/inf values (first at index {first}).")
     return x
 
 

@@ -274,28 +274,35 @@ def load_cifar10_batches(directory, batches=None):
 
 
 def _read_vecs(path, dtype, max_items=None):
-    """``.fvecs``/``.ivecs``/``.bvecs``: each vector is an int32 dimension d followed by d values."""
-    raw = np.fromfile(path, dtype=np.uint8)
-    if raw.size < 4:
+    """``.fvecs``/``.ivecs``/``.bvecs``: each vector is an int32 dimension d followed by d values.
+
+    Memory-mapped: the result is a read-only view into the file (rows strided past the headers), so
+    a large file is read from disk as it is used, never copied whole.
+    """
+    size = os.path.getsize(path)
+    if size < 4:
         raise ValueError(f"`path` is empty or not a vecs file: {path!r}.")
-    dim = int(raw[:4].view(np.int32)[0])
+    dim = int(np.fromfile(path, dtype="<i4", count=1)[0])
     item_size = np.dtype(dtype).itemsize
     row = 4 + dim * item_size
-    if dim <= 0 or raw.size % row:
-        raise ValueError(f"`path` is not a valid vecs file: first dimension {dim}, file size {raw.size} "
-                         f"is not a multiple of the row size {row}: {path!r}.")
-    rows = raw.reshape(-1, row)
-    if max_items is not None:
-        rows = rows[:max_items]
-    dims = rows[:, :4].copy().view(np.int32).ravel()
-    if np.any(dims != dim):
-        raise ValueError(f"`path` mixes vector dimensions ({np.unique(dims)[:5]}): {path!r}.")
-    return rows[:, 4:].copy().view(dtype)
+    if dim <= 0 or size % row:
+        raise ValueError(f"`path` is not a valid vecs file: the first record header says dimension {dim}, but the "
+                         f"file size {size} is not a multiple of the record size {row} bytes: {path!r}.")
+    count = size // row if max_items is None else min(size // row, int(max_items))
+    rows = np.memmap(path, dtype=np.uint8, mode="r", shape=(count, row))
+    headers = np.ndarray((count,), dtype="<i4", buffer=rows, strides=(row,))
+    wrong = np.flatnonzero(headers != dim)
+    if wrong.size:
+        raise ValueError(f"`path` has inconsistent record headers: record {int(wrong[0])} says dimension "
+                         f"{int(headers[wrong[0]])}, the first says {dim} ({wrong.size} records differ): {path!r}.")
+    return np.ndarray((count, dim), dtype=np.dtype(dtype).newbyteorder("<"), buffer=rows, offset=4,
+                      strides=(row, item_size))
 
 
 def read_features(path, max_items=None):
     """Feature vectors from ``.fvecs`` (float32), ``.bvecs`` (uint8), ``.ivecs`` (int32) or ``.npy``.
 
+    ``.fvecs``/``.bvecs``/``.ivecs`` are memory-mapped (a read-only view into the file, read as used);
     ``.npy`` files are loaded without pickle. ``max_items`` keeps the first rows only.
     """
     path = os.fspath(path)
@@ -309,7 +316,7 @@ def read_features(path, max_items=None):
         except ValueError as err:  # object arrays need pickle, which could run code
             raise ValueError(f"`path` must hold a plain numeric .npy array (pickled objects are refused): "
                              f"{path!r} ({err})") from err
-        return np.array(data[:max_items] if max_items else data)
+        return data[:max_items] if max_items else data
     if ext not in readers:
         raise ValueError(f"`path` must end in one of {sorted(readers) + ['.npy']}, got {path!r}.")
     return _read_vecs(path, readers[ext], max_items)
@@ -409,6 +416,49 @@ def load_local(path):
         return load_cifar10_batches(path, batches)
     raise ValueError(f"`path` holds neither MNIST IDX files (*images-idx3-ubyte*) nor CIFAR-10 python batches "
                      f"(data_batch_*, test_batch): {path!r}.")
+
+
+def load_feature_files(train, query, database=None, *, max_items=None):
+    """Train / query (/ database) feature files for the ANN protocol, memory-mapped, with their dimensions
+    checked against each other. Returns ``(train, query, database)``; database defaults to train.
+    """
+    parts = {"train": train, "query": query, "database": database if database is not None else train}
+    arrays = {}
+    for name, path in parts.items():
+        array = read_features(path, max_items=max_items if name != "query" else None)
+        if array.ndim != 2:
+            raise ValueError(f"`{name}` file must hold vectors [n, d], got shape {array.shape}: {path!r}.")
+        arrays[name] = array
+    dims = {name: a.shape[1] for name, a in arrays.items()}
+    if len(set(dims.values())) > 1:
+        raise ValueError(f"feature files must have the same dimension, got {dims} "
+                         f"(train {parts['train']!r}, query {parts['query']!r}, database {parts['database']!r}).")
+    return arrays["train"], arrays["query"], arrays["database"]
+
+
+def make_gaussian_mixture(n=100_000, dim=256, components=100, *, intrinsic_dim=16, spread=1.5, noise=0.5, seed=0):
+    """Synthetic feature vectors with neighbourhood structure, for ANN benchmarks: a mixture of
+    ``components`` Gaussians with means N(0, I) and low-rank covariances (``intrinsic_dim`` random
+    directions each, spread ``spread`` times the typical distance of a mean from the origin), plus
+    isotropic noise of standard deviation ``noise`` per feature.
+
+    Returns float32 ``[n, dim]`` and the int64 component of each point.
+    """
+    n = _validation.check_positive_int(n, "n")
+    dim = _validation.check_positive_int(dim, "dim")
+    components = _validation.check_positive_int(components, "components")
+    intrinsic_dim = _validation.check_positive_int(intrinsic_dim, "intrinsic_dim")
+    rng = np.random.default_rng(seed)
+    means = rng.normal(size=(components, dim))
+    bases = rng.normal(0.0, spread / np.sqrt(intrinsic_dim), size=(components, intrinsic_dim, dim))
+    labels = rng.integers(0, components, size=n)
+    x = np.empty((n, dim), np.float32)
+    for start in range(0, n, 16384):
+        part = labels[start:start + 16384]
+        latent = rng.normal(size=(part.size, intrinsic_dim))
+        x[start:start + part.size] = (means[part] + np.einsum("nk,nkd->nd", latent, bases[part])
+                                      + noise * rng.normal(size=(part.size, dim)))
+    return x, labels.astype(np.int64)
 
 
 def known_datasets():

@@ -185,7 +185,7 @@ def _prepare_data(x, y):
     x = _validation.check_features(np.asarray(x), "x")
     if x.ndim < 2:
         raise ValueError(f"`x` must be [n, ...] items, got shape {x.shape}.")
-    return x.astype(np.float32, copy=False), None, tuple(x.shape[1:]), x.shape[0]
+    return x, None, tuple(x.shape[1:]), x.shape[0]
 
 
 def _epoch_batches(array, batch_size, seed, first_epoch, epochs):
@@ -236,6 +236,12 @@ def fit(scheme, x, y=None, *, bits=32, epochs=50, batch_size=100, strategy=None,
         raise ValueError(f"unknown hyperparameter(s) {unknown} for scheme {scheme!r}; known: {known}.")
     strategy = strategy or tf.distribute.get_strategy()
     array, dataset, item_shape, count = _prepare_data(x, y)
+    if array is not None:
+        scheme_cls.check_training_dtype(array.dtype)
+        array = array.astype(np.float32, copy=False)
+    else:
+        spec = dataset.element_spec
+        scheme_cls.check_training_dtype((spec[0] if isinstance(spec, (tuple, list)) else spec).dtype.as_numpy_dtype)
     keras.utils.set_random_seed(seed)  # before the shuffled dataset and the weights are made
     if array is not None:
         if count < batch_size:
@@ -264,6 +270,7 @@ def fit(scheme, x, y=None, *, bits=32, epochs=50, batch_size=100, strategy=None,
         with strategy.scope():
             model = scheme_cls(bits=bits, input_shape=item_shape, seed=seed, **hyperparameters)
             model.compile(total_steps=total_steps)
+        model.adapt(array if array is not None else dataset)
 
     guard = _NonFiniteLossGuard()
     all_callbacks = [guard] + list(callbacks or [])

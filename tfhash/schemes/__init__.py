@@ -32,3 +32,4 @@ def get(name):
 
 
 from tfhash.schemes import hashgan  # noqa: E402,F401  (registers "hashgan")
+from tfhash.schemes import sigah  # noqa: E402,F401  (registers "sigah")

@@ -210,6 +210,15 @@ class HashingScheme(keras.Model):
     def call(self, inputs, training=False):
         return self.encode_graph(inputs)
 
+    @classmethod
+    def check_training_dtype(cls, dtype):
+        """Raises ``ValueError`` for training items of a dtype the scheme cannot use. Default: any number."""
+
+    def adapt(self, x):
+        """Fits data statistics the model keeps (e.g. feature standardisation) on the training items,
+        before training starts: an array ``[n, ...]`` or a batched ``tf.data.Dataset``. Default: nothing.
+        """
+
     def sample_images(self, count, seed=0):
         """``count`` generated images ``[count, h, w, c]`` in [0, 1] from noise fixed by ``seed``, or
         ``None`` for schemes (or inputs) without an image generator. Used for TensorBoard grids.

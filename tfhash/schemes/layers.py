@@ -70,3 +70,21 @@ class WeightNormConv2D(keras.layers.Layer):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "strides": self.strides, "padding": self.padding,
                 "activation": keras.activations.serialize(self.activation)}
+
+
+class Standardize(keras.layers.Layer):
+    """Flattens items and applies a fixed ``(x - mean) / scale`` (non-trainable; set by the scheme's
+    ``adapt`` from training statistics), so exported encoders standardise their inputs themselves."""
+
+    def __init__(self, features, **kwargs):
+        super().__init__(**kwargs)
+        self.features = int(features)
+        self.mean = self.add_weight(shape=(self.features,), initializer="zeros", trainable=False, name="mean")
+        self.scale = self.add_weight(shape=(self.features,), initializer="ones", trainable=False, name="scale")
+
+    def call(self, inputs):
+        flat = keras.ops.reshape(keras.ops.cast(inputs, "float32"), (-1, self.features))
+        return (flat - self.mean) / self.scale
+
+    def get_config(self):
+        return {**super().get_config(), "features": self.features}

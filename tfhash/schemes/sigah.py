@@ -1,0 +1,302 @@
+"""SiGAH: sparsity-induced generative adversarial hashing of feature vectors (Liu et al., ``sigah.txt``).
+
+Hamming neighbours should approximate Euclidean neighbours of the input features (GIST, CNN
+descriptors, raw pixels). The networks (Sec. 3, Sec. 4 "Implementation"):
+
+* hash function h = tanh(W x) (one dense layer, no bias), bits b = [h >= 0];
+* generator: one dense layer with LeakyReLU from h to m = 2d sparse units, then a fixed random
+  Gaussian matrix Psi ~ N(0, 1/d) (d x m; non-trainable, drawn from the seed, saved with the model)
+  back to the feature space: x^ = Psi G(h) (Eq. 5);
+* discriminator: an auto-encoder [d - 50 - d] whose mean squared reconstruction error is the energy
+  D(.) (EBGAN style, Sec. 3.3).
+
+One training step = a discriminator update with the margin loss of Eq. 21,
+D(x) + max(0, beta - D(x^)), then an update of hash function and generator with Eq. 20:
+||x^ - x|| + alpha * quantisation + lambda ||G(h)||_2 + gamma * L_S, plus the adversarial term D(x^).
+
+Choices where the paper is open (each an argument):
+
+* **Quantisation sign.** Eq. 9 bounds the Hamming error of relaxed codes by r - Tr(h h^T), so the
+  term that brings h to the binary corners is -alpha * Tr(h h^T). Eq. 13 / 20 print +alpha * Tr(h h^T),
+  which would pull every h to 0 (all codes on the threshold). Default ``quantization_sign="bound"``
+  (minimise -alpha ||h||^2 / r, per bit); ``"printed"`` gives the printed +alpha ||h||^2 / r.
+* **Adversarial term.** Eq. 20 lists no discriminator term, yet without one D never reaches the
+  generator and Table 4's "w/o discriminator" ablation would change nothing. As in EBGAN (the paper's
+  [54]) the generator also minimises D(x^) (``weight_adversarial``; 0 gives the ablation).
+* **Graph term** L_S = sum_ij S_ij ||h_i - h_j|| over the (per-replica) batch, S_ij =
+  exp(-sigma ||x_i - x_j||) (Eq. 17), averaged over the N_B^2 pairs so its weight does not depend on
+  the batch size. sigma is not given in the paper; ``graph_sigma=None`` uses 1 / (mean in-batch distance),
+  which keeps S in a useful range for any feature scale.
+* **Feature scaling.** Features are centred and scaled before hashing with statistics of the
+  training set, stored in the model (so exports apply them). ``standardize="global"`` (default)
+  divides by one global scale, which keeps Euclidean neighbours as they are (the ANN protocol's ground
+  truth); ``"per_feature"`` z-scores each feature; ``None`` uses the raw features.
+* **Optimiser.** Sec. 4 says SGD with learning rate 1e-2 and weight decay 5e-4, Sec. 3 and the abstract
+  say Adam; ``optimizer_type="adam"`` (default) or ``"sgd"``, both with that learning rate and weight decay.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfhash import _validation
+from tfhash import codes as codes_lib
+from tfhash.schemes import register
+from tfhash.schemes.base import HashingScheme
+from tfhash.schemes.layers import Standardize
+
+STANDARDIZE = ("global", "per_feature", None)
+QUANTIZATION_SIGNS = ("bound", "printed")
+OPTIMIZERS = ("adam", "sgd")
+SPARSITY_NORMS = ("l2", "l1")
+
+
+def _chunks(x, chunk_size):
+    if isinstance(x, tf.data.Dataset):
+        for batch in x:
+            yield np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)
+    else:
+        for start in range(0, x.shape[0], chunk_size):
+            yield np.asarray(x[start:start + chunk_size])
+
+
+def feature_statistics(x, mode="global", chunk_size=65536):
+    """Mean ``[d]`` and scale ``[d]`` of features ``[n, ...]`` (an array, memory-mapped or not, or a batched
+    ``tf.data.Dataset``), streamed a chunk at a time so large files are read once. Constant features get
+    scale 1 (they stay 0 after centring).
+    """
+    total = squares = None
+    n = 0
+    for chunk in _chunks(x, chunk_size):
+        chunk = chunk.astype(np.float64).reshape(chunk.shape[0], -1)
+        if total is None:
+            total, squares = np.zeros(chunk.shape[1]), np.zeros(chunk.shape[1])
+        total += chunk.sum(axis=0)
+        squares += np.square(chunk).sum(axis=0)
+        n += chunk.shape[0]
+    if not n:
+        raise ValueError("`x` holds no items to fit the feature standardisation on.")
+    d = total.shape[0]
+    mean = total / n
+    variance = np.maximum(squares / n - np.square(mean), 0.0)
+    constant = variance <= 1e-12 * np.maximum(1.0, np.square(mean))
+    if np.all(constant):
+        raise ValueError(f"`x` has all-constant features (every one of the {d} features takes a single value "
+                         "over the training set): there is nothing to hash. Check that the right file or column "
+                         "range was read.")
+    if mode == "per_feature":
+        scale = np.where(constant, 1.0, np.sqrt(variance))
+    else:  # one scale for all features: root mean variance, so the average feature has unit variance
+        scale = np.full(d, math.sqrt(variance.mean()))
+    return mean.astype(np.float32), scale.astype(np.float32)
+
+
+@register("sigah")
+class SiGAH(HashingScheme):
+    """SiGAH. Defaults follow Sec. 4 (alpha 1e-3, lambda = gamma = 1e-4, beta 0.1, lr 1e-2, weight
+    decay 5e-4; the paper's batch size is 500, which ``tfhash.fit(batch_size=500)`` sets).
+
+    Args:
+        bits: code length r.
+        input_shape: one item's shape; items are flattened to d features.
+        seed: seeds initialisation, Psi and training.
+        sparse_units: m, the generator's sparse width (Sec. 4: 2d); ``None`` means 2d.
+        discriminator_units: the auto-encoder bottleneck d_l (Sec. 4: 50).
+        weight_reconstruction, weight_quantization (alpha), weight_sparsity (lambda), weight_graph
+        (gamma), weight_adversarial: loss weights of Eq. 20 (and the EBGAN generator term).
+        margin: beta of Eq. 21 (Sec. 4 / Fig. 7: 0.1).
+        graph_sigma: sigma of S_ij; ``None``: 1 / mean in-batch distance.
+        quantization_sign: ``"bound"`` (Eq. 9, default) or ``"printed"`` (Eq. 20 as printed).
+        sparsity_norm: ``"l2"`` (Eq. 20 as printed) or ``"l1"`` (the usual sparsity-inducing norm).
+        standardize: ``"global"``, ``"per_feature"`` or ``None`` (see the module docstring).
+        optimizer_type: ``"adam"`` or ``"sgd"``; learning_rate, weight_decay: Sec. 4 (1e-2, 5e-4).
+        leaky_slope: negative slope of the generator's LeakyReLU.
+    """
+
+    loss_names = ("d_loss", "g_loss", "reconstruction", "quantization", "sparsity", "graph", "energy_real",
+                  "energy_fake", "bit_freq_min", "bit_freq_max")
+    threshold = codes_lib.TANH_THRESHOLD
+
+    def __init__(self, bits=32, input_shape=None, seed=0, sparse_units=None, discriminator_units=50,
+                 weight_reconstruction=1.0, weight_quantization=1e-3, weight_sparsity=1e-4, weight_graph=1e-4,
+                 weight_adversarial=1.0, margin=0.1, graph_sigma=None, reconstruction_loss="norm", generator_input="relaxed", quantization_sign="bound",
+                 sparsity_norm="l2", standardize="global", optimizer_type="adam", learning_rate=1e-2,
+                 weight_decay=5e-4, leaky_slope=0.2, **kwargs):
+        for name, value in [("weight_reconstruction", weight_reconstruction),
+                            ("weight_quantization", weight_quantization), ("weight_sparsity", weight_sparsity),
+                            ("weight_graph", weight_graph), ("weight_adversarial", weight_adversarial),
+                            ("margin", margin), ("learning_rate", learning_rate), ("weight_decay", weight_decay),
+                            ("leaky_slope", leaky_slope)]:
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                raise ValueError(f"`{name}` must be a non-negative number, got {value!r}.")
+        if graph_sigma is not None and not (isinstance(graph_sigma, (int, float)) and graph_sigma > 0):
+            raise ValueError(f"`graph_sigma` must be a positive number or None, got {graph_sigma!r}.")
+        self.sparse_units = None if sparse_units is None else _validation.check_positive_int(sparse_units, "sparse_units")
+        self.discriminator_units = _validation.check_positive_int(discriminator_units, "discriminator_units")
+        self.weight_reconstruction, self.weight_quantization = float(weight_reconstruction), float(weight_quantization)
+        self.weight_sparsity, self.weight_graph = float(weight_sparsity), float(weight_graph)
+        self.weight_adversarial, self.margin = float(weight_adversarial), float(margin)
+        self.graph_sigma = None if graph_sigma is None else float(graph_sigma)
+        self.quantization_sign = _validation.check_choice(quantization_sign, "quantization_sign", QUANTIZATION_SIGNS)
+        self.reconstruction_loss = _validation.check_choice(reconstruction_loss, "reconstruction_loss",
+                                                            ("norm", "mse"))
+        self.generator_input = _validation.check_choice(generator_input, "generator_input",
+                                                        ("relaxed", "straight_through"))
+        self.sparsity_norm = _validation.check_choice(sparsity_norm, "sparsity_norm", SPARSITY_NORMS)
+        self.standardize = _validation.check_choice(standardize, "standardize", STANDARDIZE)
+        self.optimizer_type = _validation.check_choice(optimizer_type, "optimizer_type", OPTIMIZERS)
+        self.learning_rate, self.weight_decay = float(learning_rate), float(weight_decay)
+        self.leaky_slope = float(leaky_slope)
+        super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
+
+    # --- networks ------------------------------------------------------------------------------
+
+    def _build_networks(self):
+        d = int(np.prod(self.item_shape))
+        self.feature_dim = d
+        m = self.sparse_units or 2 * d
+        # Sec. 4: "all the weight parameters are initialized as random Gaussian matrices".
+        gaussian = lambda fan_in: keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(fan_in), seed=self.seed)  # noqa: E731
+        self.standardizer = Standardize(d, name="standardize")
+        self.hash_layer = keras.layers.Dense(self.bits, activation="tanh", use_bias=False,
+                                             kernel_initializer=gaussian(d), name="hash_function")
+        self.sparse_layer = keras.layers.Dense(m, kernel_initializer=gaussian(self.bits), name="sparse_generator")
+        # Psi ~ N(0, 1/d), fixed: a non-trainable weight drawn from the seed, so checkpoints and exports keep it.
+        psi = np.random.default_rng(self.seed).normal(0.0, 1.0 / math.sqrt(d), size=(m, d)).astype(np.float32)
+        self.psi = self.add_weight(shape=(m, d), initializer=keras.initializers.Constant(psi), trainable=False,
+                                   name="psi")
+        self.discriminator = keras.Sequential([
+            keras.Input((d,)),
+            keras.layers.Dense(self.discriminator_units, activation="relu", kernel_initializer=gaussian(d)),
+            keras.layers.Dense(d, kernel_initializer=gaussian(self.discriminator_units)),
+        ], name="discriminator")
+        sample = keras.ops.zeros((1, d))
+        self.sparse_layer(self.hash_layer(sample))
+
+    def adapt(self, x):
+        """Fits the feature standardisation on the training items (numpy / memory-mapped arrays)."""
+        if self.standardize is None or x is None:
+            return
+        mean, scale = feature_statistics(x, self.standardize)
+        self.standardizer.mean.assign(mean)
+        self.standardizer.scale.assign(scale)
+
+    def _standardized(self, inputs):
+        return self.standardizer(inputs)
+
+    def encode_graph(self, inputs):
+        return self.hash_layer(self._standardized(inputs))
+
+    def _generate(self, codes):
+        sparse = keras.activations.leaky_relu(self.sparse_layer(codes), negative_slope=self.leaky_slope)
+        return sparse, tf.matmul(sparse, self.psi)
+
+    def _energy(self, x):
+        """Per-item energy D(x): the auto-encoder's mean squared reconstruction error."""
+        return tf.reduce_mean(tf.square(self.discriminator(x) - x), axis=-1)
+
+    # --- optimisation --------------------------------------------------------------------------
+
+    def players(self):
+        # The hash function and the generator minimise the same loss (Eq. 20); separate players keep the
+        # exported encoder (standardisation + hash function) apart from the generator.
+        return {"discriminator": self.discriminator.trainable_variables,
+                "hash_function": self.hash_layer.trainable_variables,
+                "generator": self.sparse_layer.trainable_variables}
+
+    @classmethod
+    def check_training_dtype(cls, dtype):
+        if np.issubdtype(dtype, np.integer) and dtype != np.uint8:
+            raise ValueError(f"`x` must hold floating-point features (or uint8, as in .bvecs files), got {dtype}. "
+                             "Integer vectors are usually neighbour ids (.ivecs ground truth), not features; if "
+                             "they really are features, pass x.astype('float32').")
+
+    def default_optimizer(self, player, total_steps):
+        if self.optimizer_type == "sgd":
+            return keras.optimizers.SGD(self.learning_rate, weight_decay=self.weight_decay or None,
+                                        name=f"{player}_sgd")
+        return keras.optimizers.AdamW(self.learning_rate, weight_decay=self.weight_decay, name=f"{player}_adamw")
+
+    # --- training ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _pairwise_distances(a):
+        """Euclidean distances between the rows of ``a`` through the Gram matrix (no [n, n, d] tensor)."""
+        squares = tf.reduce_sum(tf.square(a), axis=-1)
+        squared = squares[:, None] + squares[None, :] - 2.0 * tf.matmul(a, a, transpose_b=True)
+        return tf.sqrt(tf.maximum(squared, 0.0) + 1e-12)
+
+    def _graph_weights(self, x):
+        """S_ij = exp(-sigma ||x_i - x_j||) for i != j (the diagonal contributes nothing to Eq. 17)."""
+        distances = self._pairwise_distances(x)
+        sigma = self.graph_sigma if self.graph_sigma is not None else 1.0 / (tf.reduce_mean(distances) + 1e-12)
+        off_diagonal = 1.0 - tf.eye(tf.shape(x)[0])
+        return tf.stop_gradient(tf.exp(-sigma * distances) * off_diagonal)
+
+    def train_step(self, data):
+        x = data[0] if isinstance(data, (tuple, list)) else data
+        x = self._standardized(x)
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        global_batch = tf.shape(x)[0] * replicas
+        d_optimizer = self.scheme_optimizers["discriminator"]
+        g_optimizer = self.scheme_optimizers["generator"]
+
+        def average(per_example):
+            return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+        # 1. Discriminator: margin loss of Eq. 21 on real features and the current reconstructions.
+        #    Without the adversarial term (Table 4's ablation) D cannot reach the codes: not trained.
+        _, fake = self._generate(self.hash_layer(x))
+        fake = tf.stop_gradient(fake)
+        with tf.GradientTape() as tape:
+            energy_real = self._energy(x)
+            energy_fake = self._energy(fake)
+            d_loss = average(energy_real + tf.nn.relu(self.margin - energy_fake))
+        if self.weight_adversarial > 0:
+            variables = self.players()["discriminator"]
+            d_optimizer.apply(tape.gradient(d_loss, variables), variables)
+
+        # 2. Hash function + generator: Eq. 20 plus the EBGAN generator term D(x^).
+        similarity = self._graph_weights(x) if self.weight_graph > 0 else None
+        with tf.GradientTape() as tape:
+            codes = self.hash_layer(x)
+            generator_input = codes
+            if self.generator_input == "straight_through":  # binary codes forward, tanh gradient backward
+                generator_input = codes + tf.stop_gradient(tf.where(codes >= 0.0, 1.0, -1.0) - codes)
+            sparse, reconstruction = self._generate(generator_input)
+            squared_error = tf.reduce_sum(tf.square(reconstruction - x), axis=-1)
+            reconstruction_error = (tf.sqrt(squared_error + 1e-12) if self.reconstruction_loss == "norm"
+                                    else squared_error / self.feature_dim)
+            squared_norm = tf.reduce_mean(tf.square(codes), axis=-1)  # Tr(h h^T) / r
+            quantization = -squared_norm if self.quantization_sign == "bound" else squared_norm
+            if self.sparsity_norm == "l2":
+                sparsity = tf.sqrt(tf.reduce_sum(tf.square(sparse), axis=-1) + 1e-12)
+            else:
+                sparsity = tf.reduce_sum(tf.abs(sparse), axis=-1)
+            graph = (tf.reduce_mean(similarity * self._pairwise_distances(codes)) if similarity is not None
+                     else tf.constant(0.0))
+            adversarial = self._energy(reconstruction)
+            g_loss = (average(self.weight_reconstruction * reconstruction_error
+                              + self.weight_quantization * quantization
+                              + self.weight_sparsity * sparsity
+                              + self.weight_adversarial * adversarial)
+                      + self.weight_graph * graph / replicas)
+        hash_variables, generator_variables = self.players()["hash_function"], self.players()["generator"]
+        gradients = tape.gradient(g_loss, hash_variables + generator_variables)
+        self.scheme_optimizers["hash_function"].apply(gradients[:len(hash_variables)], hash_variables)
+        g_optimizer.apply(gradients[len(hash_variables):], generator_variables)
+
+        bits = tf.cast(codes >= self.threshold, tf.float32)
+        local_count = tf.cast(tf.shape(bits)[0], tf.float32)
+        frequencies = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(bits, axis=0)) / (
+            context.all_reduce(tf.distribute.ReduceOp.SUM, local_count))
+        return self._update_trackers({
+            "d_loss": tf.reduce_mean(energy_real + tf.nn.relu(self.margin - energy_fake)),
+            "g_loss": g_loss * replicas, "reconstruction": tf.reduce_mean(reconstruction_error),
+            "quantization": tf.reduce_mean(quantization), "sparsity": tf.reduce_mean(sparsity), "graph": graph,
+            "energy_real": tf.reduce_mean(energy_real), "energy_fake": tf.reduce_mean(energy_fake),
+            "bit_freq_min": tf.reduce_min(frequencies), "bit_freq_max": tf.reduce_max(frequencies),
+        })
