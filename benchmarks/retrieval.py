@@ -48,7 +48,7 @@ ABLATIONS = {
     "sigah": {"-discriminator": {"weight_adversarial": 0.0}},
 }
 DEFAULT_BATCH = {"sigah": 500}  # SiGAH Sec. 4: N_B = 500
-DEFAULT_EPOCHS = {"sigah": 30}
+DEFAULT_EPOCHS = {"sigah": 10}
 
 
 def parse_sets(pairs):

@@ -177,3 +177,51 @@ def test_bad_arrays_are_refused():
         datasets.make_split(np.zeros((2, 1)), [0, 1, 1])
     with pytest.raises(ValueError, match="`queries_per_class` \\(100\\) must be smaller than every class size"):
         datasets.make_split(np.zeros((20, 1)), np.repeat([0, 1], 10))
+
+
+def test_load_local_reads_idx_directories_cifar_batches_and_npz(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, size=(30, 6, 6), dtype=np.uint8)
+    labels = np.arange(30, dtype=np.uint8) % 3
+    mnist = tmp_path / "mnist"
+    mnist.mkdir()
+    with gzip.open(mnist / "t10k-images-idx3-ubyte.gz", "wb") as f:
+        f.write(bytes([0, 0, 0x08, 3]) + np.array([30, 6, 6], ">u4").tobytes() + images.tobytes())
+    with gzip.open(mnist / "t10k-labels-idx1-ubyte.gz", "wb") as f:
+        f.write(bytes([0, 0, 0x08, 1]) + np.array([30], ">u4").tobytes() + labels.tobytes())
+    x, y = datasets.load_local(mnist)
+    assert x.shape == (30, 6, 6, 1) and x.dtype == np.float32 and x.max() <= 1.0
+    np.testing.assert_array_equal(y, labels)
+    split = datasets.load(str(mnist), queries_per_class=2, seed=0)
+    assert split.query_x.shape == (6, 6, 6, 1)
+
+    cifar = tmp_path / "cifar"
+    cifar.mkdir()
+    batch = {b"data": np.zeros((4, 3072), np.uint8), b"labels": [0, 1, 2, 3]}
+    with open(cifar / "test_batch", "wb") as f:
+        pickle.dump(batch, f)
+    x, y = datasets.load_local(cifar)
+    assert x.shape == (4, 32, 32, 3) and list(y) == [0, 1, 2, 3]
+
+    np.savez(tmp_path / "arrays.npz", images=images, labels=labels)
+    x, y = datasets.load_local(tmp_path / "arrays.npz")
+    assert x.dtype == np.float32 and x.max() <= 1.0 and y.dtype == np.int64
+    np.savez(tmp_path / "other.npz", a=images)
+    with pytest.raises(ValueError, match="'images' and 'labels'"):
+        datasets.load_local(tmp_path / "other.npz")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="neither MNIST IDX files"):
+        datasets.load_local(tmp_path / "empty")
+    (mnist / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(ValueError, match="but not its labels"):
+        datasets.load_local(mnist)
+
+
+def test_gaussian_mixture_is_seeded_and_shaped():
+    x, y = datasets.make_gaussian_mixture(500, 32, components=5, seed=1)
+    again, _ = datasets.make_gaussian_mixture(500, 32, components=5, seed=1)
+    assert x.shape == (500, 32) and x.dtype == np.float32 and set(np.unique(y)) <= set(range(5))
+    np.testing.assert_array_equal(x, again)
+    assert not np.array_equal(x, datasets.make_gaussian_mixture(500, 32, components=5, seed=2)[0])
+    # Points of one component are closer to each other than to points of another, on average.
+    a, b = x[y == y[0]], x[y != y[0]]
+    assert np.linalg.norm(a[:, None] - a[None], axis=-1).mean() < np.linalg.norm(a[:, None] - b[None], axis=-1).mean()

@@ -100,3 +100,16 @@ def test_no_discriminator_ablation_leaves_the_discriminator_untrained():
     for before, after in zip(initial, hasher.model.discriminator.weights):
         np.testing.assert_array_equal(before, after.numpy())
     assert int(hasher.model.scheme_optimizers["discriminator"].iterations.numpy()) == 0
+
+
+def test_sigah_codes_preserve_euclidean_neighbours_better_than_random_projections():
+    from tfhash import baselines, metrics
+
+    x, _ = datasets.make_gaussian_mixture(4000, 64, components=20, seed=0)
+    database, queries = x[:3800], x[3800:]
+    truth = metrics.euclidean_ground_truth(queries, database, n=100)
+    hasher = tfhash.fit("sigah", database, bits=32, epochs=5, batch_size=500, seed=0, verbose=0)
+    ours = metrics.ann_mean_average_precision(hasher.encode(queries), hasher.encode(database), truth)
+    lsh = baselines.LSH(bits=32, seed=0).fit(database)
+    random = metrics.ann_mean_average_precision(lsh.encode(queries), lsh.encode(database), truth)
+    assert ours > random + 0.05, (ours, random)

@@ -17,7 +17,9 @@ Sources:
 * original distribution files: MNIST-style IDX (``.gz`` or not) with :func:`load_mnist_idx`, the
   CIFAR-10 python batches with :func:`load_cifar10_batches`, either found in a directory by
   :func:`load_local` (which also reads ``.npz`` arrays);
-* ANN feature files: ``.fvecs``, ``.bvecs``, ``.ivecs``, ``.npy`` with :func:`read_features`.
+* ANN feature files: ``.fvecs``, ``.bvecs``, ``.ivecs``, ``.npy`` with :func:`read_features`
+  (memory-mapped), train / query / database files with :func:`load_feature_files`;
+* synthetic feature vectors with neighbourhood structure: :func:`make_gaussian_mixture`.
 """
 
 import dataclasses

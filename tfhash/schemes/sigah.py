@@ -27,6 +27,8 @@ Choices where the paper is open (each an argument):
   exp(-sigma ||x_i - x_j||) (Eq. 17), averaged over the N_B^2 pairs so its weight does not depend on
   the batch size. sigma is not given in the paper; ``graph_sigma=None`` uses 1 / (mean in-batch distance),
   which keeps S in a useful range for any feature scale.
+  Under a ``tf.distribute`` strategy the pairs are those of each replica's share of the batch;
+  the reconstruction, quantisation, sparsity and adversarial terms are averaged over the global batch.
 * **Feature scaling.** Features are centred and scaled before hashing with statistics of the
   training set, stored in the model (so exports apply them). ``standardize="global"`` (default)
   divides by one global scale, which keeps Euclidean neighbours as they are (the ANN protocol's ground
@@ -48,6 +50,16 @@ from tfhash.schemes.base import HashingScheme
 from tfhash.schemes.layers import Standardize
 
 STANDARDIZE = ("global", "per_feature", None)
+
+# Named hyperparameter sets: tfhash.fit("sigah", x, **PRESETS["ann"]).
+PRESETS = {
+    # The paper's settings (Sec. 4): the constructor defaults.
+    "paper": {},
+    # A quantisation weight large enough to bring |h| near 1 against the reconstruction norm of
+    # standardised features (alpha is scale-dependent; the paper's 1e-3 leaves |h| ~ 0.5 here), and the
+    # learning rate decayed linearly to 1e-4. Measured in BENCHMARKS.md; not a setting of the paper.
+    "ann": {"weight_quantization": 5.0, "final_learning_rate": 1e-4},
+}
 QUANTIZATION_SIGNS = ("bound", "printed")
 OPTIMIZERS = ("adam", "sgd")
 SPARSITY_NORMS = ("l2", "l1")
@@ -112,6 +124,8 @@ class SiGAH(HashingScheme):
         sparsity_norm: ``"l2"`` (Eq. 20 as printed) or ``"l1"`` (the usual sparsity-inducing norm).
         standardize: ``"global"``, ``"per_feature"`` or ``None`` (see the module docstring).
         optimizer_type: ``"adam"`` or ``"sgd"``; learning_rate, weight_decay: Sec. 4 (1e-2, 5e-4).
+        final_learning_rate: ``None`` keeps the learning rate constant (Sec. 4); a number decays it
+            linearly to that value over training.
         leaky_slope: negative slope of the generator's LeakyReLU.
     """
 
@@ -123,7 +137,7 @@ class SiGAH(HashingScheme):
                  weight_reconstruction=1.0, weight_quantization=1e-3, weight_sparsity=1e-4, weight_graph=1e-4,
                  weight_adversarial=1.0, margin=0.1, graph_sigma=None, reconstruction_loss="norm", generator_input="relaxed", quantization_sign="bound",
                  sparsity_norm="l2", standardize="global", optimizer_type="adam", learning_rate=1e-2,
-                 weight_decay=5e-4, leaky_slope=0.2, **kwargs):
+                 final_learning_rate=None, weight_decay=5e-4, leaky_slope=0.2, **kwargs):
         for name, value in [("weight_reconstruction", weight_reconstruction),
                             ("weight_quantization", weight_quantization), ("weight_sparsity", weight_sparsity),
                             ("weight_graph", weight_graph), ("weight_adversarial", weight_adversarial),
@@ -147,7 +161,10 @@ class SiGAH(HashingScheme):
         self.sparsity_norm = _validation.check_choice(sparsity_norm, "sparsity_norm", SPARSITY_NORMS)
         self.standardize = _validation.check_choice(standardize, "standardize", STANDARDIZE)
         self.optimizer_type = _validation.check_choice(optimizer_type, "optimizer_type", OPTIMIZERS)
+        if final_learning_rate is not None and not (isinstance(final_learning_rate, (int, float)) and final_learning_rate >= 0):
+            raise ValueError(f"`final_learning_rate` must be a non-negative number or None, got {final_learning_rate!r}.")
         self.learning_rate, self.weight_decay = float(learning_rate), float(weight_decay)
+        self.final_learning_rate = None if final_learning_rate is None else float(final_learning_rate)
         self.leaky_slope = float(leaky_slope)
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
 
@@ -214,10 +231,13 @@ class SiGAH(HashingScheme):
                              "they really are features, pass x.astype('float32').")
 
     def default_optimizer(self, player, total_steps):
+        learning_rate = self.learning_rate
+        if self.final_learning_rate is not None and total_steps:  # the paper keeps it constant (Sec. 4)
+            learning_rate = keras.optimizers.schedules.PolynomialDecay(
+                self.learning_rate, total_steps, self.final_learning_rate, power=1.0)
         if self.optimizer_type == "sgd":
-            return keras.optimizers.SGD(self.learning_rate, weight_decay=self.weight_decay or None,
-                                        name=f"{player}_sgd")
-        return keras.optimizers.AdamW(self.learning_rate, weight_decay=self.weight_decay, name=f"{player}_adamw")
+            return keras.optimizers.SGD(learning_rate, weight_decay=self.weight_decay or None, name=f"{player}_sgd")
+        return keras.optimizers.AdamW(learning_rate, weight_decay=self.weight_decay, name=f"{player}_adamw")
 
     # --- training ------------------------------------------------------------------------------
 
