@@ -206,3 +206,37 @@ def test_feature_scheme_runs_through_the_same_command_line(tmp_path):
     tags = set(events.Tags()["tensors"])
     assert {"loss/reconstruction", "loss/energy_fake", "learning_rate/hash_function", "bits/frequency"} <= tags
     assert "samples/generated" not in tags  # feature vectors: no image grid
+
+
+@pytest.mark.slow
+def test_multi_worker_run_writes_outputs_from_the_chief_only(tmp_path):
+    import socket
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    model_dir = tmp_path / "run"
+    processes = []
+    for index in range(2):
+        env = dict(ENV, TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}))
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "trainers.train", "--strategy=multi_worker", "--epochs=2", "--bits=16",
+             f"--model_dir={model_dir}", "--verbose=0", "--baselines=itq"],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outputs = []
+    for process in processes:
+        try:
+            outputs.append(process.communicate(timeout=300))
+        finally:
+            if process.poll() is None:
+                process.kill()
+        assert process.returncode == 0, outputs[-1][1][-3000:]
+    assert "| hashgan | 16 |" in outputs[0][0] and "| hashgan | 16 |" not in outputs[1][0]
+    with open(model_dir / "metrics.json") as f:
+        payload = json.load(f)
+    assert payload["replicas"] == 2 and payload["strategy"] == "multi_worker"
+    assert (model_dir / "ckpt-2.index").is_file() and (model_dir / "export" / "hashgan" / "2" / "saved_model.pb").is_file()
+    assert not (model_dir / ".worker-1" / "metrics.json").exists()
