@@ -21,7 +21,6 @@ set. ``--ablation`` also trains with terms removed (HashGAN Fig. 5; SiGAH Table 
 """
 
 import argparse
-import ast
 import os
 import sys
 import time
@@ -31,7 +30,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import _common  # noqa: E402
 import tfhash  # noqa: E402
-from tfhash import baselines, codes, datasets, evaluation, metrics  # noqa: E402
+from tfhash import baselines, codes, datasets, evaluation, metrics, schemes  # noqa: E402
+from trainers.config import parse_set_flags  # noqa: E402
 
 # HashGAN Fig. 5: one term removed at a time; the adversarial loss goes with feature matching and L2.
 ABLATIONS = {
@@ -49,17 +49,6 @@ ABLATIONS = {
 }
 DEFAULT_BATCH = {"sigah": 500}  # SiGAH Sec. 4: N_B = 500
 DEFAULT_EPOCHS = {"sigah": 10}
-
-
-def parse_sets(pairs):
-    out = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 def code_row(name, bits, split, query_codes, database_codes, seconds, protocol, ground_truth):
@@ -113,7 +102,7 @@ def main():
         if args.preset not in presets:
             raise SystemExit(f"--preset must be one of {sorted(presets)} for {args.scheme}, got {args.preset!r}")
         overrides.update(presets[args.preset])
-    overrides.update(parse_sets(args.set))
+    overrides.update(parse_set_flags(args.set, schemes.get(args.scheme)))
 
     protocol = args.protocol or ("labels" if args.scheme != "sigah" else
                                  "euclidean" if args.data == "gmm100k" else "both")

@@ -4,6 +4,7 @@ Each check raises ``ValueError`` naming the argument, what was expected and what
 before any expensive work starts.
 """
 
+import math
 import numbers
 
 import numpy as np
@@ -20,6 +21,13 @@ def check_bits(bits, name="bits"):
     if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or bits < 1:
         raise ValueError(f"`{name}` must be a positive integer number of bits, got {_describe(bits)}.")
     return int(bits)
+
+
+def check_non_negative_number(value, name):
+    """A finite real number >= 0 (not a bool); returned as float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be a non-negative number, got {value!r}.")
+    return float(value)
 
 
 def check_positive_int(value, name):

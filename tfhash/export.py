@@ -187,7 +187,22 @@ def export_tflite(hasher, path, *, quantization=None, overwrite=False):
     return path
 
 
-class ExportedHasher(BaseHasher):
+class _ServedHasher(BaseHasher):
+    """Encoding through an exported serving function; subclasses set ``bits``, ``item_shape`` and
+    ``_serve(batch) -> {"codes", "probabilities"}``."""
+
+    def _encode_all(self, x, batch_size):
+        x = check_items(x, self.item_shape, "x", "as exported")
+        return encode_in_batches(self._serve_batch, x, batch_size, self.bits)
+
+    def encode(self, x, batch_size=256):
+        return self._encode_all(x, batch_size)["codes"]
+
+    def predict_probabilities(self, x, batch_size=256):
+        return self._encode_all(x, batch_size)["probabilities"]
+
+
+class ExportedHasher(_ServedHasher):
     """A hasher rebuilt from a SavedModel export alone: ``encode``, ``predict_probabilities``,
     ``evaluate``, ``index``. Needs no training code and runs no pickle."""
 
@@ -203,18 +218,11 @@ class ExportedHasher(BaseHasher):
     def __repr__(self):
         return f"ExportedHasher(scheme={self.scheme!r}, bits={self.bits}, path={self.path!r})"
 
-    def _encode_all(self, x, batch_size):
-        x = check_items(x, self.item_shape, "x", "as exported")
-        return encode_in_batches(lambda batch: self._serve(inputs=batch), x, batch_size, self.bits)
-
-    def encode(self, x, batch_size=256):
-        return self._encode_all(x, batch_size)["codes"]
-
-    def predict_probabilities(self, x, batch_size=256):
-        return self._encode_all(x, batch_size)["probabilities"]
+    def _serve_batch(self, batch):
+        return self._serve(inputs=tf.constant(batch))
 
 
-class TFLiteHasher(BaseHasher):
+class TFLiteHasher(_ServedHasher):
     """A hasher running a TFLite export with the LiteRT interpreter (``pip install "tfhash[tflite]"``).
 
     Bits and item shape are read from the model's signature (outputs ``codes`` and ``probabilities``).
@@ -239,16 +247,8 @@ class TFLiteHasher(BaseHasher):
     def __repr__(self):
         return f"TFLiteHasher(bits={self.bits}, path={self.path!r})"
 
-    def _encode_all(self, x, batch_size):
-        x = check_items(x, self.item_shape, "x", "as exported")
-        return encode_in_batches(lambda batch: {k: tf.constant(v) for k, v in self._runner(
-            **{self._input_name: batch.numpy()}).items()}, x, batch_size, self.bits)
-
-    def encode(self, x, batch_size=256):
-        return self._encode_all(x, batch_size)["codes"]
-
-    def predict_probabilities(self, x, batch_size=256):
-        return self._encode_all(x, batch_size)["probabilities"]
+    def _serve_batch(self, batch):
+        return self._runner(**{self._input_name: batch})
 
 
 def read_metadata(path):

@@ -45,23 +45,19 @@ def image_grid(images, columns=8, min_size=32):
 
 
 def _figure_to_image(figure):
-    """RGB uint8 ``[h, w, 3]`` of a matplotlib figure (closed afterwards)."""
-    import matplotlib.pyplot as plt
-
+    """RGB uint8 ``[h, w, 3]`` of a matplotlib figure."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
-    plt.close(figure)
     return tf.image.decode_png(buffer.getvalue(), channels=3).numpy()
 
 
 def precision_recall_figure(curves, title="precision-recall (Hamming radius 0..bits)"):
-    """A matplotlib figure of ``{name: (precision, recall)}`` curves."""
-    import matplotlib
+    """A matplotlib figure of ``{name: (precision, recall)}`` curves (a plain ``Figure``: no pyplot state,
+    no backend change)."""
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(5, 4))
+    figure = Figure(figsize=(5, 4))
+    axes = figure.add_subplot()
     for name, (precision, recall) in curves.items():
         axes.plot(recall, precision, marker=".", label=name)
     axes.set_xlabel("recall")

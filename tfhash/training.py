@@ -23,6 +23,12 @@ def _checkpoint(model, epoch):
                                **{f"optimizer_{name}": opt for name, opt in model.scheme_optimizers.items()})
 
 
+def _checkpoint_manager(model, epoch, directory):
+    """Keeps the last two checkpoints of model, optimizers and epoch counter in ``directory``."""
+    return tf.train.CheckpointManager(_checkpoint(model, epoch), directory, max_to_keep=2,
+                                      checkpoint_name=CHECKPOINT_PREFIX)
+
+
 class BaseHasher:
     """What every hasher offers on top of ``encode``: evaluation and a search index.
 
@@ -101,8 +107,7 @@ class Hasher(BaseHasher):
             raise ValueError(f"`directory` must be a directory path, got an existing file {directory!r}.")
         os.makedirs(directory, exist_ok=True)
         epoch = tf.Variable(self.epoch, dtype=tf.int64, trainable=False)
-        manager = tf.train.CheckpointManager(_checkpoint(self.model, epoch), directory, max_to_keep=2,
-                                             checkpoint_name=CHECKPOINT_PREFIX)
+        manager = _checkpoint_manager(self.model, epoch, directory)
         manager.save()
         _io.write_json_atomically(os.path.join(directory, CONFIG_FILE), _describe(self.model))
         return directory
@@ -170,8 +175,9 @@ def _same_setting(saved, asked):
     return saved == asked
 
 
-def _prepare_data(x, y):
-    """Returns (array or None, dataset or None, item shape, sample count or None)."""
+def _prepare_data(x, y, scheme_cls):
+    """Returns (float32 array or None, dataset or None, item shape, sample count or None), after the
+    scheme's check of the items' dtype."""
     if isinstance(x, datasets.RetrievalSplit):
         x = x.train_x
     if isinstance(x, tf.data.Dataset):
@@ -179,13 +185,15 @@ def _prepare_data(x, y):
         spec = spec[0] if isinstance(spec, (tuple, list)) else spec
         if spec.shape.rank is None or spec.shape.rank < 2 or None in spec.shape[1:]:
             raise ValueError(f"`x` dataset must yield batches [batch, ...] of a fixed item shape, got element spec {spec}.")
+        scheme_cls.check_training_dtype(spec.dtype.as_numpy_dtype)
         return None, x, tuple(spec.shape[1:]), None
     if not isinstance(x, np.ndarray) and not hasattr(x, "__array__"):
         raise ValueError(f"`x` must be an array, a tf.data.Dataset or a RetrievalSplit, got {type(x).__name__}.")
     x = _validation.check_features(np.asarray(x), "x")
     if x.ndim < 2:
         raise ValueError(f"`x` must be [n, ...] items, got shape {x.shape}.")
-    return x, None, tuple(x.shape[1:]), x.shape[0]
+    scheme_cls.check_training_dtype(x.dtype)
+    return x.astype(np.float32, copy=False), None, tuple(x.shape[1:]), x.shape[0]
 
 
 def _epoch_batches(array, batch_size, seed, first_epoch, epochs):
@@ -235,13 +243,7 @@ def fit(scheme, x, y=None, *, bits=32, epochs=50, batch_size=100, strategy=None,
     if unknown:
         raise ValueError(f"unknown hyperparameter(s) {unknown} for scheme {scheme!r}; known: {known}.")
     strategy = strategy or tf.distribute.get_strategy()
-    array, dataset, item_shape, count = _prepare_data(x, y)
-    if array is not None:
-        scheme_cls.check_training_dtype(array.dtype)
-        array = array.astype(np.float32, copy=False)
-    else:
-        spec = dataset.element_spec
-        scheme_cls.check_training_dtype((spec[0] if isinstance(spec, (tuple, list)) else spec).dtype.as_numpy_dtype)
+    array, dataset, item_shape, count = _prepare_data(x, y, scheme_cls)
     keras.utils.set_random_seed(seed)  # before the shuffled dataset and the weights are made
     if array is not None:
         if count < batch_size:
@@ -279,8 +281,7 @@ def fit(scheme, x, y=None, *, bits=32, epochs=50, batch_size=100, strategy=None,
         if os.path.isfile(checkpoint_dir):
             raise ValueError(f"`checkpoint_dir` must be a directory, got an existing file {checkpoint_dir!r}.")
         os.makedirs(checkpoint_dir, exist_ok=True)
-        manager = tf.train.CheckpointManager(_checkpoint(model, epoch_variable), checkpoint_dir, max_to_keep=2,
-                                             checkpoint_name=CHECKPOINT_PREFIX)
+        manager = _checkpoint_manager(model, epoch_variable, checkpoint_dir)
         if not resumed:
             _io.write_json_atomically(os.path.join(checkpoint_dir, CONFIG_FILE), _describe(model))
         all_callbacks.insert(1, _EpochCheckpoint(manager, epoch_variable, guard))

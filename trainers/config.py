@@ -144,11 +144,7 @@ def make_strategy(name, tpu=""):
 
 
 def worker_role(strategy):
-    """``(is_chief, task_id)``: only the chief writes metrics, summaries and exports."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    task_type = getattr(resolver, "task_type", None)
-    task_id = getattr(resolver, "task_id", None) or 0
-    if task_type in (None, "chief") or (task_type == "worker" and task_id == 0 and
-                                        "chief" not in (resolver.cluster_spec().as_dict() if resolver else {})):
-        return True, task_id
-    return False, task_id
+    """``(is_chief, task_id)``: only the chief (the worker the strategy checkpoints on) writes metrics,
+    summaries and exports."""
+    task_id = getattr(getattr(strategy, "cluster_resolver", None), "task_id", None) or 0
+    return bool(strategy.extended.should_checkpoint), task_id

@@ -102,7 +102,7 @@ def main(argv):
     print(f"evaluating {config['scheme']} and baselines {FLAGS.baselines} on {len(split.query_x)} queries", flush=True)
     rows = hasher.evaluate(split, baselines=FLAGS.baselines, seed=FLAGS.seed, pr_curve=True, log=print)
     print(evaluation.markdown_table([r for r in rows if "skipped" not in r], COLUMNS))
-    curves = {f"{r['method']}": (r["pr_curve"]["precision"], r["pr_curve"]["recall"]) for r in rows if "pr_curve" in r}
+    curves = {r["method"]: (r["pr_curve"]["precision"], r["pr_curve"]["recall"]) for r in rows if "pr_curve" in r}
     summaries.write_precision_recall_image(log_dir, curves, step=hasher.epoch)
 
     export_path = None

@@ -39,12 +39,13 @@ def serving_outputs(encoder, inputs, threshold):
 
 
 def encode_in_batches(serve, x, batch_size, bits):
-    """Runs ``serve`` (inputs -> {"codes", "probabilities"}) over ``x`` in batches; numpy results."""
-    parts = [serve(tf.constant(x[i:i + batch_size])) for i in range(0, x.shape[0], batch_size)]
+    """Runs ``serve`` (a numpy batch -> {"codes", "probabilities"}, tensors or arrays) over ``x`` in
+    batches; numpy results."""
+    parts = [serve(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
     if not parts:
         return {"codes": np.empty((0, codes_lib.num_bytes(bits)), np.uint8),
                 "probabilities": np.empty((0, bits), np.float32)}
-    return {key: np.concatenate([p[key].numpy() for p in parts]) for key in ("codes", "probabilities")}
+    return {key: np.concatenate([np.asarray(p[key]) for p in parts]) for key in ("codes", "probabilities")}
 
 
 def _multi_worker(strategy):
@@ -148,6 +149,20 @@ class HashingScheme(keras.Model):
             # (tensorflow/tensorflow#72388); a length-1 vector reduces to the scalar it should be.
             logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
+
+    @staticmethod
+    def global_batch_mean(local_values):
+        """Mean over the global batch (every replica's examples) of per-example values ``[local batch, ...]``.
+
+        Batch statistics (bit frequencies, feature means) must see the whole batch under a strategy;
+        the gradient reaches this replica's own examples only, as each replica differentiates its share.
+        Replicas hold equal shares (``tfhash.fit`` drops the incomplete last batch).
+        """
+        context = tf.distribute.get_replica_context()
+        global_batch = tf.cast(tf.shape(local_values)[0] * context.num_replicas_in_sync, local_values.dtype)
+        local_part = tf.reduce_sum(local_values, axis=0) / global_batch
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(local_part))
+        return local_part + tf.stop_gradient(total - local_part)
 
     # --- randomness ----------------------------------------------------------------------------
 

@@ -121,8 +121,7 @@ class HashGAN(HashingScheme):
                             ("transform_noise", transform_noise), ("max_rotation", max_rotation),
                             ("adversarial_epsilon", adversarial_epsilon),
                             ("learning_rate", learning_rate), ("final_learning_rate", final_learning_rate)]:
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"`{name}` must be a non-negative number, got {value!r}.")
+            _validation.check_non_negative_number(value, name)
         if not 0 <= warmup_fraction < 1:
             raise ValueError(f"`warmup_fraction` must be in [0, 1), got {warmup_fraction!r}.")
         self.input_noise, self.hidden_noise = float(input_noise), float(hidden_noise)
@@ -291,7 +290,6 @@ class HashGAN(HashingScheme):
         replicas = context.num_replicas_in_sync
         local_batch = tf.shape(x)[0]
         global_batch = local_batch * replicas
-        global_batch_f = tf.cast(global_batch, tf.float32)
         d_optimizer = self.scheme_optimizers["discriminator"]
         g_optimizer = self.scheme_optimizers["generator"]
         step = d_optimizer.iterations
@@ -300,12 +298,6 @@ class HashGAN(HashingScheme):
 
         def average(per_example):  # mean over the global batch, summed across replicas by the optimizer
             return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
-
-        def global_mean(local_values):
-            """Mean over the global batch; the gradient reaches this replica's examples only."""
-            local_part = tf.reduce_sum(local_values, axis=0) / global_batch_f
-            total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(local_part))
-            return local_part + tf.stop_gradient(total - local_part)
 
         # 1. D/E step.
         noise, target_bits = self._sample_generator_inputs(local_batch, self._stateless_seed(step, 1))
@@ -320,7 +312,7 @@ class HashGAN(HashingScheme):
             adversarial = losses.discriminator_cross_entropy(self.discriminator_head(real_features),
                                                              self.discriminator_head(fake_features))
             entropy = losses.bit_entropy(real_codes)
-            frequencies = global_mean(real_codes)
+            frequencies = self.global_batch_mean(real_codes)
             balance = losses.negative_frequency_entropy(frequencies)  # global statistic: scale 1
             consistency = losses.consistency(real_codes, transformed_codes)
             independence = losses.independence(self.encoder_head.kernel)
@@ -337,15 +329,16 @@ class HashGAN(HashingScheme):
         g_loss = tf.constant(0.0)
         if self.weight_feature_matching > 0 and self.weight_adversarial > 0:
             noise, generator_bits = self._sample_generator_inputs(local_batch, self._stateless_seed(step, 6))
-            real_mean = tf.stop_gradient(global_mean(real_features))
+            real_mean = tf.stop_gradient(self.global_batch_mean(real_features))
             with tf.GradientTape() as tape:
-                fake_mean = global_mean(self._features(self.generate(noise, generator_bits, training=True),
+                fake_mean = self.global_batch_mean(self._features(self.generate(noise, generator_bits, training=True),
                                                        self._stateless_seed(step, 7)))
                 g_loss = self.weight_feature_matching * losses.feature_matching(real_mean, fake_mean)
             variables = self.players()["generator"]
             g_optimizer.apply(tape.gradient(g_loss, variables), variables)
 
-        hard_frequencies = global_mean(tf.cast(real_codes >= self.threshold, tf.float32))  # of the binary codes
+        # Frequencies of the binary codes, over the global batch.
+        hard_frequencies = self.global_batch_mean(tf.cast(real_codes >= self.threshold, tf.float32))
         return self._update_trackers({
             "d_loss": tf.reduce_mean(adversarial), "g_loss": g_loss, "entropy": tf.reduce_mean(entropy),
             "balance": balance, "consistency": tf.reduce_mean(consistency), "independence": independence,

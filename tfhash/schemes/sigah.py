@@ -63,6 +63,8 @@ PRESETS = {
 QUANTIZATION_SIGNS = ("bound", "printed")
 OPTIMIZERS = ("adam", "sgd")
 SPARSITY_NORMS = ("l2", "l1")
+RECONSTRUCTION_LOSSES = ("norm", "mse")
+GENERATOR_INPUTS = ("relaxed", "straight_through")
 
 
 def _chunks(x, chunk_size):
@@ -120,6 +122,9 @@ class SiGAH(HashingScheme):
         (gamma), weight_adversarial: loss weights of Eq. 20 (and the EBGAN generator term).
         margin: beta of Eq. 21 (Sec. 4 / Fig. 7: 0.1).
         graph_sigma: sigma of S_ij; ``None``: 1 / mean in-batch distance.
+        reconstruction_loss: ``"norm"`` (||x^ - x||, Eq. 20 as printed) or ``"mse"`` (mean squared error).
+        generator_input: ``"relaxed"`` (tanh(Wx), Sec. 3.4) or ``"straight_through"`` (the binary codes,
+            with the gradient of tanh).
         quantization_sign: ``"bound"`` (Eq. 9, default) or ``"printed"`` (Eq. 20 as printed).
         sparsity_norm: ``"l2"`` (Eq. 20 as printed) or ``"l1"`` (the usual sparsity-inducing norm).
         standardize: ``"global"``, ``"per_feature"`` or ``None`` (see the module docstring).
@@ -135,16 +140,16 @@ class SiGAH(HashingScheme):
 
     def __init__(self, bits=32, input_shape=None, seed=0, sparse_units=None, discriminator_units=50,
                  weight_reconstruction=1.0, weight_quantization=1e-3, weight_sparsity=1e-4, weight_graph=1e-4,
-                 weight_adversarial=1.0, margin=0.1, graph_sigma=None, reconstruction_loss="norm", generator_input="relaxed", quantization_sign="bound",
-                 sparsity_norm="l2", standardize="global", optimizer_type="adam", learning_rate=1e-2,
-                 final_learning_rate=None, weight_decay=5e-4, leaky_slope=0.2, **kwargs):
+                 weight_adversarial=1.0, margin=0.1, graph_sigma=None, reconstruction_loss="norm",
+                 generator_input="relaxed", quantization_sign="bound", sparsity_norm="l2", standardize="global",
+                 optimizer_type="adam", learning_rate=1e-2, final_learning_rate=None, weight_decay=5e-4,
+                 leaky_slope=0.2, **kwargs):
         for name, value in [("weight_reconstruction", weight_reconstruction),
                             ("weight_quantization", weight_quantization), ("weight_sparsity", weight_sparsity),
                             ("weight_graph", weight_graph), ("weight_adversarial", weight_adversarial),
                             ("margin", margin), ("learning_rate", learning_rate), ("weight_decay", weight_decay),
                             ("leaky_slope", leaky_slope)]:
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
-                raise ValueError(f"`{name}` must be a non-negative number, got {value!r}.")
+            _validation.check_non_negative_number(value, name)
         if graph_sigma is not None and not (isinstance(graph_sigma, (int, float)) and graph_sigma > 0):
             raise ValueError(f"`graph_sigma` must be a positive number or None, got {graph_sigma!r}.")
         self.sparse_units = None if sparse_units is None else _validation.check_positive_int(sparse_units, "sparse_units")
@@ -155,16 +160,14 @@ class SiGAH(HashingScheme):
         self.graph_sigma = None if graph_sigma is None else float(graph_sigma)
         self.quantization_sign = _validation.check_choice(quantization_sign, "quantization_sign", QUANTIZATION_SIGNS)
         self.reconstruction_loss = _validation.check_choice(reconstruction_loss, "reconstruction_loss",
-                                                            ("norm", "mse"))
-        self.generator_input = _validation.check_choice(generator_input, "generator_input",
-                                                        ("relaxed", "straight_through"))
+                                                            RECONSTRUCTION_LOSSES)
+        self.generator_input = _validation.check_choice(generator_input, "generator_input", GENERATOR_INPUTS)
         self.sparsity_norm = _validation.check_choice(sparsity_norm, "sparsity_norm", SPARSITY_NORMS)
         self.standardize = _validation.check_choice(standardize, "standardize", STANDARDIZE)
         self.optimizer_type = _validation.check_choice(optimizer_type, "optimizer_type", OPTIMIZERS)
-        if final_learning_rate is not None and not (isinstance(final_learning_rate, (int, float)) and final_learning_rate >= 0):
-            raise ValueError(f"`final_learning_rate` must be a non-negative number or None, got {final_learning_rate!r}.")
         self.learning_rate, self.weight_decay = float(learning_rate), float(weight_decay)
-        self.final_learning_rate = None if final_learning_rate is None else float(final_learning_rate)
+        self.final_learning_rate = (None if final_learning_rate is None else
+                                    _validation.check_non_negative_number(final_learning_rate, "final_learning_rate"))
         self.leaky_slope = float(leaky_slope)
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
 
@@ -200,11 +203,8 @@ class SiGAH(HashingScheme):
         self.standardizer.mean.assign(mean)
         self.standardizer.scale.assign(scale)
 
-    def _standardized(self, inputs):
-        return self.standardizer(inputs)
-
     def encode_graph(self, inputs):
-        return self.hash_layer(self._standardized(inputs))
+        return self.hash_layer(self.standardizer(inputs))
 
     def _generate(self, codes):
         sparse = keras.activations.leaky_relu(self.sparse_layer(codes), negative_slope=self.leaky_slope)
@@ -257,29 +257,13 @@ class SiGAH(HashingScheme):
 
     def train_step(self, data):
         x = data[0] if isinstance(data, (tuple, list)) else data
-        x = self._standardized(x)
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync
+        x = self.standardizer(x)
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
         global_batch = tf.shape(x)[0] * replicas
-        d_optimizer = self.scheme_optimizers["discriminator"]
-        g_optimizer = self.scheme_optimizers["generator"]
 
         def average(per_example):
             return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
-        # 1. Discriminator: margin loss of Eq. 21 on real features and the current reconstructions.
-        #    Without the adversarial term (Table 4's ablation) D cannot reach the codes: not trained.
-        _, fake = self._generate(self.hash_layer(x))
-        fake = tf.stop_gradient(fake)
-        with tf.GradientTape() as tape:
-            energy_real = self._energy(x)
-            energy_fake = self._energy(fake)
-            d_loss = average(energy_real + tf.nn.relu(self.margin - energy_fake))
-        if self.weight_adversarial > 0:
-            variables = self.players()["discriminator"]
-            d_optimizer.apply(tape.gradient(d_loss, variables), variables)
-
-        # 2. Hash function + generator: Eq. 20 plus the EBGAN generator term D(x^).
         similarity = self._graph_weights(x) if self.weight_graph > 0 else None
         with tf.GradientTape() as tape:
             codes = self.hash_layer(x)
@@ -287,6 +271,20 @@ class SiGAH(HashingScheme):
             if self.generator_input == "straight_through":  # binary codes forward, tanh gradient backward
                 generator_input = codes + tf.stop_gradient(tf.where(codes >= 0.0, 1.0, -1.0) - codes)
             sparse, reconstruction = self._generate(generator_input)
+
+            # 1. Discriminator: margin loss of Eq. 21 on real features and the current reconstructions.
+            #    Without the adversarial term (Table 4's ablation) D cannot reach the codes: not trained.
+            with tape.stop_recording(), tf.GradientTape() as d_tape:
+                energy_real = self._energy(x)
+                energy_fake = self._energy(tf.stop_gradient(reconstruction))
+                d_per_item = energy_real + tf.nn.relu(self.margin - energy_fake)
+                d_loss = average(d_per_item)
+            if self.weight_adversarial > 0:
+                with tape.stop_recording():
+                    variables = self.players()["discriminator"]
+                    self.scheme_optimizers["discriminator"].apply(d_tape.gradient(d_loss, variables), variables)
+
+            # 2. Hash function + generator: Eq. 20 plus the EBGAN generator term D(x^), with the updated D.
             squared_error = tf.reduce_sum(tf.square(reconstruction - x), axis=-1)
             reconstruction_error = (tf.sqrt(squared_error + 1e-12) if self.reconstruction_loss == "norm"
                                     else squared_error / self.feature_dim)
@@ -307,16 +305,13 @@ class SiGAH(HashingScheme):
         hash_variables, generator_variables = self.players()["hash_function"], self.players()["generator"]
         gradients = tape.gradient(g_loss, hash_variables + generator_variables)
         self.scheme_optimizers["hash_function"].apply(gradients[:len(hash_variables)], hash_variables)
-        g_optimizer.apply(gradients[len(hash_variables):], generator_variables)
+        self.scheme_optimizers["generator"].apply(gradients[len(hash_variables):], generator_variables)
 
-        bits = tf.cast(codes >= self.threshold, tf.float32)
-        local_count = tf.cast(tf.shape(bits)[0], tf.float32)
-        frequencies = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(bits, axis=0)) / (
-            context.all_reduce(tf.distribute.ReduceOp.SUM, local_count))
+        frequencies = self.global_batch_mean(tf.cast(codes >= self.threshold, tf.float32))
         return self._update_trackers({
-            "d_loss": tf.reduce_mean(energy_real + tf.nn.relu(self.margin - energy_fake)),
-            "g_loss": g_loss * replicas, "reconstruction": tf.reduce_mean(reconstruction_error),
-            "quantization": tf.reduce_mean(quantization), "sparsity": tf.reduce_mean(sparsity), "graph": graph,
+            "d_loss": tf.reduce_mean(d_per_item), "g_loss": g_loss * replicas,
+            "reconstruction": tf.reduce_mean(reconstruction_error), "quantization": tf.reduce_mean(quantization),
+            "sparsity": tf.reduce_mean(sparsity), "graph": graph,
             "energy_real": tf.reduce_mean(energy_real), "energy_fake": tf.reduce_mean(energy_fake),
             "bit_freq_min": tf.reduce_min(frequencies), "bit_freq_max": tf.reduce_max(frequencies),
         })
