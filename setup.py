@@ -4,7 +4,7 @@ import re
 from setuptools import find_packages, setup
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-with open(os.path.join(HERE, "tfhash", "__init__.py"), encoding="utf-8") as f:
+with open(os.path.join(HERE, "tfhash", "_version.py"), encoding="utf-8") as f:
     VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
     LONG_DESCRIPTION = f.read()
@@ -12,13 +12,12 @@ with open(os.path.join(HERE, "README.md"), encoding="utf-8") as f:
 setup(
     name="tfhash",
     version=VERSION,
-    description="Adversarial learning to hash (HashGAN, BGAN, DSH-GANs, SiGAH) in TensorFlow/Keras",
+    description="Adversarial learning to hash (HashGAN for images, SiGAH for feature vectors) in TensorFlow/Keras",
     long_description=LONG_DESCRIPTION,
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
     packages=find_packages(include=["tfhash", "tfhash.*", "trainers", "trainers.*"]),
-    package_data={"trainers": ["presets/README.md", "presets/*/*.json"]},
     install_requires=[
         # CPU and GPU: on Linux with an NVIDIA GPU install "tensorflow[and-cuda]==2.21.*" (README).
         "tensorflow==2.21.*",

@@ -9,15 +9,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 
-def load_mnist10k():
-    """The real MNIST test split from ../shared/data/mnist-10k: float32 images in [0, 1], labels."""
+REAL_DATA = {"mnist10k": "mnist-10k", "fashion10k": "fashion-mnist-10k", "cifar6k": "cifar10-6k"}
+
+
+def load_real(name):
+    """A real data set of ../shared/data by benchmark name: float32 images in [0, 1], int labels."""
     from tfhash import datasets
 
-    folder = os.path.join(SHARED_DATA, "mnist-10k")
+    folder = os.path.join(SHARED_DATA, REAL_DATA[name])
     if not os.path.isdir(folder):
         raise SystemExit(f"benchmark data not found: {folder} (expected beside the project root)")
+    if name == "cifar6k":
+        return datasets.load_local(os.path.join(folder, "cifar10_6k.npz"))
     return datasets.load_mnist_idx(os.path.join(folder, "t10k-images-idx3-ubyte.gz"),
                                    os.path.join(folder, "t10k-labels-idx1-ubyte.gz"))
+
+
+def load_mnist10k():
+    """The real MNIST test split from ../shared/data/mnist-10k: float32 images in [0, 1], labels."""
+    return load_real("mnist10k")
 
 
 def machine():

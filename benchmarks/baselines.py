@@ -1,4 +1,4 @@
-"""Shallow baselines on mnist-10k with the HashGAN protocol.
+"""Shallow baselines on mnist-10k with the label protocol of the image hashing papers.
 
     python benchmarks/baselines.py [--bits 16 32 64] [--methods lsh pcah itq sph sh]
 

@@ -1,8 +1,8 @@
 """Encoding throughput on mnist-10k: Keras predict, SavedModel signatures, TFLite (float32 / quantised).
 
-    python benchmarks/encode.py [--epochs 1] [--bits 32]
+    python benchmarks/encode.py [--scheme KEY] [--epochs 1] [--bits 32]
 
-A HashGAN is trained briefly (throughput does not depend on how well it hashes), exported, and each
+A scheme (default: the first registered one) is trained briefly (throughput does not depend on how well it hashes), exported, and each
 path encodes the 10,000 images at batch 256 and the first 1,000 at batch 1 (best of 7 runs).
 "SavedModel probabilities only" is the same encoder saved without the packing step, to measure what
 packing costs. Ends with one JSON line.
@@ -61,12 +61,13 @@ def tflite_runner(path, item_shape):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scheme", default=tfhash.schemes.names()[0], choices=tfhash.schemes.names())
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--bits", type=int, default=32)
     args = parser.parse_args()
 
     x, y = _common.load_mnist10k()
-    hasher = tfhash.fit("hashgan", x, bits=args.bits, epochs=args.epochs, seed=0, verbose=0)
+    hasher = tfhash.fit(args.scheme, x, bits=args.bits, epochs=args.epochs, batch_size=100, seed=0, verbose=0)
     work = tempfile.mkdtemp()
     saved = tfhash.load(hasher.export(os.path.join(work, "saved")))
     codes_signature = saved._loaded.signatures["serving_default"]

@@ -1,161 +1,190 @@
-"""Retrieval quality of a scheme against shallow baselines, in one run.
+"""Retrieval quality of a scheme against the shallow baselines, with settings chosen on validation queries only.
 
-    python benchmarks/retrieval.py --scheme hashgan --data mnist10k --bits 16 32 64
-    python benchmarks/retrieval.py --scheme hashgan --data mnist10k --bits 32 --ablation
-    python benchmarks/retrieval.py --scheme hashgan --data mnist10k --bits 32 --preset vat
-    python benchmarks/retrieval.py --scheme sigah --data mnist10k --bits 32 64 --ablation
-    python benchmarks/retrieval.py --scheme sigah --data gmm100k --bits 32 64 --ablation
+    python benchmarks/retrieval.py --scheme SCHEME --data mnist10k --bits 32 --presets paper vat --seeds 0 1 2
+    python benchmarks/retrieval.py --scheme SCHEME --data fashion10k digits --bits 32 --presets NAME
+    python benchmarks/retrieval.py --scheme SCHEME --data mnist10k --bits 32 --grid weight_entropy=0.05,0.1
+    python benchmarks/retrieval.py --scheme SCHEME --data mnist10k --bits 32 --ablation --seeds 0
 
-Data: mnist10k (../shared/data/mnist-10k; 100 queries per class, seed 0, training on the 9,000-image
-database), digits (10 queries per class), or gmm100k (100,000 synthetic 256-d points from a Gaussian
-mixture, ``tfhash.datasets.make_gaussian_mixture``; 1,000 random queries, the rest is database and
-training set).
+SCHEME is any key of ``tfhash.schemes.names()``; everything scheme-specific (presets, ablation, the paper's
+protocol and baselines) is read from the scheme's class.
 
-Protocols (``--protocol``, default: labels for image schemes, both for sigah on mnist10k, euclidean on
-gmm100k): **labels** (HashGAN: same class is relevant): mAP, mAP@1000, precision@1000, k-means ACC/NMI;
-**euclidean** (SiGAH Sec. 5: the top-1,000 database items by Euclidean distance are relevant): mAP,
-precision@100, and recall@{1,10,100,1000} of the true nearest neighbour. Also min/max bit frequency on the database and training seconds.
-Baselines (``--baselines``, default ITQ; LSH, ITQ and SpH for sigah) are fitted on the same training
-set. ``--ablation`` also trains with terms removed (HashGAN Fig. 5; SiGAH Table 4: no discriminator).
-``--set key=value`` overrides a scheme hyperparameter. Ends with one JSON line.
+**Protocol.** For each data set, code length and seed: the seed draws the test queries (100 per class;
+10 for digits; 1,000 random points for gmm100k) and, from the training items, the validation queries
+(as many); validation queries are searched among the other training items, test queries in the
+database. Every candidate setting (``--presets`` x ``--grid``, plus the ablation) and every baseline is
+trained on the same training set in the same run. Candidates are **ranked on validation figures only**;
+the chosen one's test figures are reported as mean and spread (sample standard deviation) over the seeds,
+beside ITQ's. Test figures of the other candidates are printed too, but never used for the choice.
+
+Data: mnist10k / fashion10k (``../shared/data``: the MNIST / Fashion-MNIST test splits; the other
+9,000 images are database and training set), digits (scikit-learn, offline), cifar6k
+(``../shared/data/cifar10-6k``), gmm100k (100,000 synthetic 256-d points, ``make_gaussian_mixture``).
+
+Metric (``--protocol``, default: the scheme's ``retrieval_protocol``): **labels** (same class is relevant):
+mAP over the whole database; **euclidean** (the true top-N Euclidean neighbours are relevant, N = 1,000,
+or a tenth of the database when it holds fewer than 5,000 items): mAP. Ends with one JSON line holding
+every run.
 """
 
 import argparse
+import itertools
 import os
 import sys
 import time
 
+import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks import _common  # noqa: E402
 import tfhash  # noqa: E402
-from tfhash import baselines, codes, datasets, evaluation, metrics, schemes  # noqa: E402
+from tfhash import baselines, datasets, evaluation, metrics, schemes  # noqa: E402
 from trainers.config import parse_set_flags  # noqa: E402
 
-# HashGAN Fig. 5: one term removed at a time; the adversarial loss goes with feature matching and L2.
-ABLATIONS = {
-    "hashgan": {
-        "-independence": {"weight_independence": 0.0},
-        "-collaborative (L2)": {"weight_collaborative": 0.0},
-        "-consistency": {"weight_consistency": 0.0},
-        "-uniform frequency": {"weight_frequency": 0.0},
-        "-entropy": {"weight_entropy": 0.0},
-        "-adversarial -feature -L2": {"weight_adversarial": 0.0, "weight_feature_matching": 0.0,
-                                      "weight_collaborative": 0.0},
-    },
-    # SiGAH Table 4: the discriminator deleted (an auto-encoder model).
-    "sigah": {"-discriminator": {"weight_adversarial": 0.0}},
-}
-DEFAULT_BATCH = {"sigah": 500}  # SiGAH Sec. 4: N_B = 500
-DEFAULT_EPOCHS = {"sigah": 10}
-
-
-def code_row(name, bits, split, query_codes, database_codes, seconds, protocol, ground_truth):
-    row = {"method": name, "bits": bits}
-    if protocol in ("labels", "both"):
-        row.update(evaluation.evaluate_codes(query_codes, database_codes, split.query_y, split.database_y, bits=bits))
-        row.update({f"kmeans_{k}": v for k, v in
-                    metrics.kmeans_scores(database_codes, split.database_y, bits=bits).items()})
-    if protocol in ("euclidean", "both"):
-        row["ann_mAP"] = metrics.ann_mean_average_precision(query_codes, database_codes, ground_truth)
-        row["ann_precision@100"] = metrics.ann_precision_at_k(query_codes, database_codes, ground_truth, 100)
-        # Recall@R as in the ANN literature: the fraction of queries whose true nearest neighbour is
-        # among the first R items of the Hamming ranking.
-        for k in (1, 10, 100, 1000):
-            row[f"nn_recall@{k}"] = metrics.ann_recall_at_k(query_codes, database_codes, ground_truth[:, :1], k)
-    frequencies = codes.unpack(database_codes, bits).mean(axis=0)
-    row.update({"bit_freq_min": float(frequencies.min()), "bit_freq_max": float(frequencies.max()),
-                "train_seconds": seconds})
-    return row
+DATA = ("mnist10k", "fashion10k", "digits", "cifar6k", "gmm100k")
 
 
 def load_split(data, seed):
-    if data == "mnist10k":
-        x, y = _common.load_mnist10k()
-        return datasets.make_split(x, y, queries_per_class=100, seed=seed, name="mnist10k")
+    """The data set's split for ``seed``, with validation queries drawn from the training items."""
     if data == "gmm100k":
         x, y = datasets.make_gaussian_mixture(100_000, 256, seed=seed)
-        return datasets.make_split(x, y, num_queries=1000, seed=seed, name="gmm100k")
-    return datasets.load("digits", queries_per_class=10, seed=seed)
+        return datasets.make_split(x, y, num_queries=1000, num_validation=1000, seed=seed, name=data)
+    if data == "digits":
+        return datasets.load("digits", queries_per_class=10, validation_per_class=10, seed=seed)
+    x, y = _common.load_real(data)
+    return datasets.make_split(x, y, queries_per_class=100, validation_per_class=100, seed=seed, name=data)
+
+
+class Scorer:
+    """The protocol's figure for codes of one split (labels: mAP; euclidean: mAP against true neighbours)."""
+
+    def __init__(self, split, protocol):
+        self.split, self.protocol = split, protocol
+        self.truth = None
+        if protocol == "euclidean":
+            database = split.database_x.reshape(len(split.database_x), -1)
+            n = 1000 if len(database) >= 5000 else max(1, len(database) // 10)
+            self.truth = metrics.euclidean_ground_truth(split.query_x.reshape(len(split.query_x), -1), database, n)
+
+    def __call__(self, encode):
+        query, database = encode(self.split.query_x), encode(self.split.database_x)
+        if self.protocol == "euclidean":
+            return metrics.ann_mean_average_precision(query, database, self.truth)
+        return metrics.mean_average_precision(query, database, self.split.query_y, self.split.database_y)
+
+
+def parse_grid(items, scheme_cls):
+    """``["key=v1,v2", ...]`` -> list of override dicts (the cartesian product)."""
+    axes = []
+    for item in items:
+        key, _, values = item.partition("=")
+        parsed = [parse_set_flags([f"{key}={v}"], scheme_cls)[key] for v in values.split(",") if v != ""]
+        if not parsed:
+            raise SystemExit(f"--grid must be key=value1,value2,..., got {item!r}")
+        axes.append([(key, v) for v in parsed])
+    return [dict(combo) for combo in itertools.product(*axes)] if axes else [{}]
+
+
+def candidates(scheme_cls, preset_names, grid, overrides, ablation):
+    """``[(label, preset name, hyperparameter overrides)]``."""
+    out = []
+    for name in preset_names:
+        for point in grid:
+            values = {**overrides, **point}
+            label = name + "".join(f" {k}={v}" for k, v in point.items())
+            out.append((label, name, values))
+            if ablation:
+                out += [(f"{label} {term}", name, {**values, **removed})
+                        for term, removed in scheme_cls.ablations.items()]
+    return out
+
+
+def summary(values):
+    values = np.asarray(values, dtype=float)
+    spread = float(values.std(ddof=1)) if values.size > 1 else 0.0
+    return float(values.mean()), spread
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--scheme", default="hashgan")
-    parser.add_argument("--data", default="mnist10k", choices=["mnist10k", "digits", "gmm100k"])
-    parser.add_argument("--protocol", default=None, choices=["labels", "euclidean", "both"])
-    parser.add_argument("--baselines", nargs="+", default=None)
+    parser.add_argument("--scheme", required=True, choices=schemes.names())
+    parser.add_argument("--data", nargs="+", default=["mnist10k"], choices=DATA)
     parser.add_argument("--bits", type=int, nargs="+", default=[32])
-    parser.add_argument("--epochs", type=int, default=None, help="default: 30")
-    parser.add_argument("--batch-size", type=int, default=None, help="default: 100 (sigah: 500)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--ablation", action="store_true")
-    parser.add_argument("--preset", default=None, help="a named hyperparameter set of the scheme (e.g. vat)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--presets", nargs="+", default=None, help="candidate presets (default: the scheme's default)")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
+                        help="candidate values of a hyperparameter, crossed with --presets (repeatable)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applied to every candidate")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, default=None, help="default: each preset's")
+    parser.add_argument("--batch-size", type=int, default=None, help="default: each preset's")
+    parser.add_argument("--protocol", default=None, choices=["labels", "euclidean"])
+    parser.add_argument("--baselines", nargs="+", default=None, help="default: the paper's baselines (ITQ always)")
+    parser.add_argument("--ablation", action="store_true", help="also train with the scheme's ablations")
     args = parser.parse_args()
-    overrides = {}
-    if args.preset:
-        import importlib
 
-        presets = getattr(importlib.import_module(f"tfhash.schemes.{args.scheme}"), "PRESETS", {})
-        if args.preset not in presets:
-            raise SystemExit(f"--preset must be one of {sorted(presets)} for {args.scheme}, got {args.preset!r}")
-        overrides.update(presets[args.preset])
-    overrides.update(parse_set_flags(args.set, schemes.get(args.scheme)))
+    scheme_cls = schemes.get(args.scheme)
+    preset_names = args.presets or [scheme_cls.default_preset]
+    unknown = sorted(set(preset_names) - set(scheme_cls.presets))
+    if unknown:
+        raise SystemExit(f"--presets must be among {sorted(scheme_cls.presets)}, got {unknown}")
+    overrides = parse_set_flags(args.set, scheme_cls)
+    runs = candidates(scheme_cls, preset_names, parse_grid(args.grid, scheme_cls), overrides, args.ablation)
+    protocol = args.protocol or scheme_cls.retrieval_protocol
+    baseline_names = list(dict.fromkeys(["itq"] + list(args.baselines or scheme_cls.paper_baselines)))
+    print(f"{args.scheme}: {len(runs)} candidate(s) x seeds {args.seeds} on {args.data}, bits {args.bits}; "
+          f"protocol {protocol}; selection on validation queries", flush=True)
 
-    protocol = args.protocol or ("labels" if args.scheme != "sigah" else
-                                 "euclidean" if args.data == "gmm100k" else "both")
-    names = args.baselines or (["lsh", "itq", "sph"] if args.scheme == "sigah" else ["itq"])
-    batch_size = args.batch_size or DEFAULT_BATCH.get(args.scheme, 100)
-    split = load_split(args.data, args.seed)
-    epochs = args.epochs or DEFAULT_EPOCHS.get(args.scheme, 30)
-    print(split, flush=True)
-    ground_truth = None
-    if protocol in ("euclidean", "both"):
-        start = time.perf_counter()
-        ground_truth = metrics.euclidean_ground_truth(split.query_x.reshape(len(split.query_x), -1),
-                                                      split.database_x.reshape(len(split.database_x), -1), 1000)
-        print(f"Euclidean ground truth (top 1,000): {time.perf_counter() - start:.1f} s", flush=True)
-    key = "ann_mAP" if protocol == "euclidean" else "mAP"
+    results = []  # one dict per (data, bits, seed, method)
+    for data in args.data:
+        for seed in args.seeds:
+            split = load_split(data, seed)
+            print(split, flush=True)
+            scorers = {"validation": Scorer(split.validation(), protocol), "test": Scorer(split, protocol)}
+            for bits in args.bits:
+                for name in baseline_names:
+                    start = time.perf_counter()
+                    method = baselines.get(name)(bits=bits, seed=seed).fit(split.train_x)
+                    scores = {part: scorer(method.encode) for part, scorer in scorers.items()}
+                    results.append({"data": data, "bits": bits, "seed": seed, "method": name, "baseline": True,
+                                    **scores, "train_seconds": time.perf_counter() - start})
+                    print(f"  {data} {bits} bits seed {seed} {name}: validation {scores['validation']:.4f}, "
+                          f"test {scores['test']:.4f}", flush=True)
+                for label, preset, values in runs:
+                    start = time.perf_counter()
+                    hasher = tfhash.fit(args.scheme, split, bits=bits, preset=preset, epochs=args.epochs,
+                                        batch_size=args.batch_size, seed=seed, verbose=0, **values)
+                    seconds = time.perf_counter() - start
+                    scores = {part: scorer(hasher.encode) for part, scorer in scorers.items()}
+                    results.append({"data": data, "bits": bits, "seed": seed, "method": label, "baseline": False,
+                                    "preset": preset, "overrides": values, "epochs": hasher.epoch,
+                                    "batch_size": hasher.training["batch_size"], **scores, "train_seconds": seconds})
+                    print(f"  {data} {bits} bits seed {seed} {label}: validation {scores['validation']:.4f}, "
+                          f"test {scores['test']:.4f} ({seconds:.0f} s)", flush=True)
 
     rows = []
-    runs = [("", {})]
-    if args.ablation:
-        runs += list(ABLATIONS.get(args.scheme, {}).items())
-    for bits in args.bits:
-        reference = None
-        for name in names:
-            start = time.perf_counter()
-            method = baselines.get(name)(bits=bits, seed=args.seed).fit(split.train_x)
-            rows.append(code_row(name, bits, split, method.encode(split.query_x), method.encode(split.database_x),
-                                 time.perf_counter() - start, protocol, ground_truth))
-            print(f"{name} {bits} bits: {key} {rows[-1][key]:.4f}", flush=True)
-            if name == "itq":
-                reference = rows[-1]
-        for label, ablation in runs:
-            start = time.perf_counter()
-            hasher = tfhash.fit(args.scheme, split, bits=bits, epochs=epochs, batch_size=batch_size,
-                                seed=args.seed, verbose=2, **{**overrides, **ablation})
-            seconds = time.perf_counter() - start
-            rows.append(code_row(args.scheme + label, bits, split, hasher.encode(split.query_x),
-                                 hasher.encode(split.database_x), seconds, protocol, ground_truth))
-            versus = f" (ITQ x{rows[-1][key] / reference[key]:.3f})" if reference else ""
-            print(f"{args.scheme}{label} {bits} bits: {key} {rows[-1][key]:.4f}{versus}, {seconds:.0f} s", flush=True)
-
-    columns = ["method", "bits"]
-    if protocol in ("euclidean", "both"):
-        columns += ["ann_mAP", "ann_precision@100", "nn_recall@1", "nn_recall@10", "nn_recall@100",
-                    "nn_recall@1000"]
-    if protocol in ("labels", "both"):
-        columns += ["mAP", "mAP@1000", "precision@1000", "kmeans_acc", "kmeans_nmi"]
-    columns += ["bit_freq_min", "bit_freq_max", "train_seconds"]
+    for data in args.data:
+        for bits in args.bits:
+            cell = [r for r in results if r["data"] == data and r["bits"] == bits]
+            itq_test = summary([r["test"] for r in cell if r["method"] == "itq"])
+            labels = [label for label, _, _ in runs]
+            chosen = max(labels, key=lambda m: summary([r["validation"] for r in cell if r["method"] == m])[0])
+            for method in baseline_names + labels:
+                mine = [r for r in cell if r["method"] == method]
+                validation, test = summary([r["validation"] for r in mine]), summary([r["test"] for r in mine])
+                rows.append({
+                    "data": data, "bits": bits, "method": method + (" (chosen on validation)" if method == chosen
+                                                                     and len(labels) > 1 else ""),
+                    "validation": f"{validation[0]:.4f} ± {validation[1]:.4f}",
+                    "test": f"{test[0]:.4f} ± {test[1]:.4f}", "x ITQ (test)": f"{test[0] / itq_test[0]:.2f}",
+                    "train s": f"{np.mean([r['train_seconds'] for r in mine]):.1f}",
+                })
     print()
-    print(evaluation.markdown_table(rows, columns))
+    print(f"{protocol} mAP, mean ± sample std over seeds {args.seeds}; settings ranked on validation queries only")
+    print(evaluation.markdown_table(rows, ["data", "bits", "method", "validation", "test", "x ITQ (test)", "train s"]))
     print(evaluation.json_line({"benchmark": "retrieval", "scheme": args.scheme, "data": args.data,
-                                "epochs": epochs, "batch_size": batch_size, "seed": args.seed, "protocol": protocol,
-                                "preset": args.preset,
-                                "overrides": overrides, "rows": rows, "machine": _common.machine()}))
+                                "protocol": protocol, "seeds": args.seeds, "selection": "validation",
+                                "candidates": [{"label": l, "preset": p, "overrides": v} for l, p, v in runs],
+                                "runs": results, "machine": _common.machine()}))
 
 
 if __name__ == "__main__":

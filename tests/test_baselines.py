@@ -18,7 +18,8 @@ def test_fit_encode_gives_packed_codes_and_is_deterministic(name, cls, digits_sp
     assert first.dtype == np.uint8 and first.shape == (x.shape[0], 2)
     assert np.all(first[:, 1] < 16)  # padding bits 12..15 are zero
     np.testing.assert_array_equal(first, cls(bits=12, seed=3).fit(x).encode(x))
-    assert cls(bits=12).fit(x) is not None
+    method = cls(bits=12)
+    assert method.fit(x) is method  # fit returns the estimator itself (scikit-learn convention)
 
 
 @pytest.mark.parametrize("name,cls", ALL)

@@ -16,7 +16,8 @@ def test_make_split_draws_queries_per_class_and_trains_on_database(rng):
     split = datasets.make_split(x, y, queries_per_class=10, seed=1)
     assert np.bincount(split.query_y).tolist() == [10, 10, 10]
     assert split.database_x.shape[0] == 270
-    assert split.train_is_database and split.train_x is split.database_x or np.array_equal(split.train_x, split.database_x)
+    assert split.train_is_database
+    np.testing.assert_array_equal(split.train_x, split.database_x)
     # queries and database partition the data
     rows = {tuple(r) for r in np.concatenate([split.query_x, split.database_x])}
     assert len(rows) == 300
@@ -225,3 +226,26 @@ def test_gaussian_mixture_is_seeded_and_shaped():
     # Points of one component are closer to each other than to points of another, on average.
     a, b = x[y == y[0]], x[y != y[0]]
     assert np.linalg.norm(a[:, None] - a[None], axis=-1).mean() < np.linalg.norm(a[:, None] - b[None], axis=-1).mean()
+
+
+def test_validation_queries_come_from_training_items_and_never_retrieve_themselves(rng):
+    x = rng.random((600, 4)).astype(np.float32)
+    y = np.repeat(np.arange(3), 200)
+    plain = datasets.make_split(x, y, queries_per_class=10, seed=3)
+    split = datasets.make_split(x, y, queries_per_class=10, validation_per_class=20, seed=3)
+    np.testing.assert_array_equal(split.query_x, plain.query_x)  # the test queries of a seed do not move
+    np.testing.assert_array_equal(split.train_x, plain.train_x)
+    validation = split.validation()
+    assert np.bincount(validation.query_y).tolist() == [20, 20, 20]
+    rows = lambda a: {tuple(r) for r in a}  # noqa: E731
+    assert rows(validation.query_x) <= rows(split.train_x)          # drawn from the training items
+    assert not rows(validation.query_x) & rows(split.query_x)       # never test queries
+    assert not rows(validation.query_x) & rows(validation.database_x)  # never their own neighbour
+    assert len(validation.database_x) == len(split.train_x) - 60
+    assert rows(validation.database_x) | rows(validation.query_x) == rows(split.train_x)
+    counted = datasets.make_split(x, y, queries_per_class=10, num_validation=50, seed=3).validation()
+    assert len(counted.query_x) == 50
+    with pytest.raises(ValueError, match="no validation queries"):
+        plain.validation()
+    with pytest.raises(ValueError, match="`validation_per_class` \\(200\\) must be smaller"):
+        datasets.make_split(x, y, queries_per_class=10, validation_per_class=200)

@@ -1,4 +1,4 @@
-"""tf.distribute: the same HashGAN code under the default strategy, MirroredStrategy and
+"""tf.distribute: every scheme's code under the default strategy, MirroredStrategy and
 MultiWorkerMirroredStrategy (subprocesses: logical devices and clusters are set before TF starts)."""
 
 import json
@@ -11,33 +11,43 @@ import numpy as np
 import pytest
 
 from tests.conftest import ROOT
+from tfhash import schemes
 
 HELPER = os.path.join(ROOT, "tests", "distributed_helper.py")
 
 
-def _run(mode, tmp_path, env=None, timeout=600):
+def _run(mode, tmp_path, scheme="-", env=None, timeout=600):
     out = tmp_path / f"{mode}.json"
-    result = subprocess.run([sys.executable, HELPER, mode, str(out)], cwd=ROOT, capture_output=True, text=True,
+    result = subprocess.run([sys.executable, HELPER, mode, scheme, str(out)], cwd=ROOT, capture_output=True, text=True,
                             timeout=timeout, env={**os.environ, **(env or {})})
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("mode", ["mirrored", "mirrored_sigah"], ids=["hashgan", "sigah"])
-def test_mirrored_strategy_matches_one_device_for_the_same_global_batch(tmp_path, mode):
-    result = _run(mode, tmp_path)
+@pytest.mark.parametrize("scheme", schemes.names())
+def test_mirrored_strategy_matches_one_device_for_the_same_global_batch(tmp_path, scheme):
+    result = _run("mirrored", tmp_path, scheme)
     one, two = result["default"]["history"], result["mirrored"]["history"]
     assert set(one) == set(two)
     for key in one:
-        # Loss scaling per replica and global-batch bit frequencies / feature means make the two agree.
+        # Loss scaling per replica, global-batch statistics and per-example noise make the two agree.
         np.testing.assert_allclose(two[key], one[key], rtol=2e-3, atol=2e-4, err_msg=key)
     np.testing.assert_allclose(result["mirrored"]["probabilities"], result["default"]["probabilities"], atol=2e-3)
 
 
-def test_replicas_draw_different_noise(tmp_path):
-    first, second = _run("replica_noise", tmp_path)["replica_noise"]
+def test_labels_and_indices_reach_the_replica_that_holds_their_items(tmp_path):
+    result = _run("probe", tmp_path)
+    assert result["replicas"] == 2
+    np.testing.assert_allclose(result["table"], result["expected"], atol=1e-6)
+
+
+def test_replicas_draw_different_noise_each_the_rows_of_its_share(tmp_path):
+    result = _run("replica_noise", tmp_path, schemes.names()[0])
+    first, second = result["replica_noise"]
     assert np.asarray(first).shape == (4, 100)
     assert not np.allclose(first, second)
+    # Together they are the one-device draw for the global batch of 8.
+    np.testing.assert_allclose(np.concatenate([first, second]), result["one_device"], atol=1e-6)
 
 
 def _free_ports(count):
@@ -59,7 +69,8 @@ def test_multi_worker_mirrored_strategy_two_workers_on_loopback(tmp_path):
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3",
                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})}
         out = tmp_path / f"worker{index}.json"
-        procs.append((subprocess.Popen([sys.executable, HELPER, "worker", str(out)], cwd=ROOT, env=env,
+        procs.append((subprocess.Popen([sys.executable, HELPER, "worker", schemes.names()[0], str(out)], cwd=ROOT,
+                                       env=env,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), out))
     results = []
     for proc, out in procs:

@@ -170,7 +170,7 @@ def test_load_runs_a_tflite_export_with_the_litert_interpreter(trained, tmp_path
     hasher, split = trained
     path = export.export_tflite(hasher, str(tmp_path / "encoder.tflite"))
     on_device = tfhash.load(path)
-    assert isinstance(on_device, export.TFLiteHasher)
+    assert isinstance(on_device, tfhash.serving.TFLiteHasher)
     assert on_device.bits == hasher.bits and on_device.item_shape == tuple(hasher.model.item_shape)
     x = split.query_x[:300]
     differing = codes.unpack(on_device.encode(x, batch_size=128), hasher.bits) != codes.unpack(hasher.encode(x), hasher.bits)

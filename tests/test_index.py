@@ -70,9 +70,10 @@ def test_faiss_approximate_backends_find_most_true_neighbours(rng, kind):
     q = db[:50]
     _, exact = index.HammingIndex(64).add(db).search(q, 10)
     _, approx = index.make_index(64, "faiss", kind=kind).add(db).search(q, 10)
-    assert approx[:, 0].tolist() == list(range(50)) or np.mean(approx[:, 0] >= 0) == 1.0
     d_exact = codes.hamming_distance(q, db)[np.arange(50)[:, None], exact]
     d_approx = codes.hamming_distance(q, db)[np.arange(50)[:, None], approx]
+    # Each query is in the database: the first answer is itself (or an identical code) for nearly all.
+    assert np.all(approx[:, 0] >= 0) and np.mean(d_approx[:, 0] == 0) >= 0.9
     # Approximate answers may differ among tied codes; compare their distances instead of ids.
     assert np.mean(d_approx <= d_exact.max(axis=1, keepdims=True)) > 0.9
 

@@ -1,4 +1,4 @@
-"""Known-answer tests for the HashGAN loss terms (tfhash.losses); arithmetic in the comments."""
+"""Known-answer tests for the loss terms of every scheme (tfhash.losses); arithmetic in the comments."""
 
 import math
 
@@ -61,3 +61,53 @@ def test_discriminator_cross_entropy():
     fake = tf.constant([0.0, -math.log(3.0)])
     np.testing.assert_allclose(losses.discriminator_cross_entropy(real, fake).numpy(),
                                [2 * math.log(2), -2 * math.log(0.75)], rtol=1e-6)
+
+
+# --- SiGAH terms -----------------------------------------------------------------------------------
+
+
+def test_pairwise_distances_and_heat_kernel_similarity():
+    x = tf.constant([[0.0, 0.0], [3.0, 4.0], [0.0, 8.0]])
+    distances = losses.pairwise_distances(x).numpy()
+    # |x0 - x1| = 5, |x0 - x2| = 8, |x1 - x2| = sqrt(9 + 16) = 5; the diagonal is ~0 (sqrt of the 1e-12 floor).
+    np.testing.assert_allclose(distances, [[0, 5, 8], [5, 0, 5], [8, 5, 0]], atol=1e-5)
+    s = losses.heat_kernel_similarity(x, sigma=0.5).numpy()
+    np.testing.assert_allclose(s, [[0, math.exp(-2.5), math.exp(-4)], [math.exp(-2.5), 0, math.exp(-2.5)],
+                                   [math.exp(-4), math.exp(-2.5), 0]], rtol=1e-5)
+    # sigma=None: 1 / mean distance over all 9 entries = 9 / 36 = 0.25.
+    np.testing.assert_allclose(losses.heat_kernel_similarity(x).numpy()[0, 1], math.exp(-0.25 * 5), rtol=1e-4)
+
+
+def test_graph_smoothness_averages_over_all_pairs():
+    similarity = tf.constant([[0.0, 1.0], [1.0, 0.0]])
+    codes = tf.constant([[1.0, 1.0], [-1.0, 1.0]])  # distance 2 between the two items
+    # (0 + 1*2 + 1*2 + 0) / 4 pairs = 1.
+    np.testing.assert_allclose(losses.graph_smoothness(similarity, codes).numpy(), 1.0, rtol=1e-5)
+
+
+def test_reconstruction_error_norm_and_mse():
+    x = tf.constant([[0.0, 0.0], [1.0, 1.0]])
+    reconstruction = tf.constant([[3.0, 4.0], [1.0, 1.0]])
+    np.testing.assert_allclose(losses.reconstruction_error(reconstruction, x, "norm").numpy(), [5.0, 0.0], atol=1e-5)
+    np.testing.assert_allclose(losses.reconstruction_error(reconstruction, x, "mse").numpy(), [12.5, 0.0])  # 25 / 2
+
+
+def test_quantization_sign():
+    codes = tf.constant([[1.0, -1.0], [0.5, 0.0]])
+    # ||h||^2 / r: 2 / 2 = 1 and 0.25 / 2 = 0.125; the bound's term is its negative (Eq. 9).
+    np.testing.assert_allclose(losses.quantization(codes, "bound").numpy(), [-1.0, -0.125])
+    np.testing.assert_allclose(losses.quantization(codes, "printed").numpy(), [1.0, 0.125])
+
+
+def test_sparsity_norms():
+    activations = tf.constant([[3.0, -4.0]])
+    np.testing.assert_allclose(losses.sparsity(activations, "l2").numpy(), [5.0], rtol=1e-6)
+    np.testing.assert_allclose(losses.sparsity(activations, "l1").numpy(), [7.0])
+
+
+def test_energy_and_margin_loss():
+    x = tf.constant([[1.0, 2.0]])
+    np.testing.assert_allclose(losses.energy(tf.constant([[1.0, 4.0]]), x).numpy(), [2.0])  # (0 + 4) / 2
+    # D(x) + max(0, m - D(x^)): 0.05 + max(0, 0.1 - 0.02) = 0.13; with D(x^) above the margin only D(x) is left.
+    np.testing.assert_allclose(losses.energy_margin(tf.constant([0.05, 0.05]), tf.constant([0.02, 0.5]), 0.1).numpy(),
+                               [0.13, 0.05], rtol=1e-6)

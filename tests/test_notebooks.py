@@ -68,7 +68,7 @@ def test_hashgan_tfds_notebook_runs_on_mock_tfds_data(tmp_path, monkeypatch):
     assert namespace["split"].query_x.shape[1:] == (28, 28, 1)
     assert [r["method"] for r in namespace["rows"]] == ["hashgan", "lsh", "pcah", "itq", "sph", "sh"]
     assert namespace["grid"].shape[0] > 28 * 7
-    assert (tmp_path / "runs" / "mnist-hashgan-32" / "tfhash_config.json").is_file()
+    assert (tmp_path / "runs" / "mnist-hashgan-paper-32" / "tfhash_config.json").is_file()
 
 
 def test_export_serving_notebook_runs(tmp_path, monkeypatch):

@@ -11,7 +11,8 @@ from tests.conftest import ROOT
 
 def test_public_api_is_pinned():
     assert tfhash.__all__ == ["__version__", "Hasher", "baselines", "codes", "datasets", "evaluation", "export",
-                              "fit", "index", "load", "losses", "metrics", "schemes", "summaries"]
+                              "fit", "hasher", "index", "load", "losses", "metrics", "schemes", "serving",
+                              "summaries", "training"]
     assert re.fullmatch(r"\d+\.\d+\.\d+", tfhash.__version__)
 
 

@@ -50,7 +50,8 @@ def test_one_run_prints_the_table_and_leaves_checkpoints_metrics_and_an_export(f
     with open(model_dir / "metrics.json") as f:
         payload = json.load(f)
     assert [r["method"] for r in payload["rows"]] == ["hashgan", "lsh", "pcah", "itq", "sph", "sh"]
-    assert payload["epochs"] == 3 and payload["preset"].endswith(os.path.join("hashgan", "digits.json"))
+    assert payload["epochs"] == 3 and payload["preset"] == schemes.get("hashgan").default_preset
+    assert payload["preset_selected_on"] and payload["preset_description"]
     assert all(0.0 <= r["mAP"] <= 1.0 for r in payload["rows"])
     assert [e["epoch"] for e in payload["evaluations"]] == [2, 3]
     assert len(payload["rows"][0]["pr_curve"]["precision"]) == 17  # radius 0..16
@@ -147,7 +148,7 @@ def _main(args):
     (["--bits=0"], "`bits` must be a positive integer"),
     (["--epochs=0"], "`--epochs` must be a positive integer"),
     (["--dataset=nope"], "--dataset must be one of"),
-    (["--preset=nope"], "--preset must be a JSON file or one of ['cifar10', 'default', 'digits', 'mnist']"),
+    (["--preset=nope"], "--preset: `preset` must be one of the 'hashgan' presets ['paper', 'vat'] or a JSON file"),
     (["--baselines=itq,nope"], "--baselines must be among"),
     (["--strategy=multi_worker"], "needs the TF_CONFIG environment variable"),
 ])
@@ -174,7 +175,9 @@ def test_a_data_set_that_needs_a_download_fails_at_once_offline(tmp_path, monkey
 def test_resuming_with_other_hyperparameters_is_refused(finished_run):
     model_dir, _ = finished_run
     error = _main([f"--model_dir={model_dir}", "--bits=16", "--epochs=3", "--set=weight_entropy=0.5"])
-    assert "trained with other hyperparameters (weight_entropy: saved 0.01, asked 0.5)" in error
+    assert "trained with other settings (weight_entropy: saved 0.01, asked 0.5)" in error
+    error = _main([f"--model_dir={model_dir}", "--bits=16", "--epochs=3", "--seed=4"])
+    assert "trained with other settings (seed: saved 0, asked 4)" in error
 
 
 def test_cli_exit_status_and_message_for_a_bad_flag(tmp_path):
@@ -182,17 +185,31 @@ def test_cli_exit_status_and_message_for_a_bad_flag(tmp_path):
     assert result.returncode != 0 and "error: --set: unknown hyperparameter(s) ['nope']" in result.stderr
 
 
-def test_presets_are_readable_and_name_known_hyperparameters():
-    scheme_cls = schemes.get("hashgan")
-    for name in run_config.available_presets("hashgan"):
-        preset = run_config.read_preset(run_config.preset_path("hashgan", "digits", name), scheme_cls)
-        assert preset["description"] and preset["epochs"] > 0 and preset["batch_size"] > 0
-    assert run_config.preset_path("hashgan", "cifar10").endswith(os.path.join("hashgan", "cifar10.json"))
-    assert run_config.preset_path("hashgan", "fashion_mnist").endswith(os.path.join("hashgan", "default.json"))
-    config = run_config.resolve("hashgan", "digits", overrides=["consistency_transform=adversarial",
-                                                                 "weight_entropy=0.1"], learning_rate=1e-3)
-    assert config["hyperparameters"] == {"consistency_transform": "adversarial", "weight_entropy": 0.1,
-                                         "learning_rate": 1e-3}
+def test_trainer_and_library_train_the_same_preset(tmp_path):
+    import tfhash
+
+    config = run_config.resolve("hashgan", "digits", preset="vat", overrides=["weight_entropy=0.2"],
+                                learning_rate=1e-3)
+    assert config["preset"] is schemes.get("hashgan").presets["vat"]
+    assert config["hyperparameters"] == {"weight_entropy": 0.2, "learning_rate": 1e-3}  # explicit overrides only
+    assert (config["epochs"], config["batch_size"]) == (30, 100)
+    x = np.random.default_rng(0).random((32, 8, 8, 1)).astype(np.float32)
+    from_library = tfhash.fit("hashgan", x, bits=8, preset="vat", epochs=1, batch_size=16, verbose=0)
+    result = _run(["--preset=vat", "--dataset=digits", "--bits=8", "--epochs=1", f"--model_dir={tmp_path / 'run'}",
+                   "--noexport", "--verbose=0", "--baselines=itq"])
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "preset 'vat' (1 epochs, batch 100)" in result.stdout
+    with open(tmp_path / "run" / "metrics.json") as f:
+        payload = json.load(f)
+    saved = payload["hyperparameters"]
+    assert payload["preset"] == "vat"
+    library = from_library.model.get_config()
+    assert {k: v for k, v in saved.items() if k not in ("input_shape",)} == \
+        {k: v for k, v in library.items() if k not in ("input_shape",)}
+    with open(tmp_path / "run" / "tfhash_config.json") as f:
+        assert json.load(f)["preset"] == "vat"
+    with pytest.raises(ValueError, match="--preset must be|--preset: "):
+        run_config.resolve("hashgan", "digits", preset="nope")
 
 
 def test_feature_scheme_runs_through_the_same_command_line(tmp_path):
@@ -200,7 +217,7 @@ def test_feature_scheme_runs_through_the_same_command_line(tmp_path):
                    "--epochs=2", "--verbose=0", "--baselines=itq"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| sigah | 16 |" in result.stdout and "| itq | 16 |" in result.stdout
-    assert "sigah/default.json" in result.stdout
+    assert "preset 'paper'" in result.stdout
     assert (tmp_path / "sigah" / "export" / "sigah" / "2" / "saved_model.pb").is_file()
     events = _events(tmp_path / "sigah" / "logs")
     tags = set(events.Tags()["tensors"])

@@ -125,3 +125,35 @@ def check_choice(value, name, choices):
     if value not in choices:
         raise ValueError(f"`{name}` must be one of {sorted(choices, key=str)}, got {value!r}.")
     return value
+
+
+def check_training_labels(labels, name, num_items, items_name):
+    """Labels for (semi-)supervised training: integer class ids ``[n]`` with -1 for unlabelled items, or
+    0/1 multi-hot rows ``[n, classes]`` with all-zero rows unlabelled. A column ``[n, 1]`` is class ids.
+
+    Returns int64 ids or float32 multi-hot rows. At least one item must be labelled.
+    """
+    if labels is None:
+        raise ValueError(f"`{name}` is required: class ids [n] (-1 = unlabelled) or multi-hot rows [n, classes] "
+                         "(all zeros = unlabelled), got None.")
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    labels = check_labels(labels, name, num_items, items_name)
+    if labels.ndim == 1:
+        if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
+            raise ValueError(f"`{name}` must hold integer class ids (-1 = unlabelled), got non-integer values.")
+        if labels.dtype.kind not in "iuf" or (labels.size and labels.min() < -1):
+            raise ValueError(f"`{name}` must hold class ids >= 0, or -1 for unlabelled items, got {_describe(labels)} "
+                             f"with minimum {labels.min() if labels.size else None}.")
+        labels = labels.astype(np.int64)
+        labelled = labels >= 0
+    else:
+        if not np.isin(labels, (0, 1)).all():
+            raise ValueError(f"`{name}` as a 2-D array must be 0/1 multi-hot rows (all zeros = unlabelled), got "
+                             f"values other than 0 and 1; for class ids pass a 1-D array.")
+        labels = labels.astype(np.float32)
+        labelled = labels.any(axis=1)
+    if not labelled.any():
+        raise ValueError(f"`{name}` labels none of the {num_items} items: at least one must be labelled.")
+    return labels

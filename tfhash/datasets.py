@@ -69,8 +69,27 @@ class RetrievalSplit:
     database_y: np.ndarray
     name: str = "arrays"
     train_is_database: bool = False
+    validation_index: np.ndarray = None
 
     PARTS = ("train", "query", "database")
+
+    @property
+    def has_validation(self):
+        return self.validation_index is not None
+
+    def validation(self):
+        """The validation split: queries drawn from the training items (``make_split(validation_per_class=...)``),
+        searched among the *other* training items, so no query retrieves itself and no test query is seen.
+        Settings are chosen on it; the test queries only report the chosen setting.
+        """
+        if self.validation_index is None:
+            raise ValueError("this split has no validation queries: build it with make_split(..., "
+                             "validation_per_class=N) or num_validation=N.")
+        rest = np.setdiff1d(np.arange(self.train_x.shape[0]), self.validation_index)
+        return RetrievalSplit(
+            train_x=self.train_x, train_y=self.train_y,
+            query_x=self.train_x[self.validation_index], query_y=self.train_y[self.validation_index],
+            database_x=self.train_x[rest], database_y=self.train_y[rest], name=f"{self.name}/validation")
 
     @property
     def multilabel(self):
@@ -107,7 +126,8 @@ class RetrievalSplit:
         return (f"RetrievalSplit(name={self.name!r}, train={self.train_x.shape[0]}, "
                 f"query={self.query_x.shape[0]}, database={self.database_x.shape[0]}, "
                 f"input_shape={self.input_shape}, classes={self.num_classes}, "
-                f"train_is_database={self.train_is_database})")
+                f"train_is_database={self.train_is_database}"
+                + (f", validation={self.validation_index.size}" if self.has_validation else "") + ")")
 
 
 def _class_ids(y):
@@ -119,7 +139,7 @@ def _class_ids(y):
 
 
 def make_split(x, y, *, queries_per_class=100, num_queries=None, train_per_class=None, train_size=None,
-               disjoint_train=False, seed=0, name="arrays"):
+               disjoint_train=False, validation_per_class=None, num_validation=None, seed=0, name="arrays"):
     """Splits labelled data into queries, database and training set, the way hashing papers do.
 
     Queries: ``queries_per_class`` random items of each class (single-label; HashGAN Sec. 4.1 uses 100),
@@ -127,6 +147,10 @@ def make_split(x, y, *, queries_per_class=100, num_queries=None, train_per_class
     The rest is the database. Training set: the database itself by default (the HashGAN protocol), or
     ``train_per_class`` / ``train_size`` random database items; with ``disjoint_train=True`` those are
     also removed from the database.
+
+    Validation queries (for choosing settings, :meth:`RetrievalSplit.validation`): ``validation_per_class``
+    random training items of each class, or ``num_validation`` random training items; never test queries.
+    They are drawn after everything else, so the test queries and training set of a seed do not change.
 
     Args:
         x: items ``[n, ...]`` (images in [0, 1] or feature vectors).
@@ -150,13 +174,7 @@ def make_split(x, y, *, queries_per_class=100, num_queries=None, train_per_class
         raise ValueError("`num_queries` is required for multi-label `y` (per-class queries are ambiguous "
                          "when an item has several labels), got None.")
     else:
-        per_class = _validation.check_positive_int(queries_per_class, "queries_per_class")
-        classes, members = _class_ids(y)
-        small = [(int(c), m.size) for c, m in zip(classes, members) if m.size <= per_class]
-        if small:
-            raise ValueError(f"`queries_per_class` ({per_class}) must be smaller than every class size; "
-                             f"classes with too few items (class, size): {small[:5]}.")
-        query = np.sort(np.concatenate([rng.choice(m, per_class, replace=False) for m in members]))
+        query = _draw_per_class(y, queries_per_class, rng, "queries_per_class")
     database = np.setdiff1d(np.arange(n), query)
 
     if train_per_class is not None and train_size is not None:
@@ -184,12 +202,42 @@ def make_split(x, y, *, queries_per_class=100, num_queries=None, train_per_class
         train = np.sort(np.concatenate(picks))
     if disjoint_train:
         database = np.setdiff1d(database, train)
+    validation = _draw_validation(y[train], rng, validation_per_class, num_validation)
 
     return RetrievalSplit(
         train_x=x[train], train_y=y[train], query_x=x[query], query_y=y[query],
         database_x=x[database], database_y=y[database], name=name,
-        train_is_database=train is database,
+        train_is_database=train is database, validation_index=validation,
     )
+
+
+def _draw_validation(train_y, rng, per_class, count):
+    """Positions (in the training set) of the validation queries, or None."""
+    if per_class is not None and count is not None:
+        raise ValueError("Give at most one of `validation_per_class` and `num_validation`, got both.")
+    n = train_y.shape[0]
+    if count is not None:
+        count = _validation.check_positive_int(count, "num_validation")
+        if count >= n:
+            raise ValueError(f"`num_validation` must be smaller than the training set ({n}), got {count}.")
+        return np.sort(rng.choice(n, count, replace=False))
+    if per_class is None:
+        return None
+    if train_y.ndim == 2:
+        raise ValueError("`validation_per_class` needs single-label `y`; use `num_validation` for multi-label data.")
+    return _draw_per_class(train_y, per_class, rng, "validation_per_class")
+
+
+def _draw_per_class(y, per_class, rng, name):
+    """Sorted positions of ``per_class`` random items of each class (single-label ``y``); every class must
+    keep at least one item besides them."""
+    per_class = _validation.check_positive_int(per_class, name)
+    classes, members = _class_ids(y)
+    small = [(int(c), m.size) for c, m in zip(classes, members) if m.size <= per_class]
+    if small:
+        raise ValueError(f"`{name}` ({per_class}) must be smaller than every class size; "
+                         f"classes with too few items (class, size): {small[:5]}.")
+    return np.sort(np.concatenate([rng.choice(m, per_class, replace=False) for m in members]))
 
 
 # ---------------------------------------------------------------------------------------------------

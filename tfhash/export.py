@@ -1,19 +1,21 @@
-"""Export: the encoder alone, as a SavedModel (TF Serving layout) or a TFLite model, and loading it back.
+"""Export: the encoder alone, as a SavedModel (TF Serving layout) or a TFLite model.
 
-A SavedModel export holds two signatures:
+A SavedModel export holds the signatures the scheme names (``HashingScheme.serving_signatures``):
 
-* ``serving_default``: input ``inputs`` float32 ``[batch, *item_shape]`` in the training range [0, 1];
-* ``serving_pixels``: input ``pixels`` uint8 ``[batch, *item_shape]`` (0..255), divided by 255 in the graph;
+* ``serving_default``: input ``inputs`` float32 ``[batch, *item_shape]`` as in training (images in
+  [0, 1]; feature schemes: raw feature values, standardised inside the graph where the scheme does so);
+* ``serving_pixels`` (image schemes only): input ``pixels`` uint8 ``[batch, *item_shape]`` (0..255),
+  divided by 255 in the graph -- the same rule as ``Hasher.encode`` on uint8 arrays;
 
 both with outputs ``codes`` (uint8 ``[batch, ceil(bits / 8)]``, packed in the ``tfhash.codes``
 convention) and ``probabilities`` (float32 ``[batch, bits]``). ``assets/tfhash.json`` describes the
-export (scheme, bits, bit order, threshold, input range, tfhash version) and is plain JSON.
+export (scheme, preset, bits, bit order, threshold, input kind and range, tfhash version) and is plain
+JSON. Reading exports back: ``tfhash.serving`` (``tfhash.load``).
 
 Every write goes to a temporary directory beside the target, which is renamed into place only when
 complete: an interrupted export leaves nothing at the target path.
 """
 
-import json
 import os
 import re
 import shutil
@@ -22,11 +24,10 @@ import tempfile
 import keras
 import tensorflow as tf
 
-import tfhash
 from tfhash import _io, _validation
 from tfhash import codes as codes_lib
-from tfhash.schemes.base import check_items, encode_in_batches, serving_outputs
-from tfhash.training import BaseHasher
+from tfhash._version import __version__
+from tfhash.schemes.base import PIXEL_SCALE, serving_outputs
 
 METADATA_FILE = "tfhash.json"
 SERVING_SIGNATURE = "serving_default"
@@ -34,22 +35,34 @@ PIXELS_SIGNATURE = "serving_pixels"
 QUANTIZATIONS = (None, "float16", "dynamic")
 
 
+SIGNATURE_INPUTS = {SERVING_SIGNATURE: "inputs", PIXELS_SIGNATURE: "pixels"}
+
+
 def metadata(hasher):
     model = hasher.model
-    return {
-        "format": "tfhash-export", "tfhash_version": tfhash.__version__, "scheme": model.key,
+    signatures = model.serving_signatures()
+    images = model.input_kind == "images"
+    description = {
+        "format": "tfhash-export", "tfhash_version": __version__, "scheme": model.key,
+        "preset": getattr(hasher, "preset", None),
         "bits": model.bits, "code_bytes": codes_lib.num_bytes(model.bits), "bit_order": "lsb-first",
         "packing": "bit k in byte k // 8 at position k % 8 from the least-significant bit (Faiss layout)",
         "threshold": model.threshold, "threshold_rule": "bit = 1 where probability >= threshold",
-        "input_shape": list(model.item_shape), "input_range": [0.0, 1.0], "pixel_scale": 255.0,
-        "signatures": {SERVING_SIGNATURE: {"inputs": "inputs", "outputs": ["codes", "probabilities"]},
-                       PIXELS_SIGNATURE: {"inputs": "pixels", "outputs": ["codes", "probabilities"]}},
+        "input_shape": list(model.item_shape), "input_kind": model.input_kind,
+        "input_range": [0.0, 1.0] if images else None,
+        "input": ("images with values in [0, 1]" if images else
+                  "raw feature values, as given to training (any standardisation is inside the graph)"),
+        "signatures": {name: {"inputs": SIGNATURE_INPUTS[name], "outputs": ["codes", "probabilities"]}
+                       for name in signatures},
         "config": model.get_config(),
     }
+    if PIXELS_SIGNATURE in signatures:
+        description["pixel_scale"] = PIXEL_SCALE
+    return description
 
 
 class _EncoderModule(tf.Module):
-    """The encoder and its two serving functions; no adversarial player is reachable from it."""
+    """The encoder and its serving functions; no adversarial player is reachable from it."""
 
     def __init__(self, encoder, item_shape, threshold):
         super().__init__()
@@ -64,7 +77,11 @@ class _EncoderModule(tf.Module):
         return serving_outputs(self.encoder, inputs, self.threshold)
 
     def _serve_pixels(self, pixels):
-        return self._serve(tf.cast(pixels, tf.float32) / 255.0)  # the training-time normalisation
+        return self._serve(tf.cast(pixels, tf.float32) / PIXEL_SCALE)  # Hasher.encode's rule for uint8
+
+    def signatures(self, names):
+        functions = {SERVING_SIGNATURE: self.serve, PIXELS_SIGNATURE: self.serve_pixels}
+        return {name: functions[name] for name in names}
 
 
 class _PackCodes(keras.layers.Layer):
@@ -120,8 +137,7 @@ def export_saved_model(hasher, path, *, overwrite=False):
     module = _EncoderModule(model.encoder_model(), model.item_shape, model.threshold)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
     try:
-        tf.saved_model.save(module, tmp, signatures={SERVING_SIGNATURE: module.serve,
-                                                     PIXELS_SIGNATURE: module.serve_pixels})
+        tf.saved_model.save(module, tmp, signatures=module.signatures(model.serving_signatures()))
         os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
         _io.write_json_atomically(os.path.join(tmp, "assets", METADATA_FILE), metadata(hasher))
         _replace_directory(tmp, os.path.abspath(path))
@@ -185,92 +201,3 @@ def export_tflite(hasher, path, *, quantization=None, overwrite=False):
         f.write(flatbuffer)
     os.replace(tmp, path)
     return path
-
-
-class _ServedHasher(BaseHasher):
-    """Encoding through an exported serving function; subclasses set ``bits``, ``item_shape`` and
-    ``_serve(batch) -> {"codes", "probabilities"}``."""
-
-    def _encode_all(self, x, batch_size):
-        x = check_items(x, self.item_shape, "x", "as exported")
-        return encode_in_batches(self._serve_batch, x, batch_size, self.bits)
-
-    def encode(self, x, batch_size=256):
-        return self._encode_all(x, batch_size)["codes"]
-
-    def predict_probabilities(self, x, batch_size=256):
-        return self._encode_all(x, batch_size)["probabilities"]
-
-
-class ExportedHasher(_ServedHasher):
-    """A hasher rebuilt from a SavedModel export alone: ``encode``, ``predict_probabilities``,
-    ``evaluate``, ``index``. Needs no training code and runs no pickle."""
-
-    def __init__(self, path, loaded, description):
-        self.path = path
-        self._loaded = loaded
-        self._serve = loaded.signatures[SERVING_SIGNATURE]
-        self.metadata = description
-        self.bits = int(description["bits"])
-        self.scheme = description["scheme"]
-        self.item_shape = tuple(description["input_shape"])
-
-    def __repr__(self):
-        return f"ExportedHasher(scheme={self.scheme!r}, bits={self.bits}, path={self.path!r})"
-
-    def _serve_batch(self, batch):
-        return self._serve(inputs=tf.constant(batch))
-
-
-class TFLiteHasher(_ServedHasher):
-    """A hasher running a TFLite export with the LiteRT interpreter (``pip install "tfhash[tflite]"``).
-
-    Bits and item shape are read from the model's signature (outputs ``codes`` and ``probabilities``).
-    """
-
-    def __init__(self, path):
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError as err:
-            raise ImportError('running a TFLite export needs the LiteRT interpreter: pip install "tfhash[tflite]" '
-                              "(or ai-edge-litert).") from err
-        self.path = os.fspath(path)
-        self._runner = Interpreter(model_path=self.path).get_signature_runner()
-        inputs, outputs = self._runner.get_input_details(), self._runner.get_output_details()
-        if set(outputs) != {"codes", "probabilities"} or len(inputs) != 1:
-            raise ValueError(f"`path` {path!r} is not a tfhash TFLite export (outputs {sorted(outputs)}).")
-        self._input_name = next(iter(inputs))
-        self.item_shape = tuple(int(d) for d in inputs[self._input_name]["shape"][1:])
-        self.bits = int(outputs["probabilities"]["shape"][-1])
-        self.scheme = "tflite"
-
-    def __repr__(self):
-        return f"TFLiteHasher(bits={self.bits}, path={self.path!r})"
-
-    def _serve_batch(self, batch):
-        return self._runner(**{self._input_name: batch})
-
-
-def read_metadata(path):
-    """The export's ``assets/tfhash.json`` as a dict (plain JSON: no TensorFlow needed)."""
-    meta_path = os.path.join(os.fspath(path), "assets", METADATA_FILE)
-    if not os.path.isfile(meta_path):
-        raise ValueError(f"`path` must be a tfhash export (a SavedModel with assets/{METADATA_FILE}), "
-                         f"got {path!r}.")
-    with open(meta_path, encoding="utf-8") as f:
-        description = json.load(f)
-    if description.get("format") != "tfhash-export":
-        raise ValueError(f"`path` {path!r} has an assets/{METADATA_FILE} that is not a tfhash export description.")
-    return description
-
-
-def load(path):
-    """An :class:`ExportedHasher` from a SavedModel export (``Hasher.export`` / ``export_saved_model``), or
-    a :class:`TFLiteHasher` for a ``.tflite`` file (``export_tflite``)."""
-    if os.fspath(path).endswith(".tflite") and os.path.isfile(path):
-        return TFLiteHasher(path)
-    description = read_metadata(path)
-    loaded = tf.saved_model.load(os.fspath(path))
-    if SERVING_SIGNATURE not in loaded.signatures:
-        raise ValueError(f"`path` {path!r} lacks the {SERVING_SIGNATURE!r} signature of a tfhash export.")
-    return ExportedHasher(os.fspath(path), loaded, description)

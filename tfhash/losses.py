@@ -72,3 +72,70 @@ def discriminator_cross_entropy(real_logits, fake_logits):
     real = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.ones_like(real_logits), logits=real_logits)
     fake = tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.zeros_like(fake_logits), logits=fake_logits)
     return real + fake
+
+
+# ---------------------------------------------------------------------------------------------------
+# SiGAH (sparsity-induced generative adversarial hashing) terms.
+
+
+def pairwise_distances(a):
+    """Euclidean distances ``[n, n]`` between the rows of ``a`` ``[n, d]``, through the Gram matrix (no
+    ``[n, n, d]`` tensor); a tiny floor under the root keeps the gradient finite at zero distance."""
+    squares = tf.reduce_sum(tf.square(a), axis=-1)
+    squared = squares[:, None] + squares[None, :] - 2.0 * tf.matmul(a, a, transpose_b=True)
+    return tf.sqrt(tf.maximum(squared, 0.0) + 1e-12)
+
+
+def heat_kernel_similarity(x, sigma=None):
+    """S_ij = exp(-sigma ||x_i - x_j||) for i != j and 0 on the diagonal (SiGAH Eq. 17), no gradient.
+
+    ``sigma=None`` uses 1 / (mean pairwise distance), which keeps S in a useful range for any feature scale.
+    """
+    distances = pairwise_distances(x)
+    if sigma is None:
+        sigma = 1.0 / (tf.reduce_mean(distances) + 1e-12)
+    off_diagonal = 1.0 - tf.eye(tf.shape(x)[0], dtype=x.dtype)
+    return tf.stop_gradient(tf.exp(-sigma * distances) * off_diagonal)
+
+
+def graph_smoothness(similarity, codes):
+    """mean_ij S_ij ||h_i - h_j|| over the batch's N^2 pairs (SiGAH L_S, Eq. 17; a scalar).
+
+    Averaged rather than summed so the weight does not depend on the batch size."""
+    return tf.reduce_mean(similarity * pairwise_distances(codes))
+
+
+def reconstruction_error(reconstruction, x, kind="norm"):
+    """Per-example ||x^ - x|| (``"norm"``, SiGAH Eq. 20 as printed) or the mean squared error over the
+    features (``"mse"``). ``[batch]``."""
+    squared = tf.reduce_sum(tf.square(reconstruction - x), axis=-1)
+    if kind == "norm":
+        return tf.sqrt(squared + 1e-12)
+    return squared / tf.cast(tf.shape(x)[-1], x.dtype)
+
+
+def quantization(codes, sign="bound"):
+    """Per-example quantisation term of relaxed codes h in [-1, 1] ``[batch, r]``: ``-||h||^2 / r``.
+
+    SiGAH Eq. 9 bounds the Hamming error by r - Tr(h h^T), so minimising ``-||h||^2 / r`` (``"bound"``)
+    brings h to the binary corners; ``"printed"`` gives Eq. 13 / 20's ``+||h||^2 / r``. ``[batch]``.
+    """
+    squared_norm = tf.reduce_mean(tf.square(codes), axis=-1)
+    return -squared_norm if sign == "bound" else squared_norm
+
+
+def sparsity(activations, norm="l2"):
+    """Per-example norm of the generator's sparse layer: ``"l2"`` (SiGAH Eq. 20 as printed) or ``"l1"``. ``[batch]``."""
+    if norm == "l2":
+        return tf.sqrt(tf.reduce_sum(tf.square(activations), axis=-1) + 1e-12)
+    return tf.reduce_sum(tf.abs(activations), axis=-1)
+
+
+def energy(autoencoder_output, x):
+    """Per-example energy of an auto-encoder discriminator: mean squared reconstruction error (EBGAN). ``[batch]``."""
+    return tf.reduce_mean(tf.square(autoencoder_output - x), axis=-1)
+
+
+def energy_margin(energy_real, energy_fake, margin):
+    """Per-example discriminator loss of SiGAH Eq. 21 (EBGAN): D(x) + max(0, margin - D(x^)). ``[batch]``."""
+    return energy_real + tf.nn.relu(margin - energy_fake)

@@ -305,6 +305,13 @@ def mean_average_precision(query_codes, database_codes, query_labels, database_l
     return _mean(values, zero_relevance)
 
 
+def _mean_precision_at_k(query_codes, database_codes, make_relevance, k, ties, n_jobs):
+    """Precision@k averaged over the queries, for any relevance (labels or true neighbours)."""
+    _, scalar, precision, _ = _precision_recall_at_k(query_codes, database_codes, make_relevance, k, ties, n_jobs)
+    curve = precision.mean(axis=0)
+    return float(curve[0]) if scalar else curve
+
+
 def _precision_recall_at_k(query_codes, database_codes, make_relevance, k, ties, n_jobs):
     ks, scalar = _check_k(k)
     _validation.check_choice(ties, "ties", _TIES)
@@ -328,9 +335,7 @@ def precision_at_k(query_codes, database_codes, query_labels, database_labels, k
     """
     query_codes, database_codes, relevance = _label_inputs(
         query_codes, database_codes, query_labels, database_labels)
-    _, scalar, precision, _ = _precision_recall_at_k(query_codes, database_codes, relevance, k, ties, n_jobs)
-    curve = precision.mean(axis=0)
-    return float(curve[0]) if scalar else curve
+    return _mean_precision_at_k(query_codes, database_codes, relevance, k, ties, n_jobs)
 
 
 def recall_at_k(query_codes, database_codes, query_labels, database_labels, k, *, ties="index",
@@ -446,9 +451,7 @@ def ann_mean_average_precision(query_codes, database_codes, ground_truth, *, top
 def ann_precision_at_k(query_codes, database_codes, ground_truth, k, *, ties="index", n_jobs=None):
     """Precision@k against the true-neighbour ground truth (``k`` may be a sequence)."""
     query_codes, database_codes, relevance = _ground_truth_inputs(query_codes, database_codes, ground_truth)
-    _, scalar, precision, _ = _precision_recall_at_k(query_codes, database_codes, relevance, k, ties, n_jobs)
-    curve = precision.mean(axis=0)
-    return float(curve[0]) if scalar else curve
+    return _mean_precision_at_k(query_codes, database_codes, relevance, k, ties, n_jobs)
 
 
 def ann_recall_at_k(query_codes, database_codes, ground_truth, k, *, ties="index", n_jobs=None):

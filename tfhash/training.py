@@ -1,143 +1,24 @@
 """``tfhash.fit``: train any registered scheme on arrays, a ``tf.data.Dataset`` or a retrieval split.
 
-The returned :class:`Hasher` encodes, evaluates against the shallow baselines, builds a search index,
-and saves / loads checkpoints that resume training (model and every optimizer's state).
+Batches carry what the scheme asks for: always the items (``"x"``), its labels (``"y"``) when the scheme
+``needs_labels``, and each item's position in the training set (``"index"``) when it ``needs_indices``.
+The returned :class:`~tfhash.hasher.Hasher` encodes, evaluates, indexes, saves and exports.
 """
 
-import json
+import dataclasses
+import inspect
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash import _io, _validation, datasets, evaluation, schemes
-from tfhash import index as index_lib
+from tfhash import _io, _validation, datasets, schemes
+from tfhash.hasher import CONFIG_FILE, Hasher, checkpoint_manager, read_description, restore
+from tfhash.schemes import presets as presets_lib
+from tfhash.schemes.base import PIXEL_SCALE, HashingScheme, check_image_range, check_items
 
-CONFIG_FILE = "tfhash_config.json"
-CHECKPOINT_PREFIX = "ckpt"
-
-
-def _checkpoint(model, epoch):
-    return tf.train.Checkpoint(model=model, epoch=epoch,
-                               **{f"optimizer_{name}": opt for name, opt in model.scheme_optimizers.items()})
-
-
-def _checkpoint_manager(model, epoch, directory):
-    """Keeps the last two checkpoints of model, optimizers and epoch counter in ``directory``."""
-    return tf.train.CheckpointManager(_checkpoint(model, epoch), directory, max_to_keep=2,
-                                      checkpoint_name=CHECKPOINT_PREFIX)
-
-
-class BaseHasher:
-    """What every hasher offers on top of ``encode``: evaluation and a search index.
-
-    Subclasses provide ``bits``, ``scheme`` and ``encode(x)``.
-    """
-
-    def evaluate(self, split, *, baselines=("lsh", "pcah", "itq", "sph", "sh"), top_k=1000, radius=2, seed=0,
-                 pr_curve=False, log=print):
-        """Retrieval figures of this hasher and of the shallow baselines on ``split`` (a RetrievalSplit).
-
-        Returns a list of rows (dicts): this scheme first, then each baseline fitted on ``split.train_x``.
-        With ``pr_curve``, each row also holds its precision-recall curve over Hamming radii.
-        """
-        if not isinstance(split, datasets.RetrievalSplit):
-            raise ValueError(f"`split` must be a tfhash.datasets.RetrievalSplit, got {type(split).__name__}.")
-        row = {"method": self.scheme, "bits": self.bits}
-        row.update(evaluation.evaluate_codes(self.encode(split.query_x), self.encode(split.database_x),
-                                             split.query_y, split.database_y, bits=self.bits, top_k=top_k,
-                                             radius=radius, pr_curve=pr_curve))
-        rows = [row]
-        if baselines:
-            rows += evaluation.compare_baselines(split, self.bits, names=baselines, seed=seed, top_k=top_k,
-                                                 radius=radius, pr_curve=pr_curve, log=log)
-        return rows
-
-    def index(self, database_x, ids=None, backend="numpy", **options):
-        """A search index (``tfhash.index``) over the codes of ``database_x``."""
-        return index_lib.make_index(self.bits, backend, **options).add(self.encode(database_x), ids=ids)
-
-
-class Hasher(BaseHasher):
-    """A trained scheme: ``encode``, ``evaluate``, ``index``, ``save`` / ``load``, ``export``.
-
-    Attributes:
-        model: the underlying :class:`~tfhash.schemes.base.HashingScheme` (a ``keras.Model``).
-        history: the ``keras.callbacks.History`` of the last fit (``None`` after ``load``).
-    """
-
-    def __init__(self, model, history=None, epoch=0):
-        self.model = model
-        self.history = history
-        self.epoch = epoch
-
-    @property
-    def bits(self):
-        return self.model.bits
-
-    @property
-    def scheme(self):
-        return self.model.key
-
-    def __repr__(self):
-        return f"Hasher(scheme={self.scheme!r}, bits={self.bits}, input_shape={self.model.item_shape}, epoch={self.epoch})"
-
-    def encode(self, x, batch_size=256):
-        """Packed uint8 codes ``[n, ceil(bits / 8)]`` (the same graph the export saves)."""
-        return self.model.encode(x, batch_size=batch_size)
-
-    def predict_probabilities(self, x, batch_size=256):
-        return self.model.predict_probabilities(x, batch_size=batch_size)
-
-    @property
-    def trained(self):
-        """True once any optimizer has taken a step."""
-        return any(int(o.iterations.numpy()) > 0 for o in self.model.scheme_optimizers.values())
-
-    def export(self, path, *, overwrite=False):
-        """Writes a SavedModel of the encoder only (see :func:`tfhash.export.export_saved_model`)."""
-        from tfhash import export
-
-        return export.export_saved_model(self, path, overwrite=overwrite)
-
-    def save(self, directory):
-        """Writes the scheme's config and a checkpoint (model + optimizers) to ``directory``."""
-        if os.path.isfile(directory):
-            raise ValueError(f"`directory` must be a directory path, got an existing file {directory!r}.")
-        os.makedirs(directory, exist_ok=True)
-        epoch = tf.Variable(self.epoch, dtype=tf.int64, trainable=False)
-        manager = _checkpoint_manager(self.model, epoch, directory)
-        manager.save()
-        _io.write_json_atomically(os.path.join(directory, CONFIG_FILE), _describe(self.model))
-        return directory
-
-    @classmethod
-    def load(cls, directory):
-        """Rebuilds a hasher from a directory written by :meth:`save` or ``fit(checkpoint_dir=...)``."""
-        model, epoch = _restore(directory)
-        return cls(model, epoch=epoch)
-
-
-def _describe(model):
-    return {"scheme": model.key, "config": model.get_config(), "total_steps": model.total_steps}
-
-
-def _restore(directory, strategy=None, total_steps="saved"):
-    config_path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.isfile(config_path):
-        raise ValueError(f"`directory` must hold a tfhash checkpoint ({CONFIG_FILE} missing): {directory!r}.")
-    with open(config_path, encoding="utf-8") as f:
-        description = json.load(f)
-    with (strategy or tf.distribute.get_strategy()).scope():
-        model = schemes.get(description["scheme"]).from_config(description["config"])
-        model.compile(total_steps=description.get("total_steps") if total_steps == "saved" else total_steps)
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-    latest = tf.train.latest_checkpoint(directory)
-    if latest is None:
-        raise ValueError(f"`directory` holds no checkpoint files: {directory!r}.")
-    _checkpoint(model, epoch).restore(latest).expect_partial()
-    return model, int(epoch.numpy())
+DATASET_KEYS = {"x": ("x", "image", "images"), "y": ("y", "label", "labels"), "index": ("index",)}
 
 
 class _EpochCheckpoint(keras.callbacks.Callback):
@@ -175,128 +56,264 @@ def _same_setting(saved, asked):
     return saved == asked
 
 
+def default_hyperparameters(scheme_cls):
+    """The constructor defaults of a scheme's hyperparameters (the paper's values)."""
+    defaults = {}
+    for klass in reversed(scheme_cls.__mro__):
+        if klass is HashingScheme or not issubclass(klass, HashingScheme) or "__init__" not in vars(klass):
+            continue
+        for name, parameter in inspect.signature(klass.__init__).parameters.items():
+            if parameter.default is not inspect.Parameter.empty:
+                defaults[name] = parameter.default
+    return {name: defaults.get(name) for name in scheme_cls.hyperparameter_names()}
+
+
+@dataclasses.dataclass
+class _TrainingData:
+    """Items, labels and indices as the scheme asks for them: arrays (``x``, ``y``) or a dataset of dicts."""
+
+    item_shape: tuple
+    x: np.ndarray = None
+    y: np.ndarray = None
+    dataset: tf.data.Dataset = None
+
+    @property
+    def count(self):
+        return None if self.x is None else self.x.shape[0]
+
+
+def _dataset_parts(spec):
+    """Which element positions / keys of a dataset hold x, y and index: ``{part: key or position}``."""
+    if isinstance(spec, dict):
+        parts = {}
+        for part, names in DATASET_KEYS.items():
+            found = [name for name in names if name in spec]
+            if found:
+                parts[part] = found[0]
+        if "x" not in parts:
+            raise ValueError(f"`x` dataset of dicts must have an item key (one of {list(DATASET_KEYS['x'])}), "
+                             f"got keys {sorted(spec)}.")
+        return parts
+    if isinstance(spec, (tuple, list)):
+        if not 1 <= len(spec) <= 2:
+            raise ValueError(f"`x` dataset must yield items, (items, labels) or dicts, got tuples of {len(spec)}.")
+        return {"x": 0, "y": 1} if len(spec) == 2 else {"x": 0}
+    return {"x": None}
+
+
+def _normalise_dataset(dataset, scheme_cls):
+    """A dataset of dicts holding ``"x"`` (float32, images scaled) and the labels / indices the scheme asks
+    for and the dataset has; also returns the item shape and which parts it has."""
+    spec = dataset.element_spec
+    parts = _dataset_parts(spec)
+    x_spec = spec if parts["x"] is None else spec[parts["x"]]
+    if not isinstance(x_spec, tf.TensorSpec) or x_spec.shape.rank is None or x_spec.shape.rank < 2 \
+            or None in x_spec.shape[1:]:
+        raise ValueError(f"`x` dataset must yield batches [batch, ...] of a fixed item shape, got element spec {spec}.")
+    dtype = x_spec.dtype.as_numpy_dtype
+    scheme_cls.check_training_dtype(np.dtype(dtype))
+    scale = scheme_cls.input_kind == "images" and x_spec.dtype == tf.uint8
+    if scheme_cls.input_kind == "images" and x_spec.dtype.is_integer and not scale:
+        raise ValueError(f"`x` dataset must yield float images in [0, 1] or uint8 pixels, got dtype {x_spec.dtype.name}.")
+    wanted = ["x"] + [part for part, needed in (("y", scheme_cls.needs_labels), ("index", scheme_cls.needs_indices))
+                      if needed and part in parts]
+
+    def to_dict(*element):
+        element = element[0] if len(element) == 1 else element
+        batch = {}
+        for part in wanted:
+            key = parts[part]
+            batch[part] = element if key is None else element[key]
+        x = tf.cast(batch["x"], tf.float32)
+        batch["x"] = x / PIXEL_SCALE if scale else x
+        if "index" in batch:
+            batch["index"] = tf.cast(batch["index"], tf.int64)
+        return batch
+
+    normalised = dataset.map(to_dict, num_parallel_calls=tf.data.AUTOTUNE)
+    if scheme_cls.input_kind == "images":
+        # The first batch shows 0-255 floats before any training (the dataset is not read whole here).
+        for first in normalised.take(1):
+            check_image_range(float(tf.reduce_min(first["x"])), float(tf.reduce_max(first["x"])), "x")
+    return normalised, tuple(x_spec.shape[1:]), set(parts)
+
+
 def _prepare_data(x, y, scheme_cls):
-    """Returns (float32 array or None, dataset or None, item shape, sample count or None), after the
-    scheme's check of the items' dtype."""
+    """Checks the training data and returns a :class:`_TrainingData` with what the scheme asks for."""
     if isinstance(x, datasets.RetrievalSplit):
+        y = x.train_y if y is None else y
         x = x.train_x
     if isinstance(x, tf.data.Dataset):
-        spec = x.element_spec
-        spec = spec[0] if isinstance(spec, (tuple, list)) else spec
-        if spec.shape.rank is None or spec.shape.rank < 2 or None in spec.shape[1:]:
-            raise ValueError(f"`x` dataset must yield batches [batch, ...] of a fixed item shape, got element spec {spec}.")
-        scheme_cls.check_training_dtype(spec.dtype.as_numpy_dtype)
-        return None, x, tuple(spec.shape[1:]), None
+        if y is not None:
+            raise ValueError(f"`y` must be None when `x` is a tf.data.Dataset (labels come with its elements: "
+                             f"(x, y) tuples or dicts), got {type(y).__name__}.")
+        dataset, item_shape, has = _normalise_dataset(x, scheme_cls)
+        if scheme_cls.needs_labels and "y" not in has:
+            raise ValueError(f"scheme {scheme_cls.key!r} trains on labels: the `x` dataset must yield (x, y) tuples or "
+                             "dicts with a 'y' key (-1 or all-zero rows for unlabelled items).")
+        if not scheme_cls.needs_indices or "index" in has:
+            return _TrainingData(item_shape=item_shape, dataset=dataset)
+        # Positions in the training set need one fixed order: read the dataset once into arrays.
+        batches = list(dataset.as_numpy_iterator())
+        if not batches:
+            raise ValueError("`x` dataset is empty.")
+        x = np.concatenate([b["x"] for b in batches])
+        y = np.concatenate([b["y"] for b in batches]) if "y" in batches[0] else None
     if not isinstance(x, np.ndarray) and not hasattr(x, "__array__"):
         raise ValueError(f"`x` must be an array, a tf.data.Dataset or a RetrievalSplit, got {type(x).__name__}.")
-    x = _validation.check_features(np.asarray(x), "x")
+    x = np.asarray(x)
     if x.ndim < 2:
         raise ValueError(f"`x` must be [n, ...] items, got shape {x.shape}.")
     scheme_cls.check_training_dtype(x.dtype)
-    return x.astype(np.float32, copy=False), None, tuple(x.shape[1:]), x.shape[0]
+    x = check_items(x, None, "x", input_kind=scheme_cls.input_kind)
+    labels = _validation.check_training_labels(y, "y", x.shape[0], "x") if scheme_cls.needs_labels else None
+    return _TrainingData(item_shape=tuple(x.shape[1:]), x=x, y=labels)
 
 
-def _epoch_batches(array, batch_size, seed, first_epoch, epochs):
-    """Batches for epochs ``first_epoch..epochs-1``; epoch e's order depends only on (seed, e).
+def _epoch_batches(data, scheme_cls, batch_size, seed, first_epoch, epochs):
+    """Batches (dicts) for epochs ``first_epoch..epochs-1``; epoch e's order depends only on (seed, e).
 
     So a run resumed at epoch e sees exactly the batches an uninterrupted run would have seen.
     """
-    items = tf.convert_to_tensor(array)
-    count = array.shape[0]
+    tensors = {"x": tf.convert_to_tensor(data.x)}
+    if data.y is not None:
+        tensors["y"] = tf.convert_to_tensor(data.y)
+    with_index = scheme_cls.needs_indices
 
     def one_epoch(epoch):
-        order = tf.random.experimental.stateless_shuffle(tf.range(count), seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
+        order = tf.random.experimental.stateless_shuffle(tf.range(data.count, dtype=tf.int64),
+                                                         seed=tf.stack([tf.cast(seed, tf.int64), epoch]))
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size, drop_remainder=True)
 
+    def gather(index):
+        batch = {key: tf.gather(value, index) for key, value in tensors.items()}
+        if with_index:
+            batch["index"] = index
+        return batch
+
     return (tf.data.Dataset.range(first_epoch, epochs).flat_map(one_epoch)
-            .map(lambda index: tf.gather(items, index), num_parallel_calls=tf.data.AUTOTUNE)
+            .map(gather, num_parallel_calls=tf.data.AUTOTUNE)
             .prefetch(tf.data.AUTOTUNE))
 
 
-def fit(scheme, x, y=None, *, bits=32, epochs=50, batch_size=100, strategy=None, callbacks=None, seed=0,
-        checkpoint_dir=None, verbose="auto", **hyperparameters):
-    """Trains a registered hashing scheme and returns a :class:`Hasher`.
+def _check_resumable(description, checkpoint_dir, scheme_cls, bits, item_shape, hyperparameters, training):
+    """Raises ``ValueError`` when a checkpoint was trained with other settings than this call asks for."""
+    config = description["config"]
+    if (description["scheme"] != scheme_cls.key or config["bits"] != bits
+            or tuple(config["input_shape"]) != tuple(item_shape)):
+        raise ValueError(f"`checkpoint_dir` {checkpoint_dir!r} holds a {description['scheme']!r} model with bits="
+                         f"{config['bits']} and input shape {tuple(config['input_shape'])}; this call asks for "
+                         f"{scheme_cls.key!r}, bits={bits}, input shape {item_shape}. Use another directory.")
+    asked = {**default_hyperparameters(scheme_cls), **hyperparameters}
+    differing = {k: (config.get(k), v) for k, v in asked.items() if not _same_setting(config.get(k), v)}
+    saved_training = description.get("training") or {}
+    for key in ("seed", "batch_size"):  # another seed or batch size would not continue the same run
+        if key in saved_training and saved_training[key] != training[key]:
+            differing[key] = (saved_training[key], training[key])
+    if differing:
+        details = ", ".join(f"{k}: saved {a!r}, asked {b!r}" for k, (a, b) in sorted(differing.items()))
+        raise ValueError(f"`checkpoint_dir` {checkpoint_dir!r} was trained with other settings ({details}); "
+                         "resume with the saved ones or use another directory.")
+
+
+def fit(scheme, x, y=None, *, bits=32, preset=None, epochs=None, batch_size=None, strategy=None, callbacks=None,
+        seed=0, checkpoint_dir=None, verbose="auto", **hyperparameters):
+    """Trains a registered hashing scheme and returns a :class:`~tfhash.hasher.Hasher`.
 
     Args:
-        scheme: registered key (``tfhash.schemes.names()``), e.g. ``"hashgan"``.
-        x: float32 items ``[n, ...]`` (images in [0, 1]), a ``tf.data.Dataset`` of *batched* items, or a
-            ``tfhash.datasets.RetrievalSplit`` (its training part is used).
-        y: labels, for semi-supervised schemes only (unsupervised schemes ignore them).
+        scheme: registered key (``tfhash.schemes.names()``), e.g. ``"hashgan"``, or a scheme class.
+        x: items ``[n, ...]`` -- images as float32 in [0, 1] (uint8 pixels are divided by 255; other values
+            are refused) or feature vectors, as the scheme's ``input_kind`` says -- a batched
+            ``tf.data.Dataset`` (yielding items, ``(items, labels)`` or dicts with ``"x"``, ``"y"``,
+            ``"index"``), or a ``tfhash.datasets.RetrievalSplit`` (its training part, with its labels).
+        y: labels for schemes that train on them (``needs_labels``): class ids ``[n]`` with -1 for
+            unlabelled items, or 0/1 multi-hot rows ``[n, classes]`` with all-zero rows unlabelled.
+            Unsupervised schemes ignore ``y``.
         bits: code length.
-        epochs: passes over the training data.
-        batch_size: global batch size (split across replicas under a strategy); the last
-            incomplete batch is dropped so every step sees the same global batch.
+        preset: a name of the scheme's presets (``tfhash.schemes.get(scheme).presets``), a JSON file, or
+            ``None`` for the scheme's ``default_preset``. It sets hyperparameters, ``epochs`` and
+            ``batch_size`` (per code length where it says so); explicit arguments override it.
+        epochs: passes over the training data (default: the preset's).
+        batch_size: global batch size (default: the preset's), split across replicas under a strategy;
+            the last incomplete batch is dropped so every step sees the same global batch.
         strategy: a ``tf.distribute.Strategy``; default: the current one.
         callbacks: Keras callbacks, passed to ``Model.fit``.
         seed: seeds initialisation, shuffling and all training noise.
-        checkpoint_dir: where a checkpoint is written after each epoch; rerunning with the same
-            directory resumes from the last saved epoch (model and optimizers' state).
+        checkpoint_dir: where a checkpoint is written after each epoch (the last two are kept); rerunning
+            with the same directory resumes from the last saved epoch (model and optimizers' state).
+            Resuming with other hyperparameters, seed or batch size is refused; a larger ``epochs``
+            continues the run, its learning-rate schedule stretched to the new number of steps.
         verbose: Keras progress output.
         **hyperparameters: the scheme's constructor arguments (loss weights, network, ...).
     """
     scheme_cls = schemes.get(scheme)
     bits = _validation.check_bits(bits)
-    epochs = _validation.check_positive_int(epochs, "epochs")
-    batch_size = _validation.check_positive_int(batch_size, "batch_size")
-    known = scheme_cls.hyperparameter_names()
-    unknown = sorted(set(hyperparameters) - set(known))
-    if unknown:
-        raise ValueError(f"unknown hyperparameter(s) {unknown} for scheme {scheme!r}; known: {known}.")
+    chosen = presets_lib.resolve(scheme_cls, preset)
+    settings = chosen.settings(bits)
+    epochs = _validation.check_positive_int(settings["epochs"] if epochs is None else epochs, "epochs")
+    batch_size = _validation.check_positive_int(settings["batch_size"] if batch_size is None else batch_size,
+                                                "batch_size")
+    scheme_cls.check_hyperparameters(hyperparameters, "tfhash.fit")
+    hyperparameters = {**settings["hyperparameters"], **hyperparameters}
+    training = {"epochs": epochs, "batch_size": batch_size, "seed": int(seed)}
     strategy = strategy or tf.distribute.get_strategy()
-    array, dataset, item_shape, count = _prepare_data(x, y, scheme_cls)
+    data = _prepare_data(x, y, scheme_cls)
     keras.utils.set_random_seed(seed)  # before the shuffled dataset and the weights are made
-    if array is not None:
-        if count < batch_size:
-            raise ValueError(f"`x` must hold at least one batch ({batch_size} items), got {count}.")
-        steps_per_epoch = count // batch_size
+    if data.x is not None:
+        if data.count < batch_size:
+            raise ValueError(f"`x` must hold at least one batch ({batch_size} items), got {data.count}.")
+        steps_per_epoch = data.count // batch_size
     else:
-        cardinality = int(dataset.cardinality())
+        cardinality = int(data.dataset.cardinality())
         steps_per_epoch = cardinality if cardinality > 0 else None
     total_steps = steps_per_epoch * epochs if steps_per_epoch else None
 
     initial_epoch = 0
-    resumed = checkpoint_dir is not None and os.path.isfile(os.path.join(checkpoint_dir, CONFIG_FILE))
+    resumed = False
+    if checkpoint_dir is not None:
+        checkpoint_dir = os.fspath(checkpoint_dir)
+        if os.path.isfile(checkpoint_dir):
+            raise ValueError(f"`checkpoint_dir` must be a directory, got an existing file {checkpoint_dir!r}.")
+        resumed = os.path.isfile(os.path.join(checkpoint_dir, CONFIG_FILE))
+        if not resumed and os.path.isdir(checkpoint_dir) and tf.train.latest_checkpoint(checkpoint_dir):
+            raise ValueError(f"`checkpoint_dir` {checkpoint_dir!r} holds checkpoints but no {CONFIG_FILE}: it cannot "
+                             "be resumed, and training from scratch would overwrite them. Use another directory.")
     if resumed:
-        model, initial_epoch = _restore(checkpoint_dir, strategy, total_steps)
-        if model.key != scheme_cls.key or model.bits != bits or tuple(model.item_shape) != item_shape:
-            raise ValueError(f"`checkpoint_dir` {checkpoint_dir!r} holds a {model.key!r} model with bits="
-                             f"{model.bits} and input shape {model.item_shape}; this call asks for {scheme!r}, "
-                             f"bits={bits}, input shape {item_shape}. Use another directory.")
-        saved = model.get_config()
-        differing = {k: (saved.get(k), v) for k, v in hyperparameters.items() if not _same_setting(saved.get(k), v)}
-        if differing:
-            details = ", ".join(f"{k}: saved {a!r}, asked {b!r}" for k, (a, b) in sorted(differing.items()))
-            raise ValueError(f"`checkpoint_dir` {checkpoint_dir!r} was trained with other hyperparameters ({details}); "
-                             "resume with the saved ones or use another directory.")
+        description = read_description(checkpoint_dir)
+        _check_resumable(description, checkpoint_dir, scheme_cls, bits, data.item_shape, hyperparameters, training)
+        model, initial_epoch = restore(checkpoint_dir, description, strategy, total_steps)
     else:
         with strategy.scope():
-            model = scheme_cls(bits=bits, input_shape=item_shape, seed=seed, **hyperparameters)
+            model = scheme_cls(bits=bits, input_shape=data.item_shape, seed=seed, **hyperparameters)
             model.compile(total_steps=total_steps)
-        model.adapt(array if array is not None else dataset)
+        if data.x is not None:
+            model.adapt(data.x, data.y)
+        else:
+            model.adapt(data.dataset.map(lambda b: b["x"]),
+                        data.dataset.map(lambda b: b["y"]) if scheme_cls.needs_labels else None)
+    hasher = Hasher(model, epoch=max(epochs, initial_epoch), preset=chosen.name, training=training)
 
     guard = _NonFiniteLossGuard()
     all_callbacks = [guard] + list(callbacks or [])
     epoch_variable = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)
     if checkpoint_dir is not None:
-        if os.path.isfile(checkpoint_dir):
-            raise ValueError(f"`checkpoint_dir` must be a directory, got an existing file {checkpoint_dir!r}.")
         os.makedirs(checkpoint_dir, exist_ok=True)
-        manager = _checkpoint_manager(model, epoch_variable, checkpoint_dir)
-        if not resumed:
-            _io.write_json_atomically(os.path.join(checkpoint_dir, CONFIG_FILE), _describe(model))
+        manager = checkpoint_manager(model, epoch_variable, checkpoint_dir)
+        if not resumed or initial_epoch < epochs:  # a resumed run with a larger `epochs` records its new schedule
+            _io.write_json_atomically(os.path.join(checkpoint_dir, CONFIG_FILE), hasher.description())
         all_callbacks.insert(1, _EpochCheckpoint(manager, epoch_variable, guard))
 
     if resumed and verbose:
         done = "training is complete" if initial_epoch >= epochs else f"resuming at epoch {initial_epoch + 1}"
         print(f"{checkpoint_dir}: checkpoint after epoch {initial_epoch} of {epochs}; {done}.", flush=True)
-    history = None
     if initial_epoch < epochs:
-        if array is not None:
-            dataset = _epoch_batches(array, batch_size, seed, initial_epoch, epochs)
-        history = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, callbacks=all_callbacks,
-                            steps_per_epoch=steps_per_epoch if array is not None else None, shuffle=False,
-                            verbose=verbose)
+        dataset = data.dataset
+        if data.x is not None:
+            dataset = _epoch_batches(data, scheme_cls, batch_size, seed, initial_epoch, epochs)
+        hasher.history = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, callbacks=all_callbacks,
+                                   steps_per_epoch=steps_per_epoch if data.x is not None else None, shuffle=False,
+                                   verbose=verbose)
     if guard.message is not None:
         where = f"; the last good checkpoint is in {checkpoint_dir!r}" if checkpoint_dir else ""
         raise FloatingPointError(f"training stopped: {guard.message}{where}.")
-    return Hasher(model, history=history, epoch=max(epochs, initial_epoch))
+    return hasher

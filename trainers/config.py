@@ -1,4 +1,4 @@
-"""Run configuration for the trainer: presets, ``--set key=value`` overrides, distribution strategies.
+"""Run configuration for the trainer: the scheme's presets, ``--set key=value`` overrides, distribution strategies.
 
 Everything here validates before any data is loaded or any model is built, and raises ``ValueError``
 with a message that says what to do.
@@ -10,10 +10,10 @@ import os
 import tensorflow as tf
 
 from tfhash import _validation, baselines, datasets, schemes
+from tfhash.schemes import presets as presets_lib
 
-PRESET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "presets")
-PRESET_KEYS = ("description", "epochs", "batch_size", "eval_every", "hyperparameters")
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+DEFAULT_EVAL_EVERY = 10
 
 
 def check_scheme(name):
@@ -32,51 +32,6 @@ def check_dataset(name):
                      f"got {name!r}.")
 
 
-def preset_path(scheme, dataset, preset=None):
-    """The preset file for a run: ``preset`` (a name or a path), else ``<scheme>/<dataset>.json``, else default."""
-    if preset:
-        if os.path.isfile(preset):
-            return preset
-        candidate = os.path.join(PRESET_DIR, scheme, f"{preset}.json")
-        if os.path.isfile(candidate):
-            return candidate
-        raise ValueError(f"--preset must be a JSON file or one of {available_presets(scheme)}, got {preset!r}.")
-    base = os.path.basename(os.path.normpath(dataset)) if os.path.exists(dataset) else dataset
-    candidate = os.path.join(PRESET_DIR, scheme, f"{base}.json")
-    return candidate if os.path.isfile(candidate) else os.path.join(PRESET_DIR, scheme, "default.json")
-
-
-def available_presets(scheme):
-    directory = os.path.join(PRESET_DIR, scheme)
-    return sorted(f[:-5] for f in os.listdir(directory) if f.endswith(".json")) if os.path.isdir(directory) else []
-
-
-def read_preset(path, scheme_cls):
-    """The preset as a dict with every key of ``PRESET_KEYS``; unknown keys or hyperparameters are errors."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            preset = json.load(f)
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"--preset file {path!r} is not readable JSON: {err}") from err
-    if not isinstance(preset, dict):
-        raise ValueError(f"--preset file {path!r} must hold a JSON object, got {type(preset).__name__}.")
-    unknown = sorted(set(preset) - set(PRESET_KEYS))
-    if unknown:
-        raise ValueError(f"--preset file {path!r} has unknown keys {unknown}; known: {list(PRESET_KEYS)}.")
-    preset = {"description": "", "epochs": 50, "batch_size": 100, "eval_every": 10, "hyperparameters": {}, **preset}
-    check_hyperparameters(preset["hyperparameters"], scheme_cls, f"`hyperparameters` in {path!r}")
-    return preset
-
-
-def check_hyperparameters(values, scheme_cls, origin):
-    known = scheme_cls.hyperparameter_names()
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"{origin}: unknown hyperparameter(s) {unknown} for scheme {scheme_cls.key!r}; "
-                         f"known: {known}.")
-    return values
-
-
 def parse_set_flags(items, scheme_cls):
     """``["key=value", ...]`` -> dict; values are JSON (numbers, true/false, quoted strings) or plain strings."""
     values = {}
@@ -89,18 +44,25 @@ def parse_set_flags(items, scheme_cls):
             values[key] = json.loads(raw)
         except json.JSONDecodeError:
             values[key] = raw
-    return check_hyperparameters(values, scheme_cls, "--set")
+    return scheme_cls.check_hyperparameters(values, "--set")
 
 
 def resolve(scheme, dataset, *, preset=None, epochs=None, batch_size=None, eval_every=None, learning_rate=None,
             overrides=(), bits=32):
-    """Checks the flags and merges them over the preset; returns the run configuration (a dict)."""
+    """Checks the flags and merges them over the preset; returns the run configuration (a dict).
+
+    ``hyperparameters`` holds the explicit overrides only (``--learning_rate``, ``--set``): the trainer passes
+    them with ``preset`` to ``tfhash.fit``, which applies the preset exactly as it does for any caller.
+    """
     scheme_cls = check_scheme(scheme)
     check_dataset(dataset)
     bits = _validation.check_bits(bits)
-    path = preset_path(scheme, dataset, preset)
-    config = read_preset(path, scheme_cls)
-    hyperparameters = dict(config["hyperparameters"])
+    try:
+        chosen = presets_lib.resolve(scheme_cls, preset)
+    except ValueError as err:
+        raise ValueError(f"--preset: {err}") from None
+    settings = chosen.settings(bits)
+    hyperparameters = {}
     if learning_rate is not None:
         if "learning_rate" not in scheme_cls.hyperparameter_names():
             raise ValueError(f"--learning_rate: scheme {scheme!r} has no `learning_rate` hyperparameter; use --set.")
@@ -108,12 +70,12 @@ def resolve(scheme, dataset, *, preset=None, epochs=None, batch_size=None, eval_
             raise ValueError(f"--learning_rate must be > 0, got {learning_rate}.")
         hyperparameters["learning_rate"] = float(learning_rate)
     hyperparameters.update(parse_set_flags(overrides, scheme_cls))
-    config.update(
-        scheme=scheme, dataset=dataset, bits=bits, preset=path, hyperparameters=hyperparameters,
-        epochs=_validation.check_positive_int(epochs if epochs is not None else config["epochs"], "--epochs"),
-        batch_size=_validation.check_positive_int(batch_size if batch_size is not None else config["batch_size"],
+    config = dict(
+        scheme=scheme, dataset=dataset, bits=bits, preset=chosen, hyperparameters=hyperparameters,
+        epochs=_validation.check_positive_int(epochs if epochs is not None else settings["epochs"], "--epochs"),
+        batch_size=_validation.check_positive_int(batch_size if batch_size is not None else settings["batch_size"],
                                                   "--batch_size"),
-        eval_every=int(eval_every if eval_every is not None else config["eval_every"]),
+        eval_every=int(eval_every if eval_every is not None else DEFAULT_EVAL_EVERY),
     )
     if config["eval_every"] < 0:
         raise ValueError(f"--eval_every must be >= 0 (0 = only the final evaluation), got {config['eval_every']}.")

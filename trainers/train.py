@@ -7,8 +7,9 @@ checkpoint per epoch in ``<model_dir>``), evaluates the codes beside the baselin
 stdout and ``<model_dir>/metrics.json``) and exports the encoder to ``<model_dir>/export/<scheme>/<epochs>``
 (TF Serving layout). Rerunning with the same ``--model_dir`` resumes from the last finished epoch.
 
-Settings come from a preset file (``trainers/presets/<scheme>/<dataset>.json``, else ``default.json``);
-flags override it. Only a thin layer over ``tfhash``: every step is a library call.
+Settings come from the scheme's presets (``--preset=NAME``, default: the scheme's default preset) or a
+JSON file (``--preset=file.json``), exactly as ``tfhash.fit(preset=...)`` applies them; flags override
+them. Only a thin layer over ``tfhash``: every step is a library call.
 """
 
 import os
@@ -31,14 +32,16 @@ flags.DEFINE_string("data_dir", None, "TFDS data directory (data prepared there 
 flags.DEFINE_integer("bits", 32, "Code length.")
 flags.DEFINE_string("model_dir", None, "Checkpoints, TensorBoard logs, metrics.json and the export "
                     "(default: runs/<dataset>-<scheme>-<bits>). Rerunning with the same directory resumes.")
-flags.DEFINE_string("preset", None, "Preset name (trainers/presets/<scheme>/<name>.json) or JSON file; "
-                    "default: the data set's preset, else 'default'.")
+flags.DEFINE_string("preset", None, "A preset of the scheme (e.g. paper; tfhash.schemes.get(scheme).presets) or a "
+                    "JSON file with description / epochs / batch_size / hyperparameters / per_bits; default: the "
+                    "scheme's default preset.")
 flags.DEFINE_integer("epochs", None, "Training epochs (default: from the preset).")
 flags.DEFINE_integer("batch_size", None, "Global batch size (default: from the preset).")
 flags.DEFINE_float("learning_rate", None, "Initial learning rate (default: from the preset / the paper).")
 flags.DEFINE_multi_string("set", [], "Scheme hyperparameter override key=value (repeatable), e.g. "
                           "--set weight_entropy=0.1 --set consistency_transform=adversarial.")
-flags.DEFINE_integer("eval_every", None, "Log retrieval mAP to TensorBoard every N epochs (0: only at the end).")
+flags.DEFINE_integer("eval_every", None, "Log retrieval mAP to TensorBoard every N epochs (0: only at the end; "
+                     f"default {run_config.DEFAULT_EVAL_EVERY}).")
 flags.DEFINE_list("baselines", ["lsh", "pcah", "itq", "sph", "sh"], "Shallow baselines evaluated in the same run.")
 flags.DEFINE_integer("queries_per_class", None, "Queries per class (default: 100, or 10 for digits).")
 flags.DEFINE_integer("seed", 0, "Seeds the query draw, initialisation, shuffling and training noise.")
@@ -71,8 +74,9 @@ def main(argv):
     # Non-chief workers take part in every collective (checkpoints included) but write to a scratch dir.
     checkpoint_dir = model_dir if is_chief else os.path.join(model_dir, f".worker-{task_id}")
 
+    preset = config["preset"]
     print(f"tfhash {tfhash.__version__}: {config['scheme']} ({config['bits']} bits) on {config['dataset']!r}, "
-          f"preset {config['preset']}", flush=True)
+          f"preset {preset.name!r} ({config['epochs']} epochs, batch {config['batch_size']})", flush=True)
     per_class = FLAGS.queries_per_class or (10 if config["dataset"] == "digits" else 100)
     try:
         split = datasets.load(config["dataset"], data_dir=FLAGS.data_dir, queries_per_class=per_class,
@@ -89,7 +93,7 @@ def main(argv):
         callbacks.append(logger)
     start = time.perf_counter()
     try:
-        hasher = tfhash.fit(config["scheme"], split.train_x, split.train_y, bits=config["bits"],
+        hasher = tfhash.fit(config["scheme"], split.train_x, split.train_y, bits=config["bits"], preset=preset,
                             epochs=config["epochs"], batch_size=config["batch_size"], strategy=strategy,
                             callbacks=callbacks, seed=FLAGS.seed, checkpoint_dir=checkpoint_dir,
                             verbose=FLAGS.verbose, **config["hyperparameters"])
@@ -113,7 +117,8 @@ def main(argv):
     metrics_path = os.path.join(model_dir, "metrics.json")
     _io.write_json_atomically(metrics_path, {
         "tfhash_version": tfhash.__version__, "scheme": config["scheme"], "dataset": config["dataset"],
-        "bits": config["bits"], "preset": config["preset"], "epochs": hasher.epoch,
+        "bits": config["bits"], "preset": preset.name, "preset_description": preset.description,
+        "preset_selected_on": preset.selected_on, "epochs": hasher.epoch,
         "batch_size": config["batch_size"], "seed": FLAGS.seed, "strategy": FLAGS.strategy,
         "replicas": strategy.num_replicas_in_sync, "queries_per_class": per_class,
         "hyperparameters": hasher.model.get_config(), "train_seconds": train_seconds,

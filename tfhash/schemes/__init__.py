@@ -1,7 +1,8 @@
 """Registry of hashing schemes: one file per scheme, registered under its file name.
 
 Adding a scheme = a new module here that decorates its class with ``@register("key")`` and one
-import line at the bottom of this file.
+import line at the bottom of this file. Everything else (``tfhash.fit``, the trainer, the export, the
+benchmarks, the shared tests) reads the scheme's facts from its class.
 """
 
 _REGISTRY = {}
@@ -24,7 +25,11 @@ def names():
 
 
 def get(name):
-    """The scheme class registered as ``name`` (case-insensitive)."""
+    """The scheme class registered as ``name`` (case-insensitive); a scheme class is returned as it is."""
+    from tfhash.schemes.base import HashingScheme
+
+    if isinstance(name, type) and issubclass(name, HashingScheme):
+        return name
     key = str(name).lower()
     if key not in _REGISTRY:
         raise ValueError(f"`scheme` must be one of the registered schemes {names()}, got {name!r}.")

@@ -2,12 +2,18 @@
 
 A scheme subclasses :class:`HashingScheme` and provides:
 
+* its facts as class attributes (read by ``tfhash.fit``, the export, the benchmarks and the shared
+  tests, so none of them needs to know a scheme by name): ``input_kind``, ``needs_labels``,
+  ``needs_indices``, ``presets`` and ``default_preset``, ``ablations``, ``encoder_players``,
+  ``retrieval_protocol``, ``paper_baselines``, ``test_input_shape``;
 * ``loss_names``: the keys it logs (one ``keras.metrics.Mean`` tracker each);
 * ``_build_networks()``: creates its sub-networks (variables must exist after ``__init__``);
 * ``players()``: ``{player name: [variables]}``, one optimizer each;
 * ``default_optimizer(player, total_steps)``: the paper's optimiser for that player;
 * ``call(x)``: continuous codes (probabilities for sigmoid outputs);
-* ``train_step(data)``.
+* ``train_step(data)``: ``data`` is a dict with ``"x"`` (the items of this replica's share of the batch) and,
+  when the scheme asks for them, ``"y"`` (labels) and ``"index"`` (each item's position in the training
+  set); :meth:`HashingScheme.unpack_batch` also accepts a plain tensor or an ``(x, y)`` tuple.
 
 Constructor arguments are attributes of the same name and make up ``get_config()`` (KerasHub style),
 so ``from_config(get_config())`` rebuilds the same architecture.
@@ -23,11 +29,36 @@ from tfhash import _validation
 from tfhash import codes as codes_lib
 
 
-def check_items(x, item_shape, name="x", origin="as in training"):
-    """Checks items ``[n, *item_shape]`` (finite numbers); returns them as float32."""
+INPUT_KINDS = ("images", "features")
+IMAGE_RANGE_TOLERANCE = 1e-6
+PIXEL_SCALE = 255.0
+
+
+def check_image_range(low, high, name):
+    """Raises ``ValueError`` unless [low, high] lies within the image range [0, 1]."""
+    if low < -IMAGE_RANGE_TOLERANCE or high > 1.0 + IMAGE_RANGE_TOLERANCE:
+        hint = " Pixel values 0-255: divide by 255 (or pass uint8 pixels, which are scaled)." if high > 1.5 else ""
+        raise ValueError(f"`{name}` must hold images with values in [0, 1], got values in [{low:g}, {high:g}].{hint}")
+
+
+def check_items(x, item_shape=None, name="x", origin="as in training", input_kind="features"):
+    """Checks items ``[n, *item_shape]`` (finite numbers) and returns them as float32.
+
+    ``input_kind="images"``: values must lie in [0, 1]; uint8 arrays are pixels 0-255 and are divided by
+    255 (the rule of the export's ``serving_pixels`` signature); other integer types are refused.
+    ``"features"``: any finite numbers, used as they are.
+    """
     x = _validation.check_features(x, name)
-    if tuple(x.shape[1:]) != tuple(item_shape):
+    if item_shape is not None and tuple(x.shape[1:]) != tuple(item_shape):
         raise ValueError(f"`{name}` must have items of shape {tuple(item_shape)} ({origin}), got {tuple(x.shape[1:])}.")
+    if input_kind == "images":
+        if x.dtype == np.uint8:
+            return x.astype(np.float32) / np.float32(PIXEL_SCALE)
+        if x.dtype.kind in "iu":
+            raise ValueError(f"`{name}` must be float images in [0, 1] or uint8 pixels, got dtype {x.dtype}; "
+                             "convert with x.astype('float32') / 255.")
+        if x.size:
+            check_image_range(float(np.min(x)), float(np.max(x)), name)
     return x.astype(np.float32, copy=False)
 
 
@@ -67,6 +98,31 @@ class HashingScheme(keras.Model):
     loss_names = ()
     threshold = codes_lib.SIGMOID_THRESHOLD
 
+    # --- scheme facts --------------------------------------------------------------------------
+    #: "images" (values in [0, 1]; uint8 pixels are divided by 255) or "features" (raw values).
+    input_kind = "images"
+    #: Whether ``train_step`` receives labels (``data["y"]``) and item indices (``data["index"]``).
+    needs_labels = False
+    needs_indices = False
+    #: ``{name: tfhash.schemes.presets.Preset}``; "paper" reproduces the paper's settings.
+    presets = {}
+    #: The preset ``tfhash.fit`` uses when none is named.
+    default_preset = "paper"
+    #: ``{run label: hyperparameters}`` removing loss terms, as the paper's ablation does.
+    ablations = {}
+    #: Players whose variables the exported encoder may hold (the others are never exported).
+    encoder_players = ()
+    #: How the paper measures retrieval: "labels" (same class is relevant) or "euclidean"
+    #: (the true Euclidean neighbours are relevant).
+    retrieval_protocol = "labels"
+    #: The shallow baselines the paper compares with (benchmarks run them in the same run).
+    paper_baselines = ("itq",)
+    #: A small item shape the scheme accepts, for the shared test suite.
+    test_input_shape = (8, 8, 1)
+    #: Hyperparameters that switch off terms computed within each replica's share of the batch (by design);
+    #: with them off, one device and several replicas train alike (the distribution test checks it).
+    replica_local_terms = {}
+
     def __init__(self, bits=32, input_shape=None, seed=0, **kwargs):
         super().__init__(**kwargs)
         self.bits = _validation.check_bits(bits)
@@ -78,6 +134,7 @@ class HashingScheme(keras.Model):
         self.scheme_optimizers = {}
         keras.utils.set_random_seed(self.seed)  # weight initialisation follows the seed
         self._build_networks()
+        self.built = True  # every variable exists now; Keras must not build the model from a batch (a dict)
 
     # --- configuration -------------------------------------------------------------------------
 
@@ -92,6 +149,15 @@ class HashingScheme(keras.Model):
                 names += [p for p in inspect.signature(klass.__init__).parameters
                           if p not in ("self", "kwargs", "args", "bits", "input_shape", "seed")]
         return list(dict.fromkeys(names))
+
+    @classmethod
+    def check_hyperparameters(cls, values, origin="hyperparameters", extra=()):
+        """Raises ``ValueError`` naming the keys of ``values`` that are not hyperparameters (or ``extra``)."""
+        known = cls.hyperparameter_names()
+        unknown = sorted(set(values) - set(known) - set(extra))
+        if unknown:
+            raise ValueError(f"{origin}: unknown hyperparameter(s) {unknown} for scheme {cls.key!r}; known: {known}.")
+        return values
 
     def get_config(self):
         config = {"bits": self.bits, "input_shape": list(self.item_shape), "seed": self.seed}
@@ -167,20 +233,43 @@ class HashingScheme(keras.Model):
     # --- randomness ----------------------------------------------------------------------------
 
     def _stateless_seed(self, step, salt):
-        """A per-step, per-replica, per-use seed for stateless random ops.
+        """A per-step, per-use seed for stateless random ops: the same seed and step give the same draws."""
+        return tf.stack([tf.cast(self.seed, tf.int64) * 1_000_003 + salt, tf.cast(step, tf.int64)])
 
-        Different replicas draw different noise; the same seed and step give the same draws.
+    @staticmethod
+    def batch_random(draw, local_shape, seed, **kwargs):
+        """Per-example random values ``[local batch, ...]`` for this replica's share of the global batch.
+
+        Every replica draws the whole global batch's values from the same seed and keeps its own rows,
+        so each example gets the same noise however the batch is split across replicas (one device and
+        two replicas train alike), while different replicas hold different values.
+
+        Args:
+            draw: a stateless random op, e.g. ``tf.random.stateless_normal``.
+            local_shape: shape of this replica's values (first dimension: its batch share).
         """
-        replica = tf.distribute.get_replica_context()
-        replica_id = 0 if replica is None else replica.replica_id_in_sync_group
-        replica_id = tf.cast(replica_id, tf.int64)
-        return tf.stack([tf.cast(self.seed, tf.int64) * 1_000_003 + salt,
-                         tf.cast(step, tf.int64) * 1024 + replica_id])
+        context = tf.distribute.get_replica_context()
+        replicas = 1 if context is None else context.num_replicas_in_sync
+        replica_id = 0 if context is None else context.replica_id_in_sync_group
+        local_shape = tf.convert_to_tensor(local_shape, tf.int32)
+        local = local_shape[0]
+        values = draw(tf.concat([[local * replicas], local_shape[1:]], 0), seed, **kwargs)
+        start = tf.cast(replica_id, tf.int32) * local
+        return values[start:start + local]
+
+    @staticmethod
+    def unpack_batch(data):
+        """``(x, y, index)`` of a training batch (a dict, an ``(x, y)`` tuple or a tensor); missing parts are None."""
+        if isinstance(data, dict):
+            return data["x"], data.get("y"), data.get("index")
+        if isinstance(data, (tuple, list)):
+            return data[0], (data[1] if len(data) > 1 else None), None
+        return data, None, None
 
     # --- encoding ------------------------------------------------------------------------------
 
     def check_inputs(self, x, name="x"):
-        return check_items(x, self.item_shape, name, "as in training")
+        return check_items(x, self.item_shape, name, "as in training", self.input_kind)
 
     def serving_function(self):
         """The traced function ``inputs -> {"codes", "probabilities"}`` that encoding runs.
@@ -229,9 +318,20 @@ class HashingScheme(keras.Model):
     def check_training_dtype(cls, dtype):
         """Raises ``ValueError`` for training items of a dtype the scheme cannot use. Default: any number."""
 
-    def adapt(self, x):
-        """Fits data statistics the model keeps (e.g. feature standardisation) on the training items,
-        before training starts: an array ``[n, ...]`` or a batched ``tf.data.Dataset``. Default: nothing.
+    @classmethod
+    def serving_signatures(cls):
+        """Names of the export's signatures: ``serving_default`` (float inputs as in training) and, for
+        image schemes, ``serving_pixels`` (uint8 pixels divided by 255)."""
+        return ("serving_default", "serving_pixels") if cls.input_kind == "images" else ("serving_default",)
+
+    def adapt(self, x, y=None):
+        """Fits what the model keeps from the training set (e.g. feature standardisation, a neighbourhood
+        graph), before training starts. Default: nothing.
+
+        Args:
+            x: the training items: an array ``[n, ...]`` (images scaled to [0, 1]) or a batched
+                ``tf.data.Dataset`` of items.
+            y: their labels (an array, or a batched dataset aligned with ``x``), or ``None``.
         """
 
     def sample_images(self, count, seed=0):

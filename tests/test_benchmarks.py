@@ -1,0 +1,34 @@
+"""The script behind every headline figure runs for every registered scheme (a tiny setting), and chooses
+settings on validation figures only."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT
+from tfhash import schemes
+
+
+@pytest.mark.parametrize("name", schemes.names())
+def test_retrieval_benchmark_runs_and_selects_on_validation(name):
+    presets = sorted(schemes.get(name).presets)
+    result = subprocess.run(
+        [sys.executable, os.path.join("benchmarks", "retrieval.py"), "--scheme", name, "--data", "digits",
+         "--bits", "8", "--seeds", "0", "1", "--epochs", "1", "--presets", *presets],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["selection"] == "validation" and payload["scheme"] == name
+    runs = [r for r in payload["runs"] if not r["baseline"]]
+    assert {r["preset"] for r in runs} == set(presets) and {r["seed"] for r in runs} == {0, 1}
+    assert any(r["method"] == "itq" for r in payload["runs"])
+    validation = {p: np.mean([r["validation"] for r in runs if r["method"] == p]) for p in presets}
+    chosen = max(presets, key=lambda p: validation[p])
+    if len(presets) > 1:
+        assert f"| {chosen} (chosen on validation) |" in result.stdout
+    assert "| digits | 8 | itq |" in result.stdout and " ± " in result.stdout

@@ -1,0 +1,161 @@
+"""The scheme framework: batches carry labels and item indices for schemes that ask for them, one preset
+system for the library and the trainer, resume checks, input checks by input kind."""
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfhash
+from tests.probe_scheme import LabelIndexProbe, expected_table
+from tfhash import schemes
+from tfhash.schemes import presets as presets_lib
+from tfhash.training import default_hyperparameters
+
+
+def _probe_data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 4)).astype(np.float32)
+    y = rng.integers(-1, 5, size=n)  # -1: unlabelled
+    return x, y
+
+
+def _table(hasher):
+    return hasher.model.table.numpy()
+
+
+def test_arrays_deliver_each_items_label_and_index_to_the_step():
+    x, y = _probe_data()
+    hasher = tfhash.fit(LabelIndexProbe, x, y, bits=8, epochs=1, batch_size=16, verbose=0)
+    np.testing.assert_allclose(_table(hasher), expected_table(x, y), atol=1e-6)
+    adapted_x, adapted_y = hasher.model.adapted
+    np.testing.assert_array_equal(adapted_x, x)
+    np.testing.assert_array_equal(adapted_y, y)  # adapt receives the labels
+
+
+def test_a_retrieval_split_delivers_its_training_labels():
+    x, y = _probe_data(n=80)
+    y = np.abs(y)  # make_split needs class ids
+    split = tfhash.datasets.make_split(x, y, queries_per_class=2, seed=0)
+    hasher = tfhash.fit(LabelIndexProbe, split, bits=8, epochs=1, batch_size=split.train_x.shape[0],
+                        num_items=split.train_x.shape[0], verbose=0)
+    np.testing.assert_allclose(_table(hasher), expected_table(split.train_x, split.train_y), atol=1e-6)
+
+
+@pytest.mark.parametrize("form", ["tuples", "dicts", "dicts_with_index", "tfds_style_dicts"])
+def test_datasets_deliver_labels_and_indices(form):
+    x, y = _probe_data()
+    if form == "tuples":
+        dataset = tf.data.Dataset.from_tensor_slices((x, y))
+    elif form == "dicts":
+        dataset = tf.data.Dataset.from_tensor_slices({"x": x, "y": y})
+    elif form == "tfds_style_dicts":
+        dataset = tf.data.Dataset.from_tensor_slices({"image": x, "label": y})
+    else:
+        # Shuffled, with each item's own index: the table row is the index the dataset gives.
+        order = np.random.default_rng(1).permutation(len(x))
+        dataset = tf.data.Dataset.from_tensor_slices({"x": x[order], "y": y[order], "index": order})
+    hasher = tfhash.fit(LabelIndexProbe, dataset.batch(16), bits=8, epochs=1, verbose=0)
+    np.testing.assert_allclose(_table(hasher), expected_table(x, y), atol=1e-6)
+
+
+def test_label_convention_and_missing_labels_are_checked_before_training():
+    x, y = _probe_data()
+    with pytest.raises(ValueError, match="`y` is required"):
+        tfhash.fit(LabelIndexProbe, x, bits=8, epochs=1, batch_size=16)
+    with pytest.raises(ValueError, match="class ids >= 0, or -1 for unlabelled"):
+        tfhash.fit(LabelIndexProbe, x, y - 3, bits=8, epochs=1, batch_size=16)
+    with pytest.raises(ValueError, match="0/1 multi-hot rows"):
+        tfhash.fit(LabelIndexProbe, x, np.full((64, 3), 2), bits=8, epochs=1, batch_size=16)
+    with pytest.raises(ValueError, match="labels none of the 64 items"):
+        tfhash.fit(LabelIndexProbe, x, np.full(64, -1), bits=8, epochs=1, batch_size=16)
+    with pytest.raises(ValueError, match="must yield \\(x, y\\) tuples or dicts with a 'y' key"):
+        tfhash.fit(LabelIndexProbe, tf.data.Dataset.from_tensor_slices(x).batch(16), bits=8, epochs=1)
+    with pytest.raises(ValueError, match="`y` must be None when `x` is a tf.data.Dataset"):
+        tfhash.fit(LabelIndexProbe, tf.data.Dataset.from_tensor_slices((x, y)).batch(16), y, bits=8)
+    # A label column [n, 1] is class ids, not one multi-hot class.
+    hasher = tfhash.fit(LabelIndexProbe, x, y[:, None], bits=8, epochs=1, batch_size=16, verbose=0)
+    np.testing.assert_allclose(_table(hasher), expected_table(x, y), atol=1e-6)
+
+
+def test_unsupervised_schemes_ignore_labels():
+    name = schemes.names()[0]
+    scheme_cls = schemes.get(name)
+    x = np.random.default_rng(0).random((48,) + scheme_cls.test_input_shape).astype(np.float32)
+    with_labels = tfhash.fit(name, x, np.arange(48) % 3, bits=8, epochs=1, batch_size=16, seed=1, verbose=0)
+    without = tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, seed=1, verbose=0)
+    np.testing.assert_allclose(with_labels.predict_probabilities(x), without.predict_probabilities(x), atol=1e-6)
+
+
+@pytest.mark.parametrize("name", schemes.names())
+def test_paper_preset_equals_the_constructor_defaults(name):
+    scheme_cls = schemes.get(name)
+    assert scheme_cls.presets["paper"].hyperparameters == {} and scheme_cls.presets["paper"].per_bits == {}
+    assert scheme_cls.default_preset in scheme_cls.presets
+    defaults = scheme_cls(bits=8, input_shape=scheme_cls.test_input_shape).get_config()
+    for preset in scheme_cls.presets.values():
+        assert preset.description and preset.selected_on and preset.name
+        for bits in (8, 16, 32, 64):
+            settings = preset.settings(bits)
+            config = scheme_cls(bits=8, input_shape=scheme_cls.test_input_shape,
+                                **settings["hyperparameters"]).get_config()
+            assert settings["epochs"] > 0 and settings["batch_size"] > 0
+            if preset.name == "paper":
+                assert config == defaults
+    assert default_hyperparameters(scheme_cls) == {k: v for k, v in defaults.items()
+                                                   if k not in ("bits", "input_shape", "seed")}
+
+
+def test_presets_apply_per_code_length_and_explicit_arguments_win(tmp_path):
+    name = schemes.names()[0]
+    scheme_cls = schemes.get(name)
+    knob = "learning_rate"
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"description": "test", "epochs": 2, "batch_size": 16,
+                                "hyperparameters": {knob: 0.002}, "per_bits": {"8": {knob: 0.003, "epochs": 1}}}))
+    preset = presets_lib.resolve(scheme_cls, str(path))
+    assert preset.settings(8) == {"epochs": 1, "batch_size": 16, "hyperparameters": {knob: 0.003}}
+    assert preset.settings(16) == {"epochs": 2, "batch_size": 16, "hyperparameters": {knob: 0.002}}
+    x = np.random.default_rng(0).random((48,) + scheme_cls.test_input_shape).astype(np.float32)
+    hasher = tfhash.fit(name, x, bits=8, preset=str(path), verbose=0)
+    assert hasher.epoch == 1 and hasher.model.learning_rate == 0.003 and hasher.preset == str(path)
+    hasher = tfhash.fit(name, x, bits=8, preset=str(path), epochs=2, verbose=0, **{knob: 0.004})
+    assert hasher.epoch == 2 and hasher.model.learning_rate == 0.004
+    with pytest.raises(ValueError, match="presets \\['paper'"):
+        tfhash.fit(name, x, bits=8, preset="nope")
+    path.write_text(json.dumps({"hyperparameters": {"nope": 1}}))
+    with pytest.raises(ValueError, match="unknown hyperparameter\\(s\\) \\['nope'\\]"):
+        tfhash.fit(name, x, bits=8, preset=str(path))
+
+
+def test_resume_refuses_other_seed_batch_size_or_preset_and_continues_longer_runs(tmp_path):
+    name = schemes.names()[0]
+    scheme_cls = schemes.get(name)
+    x = np.random.default_rng(0).random((48,) + scheme_cls.test_input_shape).astype(np.float32)
+    run = str(tmp_path / "run")
+    tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, seed=1, verbose=0, checkpoint_dir=run)
+    with pytest.raises(ValueError, match="seed: saved 1, asked 2"):
+        tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, seed=2, checkpoint_dir=run)
+    with pytest.raises(ValueError, match="batch_size: saved 16, asked 8"):
+        tfhash.fit(name, x, bits=8, epochs=1, batch_size=8, seed=1, checkpoint_dir=run)
+    other = [p for p in scheme_cls.presets.values() if p.hyperparameters]
+    if other:
+        with pytest.raises(ValueError, match="trained with other settings"):
+            tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, seed=1, preset=other[0].name, checkpoint_dir=run)
+    longer = tfhash.fit(name, x, bits=8, epochs=2, batch_size=16, seed=1, verbose=0, checkpoint_dir=run)
+    assert longer.history.epoch == [1]
+    loaded = tfhash.Hasher.load(run)
+    assert loaded.epoch == 2 and loaded.preset == scheme_cls.default_preset
+    assert loaded.training == {"epochs": 2, "batch_size": 16, "seed": 1}
+
+
+def test_checkpoints_without_their_config_are_not_overwritten(tmp_path):
+    name = schemes.names()[0]
+    scheme_cls = schemes.get(name)
+    x = np.random.default_rng(0).random((48,) + scheme_cls.test_input_shape).astype(np.float32)
+    run = tmp_path / "run"
+    tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, verbose=0, checkpoint_dir=str(run))
+    (run / tfhash.hasher.CONFIG_FILE).unlink()
+    with pytest.raises(ValueError, match="holds checkpoints but no tfhash_config.json"):
+        tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, checkpoint_dir=str(run))

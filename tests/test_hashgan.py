@@ -1,0 +1,189 @@
+"""HashGAN specifics: bad input, non-finite losses, resuming, datasets, the conv pair, transforms, presets."""
+
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfhash
+from tfhash import schemes
+
+
+def _data(n=64, seed=0):
+    return np.random.default_rng(seed).random((n, 8, 8, 1)).astype(np.float32)
+
+
+def test_bad_input_is_refused_before_training(tmp_path):
+    x = _data()
+    with pytest.raises(ValueError, match="registered schemes \\['hashgan'"):
+        tfhash.fit("nope", x)
+    with pytest.raises(ValueError, match="`bits` must be a positive integer"):
+        tfhash.fit("hashgan", x, bits=0)
+    with pytest.raises(ValueError, match="unknown hyperparameter\\(s\\) \\['weight_entropyy'\\].*known"):
+        tfhash.fit("hashgan", x, weight_entropyy=1.0)
+    with pytest.raises(ValueError, match="at least one batch \\(100 items\\), got 64"):
+        tfhash.fit("hashgan", x, batch_size=100)
+    bad = x.copy()
+    bad[3, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="`x` must be finite, got 1 NaN/inf"):
+        tfhash.fit("hashgan", bad, batch_size=16)
+    with pytest.raises(ValueError, match="fit neither HashGAN network"):
+        tfhash.fit("hashgan", np.zeros((40, 64, 64, 3), np.float32), batch_size=16)
+    with pytest.raises(ValueError, match="`weight_entropy` must be a non-negative number"):
+        tfhash.fit("hashgan", x, batch_size=16, weight_entropy=-1.0)
+
+
+def test_nan_loss_stops_training_naming_the_term(tmp_path):
+    x = _data()
+    # A huge learning rate drives the losses to inf/NaN within a few steps.
+    with pytest.raises(FloatingPointError, match="non-finite"):
+        tfhash.fit("hashgan", x, bits=8, epochs=3, batch_size=16, verbose=0, checkpoint_dir=str(tmp_path),
+                   learning_rate=1e30, final_learning_rate=1e30)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+def _interrupt_at(epoch_to_stop, batch_to_stop):
+    import keras
+
+    class Interrupt(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epoch = None
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if self.epoch == epoch_to_stop and batch == batch_to_stop:
+                raise _Interrupt()
+
+    return Interrupt()
+
+
+def test_interrupted_run_resumes_with_model_and_both_optimizers(tmp_path):
+    x = _data()
+    ckpt = str(tmp_path / "run")
+    # Plan 3 epochs of 4 steps; die in the middle of epoch 2 (after epoch 1's checkpoint).
+    with pytest.raises(_Interrupt):
+        tfhash.fit("hashgan", x, bits=8, epochs=3, batch_size=16, seed=1, verbose=0, checkpoint_dir=ckpt,
+                   callbacks=[_interrupt_at(1, 1)])
+    resumed = tfhash.fit("hashgan", x, bits=8, epochs=3, batch_size=16, seed=1, verbose=0, checkpoint_dir=ckpt)
+    assert resumed.history.epoch == [1, 2]  # restarted at the last saved epoch
+    for optimizer in resumed.model.scheme_optimizers.values():
+        assert int(optimizer.iterations.numpy()) == 12
+    straight = tfhash.fit("hashgan", x, bits=8, epochs=3, batch_size=16, seed=1, verbose=0)
+    # Same seed: resuming gives the weights of an uninterrupted run (same batches, noise, optimizer state).
+    np.testing.assert_allclose(resumed.predict_probabilities(x), straight.predict_probabilities(x), atol=1e-5)
+    loaded = tfhash.Hasher.load(ckpt)
+    np.testing.assert_array_equal(loaded.encode(x), resumed.encode(x))
+    assert loaded.epoch == 3
+    again = tfhash.fit("hashgan", x, bits=8, epochs=3, batch_size=16, seed=1, verbose=0, checkpoint_dir=ckpt)
+    assert again.history is None  # a finished run is not trained again
+    with pytest.raises(ValueError, match="holds a 'hashgan' model with bits=8"):
+        tfhash.fit("hashgan", x, bits=16, epochs=2, batch_size=16, checkpoint_dir=ckpt)
+
+
+KILL_SCRIPT = """
+import sys, numpy as np, tfhash
+x = np.random.default_rng(0).random((256, 8, 8, 1)).astype(np.float32)
+h = tfhash.fit("hashgan", x, bits=8, epochs=int(sys.argv[2]), batch_size=16, seed=0, verbose=2,
+               checkpoint_dir=sys.argv[1])
+print("FINISHED_AT_EPOCH", h.epoch, "OPTIMIZER_STEPS",
+      [int(o.iterations.numpy()) for o in h.model.scheme_optimizers.values()])
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_rerun_resumes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    ckpt = str(tmp_path / "run")
+    script = tmp_path / "train.py"
+    script.write_text(KILL_SCRIPT)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.Popen([sys.executable, str(script), ckpt, "200"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not tf.train.latest_checkpoint(ckpt):
+        time.sleep(0.2)
+    time.sleep(0.5)  # now somewhere inside a later epoch
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    saved = int(tf.train.latest_checkpoint(ckpt).rsplit("-", 1)[1])
+    assert saved >= 1
+    result = subprocess.run([sys.executable, str(script), ckpt, str(saved + 1)], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    # Only the one remaining epoch ran, continuing the optimizers' step count.
+    assert f"Epoch {saved + 1}/{saved + 1}" in result.stdout and "Epoch 1/" not in result.stdout
+    assert f"FINISHED_AT_EPOCH {saved + 1} OPTIMIZER_STEPS [{16 * (saved + 1)}, {16 * (saved + 1)}]" in result.stdout
+
+
+def test_hasher_evaluate_and_index():
+    split = tfhash.datasets.load("digits", queries_per_class=10, seed=0)
+    hasher = tfhash.fit("hashgan", split, bits=16, epochs=1, batch_size=64, verbose=0)
+    rows = hasher.evaluate(split, baselines=("itq",), log=None)
+    assert [r["method"] for r in rows] == ["hashgan", "itq"]
+    assert all(0.0 <= r["mAP"] <= 1.0 for r in rows)
+    distances, ids = hasher.index(split.database_x).search(hasher.encode(split.query_x[:3]), 5)
+    assert ids.shape == (3, 5) and np.all(np.diff(distances, axis=1) >= 0)
+
+
+def test_fit_accepts_a_batched_tf_data_dataset_and_keras_callbacks():
+    import keras
+
+    x = _data()
+    seen = []
+
+    class Count(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(sorted(logs))
+
+    dataset = tf.data.Dataset.from_tensor_slices(x).batch(16, drop_remainder=True)
+    hasher = tfhash.fit("hashgan", dataset, bits=8, epochs=2, verbose=0, callbacks=[Count()])
+    assert len(seen) == 2 and "d_loss" in seen[0] and "g_loss" in seen[0]
+    assert hasher.encode(x).shape == (64, 1)
+    with pytest.raises(ValueError, match="must yield batches"):
+        tfhash.fit("hashgan", tf.data.Dataset.from_tensor_slices(np.zeros((4,), np.float32)), bits=8)
+
+
+def test_vat_preset_sets_the_adversarial_transform():
+    x = _data()
+    hasher = tfhash.fit("hashgan", x, bits=8, epochs=1, batch_size=16, preset="vat", verbose=0)
+    assert hasher.model.transform_kind == "adversarial" and hasher.model.weight_entropy == 0.1
+    assert hasher.preset == "vat"
+
+
+def test_hashgan_conv_pair_on_real_cifar10_images():
+    from tests.conftest import SHARED_DATA
+
+    path = os.path.join(SHARED_DATA, "cifar10-200", "cifar10_train_first200.npz")
+    if not os.path.isfile(path):
+        pytest.skip("../shared/data/cifar10-200 not present")
+    with np.load(path, allow_pickle=False) as data:
+        x = data["images"][:32].astype(np.float32) / 255.0
+    hasher = tfhash.fit("hashgan", x, bits=12, epochs=1, batch_size=16, verbose=0)
+    assert hasher.model.network_kind == "conv" and hasher.model.transform_kind == "translate_flip"
+    assert np.all(np.isfinite(hasher.history.history["d_loss"]))
+    assert hasher.encode(x).shape == (32, 2)
+    # Each translate-flip copy keeps the image shape and the [0, 1] range.
+    moved = hasher.model._transform(tf.constant(x[:4]), tf.constant([1, 2], tf.int64)).numpy()
+    assert moved.shape == x[:4].shape and moved.min() >= 0.0 and moved.max() <= 1.0
+
+
+def test_affine_transform_shifts_images():
+    model = schemes.get("hashgan")(bits=8, input_shape=(8, 8, 1), consistency_transform="affine",
+                                   max_shift=2, max_rotation=0.0)
+    x = np.zeros((3, 8, 8, 1), np.float32)
+    x[:, 3:5, 3:5] = 1.0
+    moved = model._transform(tf.constant(x), tf.constant([3, 4], tf.int64)).numpy()
+    assert moved.shape == x.shape
+    assert not np.allclose(moved, x)  # shifted by a random sub-pixel amount up to 2 px
+    np.testing.assert_allclose(moved.sum(axis=(1, 2, 3)), 4.0, atol=1e-4)  # the blob stays inside: mass kept

@@ -1,0 +1,148 @@
+"""A trained scheme as users hold it: :class:`Hasher` encodes, evaluates against the shallow baselines, builds a
+search index, saves / loads checkpoints that resume training and exports the encoder.
+
+:class:`BaseHasher` is what every hasher offers on top of ``encode`` (the exported ones in
+``tfhash.serving`` too).
+"""
+
+import json
+import os
+
+import tensorflow as tf
+
+from tfhash import _io, datasets, evaluation, schemes
+from tfhash import export as export_lib
+from tfhash import index as index_lib
+
+CONFIG_FILE = "tfhash_config.json"
+CHECKPOINT_PREFIX = "ckpt"
+KEPT_CHECKPOINTS = 2
+
+
+class BaseHasher:
+    """What every hasher offers on top of ``encode``: evaluation and a search index.
+
+    Subclasses provide ``bits``, ``scheme`` and ``encode(x)``.
+    """
+
+    def evaluate(self, split, *, baselines=("lsh", "pcah", "itq", "sph", "sh"), top_k=1000, radius=2, seed=0,
+                 pr_curve=False, log=print):
+        """Retrieval figures of this hasher and of the shallow baselines on ``split`` (a RetrievalSplit).
+
+        Returns a list of rows (dicts): this scheme first, then each baseline fitted on ``split.train_x``.
+        With ``pr_curve``, each row also holds its precision-recall curve over Hamming radii.
+        """
+        if not isinstance(split, datasets.RetrievalSplit):
+            raise ValueError(f"`split` must be a tfhash.datasets.RetrievalSplit, got {type(split).__name__}.")
+        row = {"method": self.scheme, "bits": self.bits}
+        row.update(evaluation.evaluate_codes(self.encode(split.query_x), self.encode(split.database_x),
+                                             split.query_y, split.database_y, bits=self.bits, top_k=top_k,
+                                             radius=radius, pr_curve=pr_curve))
+        rows = [row]
+        if baselines:
+            rows += evaluation.compare_baselines(split, self.bits, names=baselines, seed=seed, top_k=top_k,
+                                                 radius=radius, pr_curve=pr_curve, log=log)
+        return rows
+
+    def index(self, database_x, ids=None, backend="numpy", **options):
+        """A search index (``tfhash.index``) over the codes of ``database_x``."""
+        return index_lib.make_index(self.bits, backend, **options).add(self.encode(database_x), ids=ids)
+
+
+class Hasher(BaseHasher):
+    """A trained scheme: ``encode``, ``evaluate``, ``index``, ``save`` / ``load``, ``export``.
+
+    Attributes:
+        model: the underlying :class:`~tfhash.schemes.base.HashingScheme` (a ``keras.Model``).
+        history: the ``keras.callbacks.History`` of the last fit (``None`` after ``load``).
+        epoch: epochs trained.
+        preset: name of the preset it was trained with (``None`` if unknown).
+        training: the schedule it was trained with (``epochs``, ``batch_size``, ``seed``), or ``{}``.
+    """
+
+    def __init__(self, model, history=None, epoch=0, preset=None, training=None):
+        self.model = model
+        self.history = history
+        self.epoch = epoch
+        self.preset = preset
+        self.training = dict(training or {})
+
+    @property
+    def bits(self):
+        return self.model.bits
+
+    @property
+    def scheme(self):
+        return self.model.key
+
+    def __repr__(self):
+        return (f"Hasher(scheme={self.scheme!r}, bits={self.bits}, input_shape={self.model.item_shape}, "
+                f"epoch={self.epoch}, preset={self.preset!r})")
+
+    def encode(self, x, batch_size=256):
+        """Packed uint8 codes ``[n, ceil(bits / 8)]`` (the same graph the export saves)."""
+        return self.model.encode(x, batch_size=batch_size)
+
+    def predict_probabilities(self, x, batch_size=256):
+        return self.model.predict_probabilities(x, batch_size=batch_size)
+
+    @property
+    def trained(self):
+        """True once any optimizer has taken a step."""
+        return any(int(o.iterations.numpy()) > 0 for o in self.model.scheme_optimizers.values())
+
+    def export(self, path, *, overwrite=False):
+        """Writes a SavedModel of the encoder only (see :func:`tfhash.export.export_saved_model`)."""
+        return export_lib.export_saved_model(self, path, overwrite=overwrite)
+
+    def description(self):
+        """What the checkpoint directory's config file records: scheme, config, preset, schedule."""
+        return {"scheme": self.model.key, "config": self.model.get_config(), "total_steps": self.model.total_steps,
+                "preset": self.preset, "training": self.training}
+
+    def save(self, directory):
+        """Writes the scheme's config and a checkpoint (model + optimizers) to ``directory``."""
+        if os.path.isfile(directory):
+            raise ValueError(f"`directory` must be a directory path, got an existing file {directory!r}.")
+        os.makedirs(directory, exist_ok=True)
+        epoch = tf.Variable(self.epoch, dtype=tf.int64, trainable=False)
+        checkpoint_manager(self.model, epoch, directory).save()
+        _io.write_json_atomically(os.path.join(directory, CONFIG_FILE), self.description())
+        return directory
+
+    @classmethod
+    def load(cls, directory):
+        """Rebuilds a hasher from a directory written by :meth:`save` or ``fit(checkpoint_dir=...)``."""
+        description = read_description(directory)
+        model, epoch = restore(directory, description)
+        return cls(model, epoch=epoch, preset=description.get("preset"), training=description.get("training"))
+
+
+def checkpoint_manager(model, epoch, directory):
+    """Keeps the last ``KEPT_CHECKPOINTS`` checkpoints of model, optimizers and epoch counter in ``directory``."""
+    checkpoint = tf.train.Checkpoint(model=model, epoch=epoch,
+                                     **{f"optimizer_{name}": opt for name, opt in model.scheme_optimizers.items()})
+    return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=KEPT_CHECKPOINTS,
+                                      checkpoint_name=CHECKPOINT_PREFIX)
+
+
+def read_description(directory):
+    """The config file of a checkpoint directory, as a dict."""
+    config_path = os.path.join(directory, CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        raise ValueError(f"`directory` must hold a tfhash checkpoint ({CONFIG_FILE} missing): {directory!r}.")
+    with open(config_path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def restore(directory, description, strategy=None, total_steps="saved"):
+    """``(model, epoch)`` rebuilt from ``description`` and the latest checkpoint in ``directory``."""
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = schemes.get(description["scheme"]).from_config(description["config"])
+        model.compile(total_steps=description.get("total_steps") if total_steps == "saved" else total_steps)
+    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
+    latest = tf.train.latest_checkpoint(directory)
+    if latest is None:
+        raise ValueError(f"`directory` holds no checkpoint files: {directory!r}.")
+    checkpoint_manager(model, epoch, directory).checkpoint.restore(latest).expect_partial()
+    return model, int(epoch.numpy())

@@ -1,0 +1,107 @@
+"""Exports read back: :func:`load` gives a hasher that encodes, evaluates and indexes with the exported encoder
+alone (a SavedModel, no training code, no pickle) or a TFLite model run by the LiteRT interpreter.
+"""
+
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+
+from tfhash.export import METADATA_FILE, SERVING_SIGNATURE
+from tfhash.hasher import BaseHasher
+from tfhash.schemes.base import check_items, encode_in_batches
+
+
+class _ServedHasher(BaseHasher):
+    """Encoding through an exported serving function; subclasses set ``bits``, ``item_shape`` and
+    ``_serve(batch) -> {"codes", "probabilities"}``."""
+
+    def _encode_all(self, x, batch_size):
+        if self.input_kind is None and np.asarray(x).dtype == np.uint8:
+            raise ValueError("`x` is uint8, and this export does not record whether its inputs are images in [0, 1] "
+                             "or raw features: pass float32 values as in training (images: pixels / 255).")
+        x = check_items(x, self.item_shape, "x", "as exported", self.input_kind or "features")
+        return encode_in_batches(self._serve_batch, x, batch_size, self.bits)
+
+    def encode(self, x, batch_size=256):
+        return self._encode_all(x, batch_size)["codes"]
+
+    def predict_probabilities(self, x, batch_size=256):
+        return self._encode_all(x, batch_size)["probabilities"]
+
+
+class ExportedHasher(_ServedHasher):
+    """A hasher rebuilt from a SavedModel export alone: ``encode``, ``predict_probabilities``,
+    ``evaluate``, ``index``. Needs no training code and runs no pickle."""
+
+    def __init__(self, path, loaded, description):
+        self.path = path
+        self._loaded = loaded
+        self._serve = loaded.signatures[SERVING_SIGNATURE]
+        self.metadata = description
+        self.bits = int(description["bits"])
+        self.scheme = description["scheme"]
+        self.item_shape = tuple(description["input_shape"])
+        self.input_kind = description.get("input_kind", "images")
+
+    def __repr__(self):
+        return f"ExportedHasher(scheme={self.scheme!r}, bits={self.bits}, path={self.path!r})"
+
+    def _serve_batch(self, batch):
+        return self._serve(inputs=tf.constant(batch))
+
+
+class TFLiteHasher(_ServedHasher):
+    """A hasher running a TFLite export with the LiteRT interpreter (``pip install "tfhash[tflite]"``).
+
+    Bits and item shape are read from the model's signature (outputs ``codes`` and ``probabilities``).
+    """
+
+    def __init__(self, path):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError as err:
+            raise ImportError('running a TFLite export needs the LiteRT interpreter: pip install "tfhash[tflite]" '
+                              "(or ai-edge-litert).") from err
+        self.path = os.fspath(path)
+        self._runner = Interpreter(model_path=self.path).get_signature_runner()
+        inputs, outputs = self._runner.get_input_details(), self._runner.get_output_details()
+        if set(outputs) != {"codes", "probabilities"} or len(inputs) != 1:
+            raise ValueError(f"`path` {path!r} is not a tfhash TFLite export (outputs {sorted(outputs)}).")
+        self._input_name = next(iter(inputs))
+        self.item_shape = tuple(int(d) for d in inputs[self._input_name]["shape"][1:])
+        self.bits = int(outputs["probabilities"]["shape"][-1])
+        self.scheme = "tflite"
+        self.input_kind = None  # a TFLite file carries no tfhash.json
+
+    def __repr__(self):
+        return f"TFLiteHasher(bits={self.bits}, path={self.path!r})"
+
+    def _serve_batch(self, batch):
+        return self._runner(**{self._input_name: batch})
+
+
+def read_metadata(path):
+    """The export's ``assets/tfhash.json`` as a dict (plain JSON: no TensorFlow needed)."""
+    meta_path = os.path.join(os.fspath(path), "assets", METADATA_FILE)
+    if not os.path.isfile(meta_path):
+        raise ValueError(f"`path` must be a tfhash export (a SavedModel with assets/{METADATA_FILE}), "
+                         f"got {path!r}.")
+    with open(meta_path, encoding="utf-8") as f:
+        description = json.load(f)
+    if description.get("format") != "tfhash-export":
+        raise ValueError(f"`path` {path!r} has an assets/{METADATA_FILE} that is not a tfhash export description.")
+    return description
+
+
+def load(path):
+    """An :class:`ExportedHasher` from a SavedModel export (``Hasher.export`` / ``export_saved_model``), or
+    a :class:`TFLiteHasher` for a ``.tflite`` file (``export_tflite``)."""
+    if os.fspath(path).endswith(".tflite") and os.path.isfile(path):
+        return TFLiteHasher(path)
+    description = read_metadata(path)
+    loaded = tf.saved_model.load(os.fspath(path))
+    if SERVING_SIGNATURE not in loaded.signatures:
+        raise ValueError(f"`path` {path!r} lacks the {SERVING_SIGNATURE!r} signature of a tfhash export.")
+    return ExportedHasher(os.fspath(path), loaded, description)
