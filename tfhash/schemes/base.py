@@ -202,6 +202,12 @@ class HashingScheme(keras.Model):
             optimizer.build(variables)
             self.scheme_optimizers[player] = optimizer
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras builds a model from its first batch when it is not built; every variable of a scheme exists
+        # after __init__ and compile, so there is nothing to build. Keras would first reduce that batch across
+        # replicas, which fails for dict batches under MultiWorkerMirroredStrategy.
+        return None
+
     @property
     def metrics(self):
         return list(self.trackers.values())
