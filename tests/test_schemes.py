@@ -8,6 +8,7 @@ import pytest
 
 import tfhash
 from tfhash import schemes
+from tfhash.schemes import base
 
 SCHEMES = schemes.names()
 
@@ -98,7 +99,7 @@ def test_checkpoint_round_trip_and_exports_give_the_same_codes(name, tmp_path):
 def test_scheme_facts_are_consistent(name):
     scheme_cls = schemes.get(name)
     known = set(scheme_cls.hyperparameter_names())
-    assert scheme_cls.input_kind in ("images", "features")
+    assert scheme_cls.input_kind in base.INPUT_KINDS
     assert scheme_cls.retrieval_protocol in ("labels", "euclidean")
     assert set(scheme_cls.paper_baselines) <= set(tfhash.baselines.BASELINES)
     for label, values in scheme_cls.ablations.items():

@@ -114,7 +114,8 @@ def _normalise_dataset(dataset, scheme_cls):
     scheme_cls.check_training_dtype(np.dtype(dtype))
     scale = scheme_cls.input_kind == "images" and x_spec.dtype == tf.uint8
     if scheme_cls.input_kind == "images" and x_spec.dtype.is_integer and not scale:
-        raise ValueError(f"`x` dataset must yield float images in [0, 1] or uint8 pixels, got dtype {x_spec.dtype.name}.")
+        raise ValueError("`x` dataset must yield float images in [0, 1] or uint8 pixels, "
+                         f"got dtype {x_spec.dtype.name}.")
     wanted = ["x"] + [part for part, needed in (("y", scheme_cls.needs_labels), ("index", scheme_cls.needs_indices))
                       if needed and part in parts]
 
