@@ -16,6 +16,7 @@ Every write goes to a temporary directory beside the target, which is renamed in
 complete: an interrupted export leaves nothing at the target path.
 """
 
+import json
 import os
 import re
 import shutil
@@ -33,6 +34,7 @@ METADATA_FILE = "tfhash.json"
 SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "serving_pixels"
 QUANTIZATIONS = (None, "float16", "dynamic")
+TFLITE_MAGIC = b"TFL3"  # the FlatBuffer file identifier of TFLite models, at bytes 4-8
 
 
 SIGNATURE_INPUTS = {SERVING_SIGNATURE: "inputs", PIXELS_SIGNATURE: "pixels"}
@@ -111,9 +113,24 @@ def _check_exportable(hasher, path, overwrite):
     path = os.fspath(path)
     if os.path.isfile(path):
         raise ValueError(f"`path` must be a directory to create, got an existing file {path!r}.")
-    if os.path.isdir(path) and os.listdir(path) and not overwrite:
-        raise ValueError(f"`path` {path!r} exists and is not empty; pass overwrite=True to replace it.")
+    if os.path.isdir(path) and os.listdir(path):
+        if not overwrite:
+            raise ValueError(f"`path` {path!r} exists and is not empty; pass overwrite=True to replace it.")
+        if not is_export(path):
+            # overwrite=True replaces a previous export only, never a training run or any other directory.
+            raise ValueError(f"`path` {path!r} is not empty and is not a tfhash export (no assets/{METADATA_FILE}); "
+                             "overwrite=True only replaces a previous export. Choose another path.")
     return path
+
+
+def is_export(path):
+    """True if ``path`` is a directory holding a tfhash SavedModel export."""
+    meta_path = os.path.join(os.fspath(path), "assets", METADATA_FILE)
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            return json.load(f).get("format") == "tfhash-export"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _replace_directory(tmp, path):
@@ -140,6 +157,7 @@ def export_saved_model(hasher, path, *, overwrite=False):
         tf.saved_model.save(module, tmp, signatures=module.signatures(model.serving_signatures()))
         os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
         _io.write_json_atomically(os.path.join(tmp, "assets", METADATA_FILE), metadata(hasher))
+        _io.honour_umask(tmp)
         _replace_directory(tmp, os.path.abspath(path))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -163,10 +181,7 @@ def export_serving(hasher, base_dir, model_name="tfhash", *, version=None, overw
     config = ("model_config_list {\n  config {\n"
               f"    name: \"{model_name}\"\n    base_path: \"/models/{model_name}\"\n"
               "    model_platform: \"tensorflow\"\n  }\n}\n")
-    fd, tmp = tempfile.mkstemp(dir=os.fspath(base_dir), prefix=".models.config.tmp-")
-    with os.fdopen(fd, "w") as f:
-        f.write(config)
-    os.replace(tmp, os.path.join(os.fspath(base_dir), "models.config"))
+    _io.write_bytes_atomically(os.path.join(os.fspath(base_dir), "models.config"), config, mode="w")
     return target
 
 
@@ -183,8 +198,13 @@ def export_tflite(hasher, path, *, quantization=None, overwrite=False):
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ValueError(f"`path` must be a file path, got an existing directory {path!r}.")
-    if os.path.exists(path) and not overwrite:
-        raise ValueError(f"`path` {path!r} exists; pass overwrite=True to replace it.")
+    if os.path.exists(path):
+        if not overwrite:
+            raise ValueError(f"`path` {path!r} exists; pass overwrite=True to replace it.")
+        with open(path, "rb") as f:
+            if f.read(8)[4:8] != TFLITE_MAGIC:  # overwrite=True replaces a TFLite model only
+                raise ValueError(f"`path` {path!r} exists and is not a TFLite model; overwrite=True only replaces "
+                                 "a previous TFLite export. Choose another path.")
     # Converted from a functional Keras model: converting the tf.Module wrapper (directly or through a
     # SavedModel) produced NaN outputs with TF 2.21 / Keras 3, while from_keras_model is exact.
     converter = tf.lite.TFLiteConverter.from_keras_model(_keras_serving_model(hasher.model))
@@ -194,10 +214,5 @@ def export_tflite(hasher, path, *, quantization=None, overwrite=False):
         if quantization == "float16":
             converter.target_spec.supported_types = [tf.float16]
     flatbuffer = converter.convert()
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.tmp-")
-    with os.fdopen(fd, "wb") as f:
-        f.write(flatbuffer)
-    os.replace(tmp, path)
+    _io.write_bytes_atomically(path, flatbuffer)
     return path

@@ -104,11 +104,24 @@ class Hasher(BaseHasher):
         """Writes the scheme's config and a checkpoint (model + optimizers) to ``directory``."""
         if os.path.isfile(directory):
             raise ValueError(f"`directory` must be a directory path, got an existing file {directory!r}.")
+        self._check_not_another_run(directory)
         os.makedirs(directory, exist_ok=True)
         epoch = tf.Variable(self.epoch, dtype=tf.int64, trainable=False)
         checkpoint_manager(self.model, epoch, directory).save()
         _io.write_json_atomically(os.path.join(directory, CONFIG_FILE), self.description())
         return directory
+
+    def _check_not_another_run(self, directory):
+        """Saving replaces the config and prunes old checkpoints: refuse a directory of another model."""
+        if os.path.isfile(os.path.join(directory, CONFIG_FILE)):
+            saved = read_description(directory)
+            if saved.get("scheme") != self.model.key or saved.get("config") != self.model.get_config():
+                raise ValueError(f"`directory` {directory!r} holds the checkpoints of another model "
+                                 f"({saved.get('scheme')!r}, bits={saved.get('config', {}).get('bits')}); saving here "
+                                 "would replace its config and delete its checkpoints. Choose another directory.")
+        elif os.path.isdir(directory) and tf.train.latest_checkpoint(directory):
+            raise ValueError(f"`directory` {directory!r} holds checkpoints without a {CONFIG_FILE}; saving here "
+                             "would delete them. Choose another directory.")
 
     @classmethod
     def load(cls, directory):

@@ -1,0 +1,93 @@
+"""What tfhash never does to a user's files: replace a directory that is not its own export, overwrite
+another model's checkpoints, or write files others cannot read under the user's umask. Real files in a
+temp dir."""
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+import tfhash
+from tfhash import schemes
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    name = schemes.names()[0]
+    shape = schemes.get(name).test_input_shape
+    x = np.random.default_rng(0).random((48,) + tuple(shape)).astype(np.float32)
+    run = tmp_path_factory.mktemp("runs") / "run"
+    return tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, verbose=0, checkpoint_dir=str(run)), run, x
+
+
+def _tree(path):
+    return sorted((os.path.relpath(os.path.join(r, f), path), os.path.getsize(os.path.join(r, f)))
+                  for r, _, files in os.walk(path) for f in files)
+
+
+def test_export_overwrite_never_replaces_a_training_run_or_other_directory(trained, tmp_path):
+    hasher, run, _ = trained
+    before = _tree(run)
+    with pytest.raises(ValueError, match="not a tfhash export.*only replaces a previous export"):
+        hasher.export(str(run), overwrite=True)
+    assert _tree(run) == before  # the checkpoints are all still there
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="not a tfhash export"):
+        hasher.export(str(mine), overwrite=True)
+    assert (mine / "thesis.txt").read_text() == "keep me"
+    first = hasher.export(str(tmp_path / "export"))
+    assert hasher.export(first, overwrite=True) == first  # a previous export is replaced
+    document = tmp_path / "codes.tflite"
+    document.write_text("not a model")
+    with pytest.raises(ValueError, match="not a TFLite model"):
+        tfhash.export.export_tflite(hasher, str(document), overwrite=True)
+    assert document.read_text() == "not a model"
+
+
+def test_save_never_overwrites_another_models_checkpoints(trained, tmp_path):
+    hasher, run, x = trained
+    other = tfhash.fit(hasher.scheme, x, bits=16, epochs=1, batch_size=16, verbose=0)
+    before = _tree(run)
+    with pytest.raises(ValueError, match="holds the checkpoints of another model.*bits=8"):
+        other.save(str(run))
+    assert _tree(run) == before
+    loose = tmp_path / "loose"
+    hasher.save(str(loose))
+    (loose / tfhash.hasher.CONFIG_FILE).unlink()
+    with pytest.raises(ValueError, match="checkpoints without a tfhash_config.json"):
+        other.save(str(loose))
+    hasher.save(str(run))  # the same model may add a checkpoint to its own directory
+
+
+def test_checkpoints_without_config_are_not_trained_over(trained):
+    hasher, run, x = trained
+    config = run / tfhash.hasher.CONFIG_FILE
+    saved = config.read_text()
+    config.unlink()
+    try:
+        with pytest.raises(ValueError, match="holds checkpoints but no tfhash_config.json"):
+            tfhash.fit(hasher.scheme, x, bits=8, epochs=2, batch_size=16, checkpoint_dir=str(run))
+    finally:
+        config.write_text(saved)
+
+
+def test_written_files_honour_the_umask(trained, tmp_path):
+    hasher, _, x = trained
+    old = os.umask(0o022)
+    try:
+        serving = tfhash.export.export_serving(hasher, str(tmp_path / "serving"), "model")
+        tflite = tfhash.export.export_tflite(hasher, str(tmp_path / "model.tflite"))
+        run = tmp_path / "saved"
+        hasher.save(str(run))
+    finally:
+        os.umask(old)
+    paths = [tflite, str(tmp_path / "serving" / "models.config"), str(run / tfhash.hasher.CONFIG_FILE)]
+    for root, directories, files in os.walk(serving):
+        paths += [os.path.join(root, f) for f in files]
+        for d in [root] + [os.path.join(root, d) for d in directories]:
+            assert stat.S_IMODE(os.stat(d).st_mode) == 0o755, d
+    for path in paths:
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, path
