@@ -209,3 +209,14 @@ def test_bad_inputs_are_refused_with_clear_errors():
         metrics.euclidean_ground_truth([[np.nan]], [[0.0]], n=1)
     with pytest.raises(ValueError, match="`radius` must be a non-negative integer"):
         metrics.precision_within_radius(*CASE, radius=-1)
+
+
+def test_a_label_column_is_class_ids_and_non_binary_multi_hot_is_refused():
+    query = pack_rows([[0, 0, 0, 0], [1, 1, 1, 1]])
+    database = pack_rows([[0, 0, 0, 1], [1, 1, 1, 0], [0, 0, 1, 1]])
+    ids_q, ids_db = np.array([1, 2]), np.array([1, 2, 3])
+    expected = metrics.mean_average_precision(query, database, ids_q, ids_db)
+    column = metrics.mean_average_precision(query, database, ids_q[:, None], ids_db[:, None])
+    assert column == expected
+    with pytest.raises(ValueError, match="0/1 multi-hot rows"):
+        metrics.mean_average_precision(query, database, np.array([[1, 2], [0, 3]]), np.array([[1, 0], [2, 0], [0, 1]]))

@@ -163,6 +163,18 @@ def test_bad_flags_fail_before_any_data_is_loaded(tmp_path, monkeypatch, args, m
     assert not (tmp_path / "run").exists()
 
 
+def test_a_model_dir_that_is_a_file_fails_before_any_data_is_loaded(tmp_path, monkeypatch):
+    def no_loading(*a, **k):
+        raise AssertionError("data was loaded")
+
+    monkeypatch.setattr(datasets, "load", no_loading)
+    model_dir = tmp_path / "notes.txt"
+    model_dir.write_text("keep me")
+    error = _main([f"--model_dir={model_dir}"])
+    assert "--model_dir must be a directory, got an existing file" in error
+    assert model_dir.read_text() == "keep me"
+
+
 def test_a_data_set_that_needs_a_download_fails_at_once_offline(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "_host_reachable", lambda host, timeout=3.0: False)
     start = time.perf_counter()

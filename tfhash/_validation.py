@@ -70,8 +70,14 @@ def check_same_width(query_codes, database_codes, query_name="query_codes", data
 
 
 def check_labels(labels, name, num_items, items_name):
-    """Checks labels: 1-D class ids, or a 2-D 0/1 multi-hot matrix; one row per item."""
+    """Checks labels: 1-D class ids, or a 2-D 0/1 multi-hot matrix; one row per item.
+
+    A column ``[n, 1]`` is class ids (squeezed): read as multi-hot it would make every item with a
+    non-zero id relevant to every other.
+    """
     labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
     if labels.ndim not in (1, 2):
         raise ValueError(
             f"`{name}` must be 1-D class ids or a 2-D multi-hot matrix, got {_describe(labels)}."
@@ -83,6 +89,9 @@ def check_labels(labels, name, num_items, items_name):
         )
     if labels.dtype.kind == "f" and not np.all(np.isfinite(labels)):
         raise ValueError(f"`{name}` must be finite, got NaN or inf.")
+    if labels.ndim == 2 and not np.isin(labels, (0, 1)).all():
+        raise ValueError(f"`{name}` as a 2-D array must be 0/1 multi-hot rows, got values other than 0 and 1; "
+                         "for class ids pass a 1-D array.")
     return labels
 
 
@@ -136,9 +145,6 @@ def check_training_labels(labels, name, num_items, items_name):
     if labels is None:
         raise ValueError(f"`{name}` is required: class ids [n] (-1 = unlabelled) or multi-hot rows [n, classes] "
                          "(all zeros = unlabelled), got None.")
-    labels = np.asarray(labels)
-    if labels.ndim == 2 and labels.shape[1] == 1:
-        labels = labels[:, 0]
     labels = check_labels(labels, name, num_items, items_name)
     if labels.ndim == 1:
         if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
@@ -149,9 +155,6 @@ def check_training_labels(labels, name, num_items, items_name):
         labels = labels.astype(np.int64)
         labelled = labels >= 0
     else:
-        if not np.isin(labels, (0, 1)).all():
-            raise ValueError(f"`{name}` as a 2-D array must be 0/1 multi-hot rows (all zeros = unlabelled), got "
-                             f"values other than 0 and 1; for class ids pass a 1-D array.")
         labels = labels.astype(np.float32)
         labelled = labels.any(axis=1)
     if not labelled.any():

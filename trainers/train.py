@@ -71,6 +71,8 @@ def main(argv):
     is_chief, task_id = run_config.worker_role(strategy)
     name = os.path.basename(os.path.normpath(config["dataset"])).replace(".npz", "")
     model_dir = FLAGS.model_dir or os.path.join("runs", f"{name}-{config['scheme']}-{config['bits']}")
+    if os.path.isfile(model_dir):
+        sys.exit(f"error: --model_dir must be a directory, got an existing file {model_dir!r}.")
     # Non-chief workers take part in every collective (checkpoints included) but write to a scratch dir.
     checkpoint_dir = model_dir if is_chief else os.path.join(model_dir, f".worker-{task_id}")
 
