@@ -11,7 +11,6 @@ import tfhash
 from tests.probe_scheme import LabelIndexProbe, expected_table
 from tfhash import schemes
 from tfhash.schemes import presets as presets_lib
-from tfhash.training import default_hyperparameters
 
 
 def _probe_data(n=64, seed=0):
@@ -103,7 +102,7 @@ def test_paper_preset_equals_the_constructor_defaults(name):
             assert settings["epochs"] > 0 and settings["batch_size"] > 0
             if preset.name == "paper":
                 assert config == defaults
-    assert default_hyperparameters(scheme_cls) == {k: v for k, v in defaults.items()
+    assert scheme_cls.default_hyperparameters() == {k: v for k, v in defaults.items()
                                                    if k not in ("bits", "input_shape", "seed")}
 
 

@@ -123,14 +123,29 @@ def _check_exportable(hasher, path, overwrite):
     return path
 
 
-def is_export(path):
-    """True if ``path`` is a directory holding a tfhash SavedModel export."""
+def read_metadata(path):
+    """The export's ``assets/tfhash.json`` as a dict (plain JSON: no TensorFlow needed)."""
     meta_path = os.path.join(os.fspath(path), "assets", METADATA_FILE)
+    if not os.path.isfile(meta_path):
+        raise ValueError(f"`path` must be a tfhash export (a SavedModel with assets/{METADATA_FILE}), "
+                         f"got {path!r}.")
     try:
         with open(meta_path, encoding="utf-8") as f:
-            return json.load(f).get("format") == "tfhash-export"
-    except (OSError, ValueError, AttributeError):
+            description = json.load(f)
+    except ValueError as err:
+        raise ValueError(f"`path` {path!r} has an assets/{METADATA_FILE} that is not valid JSON: {err}") from err
+    if not isinstance(description, dict) or description.get("format") != "tfhash-export":
+        raise ValueError(f"`path` {path!r} has an assets/{METADATA_FILE} that is not a tfhash export description.")
+    return description
+
+
+def is_export(path):
+    """True if ``path`` is a directory holding a tfhash SavedModel export."""
+    try:
+        read_metadata(path)
+    except (OSError, ValueError):
         return False
+    return True
 
 
 def _replace_directory(tmp, path):

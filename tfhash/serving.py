@@ -2,13 +2,12 @@
 alone (a SavedModel, no training code, no pickle) or a TFLite model run by the LiteRT interpreter.
 """
 
-import json
 import os
 
 import numpy as np
 import tensorflow as tf
 
-from tfhash.export import METADATA_FILE, SERVING_SIGNATURE
+from tfhash.export import SERVING_SIGNATURE, read_metadata  # noqa: F401  (read_metadata: public here too)
 from tfhash.hasher import BaseHasher
 from tfhash.schemes.base import check_items, encode_in_batches
 
@@ -80,19 +79,6 @@ class TFLiteHasher(_ServedHasher):
 
     def _serve_batch(self, batch):
         return self._runner(**{self._input_name: batch})
-
-
-def read_metadata(path):
-    """The export's ``assets/tfhash.json`` as a dict (plain JSON: no TensorFlow needed)."""
-    meta_path = os.path.join(os.fspath(path), "assets", METADATA_FILE)
-    if not os.path.isfile(meta_path):
-        raise ValueError(f"`path` must be a tfhash export (a SavedModel with assets/{METADATA_FILE}), "
-                         f"got {path!r}.")
-    with open(meta_path, encoding="utf-8") as f:
-        description = json.load(f)
-    if description.get("format") != "tfhash-export":
-        raise ValueError(f"`path` {path!r} has an assets/{METADATA_FILE} that is not a tfhash export description.")
-    return description
 
 
 def load(path):

@@ -6,7 +6,6 @@ The returned :class:`~tfhash.hasher.Hasher` encodes, evaluates, indexes, saves a
 """
 
 import dataclasses
-import inspect
 import os
 
 import keras
@@ -16,7 +15,7 @@ import tensorflow as tf
 from tfhash import _io, _validation, datasets, schemes
 from tfhash.hasher import CONFIG_FILE, Hasher, checkpoint_manager, read_description, restore
 from tfhash.schemes import presets as presets_lib
-from tfhash.schemes.base import PIXEL_SCALE, HashingScheme, check_image_range, check_items
+from tfhash.schemes.base import PIXEL_SCALE, check_image_range, check_items
 
 DATASET_KEYS = {"x": ("x", "image", "images"), "y": ("y", "label", "labels"), "index": ("index",)}
 
@@ -54,18 +53,6 @@ def _same_setting(saved, asked):
     if isinstance(asked, tuple):
         asked = list(asked)
     return saved == asked
-
-
-def default_hyperparameters(scheme_cls):
-    """The constructor defaults of a scheme's hyperparameters (the paper's values)."""
-    defaults = {}
-    for klass in reversed(scheme_cls.__mro__):
-        if klass is HashingScheme or not issubclass(klass, HashingScheme) or "__init__" not in vars(klass):
-            continue
-        for name, parameter in inspect.signature(klass.__init__).parameters.items():
-            if parameter.default is not inspect.Parameter.empty:
-                defaults[name] = parameter.default
-    return {name: defaults.get(name) for name in scheme_cls.hyperparameter_names()}
 
 
 @dataclasses.dataclass
@@ -205,7 +192,7 @@ def _check_resumable(description, checkpoint_dir, scheme_cls, bits, item_shape, 
         raise ValueError(f"`checkpoint_dir` {checkpoint_dir!r} holds a {description['scheme']!r} model with bits="
                          f"{config['bits']} and input shape {tuple(config['input_shape'])}; this call asks for "
                          f"{scheme_cls.key!r}, bits={bits}, input shape {item_shape}. Use another directory.")
-    asked = {**default_hyperparameters(scheme_cls), **hyperparameters}
+    asked = {**scheme_cls.default_hyperparameters(), **hyperparameters}
     differing = {k: (config.get(k), v) for k, v in asked.items() if not _same_setting(config.get(k), v)}
     saved_training = description.get("training") or {}
     for key in ("seed", "batch_size"):  # another seed or batch size would not continue the same run

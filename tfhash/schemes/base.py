@@ -139,16 +139,27 @@ class HashingScheme(keras.Model):
     # --- configuration -------------------------------------------------------------------------
 
     @classmethod
-    def hyperparameter_names(cls):
-        """Constructor arguments of the scheme (what ``tfhash.fit(**hyperparameters)`` accepts)."""
-        names = []
+    def _hyperparameters(cls):
+        """``{name: constructor default}`` of the scheme's own constructor arguments, subclasses first."""
+        found = {}
         for klass in cls.__mro__:
             if klass is HashingScheme:
                 break
             if "__init__" in vars(klass):
-                names += [p for p in inspect.signature(klass.__init__).parameters
-                          if p not in ("self", "kwargs", "args", "bits", "input_shape", "seed")]
-        return list(dict.fromkeys(names))
+                for name, parameter in inspect.signature(klass.__init__).parameters.items():
+                    if name not in ("self", "kwargs", "args", "bits", "input_shape", "seed") and name not in found:
+                        found[name] = None if parameter.default is inspect.Parameter.empty else parameter.default
+        return found
+
+    @classmethod
+    def hyperparameter_names(cls):
+        """Constructor arguments of the scheme (what ``tfhash.fit(**hyperparameters)`` accepts)."""
+        return list(cls._hyperparameters())
+
+    @classmethod
+    def default_hyperparameters(cls):
+        """The constructor defaults of the hyperparameters (the paper's values)."""
+        return cls._hyperparameters()
 
     @classmethod
     def check_hyperparameters(cls, values, origin="hyperparameters", extra=()):

@@ -190,7 +190,6 @@ class SiGAH(HashingScheme):
 
     def _build_networks(self):
         d = int(np.prod(self.item_shape))
-        self.feature_dim = d
         m = self.sparse_units or 2 * d
         # Sec. 4: "all the weight parameters are initialized as random Gaussian matrices".
         gaussian = lambda fan_in: keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(fan_in), seed=self.seed)  # noqa: E731
