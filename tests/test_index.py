@@ -29,8 +29,8 @@ def test_search_with_ids_added_in_parts_and_padding(rng):
     idx = index.HammingIndex(16)
     idx.add(db[:10], ids=np.arange(100, 110)).add(db[10:], ids=np.arange(200, 220))
     assert len(idx) == 30
-    d, ids = idx.search(db[:2], 40)  # more than the 30 items: padded
-    assert ids.shape == (2, 40) and np.all(ids[:, 30:] == -1) and np.all(d[:, 30:] == index.PAD_DISTANCE)
+    d, ids = idx.search(db[:2], 40)  # more than the 30 items: k is capped at the index size
+    assert ids.shape == (2, 30) and d.shape == (2, 30) and np.all(ids >= 100)
     assert ids[0, 0] == 100 and d[0, 0] == 0  # each code finds itself first
     assert set(ids[0, :30]) == set(range(100, 110)) | set(range(200, 220))
 
@@ -104,3 +104,58 @@ def test_bad_inputs_are_refused(rng):
         index.HammingIndex(-3)
     with pytest.raises(ValueError, match="`backend` must be one of"):
         index.make_index(32, "annoy")
+
+
+@pytest.mark.parametrize("backend", ["numpy", "faiss"])
+def test_k_is_capped_at_the_index_size(rng, backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    idx = index.make_index(16, backend).add(_random_codes(rng, 20, 16))
+    d, ids = idx.search(_random_codes(rng, 3, 16), 10**8)  # would allocate gigabytes if not capped
+    assert d.shape == ids.shape == (3, 20) and np.all(ids >= 0) and np.all(d < index.PAD_DISTANCE)
+    d, ids = index.make_index(16, backend).search(_random_codes(rng, 3, 16), 5)  # empty index
+    assert d.shape == ids.shape == (3, 0)
+
+
+@pytest.mark.parametrize("backend", ["numpy", "faiss"])
+@pytest.mark.parametrize("bad_ids,message", [
+    (np.array([0, -5, 2]), r"\[0, 2\*\*63 - 1\].*\[-5, 2\]"),
+    (np.array([1, 2**63 + 7, 3], dtype=np.uint64), r"\[0, 2\*\*63 - 1\]"),
+])
+def test_ids_that_cannot_be_represented_are_refused(rng, backend, bad_ids, message):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    idx = index.make_index(16, backend)
+    with pytest.raises(ValueError, match=message):
+        idx.add(_random_codes(rng, 3, 16), ids=bad_ids)
+    assert len(idx) == 0
+    big = np.array([0, 2**63 - 1, 5], dtype=np.uint64)  # the largest representable id is kept exactly
+    _, ids = idx.add(_random_codes(rng, 3, 16), ids=big).search(_random_codes(rng, 1, 16), 3)
+    assert sorted(ids[0].tolist()) == [0, 5, 2**63 - 1]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "faiss"])
+def test_codes_with_padding_bits_set_are_refused(rng, backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    good = _random_codes(rng, 10, 12)
+    bad = good.copy()
+    bad[3, 1] |= 0b1000_0000  # a bit above bit 12
+    idx = index.make_index(12, backend)
+    with pytest.raises(ValueError, match=r"unused high 4 bits.*1 codes \(first at row 3\)"):
+        idx.add(bad)
+    idx.add(good)
+    with pytest.raises(ValueError, match="`queries` must have the unused high 4 bits"):
+        idx.search(bad, 2)
+    with pytest.raises(ValueError, match="unused high 4 bits"):
+        codes.unpack(bad, 12)
+
+
+def test_ivf_first_add_smaller_than_its_lists(rng):
+    pytest.importorskip("faiss")
+    with pytest.raises(ValueError, match=r"nlist=50.*at least 50 codes, got 12"):
+        index.FaissIndex(16, "ivf", nlist=50).add(_random_codes(rng, 12, 16))
+    small = _random_codes(rng, 6, 16)  # default nlist never exceeds the first add
+    d, ids = index.FaissIndex(16, "ivf").add(small).search(small, 1)
+    assert np.all(d[:, 0] == 0)
+    assert len(index.FaissIndex(16, "ivf").add(small[:0])) == 0

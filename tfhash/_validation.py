@@ -58,6 +58,16 @@ def check_codes(codes, name, bits=None):
                 f"`{name}` must be {width} bytes wide for bits={bits} (ceil(bits / 8)), "
                 f"got {codes.shape[1]} bytes (shape {codes.shape})."
             )
+        used = int(bits) % 8
+        if used and codes.shape[0]:
+            # Unused high positions of the last byte must be zero: set ones would count in every distance.
+            padded = np.flatnonzero(codes[:, -1] >> used)
+            if padded.size:
+                raise ValueError(
+                    f"`{name}` must have the unused high {8 - used} bits of the last byte zero for bits={bits}, "
+                    f"got them set in {padded.size} codes (first at row {int(padded[0])}); "
+                    "pack codes with tfhash.codes.pack."
+                )
     return codes
 
 

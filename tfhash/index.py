@@ -1,10 +1,12 @@
 """Search over packed binary codes: an exact Hamming index, and Faiss backends behind the same interface.
 
 Every index answers with the ``tfhash.metrics`` ranking: ascending Hamming distance, ties by the
-order in which items were added. ``search`` returns ``(distances, ids)`` of shape ``[n_query, k]``
-(padded with distance ``PAD_DISTANCE`` and id -1 when the index holds fewer than k items);
-``range_search`` returns Faiss-style ``(lims, distances, ids)``: the results of query i are
-``distances[lims[i]:lims[i + 1]]``.
+order in which items were added. ``search`` returns ``(distances, ids)`` of shape
+``[n_query, min(k, len(index))]``: k is capped at the number of items held, so a large k never
+allocates more than the index. An approximate index (Faiss IVF / HNSW) can find fewer than k items
+for a query; those slots hold distance ``PAD_DISTANCE`` and id -1, which is why ids must be
+non-negative. ``range_search`` returns Faiss-style ``(lims, distances, ids)``: the results of query i
+are ``distances[lims[i]:lims[i + 1]]``.
 """
 
 import concurrent.futures
@@ -36,7 +38,16 @@ class _SearchIndex:
         if ids.ndim != 1 or ids.shape[0] != count or ids.dtype.kind not in "iu":
             raise ValueError(f"`ids` must be 1-D integers, one per code ({count}), got dtype {ids.dtype} "
                              f"and shape {ids.shape}.")
+        if ids.size:
+            # Ids are stored as int64 with -1 marking an empty result slot: refuse what cannot be told apart.
+            low, high = ids.min(), ids.max()
+            if low < 0 or high > np.iinfo(np.int64).max:
+                raise ValueError(f"`ids` must be in [0, 2**63 - 1] (-1 marks an empty result), got values in "
+                                 f"[{low}, {high}].")
         return ids.astype(np.int64, copy=False)
+
+    def _capped_k(self, k):
+        return min(_validation.check_positive_int(k, "k"), self.ntotal)
 
     def __len__(self):
         return self.ntotal
@@ -111,10 +122,10 @@ class HammingIndex(_SearchIndex):
             return list(pool.map(lambda b: worker(*b), zip(bounds[:-1], bounds[1:])))
 
     def search(self, queries, k):
-        """The k nearest codes of each query: ``(distances int32 [nq, k], ids int64 [nq, k])``."""
+        """The k nearest codes of each query: ``(distances int32 [nq, k'], ids int64 [nq, k'])``, k' = min(k, len)."""
         queries = self._check(queries, "queries")
-        k = _validation.check_positive_int(k, "k")
         codes, ids = self._consolidate()
+        k = self._capped_k(k)
         num_queries = queries.shape[0]
         out_dist = np.full((num_queries, k), PAD_DISTANCE, dtype=np.int32)
         out_pos = np.full((num_queries, k), -1, dtype=np.int64)
@@ -195,7 +206,8 @@ class FaissIndex(_SearchIndex):
         kind: ``"flat"`` (exact, ``IndexBinaryFlat``), ``"ivf"`` (inverted lists over a binary
             k-means quantizer, trained on the first ``add``; approximate, for large databases) or
             ``"hnsw"`` (graph search; approximate).
-        nlist: IVF lists (default: about 4 * sqrt(items at first add)).
+        nlist: IVF lists (default: about 4 * sqrt(items at first add), at most that many items); the
+            first ``add`` must hold at least ``nlist`` codes.
         nprobe: IVF lists visited per query.
         hnsw_neighbors: HNSW graph degree M.
     """
@@ -229,7 +241,12 @@ class FaissIndex(_SearchIndex):
     def _build(self, codes):
         faiss = self._faiss
         if self.kind == "ivf":
-            nlist = self.nlist or max(1, int(4 * np.sqrt(codes.shape[0])))
+            # k-means needs at least one training code per list.
+            if self.nlist is not None and codes.shape[0] < self.nlist:
+                raise ValueError(f"FaissIndex(kind='ivf', nlist={self.nlist}) trains its lists on the first `add`, "
+                                 f"which needs at least {self.nlist} codes, got {codes.shape[0]}; add more codes "
+                                 "first or pass a smaller `nlist`.")
+            nlist = self.nlist or max(1, min(codes.shape[0], int(4 * np.sqrt(codes.shape[0]))))
             quantizer = faiss.IndexBinaryFlat(8 * self.width)
             self._inner = faiss.IndexBinaryIVF(quantizer, 8 * self.width, nlist)
             self._inner.nprobe = self.nprobe
@@ -240,6 +257,8 @@ class FaissIndex(_SearchIndex):
     def add(self, codes, ids=None):
         codes = self._check(codes, "codes")
         ids = self._check_ids(ids, codes.shape[0])
+        if codes.shape[0] == 0:
+            return self  # nothing to add, and an IVF index cannot train on nothing
         if self._index is None:
             self._build(codes)
         self._index.add_with_ids(codes, ids)
@@ -247,10 +266,9 @@ class FaissIndex(_SearchIndex):
 
     def search(self, queries, k):
         queries = self._check(queries, "queries")
-        k = _validation.check_positive_int(k, "k")
-        if self._index is None:
-            return (np.full((queries.shape[0], k), PAD_DISTANCE, np.int32),
-                    np.full((queries.shape[0], k), -1, np.int64))
+        k = self._capped_k(k)
+        if k == 0:
+            return np.empty((queries.shape[0], 0), np.int32), np.empty((queries.shape[0], 0), np.int64)
         distances, ids = self._index.search(queries, k)
         distances = np.where(ids < 0, PAD_DISTANCE, distances).astype(np.int32)
         return distances, ids.astype(np.int64)
