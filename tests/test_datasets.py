@@ -249,3 +249,44 @@ def test_validation_queries_come_from_training_items_and_never_retrieve_themselv
         plain.validation()
     with pytest.raises(ValueError, match="`validation_per_class` \\(200\\) must be smaller"):
         datasets.make_split(x, y, queries_per_class=10, validation_per_class=200)
+
+
+def test_npz_pixels_follow_one_rule_whatever_their_dtype(tmp_path, rng):
+    pixels = rng.integers(0, 256, size=(12, 5, 5))
+    labels = np.arange(12) % 3
+    expected = (pixels / 255.0).astype(np.float32)[..., None]
+    for dtype in (np.uint8, np.int16, np.int32, np.int64):  # integer pixels: 0-255, scaled, channel axis added
+        np.savez(tmp_path / "a.npz", images=pixels.astype(dtype), labels=labels)
+        x, y = datasets.load_local(tmp_path / "a.npz")
+        assert x.shape == (12, 5, 5, 1) and x.dtype == np.float32
+        np.testing.assert_allclose(x, expected, rtol=1e-6)
+    np.savez(tmp_path / "a.npz", x=expected[..., 0].astype(np.float64), y=labels[:, None])  # float in [0, 1]
+    x, y = datasets.load_local(tmp_path / "a.npz")
+    assert x.shape == (12, 5, 5, 1) and y.shape == (12,)
+    refused = {
+        "integer images with values in \\[-3, 255\\]": (np.where(pixels == pixels.max(), 255, pixels) - 3 * (pixels == pixels.min()), labels),
+        "integer images with values in \\[0, 1000\\]": (np.where(pixels == pixels.max(), 1000, pixels), labels),
+        "float images with values in \\[0, 255\\]; float pixels must be in \\[0, 1\\]": (
+            np.where(pixels == pixels.max(), 255, pixels).astype(np.float32) * (pixels > 0) , labels),
+        "NaN or inf": (np.where(pixels == 0, np.nan, 0.5), labels),
+        "images \\[n, height, width\\(, channels\\)\\]": (pixels.reshape(12, 25), labels),
+        "integer class labels \\[n\\] with one per image \\(12\\)": (pixels.astype(np.uint8), labels[:5]),
+    }
+    for message, (images, y) in refused.items():
+        np.savez(tmp_path / "bad.npz", images=images, labels=y)
+        with pytest.raises(ValueError, match=message):
+            datasets.load_local(tmp_path / "bad.npz")
+
+
+@pytest.mark.parametrize("ext", [".npy", ".fvecs"])
+@pytest.mark.parametrize("max_items", [0, -1, 2.5, True])
+def test_read_features_refuses_a_max_items_that_is_not_a_positive_count(tmp_path, rng, ext, max_items):
+    array = rng.random((5, 3)).astype(np.float32)
+    if ext == ".npy":
+        np.save(tmp_path / "x.npy", array)
+    else:
+        _write_vecs(tmp_path / "x.fvecs", array, np.float32)
+    with pytest.raises(ValueError, match="`max_items` must be a positive integer"):
+        datasets.read_features(tmp_path / f"x{ext}", max_items=max_items)
+    np.testing.assert_array_equal(datasets.read_features(tmp_path / f"x{ext}", max_items=4), array[:4])
+    np.testing.assert_array_equal(datasets.read_features(tmp_path / f"x{ext}", max_items=99), array)

@@ -353,9 +353,11 @@ def read_features(path, max_items=None):
     """Feature vectors from ``.fvecs`` (float32), ``.bvecs`` (uint8), ``.ivecs`` (int32) or ``.npy``.
 
     ``.fvecs``/``.bvecs``/``.ivecs`` are memory-mapped (a read-only view into the file, read as used);
-    ``.npy`` files are loaded without pickle. ``max_items`` keeps the first rows only.
+    ``.npy`` files are loaded without pickle. ``max_items`` (a positive integer) keeps the first rows only.
     """
     path = os.fspath(path)
+    if max_items is not None:
+        max_items = _validation.check_positive_int(max_items, "max_items")
     readers = {".fvecs": np.float32, ".bvecs": np.uint8, ".ivecs": np.int32}
     ext = os.path.splitext(path)[1].lower()
     if not os.path.isfile(path):
@@ -366,7 +368,7 @@ def read_features(path, max_items=None):
         except ValueError as err:  # object arrays need pickle, which could run code
             raise ValueError(f"`path` must hold a plain numeric .npy array (pickled objects are refused): "
                              f"{path!r} ({err})") from err
-        return data[:max_items] if max_items else data
+        return data if max_items is None else data[:max_items]
     if ext not in readers:
         raise ValueError(f"`path` must end in one of {sorted(readers) + ['.npy']}, got {path!r}.")
     return _read_vecs(path, readers[ext], max_items)
@@ -427,14 +429,50 @@ def load_tfds(name, *, data_dir=None, download=True, split=None):
     return _images_to_unit_range(images), np.asarray(labels).astype(np.int64)
 
 
+def _npz_images(images, path):
+    """Images from an .npz as float32 ``[n, h, w, c]`` in [0, 1]: integer pixels must be 0-255 and are scaled,
+    float pixels must already be in [0, 1]; a 3-D array gets a channel axis."""
+    if images.ndim not in (3, 4) or images.shape[0] == 0:
+        raise ValueError(f"`path` must hold images [n, height, width(, channels)] with n >= 1, got shape "
+                         f"{images.shape} in {path!r}.")
+    if images.dtype.kind in "iu":
+        low, high = int(images.min()), int(images.max())
+        if low < 0 or high > 255:
+            raise ValueError(f"`path` holds integer images with values in [{low}, {high}]; integer pixels must be "
+                             f"0-255: {path!r}.")
+        return _images_to_unit_range(images)
+    if images.dtype.kind != "f":
+        raise ValueError(f"`path` must hold numeric images (uint8 0-255 or float in [0, 1]), got dtype "
+                         f"{images.dtype} in {path!r}.")
+    images = images.astype(np.float32)
+    if not np.all(np.isfinite(images)):
+        raise ValueError(f"`path` holds images with NaN or inf values: {path!r}.")
+    low, high = float(images.min()), float(images.max())
+    if low < 0 or high > 1:
+        raise ValueError(f"`path` holds float images with values in [{low:g}, {high:g}]; float pixels must be in "
+                         f"[0, 1] (divide 0-255 values by 255, or store uint8): {path!r}.")
+    return images if images.ndim == 4 else images[..., None]
+
+
+def _npz_labels(labels, num_images, path):
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1 or labels.shape[0] != num_images or labels.dtype.kind not in "iu":
+        raise ValueError(f"`path` must hold integer class labels [n] with one per image ({num_images}), got dtype "
+                         f"{labels.dtype} and shape {labels.shape} in {path!r}.")
+    return labels.astype(np.int64)
+
+
 def load_local(path):
     """Images and labels from files on disk, recognised by their layout:
 
     * a directory with MNIST-style IDX files (``*images-idx3-ubyte[.gz]`` and the matching
       ``*labels-idx1-ubyte[.gz]``; train and t10k files are concatenated);
     * a directory with CIFAR-10 python batches (``data_batch_*`` and/or ``test_batch``);
-    * an ``.npz`` file with ``images`` and ``labels`` (or ``x`` and ``y``) arrays; uint8 images are
-      scaled to [0, 1].
+    * an ``.npz`` file with ``images`` and ``labels`` (or ``x`` and ``y``) arrays; integer images must
+      hold 0-255 pixels and are scaled to [0, 1], float images must already be in [0, 1]; a missing
+      channel axis is added.
     """
     path = os.fspath(path)
     if os.path.isfile(path) and path.endswith(".npz"):
@@ -446,9 +484,7 @@ def load_local(path):
             else:
                 raise ValueError(f"`path` must be an .npz with 'images' and 'labels' (or 'x' and 'y') arrays, "
                                  f"got keys {sorted(data.keys())} in {path!r}.")
-        if images.dtype == np.uint8:
-            images = _images_to_unit_range(images)
-        return images.astype(np.float32), np.asarray(labels).astype(np.int64)
+        return _npz_images(images, path), _npz_labels(labels, images.shape[0], path)
     if not os.path.isdir(path):
         raise ValueError(f"`path` must be a directory of IDX / CIFAR-10 files or an .npz file, got {path!r}.")
     names = sorted(os.listdir(path))
