@@ -2,6 +2,7 @@
 another model's checkpoints, or write files others cannot read under the user's umask. Real files in a
 temp dir."""
 
+import json
 import os
 import stat
 
@@ -91,3 +92,68 @@ def test_written_files_honour_the_umask(trained, tmp_path):
             assert stat.S_IMODE(os.stat(d).st_mode) == 0o755, d
     for path in paths:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o644, path
+
+
+def _two_epoch_run(x, directory):
+    name = schemes.names()[0]
+    tfhash.fit(name, x, bits=8, epochs=2, batch_size=16, verbose=0, checkpoint_dir=str(directory))
+    return directory
+
+
+def _truncate(path):
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:
+        f.truncate(size // 2)
+
+
+def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(trained, tmp_path):
+    _, _, x = trained
+    run = _two_epoch_run(x, tmp_path / "run")
+    _truncate(run / "ckpt-2.data-00000-of-00001")
+    with pytest.warns(UserWarning, match=r"checkpoint .*ckpt-2 is unreadable .*restored the previous checkpoint "
+                                         r".*ckpt-1 \(epoch 1\)"):
+        loaded = tfhash.Hasher.load(str(run))
+    assert loaded.epoch == 1 and loaded.encode(x[:3]).shape == (3, 1)
+    with pytest.warns(UserWarning, match="ckpt-2 is unreadable"):  # training resumes from the intact one
+        resumed = tfhash.fit(loaded.scheme, x, bits=8, epochs=2, batch_size=16, verbose=0, checkpoint_dir=str(run))
+    assert resumed.trained and tfhash.Hasher.load(str(run)).epoch == 2
+    _truncate(run / "ckpt-2.index")  # the new epoch-2 checkpoint, then the older one too
+    _truncate(run / "ckpt-1.data-00000-of-00001")
+    with pytest.raises(ValueError, match=r"no checkpoint in .* could be restored .*corrupt.*ckpt-2: .*ckpt-1: "):
+        tfhash.Hasher.load(str(run))
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda text: text[: len(text) // 2], r"tfhash_config.json is not valid JSON"),
+    (lambda text: text.replace('"scheme": "', '"scheme": "x', 1), r"tfhash_config.json: field 'scheme' must be one of"),
+    (lambda text: text.replace('"bits": 8', '"bits": "8"', 1), r"field 'config.bits' must be a positive integer"),
+    (lambda text: text.replace('"input_shape": [', '"input_shape": [0, ', 1), r"field 'config.input_shape'"),
+    (lambda text: text.replace('"config": {', '"config": {"colour": 1, ', 1), r"unknown: \['colour'\]"),
+    # A readable config that does not describe the checkpoint: named, never a silently half-restored model.
+    (lambda text: text.replace('"bits": 8', '"bits": 16', 1), r"could be restored into the model its "
+                                                               r"tfhash_config.json describes \(scheme .*bits=16"),
+])
+def test_an_edited_or_broken_config_is_named_with_its_field(trained, tmp_path, edit, message):
+    hasher, _, x = trained
+    run = tmp_path / "run"
+    hasher.save(str(run))
+    config = run / tfhash.hasher.CONFIG_FILE
+    config.write_text(edit(config.read_text()))
+    with pytest.raises(ValueError, match=message):
+        tfhash.Hasher.load(str(run))
+    # Resuming reads the same file: refused too (an edited bits is named as the saved setting it differs from).
+    with pytest.raises(ValueError, match=message if "bits=16" not in message else "holds a .* model with bits=16"):
+        tfhash.fit(hasher.scheme, x, bits=8, epochs=2, batch_size=16, verbose=0, checkpoint_dir=str(run))
+
+
+def test_a_config_naming_another_scheme_is_refused(trained, tmp_path):
+    hasher, _, x = trained
+    others = [name for name in schemes.names() if name != hasher.scheme]
+    run = tmp_path / "run"
+    hasher.save(str(run))
+    config = run / tfhash.hasher.CONFIG_FILE
+    description = json.loads(config.read_text())
+    description["scheme"] = others[0]
+    config.write_text(json.dumps(description))
+    with pytest.raises(ValueError, match=rf"tfhash_config.json: field 'config'.*{others[0]!r}"):
+        tfhash.Hasher.load(str(run))

@@ -158,3 +158,24 @@ def test_checkpoints_without_their_config_are_not_overwritten(tmp_path):
     (run / tfhash.hasher.CONFIG_FILE).unlink()
     with pytest.raises(ValueError, match="holds checkpoints but no tfhash_config.json"):
         tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, checkpoint_dir=str(run))
+
+
+@pytest.mark.parametrize("scheme", ["hashgan", "sigah"])
+def test_datasets_that_would_train_on_the_wrong_items_or_never_end_are_refused(scheme):
+    shape = schemes.get(scheme).test_input_shape
+    x = np.random.default_rng(0).random((40,) + shape).astype(np.float32)
+    items = tf.data.Dataset.from_tensor_slices(x)
+    refused = {
+        "call .batch\\(batch_size\\)": items,  # single items, not batches
+        "infinite \\(.repeat\\(\\) without a count\\)": items.batch(8).repeat(),
+        "is empty: it yields no batches": items.batch(8).take(0),
+        # Unknown size, found empty by reading its first batch.
+        "is empty: it yields no batches ": items.batch(8).filter(lambda b: tf.reduce_sum(b) < -1.0),
+    }
+    for message, dataset in refused.items():
+        with pytest.raises(ValueError, match=message.strip()):
+            tfhash.fit(scheme, dataset, bits=8, epochs=1, verbose=0)
+    if len(shape) == 3:  # colour images too, and uint8 pixels
+        colour = tf.data.Dataset.from_tensor_slices(np.zeros((4, 8, 8, 3), np.uint8))
+        with pytest.raises(ValueError, match=r"single images of shape \(8, 8, 3\)"):
+            tfhash.fit(scheme, colour, bits=8, epochs=1, verbose=0)

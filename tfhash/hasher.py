@@ -7,6 +7,7 @@ search index, saves / loads checkpoints that resume training and exports the enc
 
 import json
 import os
+import warnings
 
 import tensorflow as tf
 
@@ -140,22 +141,87 @@ def checkpoint_manager(model, epoch, directory):
 
 
 def read_description(directory):
-    """The config file of a checkpoint directory, as a dict."""
+    """The config file of a checkpoint directory, as a dict; a broken or edited file is named with its field."""
     config_path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise ValueError(f"`directory` must hold a tfhash checkpoint ({CONFIG_FILE} missing): {directory!r}.")
-    with open(config_path, encoding="utf-8") as f:
-        return json.load(f)
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            description = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{config_path} is not valid JSON ({err}); it records the scheme and settings of the "
+                         "checkpoints beside it.") from err
+    _check_description(description, config_path)
+    return description
+
+
+def _check_description(description, config_path):
+    def broken(field, expected, got):
+        raise ValueError(f"{config_path}: field {field!r} must be {expected}, got {got!r}.")
+
+    if not isinstance(description, dict):
+        broken("(top level)", "an object", type(description).__name__)
+    if description.get("scheme") not in schemes.names():
+        broken("scheme", f"one of the registered schemes {schemes.names()}", description.get("scheme"))
+    config = description.get("config")
+    if not isinstance(config, dict):
+        broken("config", "an object of the scheme's settings", config)
+    bits = config.get("bits")
+    if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
+        broken("config.bits", "a positive integer", bits)
+    shape = config.get("input_shape")
+    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        broken("config.input_shape", "a list of positive integers", shape)
+    scheme_cls = schemes.get(description["scheme"])
+    unknown = sorted(set(config) - {"bits", "input_shape", "seed"} - set(scheme_cls.hyperparameter_names()))
+    if unknown:
+        broken("config", f"settings of {scheme_cls.key!r} only (unknown: {unknown})", sorted(config))
+
+
+def _checkpoint_paths(directory):
+    """Checkpoint prefixes in ``directory``, newest first."""
+    state = tf.train.get_checkpoint_state(directory)
+    paths = list(state.all_model_checkpoint_paths) if state else []
+    return [p if os.path.isabs(p) else os.path.join(directory, p) for p in reversed(paths)]
 
 
 def restore(directory, description, strategy=None, total_steps="saved"):
-    """``(model, epoch)`` rebuilt from ``description`` and the latest checkpoint in ``directory``."""
+    """``(model, epoch)`` rebuilt from ``description`` and the newest readable checkpoint in ``directory``.
+
+    A truncated or corrupt newest checkpoint falls back to the previous one (two are kept), with a
+    warning naming the file; a checkpoint that does not match the config (an edited config file) is
+    refused naming both.
+    """
     with (strategy or tf.distribute.get_strategy()).scope():
-        model = schemes.get(description["scheme"]).from_config(description["config"])
+        try:
+            model = schemes.get(description["scheme"]).from_config(description["config"])
+        except ValueError as err:
+            raise ValueError(f"{os.path.join(directory, CONFIG_FILE)}: field 'config' holds settings the "
+                             f"{description['scheme']!r} scheme refuses: {err}") from err
         model.compile(total_steps=description.get("total_steps") if total_steps == "saved" else total_steps)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-    latest = tf.train.latest_checkpoint(directory)
-    if latest is None:
+    checkpoint = checkpoint_manager(model, epoch, directory).checkpoint
+    paths = _checkpoint_paths(directory)
+    if not paths:
         raise ValueError(f"`directory` holds no checkpoint files: {directory!r}.")
-    checkpoint_manager(model, epoch, directory).checkpoint.restore(latest).expect_partial()
-    return model, int(epoch.numpy())
+    failures = []
+    for path in paths:
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
+        except Exception as err:  # noqa: BLE001 - readers raise OpError, IndexError, ValueError, AssertionError...
+            failures.append((path, err))
+            continue
+        if failures:
+            warnings.warn(f"checkpoint {failures[0][0]} is unreadable ({_first_line(failures[0][1])}); restored the "
+                          f"previous checkpoint {path} (epoch {int(epoch.numpy())}) instead.", stacklevel=2)
+        return model, int(epoch.numpy())
+    details = "; ".join(f"{path}: {_first_line(err)}" for path, err in failures)
+    raise ValueError(f"no checkpoint in {directory!r} could be restored into the model its {CONFIG_FILE} describes "
+                     f"(scheme {description['scheme']!r}, bits={description['config']['bits']}, input_shape="
+                     f"{description['config']['input_shape']}): the files are corrupt or the config was edited. "
+                     f"{details}")
+
+
+def _first_line(err):
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:300]

@@ -96,7 +96,18 @@ def _normalise_dataset(dataset, scheme_cls):
     x_spec = spec if parts["x"] is None else spec[parts["x"]]
     if not isinstance(x_spec, tf.TensorSpec) or x_spec.shape.rank is None or x_spec.shape.rank < 2 \
             or None in x_spec.shape[1:]:
-        raise ValueError(f"`x` dataset must yield batches [batch, ...] of a fixed item shape, got element spec {spec}.")
+        raise ValueError(f"`x` dataset must yield batches [batch, ...] of a fixed item shape (call "
+                         f".batch(batch_size) on a dataset of single items), got element spec {spec}.")
+    if scheme_cls.input_kind == "images" and x_spec.shape.rank == 3 and x_spec.shape[-1] in (1, 3, 4):
+        # [batch, height, width] batches never end in a 1/3/4-wide axis; single [h, w, c] images do.
+        raise ValueError(f"`x` dataset yields single images of shape {tuple(x_spec.shape)} (height, width, "
+                         "channels), not batches of them: call .batch(batch_size) on it.")
+    cardinality = int(dataset.cardinality())
+    if cardinality == tf.data.INFINITE_CARDINALITY:
+        raise ValueError("`x` dataset is infinite (.repeat() without a count): an epoch would never end and no "
+                         "checkpoint would be written. Pass a finite dataset; `epochs` sets the passes over it.")
+    if cardinality == 0:
+        raise ValueError("`x` dataset is empty: it yields no batches.")
     dtype = x_spec.dtype.as_numpy_dtype
     scheme_cls.check_training_dtype(np.dtype(dtype))
     scale = scheme_cls.input_kind == "images" and x_spec.dtype == tf.uint8
@@ -119,10 +130,13 @@ def _normalise_dataset(dataset, scheme_cls):
         return batch
 
     normalised = dataset.map(to_dict, num_parallel_calls=tf.data.AUTOTUNE)
+    # The first batch shows an empty dataset of unknown size, and 0-255 floats, before any training
+    # (the dataset is not read whole here).
+    first = next(iter(normalised.take(1)), None)
+    if first is None:
+        raise ValueError("`x` dataset is empty: it yields no batches.")
     if scheme_cls.input_kind == "images":
-        # The first batch shows 0-255 floats before any training (the dataset is not read whole here).
-        for first in normalised.take(1):
-            check_image_range(float(tf.reduce_min(first["x"])), float(tf.reduce_max(first["x"])), "x")
+        check_image_range(float(tf.reduce_min(first["x"])), float(tf.reduce_max(first["x"])), "x")
     return normalised, tuple(x_spec.shape[1:]), set(parts)
 
 
