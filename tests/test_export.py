@@ -177,3 +177,62 @@ def test_load_runs_a_tflite_export_with_the_litert_interpreter(trained, tmp_path
     assert differing.mean() <= 0.001
     with pytest.raises(ValueError, match="items of shape"):
         on_device.encode(x[:, :4])
+
+
+def test_the_serving_graph_checks_item_shape_and_finiteness(trained, tmp_path):
+    hasher, split = trained
+    serve = tf.saved_model.load(hasher.export(str(tmp_path / "encoder"))).signatures
+    shape = tuple(hasher.model.item_shape)
+    good = split.query_x[:2]
+    np.testing.assert_array_equal(serve["serving_default"](inputs=tf.constant(good))["codes"].numpy(),
+                                  hasher.encode(good))
+    flat = int(np.prod(shape))
+    for wrong in [(2, flat), (4,) + shape[:-1], (2, shape[0] * 2, shape[1] * 2, 3), (2,) + shape + (1,)]:
+        for signature, name, dtype in (("serving_default", "inputs", np.float32), ("serving_pixels", "pixels", np.uint8)):
+            with pytest.raises(tf.errors.InvalidArgumentError,
+                               match=rf"`{name}` must be \[batch, {', '.join(map(str, shape))}\] items; got shape.*"
+                                     + r"\s".join(map(str, wrong[:3]))):
+                serve[signature](**{name: tf.zeros(wrong, dtype)})
+    for bad in (np.nan, np.inf):
+        nan = good.copy()
+        nan[1, 0] = bad
+        with pytest.raises(tf.errors.InvalidArgumentError, match=r"`inputs` must be finite \(no NaN or inf values\)"):
+            serve["serving_default"](inputs=tf.constant(nan))
+
+
+def test_damaged_or_foreign_exports_are_refused_at_load(trained, tmp_path):
+    hasher, split = trained
+    path = hasher.export(str(tmp_path / "encoder"))
+    broken = {}
+    for name, damage in (("pb", "saved_model.pb"), ("variables", "variables/variables.data-00000-of-00001")):
+        copy = tmp_path / name
+        subprocess.run(["cp", "-r", path, str(copy)], check=True)
+        target = copy / damage
+        with open(target, "r+b") as f:
+            f.truncate(os.path.getsize(target) // 3)
+        broken[name] = copy
+    for copy in broken.values():
+        with pytest.raises(ValueError, match=r"holds a damaged SavedModel|cannot encode an item"):
+            tfhash.load(str(copy))
+    # A foreign SavedModel with a copied tfhash.json: refused at load, not at the first encode.
+    class Foreign(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 5], tf.float32, name="inputs")])
+        def serve(self, inputs):
+            return {"codes": tf.zeros([tf.shape(inputs)[0], 9], tf.uint8), "probabilities": inputs}
+
+    foreign = tmp_path / "foreign"
+    module = Foreign()
+    tf.saved_model.save(module, str(foreign), signatures={"serving_default": module.serve})
+    (foreign / "assets").mkdir(exist_ok=True)
+    (foreign / "assets" / "tfhash.json").write_text((tmp_path / "encoder" / "assets" / "tfhash.json").read_text())
+    with pytest.raises(ValueError, match=r"foreign.* cannot encode an item of shape|is not the tfhash export"):
+        tfhash.load(str(foreign))
+    # A garbage .tflite, and a truncated real one.
+    (tmp_path / "garbage.tflite").write_bytes(b"\x00" * 64)
+    with pytest.raises(ValueError, match=r"is not a TFLite model \(no TFL3 identifier"):
+        tfhash.load(str(tmp_path / "garbage.tflite"))
+    tflite = export.export_tflite(hasher, str(tmp_path / "model.tflite"))
+    with open(tflite, "r+b") as f:
+        f.truncate(os.path.getsize(tflite) // 2)
+    with pytest.raises(ValueError, match=r"damaged TFLite model|cannot encode an item|is not a tfhash TFLite"):
+        tfhash.load(tflite)

@@ -10,6 +10,12 @@ import numbers
 import numpy as np
 
 
+def error_summary(err, limit=300):
+    """The first line of an exception's message (or its type name), for errors that name a file."""
+    lines = str(err).strip().splitlines()
+    return (lines[0] if lines else type(err).__name__)[:limit]
+
+
 def _describe(value):
     if isinstance(value, np.ndarray):
         return f"an array of dtype {value.dtype} and shape {value.shape}"

@@ -69,17 +69,40 @@ class _EncoderModule(tf.Module):
     def __init__(self, encoder, item_shape, threshold):
         super().__init__()
         self.encoder = encoder
+        self.item_shape = tuple(int(d) for d in item_shape)
         self.threshold = float(threshold)
         spec = [None] + list(item_shape)
         self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec(spec, tf.float32, name="inputs")])
         self.serve_pixels = tf.function(self._serve_pixels,
                                         input_signature=[tf.TensorSpec(spec, tf.uint8, name="pixels")])
 
+    def _checked(self, inputs, name):
+        """``inputs`` once its item shape and finiteness are verified in the graph.
+
+        A serving client may feed any shape (the signature's shape is not enforced at run time), and a
+        network that flattens or pools would return codes for it. Rank is tested through a padded copy of
+        the runtime shape, since a rank op on an input of declared rank is folded to a constant.
+        """
+        expected = list(self.item_shape)
+        shape = tf.raw_ops.Shape(input=inputs)
+        padded = tf.concat([shape, tf.zeros([len(expected) + 2], tf.int32)], 0)
+        matches = tf.logical_and(tf.reduce_all(tf.equal(padded[1:len(expected) + 1], expected)),
+                                 tf.equal(padded[len(expected) + 1], 0))
+        check_shape = tf.debugging.Assert(
+            matches, [f"`{name}` must be [batch, {', '.join(map(str, expected))}] items; got shape", shape])
+        with tf.control_dependencies([check_shape]):
+            inputs = tf.identity(inputs)
+        if inputs.dtype.is_floating:
+            inputs = tf.debugging.assert_all_finite(inputs, f"`{name}` must be finite (no NaN or inf values)")
+        return inputs
+
     def _serve(self, inputs):
-        return serving_outputs(self.encoder, inputs, self.threshold)
+        return serving_outputs(self.encoder, self._checked(inputs, "inputs"), self.threshold)
 
     def _serve_pixels(self, pixels):
-        return self._serve(tf.cast(pixels, tf.float32) / PIXEL_SCALE)  # Hasher.encode's rule for uint8
+        pixels = self._checked(pixels, "pixels")
+        return serving_outputs(self.encoder, tf.cast(pixels, tf.float32) / PIXEL_SCALE,  # Hasher.encode's uint8 rule
+                               self.threshold)
 
     def signatures(self, names):
         functions = {SERVING_SIGNATURE: self.serve, PIXELS_SIGNATURE: self.serve_pixels}

@@ -11,7 +11,7 @@ import warnings
 
 import tensorflow as tf
 
-from tfhash import _io, datasets, evaluation, schemes
+from tfhash import _io, _validation, datasets, evaluation, schemes
 from tfhash import export as export_lib
 from tfhash import index as index_lib
 
@@ -212,16 +212,11 @@ def restore(directory, description, strategy=None, total_steps="saved"):
             failures.append((path, err))
             continue
         if failures:
-            warnings.warn(f"checkpoint {failures[0][0]} is unreadable ({_first_line(failures[0][1])}); restored the "
+            warnings.warn(f"checkpoint {failures[0][0]} is unreadable ({_validation.error_summary(failures[0][1])}); restored the "
                           f"previous checkpoint {path} (epoch {int(epoch.numpy())}) instead.", stacklevel=2)
         return model, int(epoch.numpy())
-    details = "; ".join(f"{path}: {_first_line(err)}" for path, err in failures)
+    details = "; ".join(f"{path}: {_validation.error_summary(err)}" for path, err in failures)
     raise ValueError(f"no checkpoint in {directory!r} could be restored into the model its {CONFIG_FILE} describes "
                      f"(scheme {description['scheme']!r}, bits={description['config']['bits']}, input_shape="
                      f"{description['config']['input_shape']}): the files are corrupt or the config was edited. "
                      f"{details}")
-
-
-def _first_line(err):
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:300]

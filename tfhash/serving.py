@@ -7,7 +7,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from tfhash.export import SERVING_SIGNATURE, read_metadata  # noqa: F401  (read_metadata: public here too)
+from tfhash import _validation
+from tfhash.codes import num_bytes
+from tfhash.export import METADATA_FILE, SERVING_SIGNATURE, TFLITE_MAGIC, read_metadata  # noqa: F401 (public)
 from tfhash.hasher import BaseHasher
 from tfhash.schemes.base import check_items, encode_in_batches
 
@@ -39,9 +41,13 @@ class ExportedHasher(_ServedHasher):
         self._loaded = loaded
         self._serve = loaded.signatures[SERVING_SIGNATURE]
         self.metadata = description
-        self.bits = int(description["bits"])
-        self.scheme = description["scheme"]
-        self.item_shape = tuple(description["input_shape"])
+        try:
+            self.bits = int(description["bits"])
+            self.scheme = str(description["scheme"])
+            self.item_shape = tuple(int(d) for d in description["input_shape"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"`path` {path!r}: assets/{METADATA_FILE} lacks a valid bits / scheme / input_shape "
+                             f"({type(err).__name__}: {err}).") from err
         self.input_kind = description.get("input_kind", "images")
 
     def __repr__(self):
@@ -64,7 +70,15 @@ class TFLiteHasher(_ServedHasher):
             raise ImportError('running a TFLite export needs the LiteRT interpreter: pip install "tfhash[tflite]" '
                               "(or ai-edge-litert).") from err
         self.path = os.fspath(path)
-        self._runner = Interpreter(model_path=self.path).get_signature_runner()
+        with open(self.path, "rb") as f:
+            header = f.read(8)
+        if header[4:8] != TFLITE_MAGIC:
+            raise ValueError(f"`path` {path!r} is not a TFLite model (no {TFLITE_MAGIC.decode()} identifier at bytes "
+                             "4-8): a damaged or foreign file.")
+        try:
+            self._runner = Interpreter(model_path=self.path).get_signature_runner()
+        except Exception as err:  # noqa: BLE001 - the interpreter raises ValueError / RuntimeError on bad files
+            raise ValueError(f"`path` {path!r} is a damaged TFLite model: {_validation.error_summary(err)}") from err
         inputs, outputs = self._runner.get_input_details(), self._runner.get_output_details()
         if set(outputs) != {"codes", "probabilities"} or len(inputs) != 1:
             raise ValueError(f"`path` {path!r} is not a tfhash TFLite export (outputs {sorted(outputs)}).")
@@ -81,13 +95,38 @@ class TFLiteHasher(_ServedHasher):
         return self._runner(**{self._input_name: batch})
 
 
+def _check_serves(hasher):
+    """One zero item through the export: a damaged or foreign model fails here, at load, not at the first
+    encode; the outputs must be the codes and probabilities its description promises."""
+    probe = np.zeros((1,) + hasher.item_shape, np.float32)
+    try:
+        outputs = hasher._serve_batch(probe)
+        codes, probabilities = np.asarray(outputs["codes"]), np.asarray(outputs["probabilities"])
+    except Exception as err:  # noqa: BLE001 - whatever the runtime raises, name the file
+        raise ValueError(f"`path` {hasher.path!r} cannot encode an item of shape {hasher.item_shape}: "
+                         f"{_validation.error_summary(err)}") from err
+    expected = {"codes": (1, num_bytes(hasher.bits)), "probabilities": (1, hasher.bits)}
+    got = {"codes": codes.shape, "probabilities": probabilities.shape}
+    if got != expected or codes.dtype != np.uint8:
+        raise ValueError(f"`path` {hasher.path!r} is not the tfhash export its description says (bits={hasher.bits}): "
+                         f"outputs {got} (codes {codes.dtype}), expected {expected} (codes uint8).")
+    return hasher
+
+
 def load(path):
     """An :class:`ExportedHasher` from a SavedModel export (``Hasher.export`` / ``export_saved_model``), or
-    a :class:`TFLiteHasher` for a ``.tflite`` file (``export_tflite``)."""
+    a :class:`TFLiteHasher` for a ``.tflite`` file (``export_tflite``).
+
+    The export is checked by encoding one item: a truncated, damaged or foreign model is refused here.
+    """
     if os.fspath(path).endswith(".tflite") and os.path.isfile(path):
-        return TFLiteHasher(path)
+        return _check_serves(TFLiteHasher(path))
     description = read_metadata(path)
-    loaded = tf.saved_model.load(os.fspath(path))
+    try:
+        loaded = tf.saved_model.load(os.fspath(path))
+    except Exception as err:  # noqa: BLE001 - truncated .pb / variables raise several error types
+        raise ValueError(f"`path` {path!r} holds a damaged SavedModel (saved_model.pb or variables/ cannot be "
+                         f"read): {_validation.error_summary(err)}") from err
     if SERVING_SIGNATURE not in loaded.signatures:
         raise ValueError(f"`path` {path!r} lacks the {SERVING_SIGNATURE!r} signature of a tfhash export.")
-    return ExportedHasher(os.fspath(path), loaded, description)
+    return _check_serves(ExportedHasher(os.fspath(path), loaded, description))
