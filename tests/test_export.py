@@ -236,3 +236,20 @@ def test_damaged_or_foreign_exports_are_refused_at_load(trained, tmp_path):
         f.truncate(os.path.getsize(tflite) // 2)
     with pytest.raises(ValueError, match=r"damaged TFLite model|cannot encode an item|is not a tfhash TFLite"):
         tfhash.load(tflite)
+
+
+def test_uint8_pixels_get_one_code_in_memory_saved_model_and_tflite(trained, tmp_path):
+    hasher, split = trained
+    pixels = np.round(split.query_x[:40] * 255).astype(np.uint8)
+    in_memory = hasher.encode(pixels)
+    np.testing.assert_array_equal(in_memory, hasher.encode(pixels.astype(np.float32) / 255.0))
+    path = hasher.export(str(tmp_path / "encoder"))
+    np.testing.assert_array_equal(tfhash.load(path).encode(pixels), in_memory)
+    serve = tf.saved_model.load(path).signatures["serving_pixels"]
+    np.testing.assert_array_equal(serve(pixels=tf.constant(pixels))["codes"].numpy(), in_memory)
+    # A .tflite file does not record whether its inputs are images: uint8 is refused, never guessed.
+    on_device = tfhash.load(export.export_tflite(hasher, str(tmp_path / "m.tflite")))
+    with pytest.raises(ValueError, match="uint8.*pixels / 255"):
+        on_device.encode(pixels)
+    scaled = codes.unpack(on_device.encode(pixels.astype(np.float32) / 255.0), hasher.bits)
+    assert (scaled != codes.unpack(in_memory, hasher.bits)).mean() <= 0.001
