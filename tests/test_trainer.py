@@ -269,3 +269,24 @@ def test_multi_worker_run_writes_outputs_from_the_chief_only(tmp_path):
     assert payload["replicas"] == 2 and payload["strategy"] == "multi_worker"
     assert (model_dir / "ckpt-2.index").is_file() and (model_dir / "export" / "hashgan" / "2" / "saved_model.pb").is_file()
     assert not (model_dir / ".worker-1" / "metrics.json").exists()
+
+
+def test_metrics_of_a_resumed_run_cover_every_part_of_it(tmp_path):
+    model_dir = tmp_path / "run"
+    args = ["--dataset=digits", "--bits=8", f"--model_dir={model_dir}", "--eval_every=1", "--verbose=0",
+            "--noexport", "--baselines=itq"]
+    first = _run(args + ["--epochs=2"])
+    assert first.returncode == 0, first.stderr[-3000:]
+    with open(model_dir / "metrics.json") as f:
+        before = json.load(f)
+    assert [e["epoch"] for e in before["evaluations"]] == [1, 2] and before["train_seconds"] > 0
+    second = _run(args + ["--epochs=3"])  # continues the same run for one more epoch
+    assert second.returncode == 0, second.stderr[-3000:]
+    with open(model_dir / "metrics.json") as f:
+        after = json.load(f)
+    assert [e["epoch"] for e in after["evaluations"]] == [1, 2, 3]
+    assert after["evaluations"][:2] == before["evaluations"]
+    with open(model_dir / "run_record.json") as f:
+        record = json.load(f)
+    assert [e["epoch"] for e in record["epochs"]] == [1, 2, 3]
+    assert after["train_seconds"] == record["epochs"][-1]["train_seconds"] > before["train_seconds"]

@@ -11,16 +11,20 @@ epoch (step = epochs completed):
 * ``eval/mAP``: retrieval mAP on a split's queries and database, every ``eval_every`` epochs and at the end.
 
 :func:`write_precision_recall_image` draws precision-recall curves (e.g. from
-``evaluate_codes(..., pr_curve=True)``) into ``eval/precision_recall``.
+``evaluate_codes(..., pr_curve=True)``) into ``eval/precision_recall``. :class:`RunRecord` keeps a
+JSON record of training time and evaluations that survives an interrupted, resumed run.
 """
 
 import io
+import json
+import os
+import time
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash import _validation, codes, metrics
+from tfhash import _io, _validation, codes, metrics
 
 
 def image_grid(images, columns=8, min_size=32):
@@ -154,3 +158,45 @@ class TensorBoardLogger(keras.callbacks.Callback):
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+class RunRecord(keras.callbacks.Callback):
+    """Keeps ``path`` (JSON) current after each epoch: training seconds so far and the evaluations of a
+    :class:`TensorBoardLogger`, so a run resumed from a checkpoint reports the whole run, not its last part.
+
+    Entries after the epoch a run resumes from (an epoch trained after the last checkpoint) are dropped.
+    """
+
+    def __init__(self, path, logger=None):
+        super().__init__()
+        self.path = str(path)
+        self.logger = logger
+        self.epochs = []  # [{"epoch", "train_seconds"}]
+        self.evaluations = []  # [{"epoch", "mAP"}]
+        if os.path.isfile(self.path):
+            try:
+                with open(self.path, encoding="utf-8") as f:
+                    saved = json.load(f)
+                self.epochs, self.evaluations = list(saved["epochs"]), list(saved["evaluations"])
+            except (ValueError, KeyError, TypeError) as err:
+                raise ValueError(f"{self.path} is not a run record ({err}); move it away to start a new one.") from err
+        self._resumed_at = None
+
+    @property
+    def train_seconds(self):
+        return self.epochs[-1]["train_seconds"] if self.epochs else 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if self._resumed_at is None:  # the first epoch of this run: forget what came after the checkpoint
+            self._resumed_at = epoch
+            self.epochs = [e for e in self.epochs if e["epoch"] <= epoch]
+            self.evaluations = [e for e in self.evaluations if e["epoch"] <= epoch]
+            self._known = len(self.logger.evaluations) if self.logger is not None else 0
+        self._base, self._start = self.train_seconds, time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append({"epoch": epoch + 1, "train_seconds": self._base + time.perf_counter() - self._start})
+        if self.logger is not None:
+            self.evaluations += [{"epoch": e, "mAP": m} for e, m in self.logger.evaluations[self._known:]]
+            self._known = len(self.logger.evaluations)
+        _io.write_json_atomically(self.path, {"epochs": self.epochs, "evaluations": self.evaluations})

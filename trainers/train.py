@@ -3,7 +3,8 @@
     python -m trainers.train --scheme=hashgan --dataset=digits --bits=32 --model_dir=runs/digits --export
 
 One run loads the data, trains (progress bar; TensorBoard summaries in ``<model_dir>/logs``; a
-checkpoint per epoch in ``<model_dir>``), evaluates the codes beside the baselines (a markdown table on
+checkpoint per epoch in ``<model_dir>``, training time and evaluations so far in
+``<model_dir>/run_record.json``), evaluates the codes beside the baselines (a markdown table on
 stdout and ``<model_dir>/metrics.json``) and exports the encoder to ``<model_dir>/export/<scheme>/<epochs>``
 (TF Serving layout). Rerunning with the same ``--model_dir`` resumes from the last finished epoch.
 
@@ -14,7 +15,6 @@ them. Only a thin layer over ``tfhash``: every step is a library call.
 
 import os
 import sys
-import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # keep TensorFlow's C++ start-up notes off the progress output
 
@@ -51,6 +51,7 @@ flags.DEFINE_string("tpu", "", "TPU name or grpc:// address for --strategy=tpu (
 flags.DEFINE_boolean("export", True, "Export the encoder (SavedModel, TF Serving layout) after training.")
 flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.")
 
+RUN_RECORD = "run_record.json"
 COLUMNS = ["method", "bits", "mAP", "mAP@1000", "precision@1000", "precision@r2", "empty_balls@r2"]
 
 
@@ -92,8 +93,11 @@ def main(argv):
     if is_chief:
         logger = summaries.TensorBoardLogger(log_dir, sample_x=split.train_x, split=split,
                                              eval_every=config["eval_every"], seed=FLAGS.seed, log=print)
-        callbacks.append(logger)
-    start = time.perf_counter()
+        try:  # time and evaluations of every part of a resumed run
+            record = summaries.RunRecord(os.path.join(model_dir, RUN_RECORD), logger)
+        except ValueError as err:
+            sys.exit(f"error: {err}")
+        callbacks += [logger, record]
     try:
         hasher = tfhash.fit(config["scheme"], split.train_x, split.train_y, bits=config["bits"], preset=preset,
                             epochs=config["epochs"], batch_size=config["batch_size"], strategy=strategy,
@@ -101,7 +105,6 @@ def main(argv):
                             verbose=FLAGS.verbose, **config["hyperparameters"])
     except (ValueError, FloatingPointError) as err:
         sys.exit(f"error: {err}")
-    train_seconds = time.perf_counter() - start
     if not is_chief:
         return
 
@@ -123,8 +126,8 @@ def main(argv):
         "preset_selected_on": preset.selected_on, "epochs": hasher.epoch,
         "batch_size": config["batch_size"], "seed": FLAGS.seed, "strategy": FLAGS.strategy,
         "replicas": strategy.num_replicas_in_sync, "queries_per_class": per_class,
-        "hyperparameters": hasher.model.get_config(), "train_seconds": train_seconds,
-        "evaluations": [{"epoch": e, "mAP": m} for e, m in logger.evaluations], "rows": rows,
+        "hyperparameters": hasher.model.get_config(), "train_seconds": record.train_seconds,
+        "evaluations": record.evaluations, "rows": rows,
         "export": export_path,
     })
     print(f"wrote {metrics_path}; TensorBoard: tensorboard --logdir {log_dir}")
