@@ -179,3 +179,18 @@ def test_datasets_that_would_train_on_the_wrong_items_or_never_end_are_refused(s
         colour = tf.data.Dataset.from_tensor_slices(np.zeros((4, 8, 8, 3), np.uint8))
         with pytest.raises(ValueError, match=r"single images of shape \(8, 8, 3\)"):
             tfhash.fit(scheme, colour, bits=8, epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("name", schemes.names())
+def test_bad_setting_values_are_refused_before_any_data_is_read(name, monkeypatch):
+    scheme_cls = schemes.get(name)
+    numeric = next(k for k, v in scheme_cls.default_hyperparameters().items()
+                   if k.startswith("weight_") and isinstance(v, float))
+
+    def no_reading(*args, **kwargs):
+        raise AssertionError("data was read")
+
+    monkeypatch.setattr(tfhash.training, "_prepare_data", no_reading)
+    with pytest.raises(ValueError, match=rf"tfhash.fit: `{numeric}` must be a non-negative number, got -1"):
+        tfhash.fit(name, np.zeros((4,) + scheme_cls.test_input_shape, np.float32), bits=8, **{numeric: -1})
+    assert scheme_cls.check_values({numeric: 0.5}, 8) == {numeric: 0.5}

@@ -151,6 +151,10 @@ def _main(args):
     (["--preset=nope"], "--preset: `preset` must be one of the 'hashgan' presets ['paper', 'vat'] or a JSON file"),
     (["--baselines=itq,nope"], "--baselines must be among"),
     (["--strategy=multi_worker"], "needs the TF_CONFIG environment variable"),
+    (["--set=weight_entropy=-1"], "--set: `weight_entropy` must be a non-negative number, got -1"),
+    (["--set=consistency_transform=nope"], "--set: `consistency_transform` must be one of"),
+    (["--batch_size=5000"], "--batch_size 5000 is larger than the 1797 items of 'digits'"),
+    (["--dataset=mnist", "--batch_size=80000"], "--batch_size 80000 is larger than the 70000 items of 'mnist'"),
 ])
 def test_bad_flags_fail_before_any_data_is_loaded(tmp_path, monkeypatch, args, message):
     def no_loading(*a, **k):

@@ -45,6 +45,9 @@ TFDS_DATASETS = {
     "svhn_cropped": "train+test",
 }
 BUNDLED_DATASETS = ("digits",)
+# Items in each known data set (the TFDS splits above), so a batch larger than the data is refused before loading.
+KNOWN_SIZES = {"digits": 1797, "mnist": 70000, "fashion_mnist": 70000, "cifar10": 60000, "stl10": 13000,
+               "svhn_cropped": 99289}
 _TFDS_HOST = "storage.googleapis.com"
 
 

@@ -257,6 +257,7 @@ def fit(scheme, x, y=None, *, bits=32, preset=None, epochs=None, batch_size=None
                                                 "batch_size")
     scheme_cls.check_hyperparameters(hyperparameters, "tfhash.fit")
     hyperparameters = {**settings["hyperparameters"], **hyperparameters}
+    scheme_cls.check_values(hyperparameters, bits, "tfhash.fit")  # before any data is read
     training = {"epochs": epochs, "batch_size": batch_size, "seed": int(seed)}
     strategy = strategy or tf.distribute.get_strategy()
     data = _prepare_data(x, y, scheme_cls)

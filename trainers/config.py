@@ -77,6 +77,10 @@ def resolve(scheme, dataset, *, preset=None, epochs=None, batch_size=None, eval_
                                                   "--batch_size"),
         eval_every=int(eval_every if eval_every is not None else DEFAULT_EVAL_EVERY),
     )
+    scheme_cls.check_values({**settings["hyperparameters"], **hyperparameters}, bits, "--set")
+    size = datasets.KNOWN_SIZES.get(dataset)
+    if size is not None and config["batch_size"] > size:
+        raise ValueError(f"--batch_size {config['batch_size']} is larger than the {size} items of {dataset!r}.")
     if config["eval_every"] < 0:
         raise ValueError(f"--eval_every must be >= 0 (0 = only the final evaluation), got {config['eval_every']}.")
     return config

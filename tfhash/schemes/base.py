@@ -41,6 +41,10 @@ def check_image_range(low, high, name):
         raise ValueError(f"`{name}` must hold images with values in [0, 1], got values in [{low:g}, {high:g}].{hint}")
 
 
+class _NoItemShape(ValueError):
+    """The constructor was given no item shape (raised after every value check; see ``check_values``)."""
+
+
 def check_items(x, item_shape=None, name="x", origin="as in training", input_kind="features"):
     """Checks items ``[n, *item_shape]`` (finite numbers) and returns them as float32.
 
@@ -127,7 +131,7 @@ class HashingScheme(keras.Model):
         super().__init__(**kwargs)
         self.bits = _validation.check_bits(bits)
         if input_shape is None or len(tuple(input_shape)) == 0:
-            raise ValueError(f"`input_shape` must be the shape of one item, e.g. (28, 28, 1), got {input_shape!r}.")
+            raise _NoItemShape(f"`input_shape` must be the shape of one item, e.g. (28, 28, 1), got {input_shape!r}.")
         self.item_shape = tuple(int(d) for d in input_shape)
         self.seed = int(seed)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
@@ -169,6 +173,19 @@ class HashingScheme(keras.Model):
         if unknown:
             raise ValueError(f"{origin}: unknown hyperparameter(s) {unknown} for scheme {cls.key!r}; known: {known}.")
         return values
+
+    @classmethod
+    def check_values(cls, hyperparameters, bits=32, origin="hyperparameters"):
+        """Runs the constructor's checks of names and values without building any network, so a bad setting is
+        refused before data is loaded. Returns ``hyperparameters``."""
+        cls.check_hyperparameters(hyperparameters, origin)
+        try:
+            cls(bits=bits, input_shape=None, **hyperparameters)
+        except _NoItemShape:
+            return hyperparameters  # every value check passed; only the (deliberately) missing item shape stopped it
+        except ValueError as err:
+            raise ValueError(f"{origin}: {err}") from None
+        return hyperparameters
 
     def get_config(self):
         config = {"bits": self.bits, "input_shape": list(self.item_shape), "seed": self.seed}
