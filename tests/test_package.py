@@ -62,3 +62,15 @@ def test_benchmark_scripts_end_with_a_json_line():
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["max_ap_difference"] < 1e-9 and figures["ours_seconds"] > 0
     assert np.isfinite(figures["speedup"])
+
+
+def test_every_guarantee_in_the_readme_names_a_test_that_exists():
+    section = re.search(r"## Guarantees\n(.*?)\n## ", _readme(), re.S).group(1)
+    named, module = [], None
+    for match in re.finditer(r"`((tests/\w+\.py))?::(\w+)`", section):
+        module = match.group(2) or module  # "::name" continues the module named before it
+        named.append((module, match.group(3)))
+    assert len(named) >= 20
+    for module, name in named:
+        with open(os.path.join(ROOT, module), encoding="utf-8") as f:
+            assert f"def {name}(" in f.read(), f"{module}::{name}"
