@@ -111,3 +111,29 @@ def test_energy_and_margin_loss():
     # D(x) + max(0, m - D(x^)): 0.05 + max(0, 0.1 - 0.02) = 0.13; with D(x^) above the margin only D(x) is left.
     np.testing.assert_allclose(losses.energy_margin(tf.constant([0.05, 0.05]), tf.constant([0.02, 0.5]), 0.1).numpy(),
                                [0.13, 0.05], rtol=1e-6)
+
+
+def test_continuation_sign_tends_to_the_sign():
+    z = tf.constant([-2.0, -0.05, 0.0, 0.3, 1.5])
+    np.testing.assert_allclose(losses.continuation_sign(z, 1.0, "app").numpy(), [-1.0, -0.05, 0.0, 0.3, 1.0])
+    np.testing.assert_allclose(losses.continuation_sign(z, 10.0, "app").numpy(), [-1.0, -0.5, 0.0, 1.0, 1.0])
+    np.testing.assert_allclose(losses.continuation_sign(z, 100.0, "tanh").numpy(), np.sign(z.numpy()), atol=1e-3)
+
+
+def test_neighbour_structure_known_answer_and_gradient_of_eq_10():
+    codes = tf.constant([[1.0, 1.0], [1.0, -1.0], [0.5, 0.5]])
+    similarity = tf.constant([[1.0, -1.0, 1.0], [-1.0, 1.0, 1.0], [1.0, -1.0, 1.0]])
+    mask = 1.0 - tf.eye(3)
+    # Row 0: (0,1) inner 0, S01 = S10 = -1 -> 1/2 (1 + 1) = 1; (0,2) inner 0.5, S02 = S20 = 1 -> 1/2 (0.25 + 0.25).
+    # Row 1: (1,0) -> 1; (1,2) inner 0, S12 = 1, S21 = -1 -> 1/2 (1 + 1) = 1.
+    # Row 2: (2,0) -> 0.25; (2,1) inner 0, S21 = -1, S12 = 1 -> 1.
+    per_row = losses.neighbour_structure(codes, codes, similarity, tf.transpose(similarity), mask)
+    np.testing.assert_allclose(per_row.numpy(), [1.25, 2.0, 1.25])
+    # Its gradient is Eq. 10's: 1/2 sum over ordered pairs i != j of (c_i . c_j / L - S_ij)^2.
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(codes)
+        ours = tf.reduce_sum(losses.neighbour_structure(codes, codes, similarity, tf.transpose(similarity), mask))
+        inner = tf.matmul(codes, codes, transpose_b=True) / 2.0
+        eq10 = 0.5 * tf.reduce_sum(mask * tf.square(inner - similarity))
+    np.testing.assert_allclose(tape.gradient(ours, codes).numpy(), tape.gradient(eq10, codes).numpy(), rtol=1e-6)
+    np.testing.assert_allclose(ours.numpy(), 2 * eq10.numpy(), rtol=1e-6)

@@ -141,7 +141,7 @@ def _main(args):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--scheme=nope"], "--scheme must be one of ['hashgan', 'sigah']"),
+    (["--scheme=nope"], f"--scheme must be one of {schemes.names()}"),
     (["--scheme=itq"], "It is a shallow baseline"),
     (["--set=weight_nope=1"], "unknown hyperparameter(s) ['weight_nope']"),
     (["--set=weight_entropy"], "--set must be key=value"),

@@ -185,16 +185,20 @@ def _checkpoint_paths(directory):
     return [p if os.path.isabs(p) else os.path.join(directory, p) for p in reversed(paths)]
 
 
-def restore(directory, description, strategy=None, total_steps="saved"):
+def restore(directory, description, strategy=None, total_steps="saved", hyperparameters=None):
     """``(model, epoch)`` rebuilt from ``description`` and the newest readable checkpoint in ``directory``.
 
+    ``hyperparameters`` holds values of the resuming call that the config can only describe (arrays, models).
     A truncated or corrupt newest checkpoint falls back to the previous one (two are kept), with a
     warning naming the file; a checkpoint that does not match the config (an edited config file) is
     refused naming both.
     """
     with (strategy or tf.distribute.get_strategy()).scope():
         try:
-            model = schemes.get(description["scheme"]).from_config(description["config"])
+            # Settings a config file can only describe (e.g. an array argument) come from the caller.
+            config = {**description["config"], **{k: v for k, v in (hyperparameters or {}).items()
+                                                   if not isinstance(v, (str, int, float, bool, list, tuple))}}
+            model = schemes.get(description["scheme"]).from_config(config)
         except ValueError as err:
             raise ValueError(f"{os.path.join(directory, CONFIG_FILE)}: field 'config' holds settings the "
                              f"{description['scheme']!r} scheme refuses: {err}") from err

@@ -139,3 +139,46 @@ def energy(autoencoder_output, x):
 def energy_margin(energy_real, energy_fake, margin):
     """Per-example discriminator loss of SiGAH Eq. 21 (EBGAN): D(x) + max(0, margin - D(x^)). ``[batch]``."""
     return energy_real + tf.nn.relu(margin - energy_fake)
+
+
+# --- BGAN (Song et al., AAAI 2018) -----------------------------------------------------------------
+
+
+def continuation_sign(z, beta, kind="app"):
+    """BGAN's smooth stand-in for sign(z): app(beta z) (Eq. 5-6, clip to [-1, 1]) or tanh(beta z) (Eq. 7).
+
+    Both tend to sign(z) as beta grows; training raises beta in stages (Sec. 3.4).
+    """
+    import keras  # keras.ops: also usable on the symbolic inputs of the exported encoder
+
+    if kind == "app":
+        return keras.ops.clip(beta * z, -1.0, 1.0)
+    if kind == "tanh":
+        return keras.ops.tanh(beta * z)
+    raise ValueError(f"`kind` must be 'app' or 'tanh', got {kind!r}.")
+
+
+def neighbour_structure(codes, other_codes, similarity, similarity_transposed, pair_mask):
+    """BGAN's neighbour structure loss (Eq. 10) for the pairs (i, j) of ``codes`` ``[b, L]`` and ``other_codes``
+    ``[B, L]``: per row i, sum_j mask_ij * 1/2 [(c_i . c_j / L - S_ij)^2 + (c_i . c_j / L - S_ji)^2]. ``[b]``.
+
+    Eq. 10 sums 1/2 (b_i . b_j / L - S_ij)^2 over ordered pairs. Written per row with both orders, and with
+    ``other_codes`` held fixed (stop-gradient), each row's gradient is exactly Eq. 10's gradient for its own
+    code -- so rows split across replicas (each holding its items against the gathered global batch) train as
+    one device would. The value counts every pair twice; halve it to report Eq. 10.
+    """
+    inner = tf.matmul(codes, tf.stop_gradient(other_codes), transpose_b=True) / tf.cast(tf.shape(codes)[-1], codes.dtype)
+    terms = 0.5 * (tf.square(inner - similarity) + tf.square(inner - similarity_transposed))
+    return tf.reduce_sum(terms * pair_mask, axis=-1)
+
+
+def pixel_mse(reconstruction, x):
+    """Per-example mean squared pixel error (Eq. 11). ``[batch]``."""
+    axes = list(range(1, len(x.shape)))
+    return tf.reduce_mean(tf.square(reconstruction - x), axis=axes)
+
+
+def binary_cross_entropy_logits(logits, target):
+    """Per-example sigmoid cross-entropy of ``logits`` ``[batch, 1]`` against a constant target 0 or 1. ``[batch]``."""
+    labels = tf.fill(tf.shape(logits), tf.cast(target, logits.dtype))
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=-1)

@@ -207,6 +207,7 @@ def _check_resumable(description, checkpoint_dir, scheme_cls, bits, item_shape, 
                          f"{config['bits']} and input shape {tuple(config['input_shape'])}; this call asks for "
                          f"{scheme_cls.key!r}, bits={bits}, input shape {item_shape}. Use another directory.")
     asked = {**scheme_cls.default_hyperparameters(), **hyperparameters}
+    asked = {k: scheme_cls.config_value(k, v) for k, v in asked.items()}
     differing = {k: (config.get(k), v) for k, v in asked.items() if not _same_setting(config.get(k), v)}
     saved_training = description.get("training") or {}
     for key in ("seed", "batch_size"):  # another seed or batch size would not continue the same run
@@ -284,11 +285,13 @@ def fit(scheme, x, y=None, *, bits=32, preset=None, epochs=None, batch_size=None
     if resumed:
         description = read_description(checkpoint_dir)
         _check_resumable(description, checkpoint_dir, scheme_cls, bits, data.item_shape, hyperparameters, training)
-        model, initial_epoch = restore(checkpoint_dir, description, strategy, total_steps)
+        model, initial_epoch = restore(checkpoint_dir, description, strategy, total_steps,
+                                       hyperparameters=hyperparameters)
     else:
         with strategy.scope():
             model = scheme_cls(bits=bits, input_shape=data.item_shape, seed=seed, **hyperparameters)
             model.compile(total_steps=total_steps)
+    if not resumed or (scheme_cls.adapt_on_resume and initial_epoch < epochs):
         if data.x is not None:
             model.adapt(data.x, data.y)
         else:

@@ -36,5 +36,6 @@ def get(name):
     return _REGISTRY[key]
 
 
+from tfhash.schemes import bgan  # noqa: E402,F401  (registers "bgan")
 from tfhash.schemes import hashgan  # noqa: E402,F401  (registers "hashgan")
 from tfhash.schemes import sigah  # noqa: E402,F401  (registers "sigah")

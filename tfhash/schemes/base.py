@@ -123,6 +123,9 @@ class HashingScheme(keras.Model):
     paper_baselines = ("itq",)
     #: A small item shape the scheme accepts, for the shared test suite.
     test_input_shape = (8, 8, 1)
+    #: Whether ``adapt`` must run again when training resumes from a checkpoint (state it builds from the
+    #: training items that checkpoints do not hold, such as a neighbourhood graph).
+    adapt_on_resume = False
     #: Hyperparameters that switch off terms computed within each replica's share of the batch (by design);
     #: with them off, one device and several replicas train alike (the distribution test checks it).
     replica_local_terms = {}
@@ -162,8 +165,8 @@ class HashingScheme(keras.Model):
 
     @classmethod
     def default_hyperparameters(cls):
-        """The constructor defaults of the hyperparameters (the paper's values)."""
-        return cls._hyperparameters()
+        """The constructor defaults of the hyperparameters (the paper's values), as ``get_config`` records them."""
+        return {name: cls.config_value(name, value) for name, value in cls._hyperparameters().items()}
 
     @classmethod
     def check_hyperparameters(cls, values, origin="hyperparameters", extra=()):
@@ -186,6 +189,11 @@ class HashingScheme(keras.Model):
         except ValueError as err:
             raise ValueError(f"{origin}: {err}") from None
         return hyperparameters
+
+    @classmethod
+    def config_value(cls, name, value):
+        """How ``get_config`` records the value of hyperparameter ``name`` (to compare a resumed run's settings)."""
+        return list(value) if isinstance(value, tuple) else value
 
     def get_config(self):
         config = {"bits": self.bits, "input_shape": list(self.item_shape), "seed": self.seed}

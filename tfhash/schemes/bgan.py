@@ -1,0 +1,415 @@
+"""BGAN: binary generative adversarial networks for image retrieval (Song et al., AAAI 2018).
+
+An encoder and a hash layer give each image a code; a generator reconstructs the image *from the code*
+and a discriminator tells real images from reconstructions. The codes must reproduce a neighbourhood
+structure S mined once from the training set (``tfhash.neighbours``, Alg. 1), and the hash layer's
+activation app(beta z) is sharpened towards sign(z) in stages (continuation, Sec. 3.2.2 and 3.4), so
+the trained network outputs binary codes without a separate quantisation step.
+
+Choices where the paper is silent or ambiguous (each an option):
+
+* **Networks.** The paper's encoder is VGG19-like (Table 1), for 224x224 inputs with pretrained
+  features. Here the encoder is an MLP for flat or small grey images and a small VGG-style conv net for
+  32x32 colour; the generator and discriminator follow Sec. 3.2.3, with the generator's first feature map
+  at a quarter of the image size (the paper's 8x8 for 32x32) and ``width`` scaling every channel count.
+* **Loss normalisation.** Eq. 10 sums over all pairs and Eq. 11-12 over pixels; here each term is a mean
+  (over the batch's ordered pairs, pixels, features), so lambda1 = lambda2 = 0.1 weigh terms of one scale.
+* **Generator's adversarial term.** Eq. 19 has G minimise l_A = log D(x) + log(1 - D(x^R)) -- the
+  saturating form (``generator_loss="minimax"``, the ``paper`` preset); ``"non_saturating"`` minimises
+  -log D(x^R) instead.
+* **The beta schedule.** "Increase beta after convergence; beta = 10 is enough": ``beta_stages`` splits
+  training into equal parts, one per value (default 1, 2, 5, 10). One stage at beta = 1 is the two-step
+  variant of Table 4 (relaxed training, sign after).
+* **The graph's features.** The paper ranks neighbours on ImageNet CNN features, which cannot be
+  downloaded offline: ``graph_features`` is raw pixels by default, or ``"pca"``, a precomputed array
+  ``[n, d]`` or a ``keras.Model`` feature extractor (the paper's choice is one argument away).
+"""
+
+import hashlib
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfhash import _validation, losses, neighbours
+from tfhash import codes as codes_lib
+from tfhash.schemes import register
+from tfhash.schemes.base import HashingScheme
+from tfhash.schemes.hashgan import batch_norm
+from tfhash.schemes.presets import Preset, named
+
+ACTIVATIONS = ("app", "tanh")
+GENERATOR_LOSSES = ("minimax", "non_saturating")
+OPTIMIZERS = ("sgd", "adam")
+NETWORKS = ("auto", "mlp", "conv")
+GRAPH_FEATURE_KINDS = ("pixels", "pca")
+PCA_COMPONENTS = 128
+
+
+def describe_graph_features(value):
+    """What a checkpoint records of ``graph_features``: the name, or a fingerprint of an array / model."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, keras.Model):
+        return f"model {value.name}"
+    array = np.ascontiguousarray(value)
+    digest = hashlib.sha1(array.view(np.uint8).ravel()[: 1 << 24]).hexdigest()[:12]
+    return f"array {list(array.shape)} {array.dtype} sha1:{digest}"
+
+
+def _is_conv_shape(shape):
+    return len(shape) == 3 and shape[0] == shape[1] == 32 and shape[2] in (1, 3)
+
+
+def choose_network(item_shape, network="auto"):
+    """``"conv"`` for 32x32 images (colour by default), else ``"mlp"``."""
+    shape = tuple(item_shape)
+    if network == "conv" and not _is_conv_shape(shape):
+        raise ValueError(f"`x` items must be 32x32 images ([n, 32, 32, 1 or 3]) for network='conv', got {shape}.")
+    if network == "auto":
+        return "conv" if shape == (32, 32, 3) else "mlp"
+    return network
+
+
+@register("bgan")
+class BGAN(HashingScheme):
+    """BGAN (AAAI 2018). Defaults are the paper's settings (Sec. 4.1.4): K1 = 20, K2 = 30, lambda1 = lambda2 = 0.1.
+
+    Args:
+        bits: code length L.
+        input_shape: one item's shape; images in [0, 1] (``[h, w, c]``, ``[h, w]`` or flat).
+        seed: seeds initialisation and all training noise.
+        network: ``"auto"`` (conv for 32x32 colour, else MLP), ``"mlp"`` or ``"conv"`` (the encoder).
+        encoder_units: hidden units of the MLP encoder.
+        width: multiplies the channel counts of the generator (256/128/32) and discriminator
+            (32/128/256/512, dense 1024): 1 is the paper's networks.
+        k1, k2: Alg. 1's neighbour counts.
+        graph_features: what the neighbourhood graph is built on: ``"pixels"``, ``"pca"`` (128 PCA
+            components of the pixels), an array ``[n, d]`` aligned with the training items, or a
+            ``keras.Model`` mapping items to ``[n, d]`` features.
+        activation: ``"app"`` (Eq. 5) or ``"tanh"`` (Eq. 7).
+        beta_stages: beta of each equal part of training (Sec. 3.4); ``(1.0,)`` is the two-step variant.
+        negative_similarity: the target of c_i . c_j / L for pairs outside each other's lists: -1 as Eq. 2-4
+            write S, or e.g. 0 (uncorrelated codes), which does not push apart the many same-class items a
+            neighbour list misses.
+        weight_content, weight_adversarial: lambda1 and lambda2 of Eq. 9; 0 removes the term (Table 2).
+        generator_loss: ``"minimax"`` (Eq. 19 as written) or ``"non_saturating"``.
+        optimizer_type: ``"sgd"`` (Sec. 4.1.4) or ``"adam"``; ``learning_rate`` for every player.
+        momentum: SGD momentum (the paper states none).
+    """
+
+    loss_names = ("neighbour", "content", "d_loss", "g_adversarial", "beta", "saturation",
+                  "bit_freq_min", "bit_freq_max")
+    threshold = codes_lib.TANH_THRESHOLD
+    input_kind = "images"
+    needs_indices = True
+    adapt_on_resume = True  # the neighbourhood graph is rebuilt from the same items, never checkpointed
+    encoder_players = ("encoder",)
+    paper_baselines = ("lsh", "itq", "sh", "sph")  # Table 3
+    test_input_shape = (8, 8, 1)
+    presets = named(
+        paper=Preset(
+            description="The paper's settings (Sec. 4.1.4 and 3.4): K1 = 20, K2 = 30, lambda1 = lambda2 = 0.1, SGD "
+                        "with learning rate 0.01, batch 256, app(beta z) with beta raised 1 -> 10 in stages, the "
+                        "generator's adversarial term as Eq. 19 writes it. The paper states no epoch count; 40 "
+                        "epochs here. These are the constructor defaults.",
+            epochs=40, batch_size=256, selected_on="paper (Sec. 4.1.4)"),
+    )
+    # Table 2 (components) and Table 4 (how the sign is reached), beside the full model.
+    ablations = {
+        "l_N only": {"weight_content": 0.0, "weight_adversarial": 0.0},
+        "l_N + l_C": {"weight_adversarial": 0.0},
+        "l_N + l_A": {"weight_content": 0.0},
+        "two-step (relaxed, sign after)": {"activation": "tanh", "beta_stages": [1.0]},
+        "tanh continuation": {"activation": "tanh"},
+    }
+
+    def __init__(self, bits=32, input_shape=None, seed=0, network="auto", encoder_units=(1024, 1024), width=1.0,
+                 k1=20, k2=30, graph_features="pixels", activation="app", beta_stages=(1.0, 2.0, 5.0, 10.0),
+                 negative_similarity=-1.0, weight_content=0.1, weight_adversarial=0.1, generator_loss="minimax",
+                 optimizer_type="sgd", learning_rate=0.01, momentum=0.0, **kwargs):
+        self.network = _validation.check_choice(network, "network", NETWORKS)
+        self.encoder_units = tuple(_validation.check_positive_int(u, "encoder_units") for u in encoder_units)
+        self.width = _validation.check_non_negative_number(width, "width")
+        if self.width <= 0:
+            raise ValueError(f"`width` must be > 0, got {width!r}.")
+        self.k1 = _validation.check_positive_int(k1, "k1")
+        self.k2 = _validation.check_positive_int(k2, "k2")
+        self._check_graph_features(graph_features)
+        self.graph_features = graph_features
+        self.activation = _validation.check_choice(activation, "activation", ACTIVATIONS)
+        stages = list(beta_stages) if isinstance(beta_stages, (list, tuple)) else None
+        if not stages or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0 for b in stages):
+            raise ValueError(f"`beta_stages` must be a non-empty list of positive numbers, got {beta_stages!r}.")
+        self.beta_stages = tuple(float(b) for b in stages)
+        if isinstance(negative_similarity, bool) or not isinstance(negative_similarity, (int, float)) \
+                or not -1.0 <= negative_similarity < 1.0:
+            raise ValueError(f"`negative_similarity` must be a number in [-1, 1), got {negative_similarity!r}.")
+        self.negative_similarity = float(negative_similarity)
+        self.weight_content = _validation.check_non_negative_number(weight_content, "weight_content")
+        self.weight_adversarial = _validation.check_non_negative_number(weight_adversarial, "weight_adversarial")
+        self.generator_loss = _validation.check_choice(generator_loss, "generator_loss", GENERATOR_LOSSES)
+        self.optimizer_type = _validation.check_choice(optimizer_type, "optimizer_type", OPTIMIZERS)
+        self.learning_rate = _validation.check_non_negative_number(learning_rate, "learning_rate")
+        self.momentum = _validation.check_non_negative_number(momentum, "momentum")
+        self._graph = None
+        self._pair_keys = None
+        self._preview = None
+        super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
+
+    @staticmethod
+    def _check_graph_features(value):
+        if isinstance(value, str):
+            if value in GRAPH_FEATURE_KINDS or value.startswith(("array ", "model ")):
+                return  # a name, or what a checkpoint recorded of an array / model given at training
+        elif isinstance(value, keras.Model) or isinstance(value, np.ndarray):
+            return
+        raise ValueError(f"`graph_features` must be one of {list(GRAPH_FEATURE_KINDS)}, an array [n, d] or a "
+                         f"keras.Model, got {type(value).__name__} {value!r:.80}.")
+
+    @classmethod
+    def config_value(cls, name, value):
+        return describe_graph_features(value) if name == "graph_features" else super().config_value(name, value)
+
+    def get_config(self):
+        config = super().get_config()
+        config["graph_features"] = describe_graph_features(self.graph_features)
+        return config
+
+    # --- networks ------------------------------------------------------------------------------
+
+    def _channels(self, count):
+        return max(1, int(round(count * self.width)))
+
+    def _build_networks(self):
+        shape = self.item_shape
+        self.network_kind = choose_network(shape, self.network)
+        size = int(np.prod(shape))
+        spatial = len(shape) in (2, 3)
+        channels = shape[-1] if len(shape) == 3 else 1
+        if self.network_kind == "conv":
+            # A VGG-style stack (Table 1's pattern of 3x3 convolutions and 2x2 pooling), sized for 32x32.
+            trunk = []
+            for filters in (64, 128, 256):
+                trunk += [keras.layers.Conv2D(filters, 3, padding="same", activation="relu"),
+                          keras.layers.Conv2D(filters, 3, padding="same", activation="relu"),
+                          keras.layers.MaxPooling2D(2)]
+            trunk += [keras.layers.Flatten(), keras.layers.Dense(1024, activation="relu")]
+        else:
+            trunk = [keras.layers.Flatten()] + [keras.layers.Dense(u, activation="relu") for u in self.encoder_units]
+        self.encoder = keras.Sequential([keras.Input(shape)] + trunk, name="encoder")
+        self.hash_layer = keras.layers.Dense(self.bits, name="hash_layer")  # W_h: z = W_h^T phi(I)
+        self.hash_layer.build((None, self.encoder.output_shape[-1]))
+
+        # Generator (Sec. 3.2.3): fc -> feature map at 1/4 of the image -> 5x5 deconvolutions 256 / 128 / 32,
+        # batch norm and ELU, then a 1x1 deconvolution to the image's channels.
+        if spatial and shape[0] % 4 == 0 and shape[1] % 4 == 0:
+            h, w = shape[0] // 4, shape[1] // 4
+            layers = [keras.layers.Dense(h * w * self._channels(256)), batch_norm(), keras.layers.ELU(),
+                      keras.layers.Reshape((h, w, self._channels(256)))]
+            for filters, stride in ((256, 1), (128, 2), (32, 2)):
+                layers += [keras.layers.Conv2DTranspose(self._channels(filters), 5, strides=stride, padding="same"),
+                           batch_norm(), keras.layers.ELU()]
+            layers += [keras.layers.Conv2DTranspose(channels, 1, activation="sigmoid"), keras.layers.Reshape(shape)]
+        else:  # flat items, or sizes the deconvolutions cannot reach
+            layers = [keras.layers.Dense(self._channels(512)), batch_norm(), keras.layers.ELU(),
+                      keras.layers.Dense(self._channels(1024)), batch_norm(), keras.layers.ELU(),
+                      keras.layers.Dense(size, activation="sigmoid"), keras.layers.Reshape(shape)]
+        self.generator = keras.Sequential([keras.Input((self.bits,))] + layers, name="generator")
+
+        # Discriminator (Sec. 3.2.3): 4 strided 5x5 convolutions 32 / 128 / 256 / 512 with ELU (their last
+        # output is phi of Eq. 12), a dense layer of 1024 and one logit (sigmoid inside the loss).
+        if spatial:
+            image_shape = shape if len(shape) == 3 else shape + (1,)
+            features = [keras.layers.Reshape(image_shape)]
+            for filters in (32, 128, 256, 512):
+                features += [keras.layers.Conv2D(self._channels(filters), 5, strides=2, padding="same"),
+                             keras.layers.ELU()]
+        else:
+            features = [keras.layers.Dense(self._channels(512)), keras.layers.ELU(),
+                        keras.layers.Dense(self._channels(512)), keras.layers.ELU()]
+        self.discriminator_features = keras.Sequential([keras.Input(shape)] + features, name="discriminator_features")
+        self.discriminator_head = keras.Sequential(
+            [keras.Input(self.discriminator_features.output_shape[1:]), keras.layers.Flatten(),
+             keras.layers.Dense(self._channels(1024)), keras.layers.ELU(), keras.layers.Dense(1)],
+            name="discriminator_head")
+
+    def players(self):
+        # Eq. 18-21: encoder (theta) and hash layer (W_h) minimise l_N + l_C, G (pi) l_C + l_A, D (psi) maximises l_A.
+        return {"encoder": self.encoder.trainable_variables + self.hash_layer.trainable_variables,
+                "generator": self.generator.trainable_variables,
+                "discriminator": (self.discriminator_features.trainable_variables
+                                  + self.discriminator_head.trainable_variables)}
+
+    def default_optimizer(self, player, total_steps):
+        if self.optimizer_type == "sgd":
+            return keras.optimizers.SGD(self.learning_rate, momentum=self.momentum, name=f"{player}_sgd")
+        return keras.optimizers.Adam(self.learning_rate, name=f"{player}_adam")
+
+    # --- the neighbourhood structure -------------------------------------------------------------
+
+    def _graph_inputs(self, x):
+        source = self.graph_features
+        n = x.shape[0]
+        if isinstance(source, str) and source.startswith(("array ", "model ")):
+            raise ValueError(f"`graph_features` was {source!r} when this model was trained: pass the same array or "
+                             "model again to continue training it.")
+        if isinstance(source, np.ndarray):
+            features = source
+        elif isinstance(source, keras.Model):
+            features = np.asarray(source.predict(x, batch_size=256, verbose=0))
+            if features.ndim != 2 or features.shape[0] != n:
+                raise ValueError(f"`graph_features` model must map the {n} training items to features [n, d], got "
+                                 f"output of shape {features.shape}.")
+        elif source == "pca":
+            from sklearn.decomposition import PCA
+
+            flat = x.reshape(n, -1)
+            components = min(PCA_COMPONENTS, flat.shape[1], n)
+            features = PCA(n_components=components, random_state=self.seed).fit_transform(flat)
+        else:
+            features = x.reshape(n, -1)
+        features = _validation.check_features(features, "graph_features")
+        if features.ndim != 2 or features.shape[0] != n:
+            raise ValueError(f"`graph_features` must hold one feature row per training item ([{n}, d]), got shape "
+                             f"{features.shape}.")
+        return features
+
+    def adapt(self, x, y=None):
+        """Builds the neighbourhood graph (Alg. 1) on the training items' features; labels are not used."""
+        if isinstance(x, tf.data.Dataset):
+            raise ValueError("bgan builds its graph from the training items in index order: pass arrays, or a "
+                             "dataset without an 'index' key (tfhash.fit then reads it once in order).")
+        x = np.asarray(x)
+        n = x.shape[0]
+        for name, value in (("k1", self.k1), ("k2", self.k2)):
+            if value >= n:
+                raise ValueError(f"`{name}` must be smaller than the number of training items ({n}), got {value}.")
+        features = self._graph_inputs(x)
+        self._graph = neighbours.neighbourhood_graph(features, self.k1, self.k2)
+        self._pair_keys = tf.constant(self._graph.pair_keys(), tf.int64)
+        self._num_items = n
+        self._preview = x[:16]
+
+    @property
+    def graph(self):
+        """The :class:`tfhash.neighbours.NeighbourGraph` built by ``adapt`` (``None`` before)."""
+        return self._graph
+
+    def _similarity(self, rows, columns):
+        """S_ij (+1 neighbours, ``negative_similarity`` others) for item indices ``rows`` ``[b]`` x ``columns`` ``[B]``."""
+        keys = rows[:, None] * self._num_items + columns[None, :]
+        flat = tf.reshape(keys, [-1])
+        position = tf.minimum(tf.searchsorted(self._pair_keys, flat, out_type=tf.int64),
+                              tf.size(self._pair_keys, tf.int64) - 1)
+        found = tf.cast(tf.equal(tf.gather(self._pair_keys, position), flat), tf.float32)
+        return tf.reshape(found + (1.0 - found) * self.negative_similarity, tf.shape(keys))
+
+    # --- encoding ------------------------------------------------------------------------------
+
+    def _beta(self, step):
+        stages = tf.constant(self.beta_stages, tf.float32)
+        total = getattr(self, "total_steps", None)
+        if not total:
+            return stages[0]
+        stage = tf.minimum(tf.cast(step, tf.int64) * len(self.beta_stages) // total, len(self.beta_stages) - 1)
+        return tf.gather(stages, stage)
+
+    def _relaxed_codes(self, x, beta, training=False):
+        return losses.continuation_sign(self.hash_layer(self.encoder(x, training=training)), beta, self.activation)
+
+    def encode_graph(self, inputs):
+        # The converged network: the last stage's beta (codes are sign(z) whatever beta is).
+        return self._relaxed_codes(inputs, self.beta_stages[-1])
+
+    def sample_images(self, count, seed=0):
+        """Training images beside their reconstructions from their codes (pairs of columns), for TensorBoard."""
+        if self._preview is None or len(self.item_shape) not in (2, 3):
+            return None
+        x = tf.constant(self._preview[: max(1, count // 2)], tf.float32)
+        reconstruction = self.generator(self._relaxed_codes(x, self.beta_stages[-1]), training=False)
+        pairs = tf.reshape(tf.stack([x, reconstruction], axis=1), (-1,) + tuple(self.item_shape))
+        images = pairs.numpy()
+        return images if images.ndim == 4 else images[..., None]
+
+    # --- training ------------------------------------------------------------------------------
+
+    def train_step(self, data):
+        x, _, index = self.unpack_batch(data)
+        if self._pair_keys is None:
+            raise ValueError("bgan needs its neighbourhood graph: train it with tfhash.fit (which calls adapt).")
+        x = tf.cast(x, tf.float32)
+        index = tf.cast(index, tf.int64)
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        local_batch = tf.shape(x)[0]
+        global_batch = local_batch * replicas
+        optimizers = self.scheme_optimizers
+        step = optimizers["encoder"].iterations
+        beta = self._beta(step)
+        content_on, adversarial_on = self.weight_content > 0, self.weight_adversarial > 0
+        train_generator = content_on or adversarial_on
+
+        def average(per_example):  # mean over the global batch, summed across replicas by the optimizer
+            return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+        # 1. Encoder + hash layer (Eq. 18, 21): l_N + lambda1 l_C.
+        with tf.GradientTape(persistent=True) as tape:
+            codes = self._relaxed_codes(x, beta, training=True)
+            # Each replica's items against the whole global batch: S for every pair the global batch holds.
+            all_codes = context.all_gather(tf.stop_gradient(codes), axis=0)
+            # int32 on the wire: collectives of MultiWorkerMirroredStrategy refuse int64 ("destinations can not
+            # be empty"); item indices stay far below 2^31.
+            all_index = tf.cast(context.all_gather(tf.cast(index, tf.int32), axis=0), tf.int64)
+            mask = tf.cast(tf.not_equal(index[:, None], all_index[None, :]), tf.float32)
+            pairs = tf.cast(global_batch * (global_batch - 1), tf.float32)
+            neighbour = losses.neighbour_structure(codes, all_codes, self._similarity(index, all_index),
+                                                   tf.transpose(self._similarity(all_index, index)), mask)
+            neighbour_loss = tf.reduce_sum(neighbour) / pairs
+            content = tf.zeros([local_batch])
+            reconstruction = None
+            if train_generator:
+                reconstruction = self.generator(codes, training=True)
+            if content_on:
+                real_phi = self.discriminator_features(x)
+                fake_phi = self.discriminator_features(reconstruction)
+                content = (losses.pixel_mse(reconstruction, x)
+                           + tf.reduce_mean(tf.square(tf.reshape(real_phi - fake_phi, [local_batch, -1])), axis=-1))
+            g_adversarial = tf.zeros([local_batch])
+            if adversarial_on:
+                fake_logits = self.discriminator_head(self.discriminator_features(reconstruction))
+                if self.generator_loss == "minimax":  # G minimises log(1 - D(x^R)) (Eq. 14, 19)
+                    g_adversarial = -losses.binary_cross_entropy_logits(fake_logits, 0.0)
+                else:
+                    g_adversarial = losses.binary_cross_entropy_logits(fake_logits, 1.0)
+            encoder_loss = neighbour_loss + self.weight_content * average(content)
+            generator_loss = self.weight_content * average(content) + self.weight_adversarial * average(g_adversarial)
+        for player, loss in (("encoder", encoder_loss), ("generator", generator_loss)):
+            if player == "generator" and not train_generator:
+                continue
+            variables = self.players()[player]
+            optimizers[player].apply(tape.gradient(loss, variables), variables)
+        del tape
+
+        # 2. Discriminator (Eq. 20): maximise l_A, i.e. minimise -log D(x) - log(1 - D(x^R)).
+        d_loss = tf.zeros([local_batch])
+        if adversarial_on:
+            fake = tf.stop_gradient(self.generator(tf.stop_gradient(codes), training=True))
+            with tf.GradientTape() as tape:
+                d_loss = losses.discriminator_cross_entropy(
+                    self.discriminator_head(self.discriminator_features(x)),
+                    self.discriminator_head(self.discriminator_features(fake)))
+                total = average(d_loss)
+            variables = self.players()["discriminator"]
+            optimizers["discriminator"].apply(tape.gradient(total, variables), variables)
+
+        frequencies = self.global_batch_mean(tf.cast(codes >= self.threshold, tf.float32))
+        saturation = self.global_batch_mean(tf.cast(tf.abs(codes) >= 0.99, tf.float32))
+        return self._update_trackers({
+            # Each replica's share counts every pair twice (see losses.neighbour_structure): halve the sum.
+            "neighbour": neighbour_loss * tf.cast(replicas, tf.float32) / 2.0,
+            "content": tf.reduce_mean(content), "d_loss": tf.reduce_mean(d_loss),
+            "g_adversarial": tf.reduce_mean(g_adversarial), "beta": beta,
+            "saturation": tf.reduce_mean(saturation),
+            "bit_freq_min": tf.reduce_min(frequencies), "bit_freq_max": tf.reduce_max(frequencies),
+        })
