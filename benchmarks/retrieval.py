@@ -4,6 +4,7 @@
     python benchmarks/retrieval.py --scheme SCHEME --data fashion10k digits --bits 32 --presets NAME
     python benchmarks/retrieval.py --scheme SCHEME --data mnist10k --bits 32 --grid weight_entropy=0.05,0.1
     python benchmarks/retrieval.py --scheme SCHEME --data mnist10k --bits 32 --ablation --seeds 0
+    python benchmarks/retrieval.py --scheme bgan --data mnist10k --bits 32 --compare hashgan --compare-epochs 30
 
 SCHEME is any key of ``tfhash.schemes.names()``; everything scheme-specific (presets, ablation, the paper's
 protocol and baselines) is read from the scheme's class.
@@ -99,6 +100,10 @@ def candidates(scheme_cls, preset_names, grid, overrides, ablation):
     return out
 
 
+def compare_label(name, hasher):
+    return f"{name} (default preset {hasher.preset!r}, {hasher.epoch} epochs)"
+
+
 def summary(values):
     values = np.asarray(values, dtype=float)
     spread = float(values.std(ddof=1)) if values.size > 1 else 0.0
@@ -120,6 +125,10 @@ def main():
     parser.add_argument("--protocol", default=None, choices=["labels", "euclidean"])
     parser.add_argument("--baselines", nargs="+", default=None, help="default: the paper's baselines (ITQ always)")
     parser.add_argument("--ablation", action="store_true", help="also train with the scheme's ablations")
+    parser.add_argument("--compare", nargs="+", default=[], choices=schemes.names(),
+                        help="other schemes trained in the same run with their default preset (reported, never chosen)")
+    parser.add_argument("--compare-epochs", type=int, default=None, help="epochs of the --compare schemes "
+                        "(default: their preset's)")
     args = parser.parse_args()
 
     scheme_cls = schemes.get(args.scheme)
@@ -149,6 +158,15 @@ def main():
                                     **scores, "train_seconds": time.perf_counter() - start})
                     print(f"  {data} {bits} bits seed {seed} {name}: validation {scores['validation']:.4f}, "
                           f"test {scores['test']:.4f}", flush=True)
+                for other in args.compare:
+                    start = time.perf_counter()
+                    hasher = tfhash.fit(other, split, bits=bits, epochs=args.compare_epochs, seed=seed, verbose=0)
+                    seconds = time.perf_counter() - start
+                    scores = {part: scorer(hasher.encode) for part, scorer in scorers.items()}
+                    results.append({"data": data, "bits": bits, "seed": seed, "method": compare_label(other, hasher),
+                                    "baseline": True, "compared": True, **scores, "train_seconds": seconds})
+                    print(f"  {data} {bits} bits seed {seed} {compare_label(other, hasher)}: validation "
+                          f"{scores['validation']:.4f}, test {scores['test']:.4f} ({seconds:.0f} s)", flush=True)
                 for label, preset, values in runs:
                     start = time.perf_counter()
                     hasher = tfhash.fit(args.scheme, split, bits=bits, preset=preset, epochs=args.epochs,
@@ -168,7 +186,8 @@ def main():
             itq_test = summary([r["test"] for r in cell if r["method"] == "itq"])
             labels = [label for label, _, _ in runs]
             chosen = max(labels, key=lambda m: summary([r["validation"] for r in cell if r["method"] == m])[0])
-            for method in baseline_names + labels:
+            compared = list(dict.fromkeys(r["method"] for r in cell if r.get("compared")))
+            for method in baseline_names + compared + labels:
                 mine = [r for r in cell if r["method"] == method]
                 validation, test = summary([r["validation"] for r in mine]), summary([r["test"] for r in mine])
                 rows.append({

@@ -16,9 +16,11 @@ from tfhash import schemes
 @pytest.mark.parametrize("name", schemes.names())
 def test_retrieval_benchmark_runs_and_selects_on_validation(name):
     presets = sorted(schemes.get(name).presets)
+    other = [n for n in schemes.names() if n != name and schemes.get(n).input_kind == "images"][:1]
+    compare = ["--compare", *other, "--compare-epochs", "1"] if name == schemes.names()[0] and other else []
     result = subprocess.run(
         [sys.executable, os.path.join("benchmarks", "retrieval.py"), "--scheme", name, "--data", "digits",
-         "--bits", "8", "--seeds", "0", "1", "--epochs", "1", "--presets", *presets],
+         "--bits", "8", "--seeds", "0", "1", "--epochs", "1", "--presets", *presets, *compare],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -32,3 +34,7 @@ def test_retrieval_benchmark_runs_and_selects_on_validation(name):
     if len(presets) > 1:
         assert f"| {chosen} (chosen on validation) |" in result.stdout
     assert "| digits | 8 | itq |" in result.stdout and " ± " in result.stdout
+    if compare:  # another scheme's default preset, in the same run, reported beside and never chosen
+        label = [r["method"] for r in payload["runs"] if r.get("compared")]
+        assert len(label) == 2 and label[0].startswith(f"{other[0]} (default preset ")
+        assert f"| digits | 8 | {label[0]} |" in result.stdout

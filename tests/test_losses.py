@@ -137,3 +137,12 @@ def test_neighbour_structure_known_answer_and_gradient_of_eq_10():
         eq10 = 0.5 * tf.reduce_sum(mask * tf.square(inner - similarity))
     np.testing.assert_allclose(tape.gradient(ours, codes).numpy(), tape.gradient(eq10, codes).numpy(), rtol=1e-6)
     np.testing.assert_allclose(ours.numpy(), 2 * eq10.numpy(), rtol=1e-6)
+
+
+def test_neighbour_structure_weighs_neighbour_pairs():
+    codes = tf.constant([[1.0, 1.0], [1.0, -1.0]])
+    similarity = tf.constant([[1.0, 1.0], [-1.0, 1.0]])  # 0 lists 1; 1 does not list 0
+    mask = 1.0 - tf.eye(2)
+    # Pair (0,1): inner 0; S01 = +1 (weight 3), S10 = -1 (weight 1) -> 1/2 (3 * 1 + 1 * 1) = 2 for each row.
+    per_row = losses.neighbour_structure(codes, codes, similarity, tf.transpose(similarity), mask, positive_weight=3.0)
+    np.testing.assert_allclose(per_row.numpy(), [2.0, 2.0])

@@ -11,7 +11,7 @@ from tests.conftest import ROOT
 
 def test_public_api_is_pinned():
     assert tfhash.__all__ == ["__version__", "Hasher", "baselines", "codes", "datasets", "evaluation", "export",
-                              "fit", "hasher", "index", "load", "losses", "metrics", "schemes", "serving",
+                              "fit", "hasher", "index", "load", "losses", "metrics", "neighbours", "schemes", "serving",
                               "summaries", "training"]
     assert re.fullmatch(r"\d+\.\d+\.\d+", tfhash.__version__)
 
@@ -33,7 +33,7 @@ def test_readme_quickstart_has_two_commands_and_ci_runs_the_test_one():
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", _readme(), re.S)
-    assert len(blocks) == 4
+    assert len(blocks) == 5
     monkeypatch.chdir(tmp_path)  # the blocks write relative paths
     namespace = {}
     exec(compile(blocks[0], "README.md block 1", "exec"), namespace)
@@ -45,8 +45,10 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     exec(compile(blocks[1], "README.md block 2", "exec"), namespace)
     assert 0.3 < namespace["mAP"] <= 1.0 and 0.0 <= namespace["ball"].precision <= 1.0
     exec(compile(blocks[2], "README.md block 3", "exec"), namespace)
-    assert 0.0 < namespace["ann_map"] <= 1.0 and namespace["feature_hasher"].scheme == "sigah"
+    assert namespace["graph_hasher"].scheme == "bgan" and 0.5 < namespace["purity"] <= 1.0
     exec(compile(blocks[3], "README.md block 4", "exec"), namespace)
+    assert 0.0 < namespace["ann_map"] <= 1.0 and namespace["feature_hasher"].scheme == "sigah"
+    exec(compile(blocks[4], "README.md block 5", "exec"), namespace)
     np.testing.assert_array_equal(namespace["same"], namespace["codes"][:5])
     assert (tmp_path / "serving" / "digits_hash" / "1" / "saved_model.pb").is_file()
     assert (tmp_path / "serving" / "models.config").is_file() and (tmp_path / "digits_hash.tflite").is_file()

@@ -2,7 +2,7 @@
 
 Submodules: ``codes`` (the binary code convention), ``metrics`` (retrieval and clustering metrics),
 ``datasets`` (retrieval splits and data sources), ``baselines`` (LSH, PCAH, ITQ, SpH, SH),
-``index`` (Hamming search), ``evaluation`` (paper-style reports), ``losses`` (loss terms),
+``index`` (Hamming search), ``neighbours`` (neighbourhood graphs of a training set), ``evaluation`` (paper-style reports), ``losses`` (loss terms),
 ``schemes`` (the registry of adversarial hashing schemes and their presets), ``hasher`` (``Hasher``: a
 trained scheme), ``training`` (``fit``), ``export`` (SavedModel / TF Serving / TFLite writers),
 ``serving`` (exports read back), ``summaries`` (TensorBoard logging of training). ``fit`` trains a scheme
@@ -11,11 +11,11 @@ and returns a ``Hasher``; ``load`` reads an export back.
 
 from tfhash._version import __version__
 
-from tfhash import baselines, codes, datasets, evaluation, index, losses, metrics, schemes  # noqa: E402
+from tfhash import baselines, codes, datasets, evaluation, index, losses, metrics, neighbours, schemes  # noqa: E402
 from tfhash import export, hasher, serving, summaries, training  # noqa: E402
 from tfhash.hasher import Hasher  # noqa: E402
 from tfhash.serving import load  # noqa: E402
 from tfhash.training import fit  # noqa: E402
 
 __all__ = ["__version__", "Hasher", "baselines", "codes", "datasets", "evaluation", "export", "fit", "hasher",
-           "index", "load", "losses", "metrics", "schemes", "serving", "summaries", "training"]
+           "index", "load", "losses", "metrics", "neighbours", "schemes", "serving", "summaries", "training"]

@@ -158,17 +158,23 @@ def continuation_sign(z, beta, kind="app"):
     raise ValueError(f"`kind` must be 'app' or 'tanh', got {kind!r}.")
 
 
-def neighbour_structure(codes, other_codes, similarity, similarity_transposed, pair_mask):
+def neighbour_structure(codes, other_codes, similarity, similarity_transposed, pair_mask, positive_weight=1.0):
     """BGAN's neighbour structure loss (Eq. 10) for the pairs (i, j) of ``codes`` ``[b, L]`` and ``other_codes``
     ``[B, L]``: per row i, sum_j mask_ij * 1/2 [(c_i . c_j / L - S_ij)^2 + (c_i . c_j / L - S_ji)^2]. ``[b]``.
 
     Eq. 10 sums 1/2 (b_i . b_j / L - S_ij)^2 over ordered pairs. Written per row with both orders, and with
     ``other_codes`` held fixed (stop-gradient), each row's gradient is exactly Eq. 10's gradient for its own
     code -- so rows split across replicas (each holding its items against the gathered global batch) train as
-    one device would. The value counts every pair twice; halve it to report Eq. 10.
+    one device would. The value counts every pair twice; halve it to report Eq. 10. ``positive_weight``
+    multiplies the terms of neighbour pairs (S = +1); 1 is Eq. 10.
     """
     inner = tf.matmul(codes, tf.stop_gradient(other_codes), transpose_b=True) / tf.cast(tf.shape(codes)[-1], codes.dtype)
-    terms = 0.5 * (tf.square(inner - similarity) + tf.square(inner - similarity_transposed))
+
+    def weight(s):
+        return 1.0 + (positive_weight - 1.0) * tf.cast(s > 0, codes.dtype)
+
+    terms = 0.5 * (weight(similarity) * tf.square(inner - similarity)
+                   + weight(similarity_transposed) * tf.square(inner - similarity_transposed))
     return tf.reduce_sum(terms * pair_mask, axis=-1)
 
 

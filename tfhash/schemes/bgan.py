@@ -92,6 +92,8 @@ class BGAN(HashingScheme):
         negative_similarity: the target of c_i . c_j / L for pairs outside each other's lists: -1 as Eq. 2-4
             write S, or e.g. 0 (uncorrelated codes), which does not push apart the many same-class items a
             neighbour list misses.
+        positive_weight: weight of neighbour pairs in l_N (1 in Eq. 10); a batch holds ~50 times more
+            non-neighbour pairs than neighbour pairs.
         weight_content, weight_adversarial: lambda1 and lambda2 of Eq. 9; 0 removes the term (Table 2).
         generator_loss: ``"minimax"`` (Eq. 19 as written) or ``"non_saturating"``.
         optimizer_type: ``"sgd"`` (Sec. 4.1.4) or ``"adam"``; ``learning_rate`` for every player.
@@ -126,8 +128,8 @@ class BGAN(HashingScheme):
 
     def __init__(self, bits=32, input_shape=None, seed=0, network="auto", encoder_units=(1024, 1024), width=1.0,
                  k1=20, k2=30, graph_features="pixels", activation="app", beta_stages=(1.0, 2.0, 5.0, 10.0),
-                 negative_similarity=-1.0, weight_content=0.1, weight_adversarial=0.1, generator_loss="minimax",
-                 optimizer_type="sgd", learning_rate=0.01, momentum=0.0, **kwargs):
+                 negative_similarity=-1.0, positive_weight=1.0, weight_content=0.1, weight_adversarial=0.1,
+                 generator_loss="minimax", optimizer_type="sgd", learning_rate=0.01, momentum=0.0, **kwargs):
         self.network = _validation.check_choice(network, "network", NETWORKS)
         self.encoder_units = tuple(_validation.check_positive_int(u, "encoder_units") for u in encoder_units)
         self.width = _validation.check_non_negative_number(width, "width")
@@ -146,6 +148,7 @@ class BGAN(HashingScheme):
                 or not -1.0 <= negative_similarity < 1.0:
             raise ValueError(f"`negative_similarity` must be a number in [-1, 1), got {negative_similarity!r}.")
         self.negative_similarity = float(negative_similarity)
+        self.positive_weight = _validation.check_non_negative_number(positive_weight, "positive_weight")
         self.weight_content = _validation.check_non_negative_number(weight_content, "weight_content")
         self.weight_adversarial = _validation.check_non_negative_number(weight_adversarial, "weight_adversarial")
         self.generator_loss = _validation.check_choice(generator_loss, "generator_loss", GENERATOR_LOSSES)
@@ -364,7 +367,8 @@ class BGAN(HashingScheme):
             mask = tf.cast(tf.not_equal(index[:, None], all_index[None, :]), tf.float32)
             pairs = tf.cast(global_batch * (global_batch - 1), tf.float32)
             neighbour = losses.neighbour_structure(codes, all_codes, self._similarity(index, all_index),
-                                                   tf.transpose(self._similarity(all_index, index)), mask)
+                                                   tf.transpose(self._similarity(all_index, index)), mask,
+                                                   self.positive_weight)
             neighbour_loss = tf.reduce_sum(neighbour) / pairs
             content = tf.zeros([local_batch])
             reconstruction = None
