@@ -100,6 +100,16 @@ def candidates(scheme_cls, preset_names, grid, overrides, ablation):
     return out
 
 
+def code_shape(hasher, database_x):
+    """How binary the trained outputs are (fraction within 1% of a code value: |p - t| >= 0.99 (1 - t) for
+    threshold t) and the range of bit frequencies over the database."""
+    threshold = hasher.model.threshold
+    probabilities = hasher.predict_probabilities(database_x)
+    frequencies = (probabilities >= threshold).mean(axis=0)
+    return {"saturation": float(np.mean(np.abs(probabilities - threshold) >= 0.99 * (1.0 - threshold))),
+            "bit_freq_min": float(frequencies.min()), "bit_freq_max": float(frequencies.max())}
+
+
 def compare_label(name, hasher):
     return f"{name} (default preset {hasher.preset!r}, {hasher.epoch} epochs)"
 
@@ -173,11 +183,14 @@ def main():
                                         batch_size=args.batch_size, seed=seed, verbose=0, **values)
                     seconds = time.perf_counter() - start
                     scores = {part: scorer(hasher.encode) for part, scorer in scorers.items()}
+                    shape = code_shape(hasher, split.database_x)
                     results.append({"data": data, "bits": bits, "seed": seed, "method": label, "baseline": False,
                                     "preset": preset, "overrides": values, "epochs": hasher.epoch,
-                                    "batch_size": hasher.training["batch_size"], **scores, "train_seconds": seconds})
+                                    "batch_size": hasher.training["batch_size"], **scores, **shape,
+                                    "train_seconds": seconds})
                     print(f"  {data} {bits} bits seed {seed} {label}: validation {scores['validation']:.4f}, "
-                          f"test {scores['test']:.4f} ({seconds:.0f} s)", flush=True)
+                          f"test {scores['test']:.4f} ({seconds:.0f} s); binary outputs {shape['saturation']:.4f}, "
+                          f"bit frequencies [{shape['bit_freq_min']:.2f}, {shape['bit_freq_max']:.2f}]", flush=True)
 
     rows = []
     for data in args.data:
@@ -196,10 +209,15 @@ def main():
                     "validation": f"{validation[0]:.4f} ± {validation[1]:.4f}",
                     "test": f"{test[0]:.4f} ± {test[1]:.4f}", "x ITQ (test)": f"{test[0] / itq_test[0]:.2f}",
                     "train s": f"{np.mean([r['train_seconds'] for r in mine]):.1f}",
+                    "binary outputs": (f"{np.mean([r['saturation'] for r in mine]):.4f}" if "saturation" in mine[0]
+                                       else ""),
+                    "bit freq": (f"[{min(r['bit_freq_min'] for r in mine):.2f}, {max(r['bit_freq_max'] for r in mine):.2f}]"
+                                 if "saturation" in mine[0] else ""),
                 })
     print()
     print(f"{protocol} mAP, mean ± sample std over seeds {args.seeds}; settings ranked on validation queries only")
-    print(evaluation.markdown_table(rows, ["data", "bits", "method", "validation", "test", "x ITQ (test)", "train s"]))
+    print(evaluation.markdown_table(rows, ["data", "bits", "method", "validation", "test", "x ITQ (test)", "train s",
+                                           "binary outputs", "bit freq"]))
     print(evaluation.json_line({"benchmark": "retrieval", "scheme": args.scheme, "data": args.data,
                                 "protocol": protocol, "seeds": args.seeds, "selection": "validation",
                                 "candidates": [{"label": l, "preset": p, "overrides": v} for l, p, v in runs],
