@@ -2,7 +2,8 @@
 
 Submodules: ``codes`` (the binary code convention), ``metrics`` (retrieval and clustering metrics),
 ``datasets`` (retrieval splits and data sources), ``baselines`` (LSH, PCAH, ITQ, SpH, SH),
-``index`` (Hamming search), ``neighbours`` (neighbourhood graphs of a training set), ``evaluation`` (paper-style reports), ``losses`` (loss terms),
+``index`` (Hamming search), ``neighbours`` (neighbourhood graphs of a training set), ``evaluation``
+(paper-style reports), ``losses`` (loss terms),
 ``schemes`` (the registry of adversarial hashing schemes and their presets), ``hasher`` (``Hasher``: a
 trained scheme), ``training`` (``fit``), ``export`` (SavedModel / TF Serving / TFLite writers),
 ``serving`` (exports read back), ``summaries`` (TensorBoard logging of training). ``fit`` trains a scheme

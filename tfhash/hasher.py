@@ -216,7 +216,8 @@ def restore(directory, description, strategy=None, total_steps="saved", hyperpar
             failures.append((path, err))
             continue
         if failures:
-            warnings.warn(f"checkpoint {failures[0][0]} is unreadable ({_validation.error_summary(failures[0][1])}); restored the "
+            reason = _validation.error_summary(failures[0][1])
+            warnings.warn(f"checkpoint {failures[0][0]} is unreadable ({reason}); restored the "
                           f"previous checkpoint {path} (epoch {int(epoch.numpy())}) instead.", stacklevel=2)
         return model, int(epoch.numpy())
     details = "; ".join(f"{path}: {_validation.error_summary(err)}" for path, err in failures)

@@ -119,9 +119,10 @@ class BGAN(HashingScheme):
         neighbours=Preset(
             description="The neighbour structure loss alone (Table 2's l_N row) on a graph of 128 PCA components of "
                         "the pixels, neighbour pairs weighted 10x (16, 32 bits) or 20x (64 bits) against the ~50x "
-                        "more non-neighbour pairs of a batch, Adam 1e-3, app(beta z) with beta raised 1 -> 100 in six stages (99.1-99.9% of the final "
-                        "outputs are +-1 on mnist-10k). Without the generator and discriminator it trains in under a minute "
-                        "on mnist-10k, where the paper's full networks take over 100 s per epoch on two cores.",
+                        "more non-neighbour pairs of a batch, Adam 1e-3, app(beta z) with beta raised 1 -> 100 in "
+                        "six stages (99.1-99.9% of the final outputs are +-1 on mnist-10k). Without the generator "
+                        "and discriminator it trains in about a minute on mnist-10k, where the paper's full networks "
+                        "take over 100 s per epoch on two cores.",
             hyperparameters={"graph_features": "pca", "positive_weight": 20.0, "optimizer_type": "adam",
                              "learning_rate": 1e-3, "weight_content": 0.0, "weight_adversarial": 0.0,
                              "beta_stages": [1.0, 2.0, 5.0, 10.0, 30.0, 100.0]},
@@ -315,7 +316,7 @@ class BGAN(HashingScheme):
         return self._graph
 
     def _similarity(self, rows, columns):
-        """S_ij (+1 neighbours, ``negative_similarity`` others) for item indices ``rows`` ``[b]`` x ``columns`` ``[B]``."""
+        """S_ij for item indices ``rows`` ``[b]`` x ``columns`` ``[B]``: +1 listed, ``negative_similarity`` else."""
         keys = rows[:, None] * self._num_items + columns[None, :]
         flat = tf.reshape(keys, [-1])
         position = tf.minimum(tf.searchsorted(self._pair_keys, flat, out_type=tf.int64),
