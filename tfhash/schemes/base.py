@@ -198,8 +198,7 @@ class HashingScheme(keras.Model):
     def get_config(self):
         config = {"bits": self.bits, "input_shape": list(self.item_shape), "seed": self.seed}
         for name in self.hyperparameter_names():
-            value = getattr(self, name)
-            config[name] = list(value) if isinstance(value, tuple) else value
+            config[name] = self.config_value(name, getattr(self, name))
         return config
 
     @classmethod

@@ -190,11 +190,6 @@ class BGAN(HashingScheme):
     def config_value(cls, name, value):
         return describe_graph_features(value) if name == "graph_features" else super().config_value(name, value)
 
-    def get_config(self):
-        config = super().get_config()
-        config["graph_features"] = describe_graph_features(self.graph_features)
-        return config
-
     # --- networks ------------------------------------------------------------------------------
 
     def _channels(self, count):
