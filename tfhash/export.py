@@ -162,6 +162,12 @@ def read_metadata(path):
     return description
 
 
+def is_tflite(path):
+    """True if the file at ``path`` carries the TFLite FlatBuffer identifier."""
+    with open(path, "rb") as f:
+        return f.read(8)[4:8] == TFLITE_MAGIC
+
+
 def is_export(path):
     """True if ``path`` is a directory holding a tfhash SavedModel export."""
     try:
@@ -239,9 +245,8 @@ def export_tflite(hasher, path, *, quantization=None, overwrite=False):
     if os.path.exists(path):
         if not overwrite:
             raise ValueError(f"`path` {path!r} exists; pass overwrite=True to replace it.")
-        with open(path, "rb") as f:
-            if f.read(8)[4:8] != TFLITE_MAGIC:  # overwrite=True replaces a TFLite model only
-                raise ValueError(f"`path` {path!r} exists and is not a TFLite model; overwrite=True only replaces "
+        if not is_tflite(path):  # overwrite=True replaces a TFLite model only
+            raise ValueError(f"`path` {path!r} exists and is not a TFLite model; overwrite=True only replaces "
                                  "a previous TFLite export. Choose another path.")
     # Converted from a functional Keras model: converting the tf.Module wrapper (directly or through a
     # SavedModel) produced NaN outputs with TF 2.21 / Keras 3, while from_keras_model is exact.

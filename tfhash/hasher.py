@@ -195,10 +195,12 @@ def restore(directory, description, strategy=None, total_steps="saved", hyperpar
     """
     with (strategy or tf.distribute.get_strategy()).scope():
         try:
-            # Settings a config file can only describe (e.g. an array argument) come from the caller.
-            config = {**description["config"], **{k: v for k, v in (hyperparameters or {}).items()
-                                                   if not isinstance(v, (str, int, float, bool, list, tuple))}}
-            model = schemes.get(description["scheme"]).from_config(config)
+            # Settings the config can only describe (recorded as something else, e.g. an array's fingerprint)
+            # come from the caller.
+            scheme_cls = schemes.get(description["scheme"])
+            described = {k: v for k, v in (hyperparameters or {}).items()
+                         if isinstance(scheme_cls.config_value(k, v), str) and not isinstance(v, str)}
+            model = scheme_cls.from_config({**description["config"], **described})
         except ValueError as err:
             raise ValueError(f"{os.path.join(directory, CONFIG_FILE)}: field 'config' holds settings the "
                              f"{description['scheme']!r} scheme refuses: {err}") from err

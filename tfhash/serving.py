@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tfhash import _validation
 from tfhash.codes import num_bytes
-from tfhash.export import METADATA_FILE, SERVING_SIGNATURE, TFLITE_MAGIC, read_metadata  # noqa: F401 (public)
+from tfhash.export import METADATA_FILE, SERVING_SIGNATURE, TFLITE_MAGIC, is_tflite, read_metadata  # noqa: F401
 from tfhash.hasher import BaseHasher
 from tfhash.schemes.base import check_items, encode_in_batches
 
@@ -70,9 +70,7 @@ class TFLiteHasher(_ServedHasher):
             raise ImportError('running a TFLite export needs the LiteRT interpreter: pip install "tfhash[tflite]" '
                               "(or ai-edge-litert).") from err
         self.path = os.fspath(path)
-        with open(self.path, "rb") as f:
-            header = f.read(8)
-        if header[4:8] != TFLITE_MAGIC:
+        if not is_tflite(self.path):
             raise ValueError(f"`path` {path!r} is not a TFLite model (no {TFLITE_MAGIC.decode()} identifier at bytes "
                              "4-8): a damaged or foreign file.")
         try:
