@@ -5,6 +5,7 @@
     python benchmarks/retrieval.py --scheme SCHEME --data mnist10k --bits 32 --grid weight_entropy=0.05,0.1
     python benchmarks/retrieval.py --scheme SCHEME --data mnist10k --bits 32 --ablation --seeds 0
     python benchmarks/retrieval.py --scheme bgan --data mnist10k --bits 32 --compare hashgan --compare-epochs 30
+    python benchmarks/retrieval.py --scheme dshgan --data mnist10k --labelled-per-class 50 --ablation --compare hashgan
 
 SCHEME is any key of ``tfhash.schemes.names()``; everything scheme-specific (presets, ablation, the paper's
 protocol and baselines) is read from the scheme's class.
@@ -110,6 +111,14 @@ def code_shape(hasher, database_x):
             "bit_freq_min": float(frequencies.min()), "bit_freq_max": float(frequencies.max())}
 
 
+def training_data(split, scheme, labels):
+    """``tfhash.fit``'s data arguments: the split, or its training items with ``labels`` for a scheme that trains on
+    labels when only some are given."""
+    if labels is None or not schemes.get(scheme).needs_labels:
+        return (split,)
+    return split.train_x, labels
+
+
 def compare_label(name, hasher):
     return f"{name} (default preset {hasher.preset!r}, {hasher.epoch} epochs)"
 
@@ -139,6 +148,9 @@ def main():
                         help="other schemes trained in the same run with their default preset (reported, never chosen)")
     parser.add_argument("--compare-epochs", type=int, default=None, help="epochs of the --compare schemes "
                         "(default: their preset's)")
+    parser.add_argument("--labelled-per-class", type=int, default=None, metavar="N",
+                        help="semi-supervised runs: schemes that train on labels see the labels of N random training "
+                        "items per class, drawn per seed, never validation queries (default: every training label)")
     args = parser.parse_args()
 
     scheme_cls = schemes.get(args.scheme)
@@ -150,8 +162,10 @@ def main():
     runs = candidates(scheme_cls, preset_names, parse_grid(args.grid, scheme_cls), overrides, args.ablation)
     protocol = args.protocol or scheme_cls.retrieval_protocol
     baseline_names = list(dict.fromkeys(["itq"] + list(args.baselines or scheme_cls.paper_baselines)))
+    labelled = ("" if args.labelled_per_class is None else
+                f"; {args.labelled_per_class} labelled training items per class for schemes that train on labels")
     print(f"{args.scheme}: {len(runs)} candidate(s) x seeds {args.seeds} on {args.data}, bits {args.bits}; "
-          f"protocol {protocol}; selection on validation queries", flush=True)
+          f"protocol {protocol}; selection on validation queries{labelled}", flush=True)
 
     results = []  # one dict per (data, bits, seed, method)
     for data in args.data:
@@ -159,6 +173,7 @@ def main():
             split = load_split(data, seed)
             print(split, flush=True)
             scorers = {"validation": Scorer(split.validation(), protocol), "test": Scorer(split, protocol)}
+            labels = None if args.labelled_per_class is None else split.partial_labels(args.labelled_per_class, seed)
             for bits in args.bits:
                 for name in baseline_names:
                     start = time.perf_counter()
@@ -170,7 +185,8 @@ def main():
                           f"test {scores['test']:.4f}", flush=True)
                 for other in args.compare:
                     start = time.perf_counter()
-                    hasher = tfhash.fit(other, split, bits=bits, epochs=args.compare_epochs, seed=seed, verbose=0)
+                    hasher = tfhash.fit(other, *training_data(split, other, labels), bits=bits,
+                                        epochs=args.compare_epochs, seed=seed, verbose=0)
                     seconds = time.perf_counter() - start
                     scores = {part: scorer(hasher.encode) for part, scorer in scorers.items()}
                     results.append({"data": data, "bits": bits, "seed": seed, "method": compare_label(other, hasher),
@@ -179,7 +195,8 @@ def main():
                           f"{scores['validation']:.4f}, test {scores['test']:.4f} ({seconds:.0f} s)", flush=True)
                 for label, preset, values in runs:
                     start = time.perf_counter()
-                    hasher = tfhash.fit(args.scheme, split, bits=bits, preset=preset, epochs=args.epochs,
+                    hasher = tfhash.fit(args.scheme, *training_data(split, args.scheme, labels), bits=bits,
+                                        preset=preset, epochs=args.epochs,
                                         batch_size=args.batch_size, seed=seed, verbose=0, **values)
                     seconds = time.perf_counter() - start
                     scores = {part: scorer(hasher.encode) for part, scorer in scorers.items()}
@@ -220,6 +237,7 @@ def main():
                                            "binary outputs", "bit freq"]))
     print(evaluation.json_line({"benchmark": "retrieval", "scheme": args.scheme, "data": args.data,
                                 "protocol": protocol, "seeds": args.seeds, "selection": "validation",
+                                "labelled_per_class": args.labelled_per_class,
                                 "candidates": [{"label": l, "preset": p, "overrides": v} for l, p, v in runs],
                                 "runs": results, "machine": _common.machine()}))
 

@@ -23,3 +23,11 @@ def pack_rows(rows):
 
 
 needs_mnist = pytest.mark.skipif(not os.path.isdir(MNIST_10K), reason="../shared/data/mnist-10k not present")
+
+
+def scheme_labels(scheme_cls, n):
+    """Training labels for a scheme that trains on them (4 classes, every third item unlabelled), else None."""
+    if not scheme_cls.needs_labels:
+        return None
+    index = np.arange(n)
+    return np.where(index % 3 == 2, -1, index % 4)

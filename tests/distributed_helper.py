@@ -21,6 +21,7 @@ if sys.argv[1] != "worker":
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import tfhash  # noqa: E402
+from tests.conftest import scheme_labels  # noqa: E402
 from tests.probe_scheme import LabelIndexProbe, expected_table  # noqa: E402
 
 
@@ -32,8 +33,9 @@ def train(name, strategy, epochs=2):
     """A short fit with every training noise on; terms computed per replica share (by design) are off."""
     scheme_cls = tfhash.schemes.get(name)
     x = data(scheme_cls)
-    hasher = tfhash.fit(name, x, bits=8, epochs=epochs, batch_size=16, seed=0, strategy=strategy, verbose=0,
-                        **scheme_cls.replica_local_terms)
+    hasher = tfhash.fit(name, x, scheme_labels(scheme_cls, len(x)), bits=8, epochs=epochs, batch_size=16, seed=0,
+                        strategy=strategy, verbose=0,
+                        **{**scheme_cls.test_hyperparameters, **scheme_cls.replica_local_terms})
     return {"history": {k: [float(v) for v in vals] for k, vals in hasher.history.history.items()},
             "probabilities": hasher.predict_probabilities(x).tolist()}
 
@@ -56,7 +58,8 @@ def main():
         strategy = tf.distribute.MirroredStrategy(two_devices)
         scheme_cls = tfhash.schemes.get(name)
         with strategy.scope():
-            model = scheme_cls(bits=8, input_shape=scheme_cls.test_input_shape, seed=0)
+            model = scheme_cls(bits=8, input_shape=scheme_cls.test_input_shape, seed=0,
+                               **scheme_cls.test_hyperparameters)
 
         @tf.function
         def draw():

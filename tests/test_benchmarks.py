@@ -17,17 +17,22 @@ from tfhash import schemes
 def test_retrieval_benchmark_runs_and_selects_on_validation(name):
     presets = sorted(schemes.get(name).presets)
     other = [n for n in schemes.names() if n != name and schemes.get(n).input_kind == "images"][:1]
-    compare = ["--compare", *other, "--compare-epochs", "1"] if name == schemes.names()[0] and other else []
+    first = name == schemes.names()[0]
+    compare = ["--compare", *other, "--compare-epochs", "1"] if first and other else []
+    seeds = [0, 1] if first else [0]  # mean and spread over seeds: checked once
+    # Schemes that train on labels: the semi-supervised protocol, a few labelled training items per class.
+    labelled = ["--labelled-per-class", "3"] if schemes.get(name).needs_labels else []
     result = subprocess.run(
         [sys.executable, os.path.join("benchmarks", "retrieval.py"), "--scheme", name, "--data", "digits",
-         "--bits", "8", "--seeds", "0", "1", "--epochs", "1", "--presets", *presets, *compare],
+         "--bits", "8", "--seeds", *map(str, seeds), "--epochs", "1", "--presets", *presets, *compare, *labelled],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["selection"] == "validation" and payload["scheme"] == name
+    assert payload["labelled_per_class"] == (3 if schemes.get(name).needs_labels else None)
     runs = [r for r in payload["runs"] if not r["baseline"]]
-    assert {r["preset"] for r in runs} == set(presets) and {r["seed"] for r in runs} == {0, 1}
+    assert {r["preset"] for r in runs} == set(presets) and {r["seed"] for r in runs} == set(seeds)
     assert any(r["method"] == "itq" for r in payload["runs"])
     validation = {p: np.mean([r["validation"] for r in runs if r["method"] == p]) for p in presets}
     chosen = max(presets, key=lambda p: validation[p])

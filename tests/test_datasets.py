@@ -251,6 +251,20 @@ def test_validation_queries_come_from_training_items_and_never_retrieve_themselv
         datasets.make_split(x, y, queries_per_class=10, validation_per_class=200)
 
 
+def test_partial_labels_keep_a_few_per_class_and_never_label_validation_queries(rng):
+    x = rng.random((600, 4)).astype(np.float32)
+    y = np.repeat(np.arange(3), 200)
+    split = datasets.make_split(x, y, queries_per_class=10, validation_per_class=20, seed=3)
+    labels = split.partial_labels(5, seed=1)
+    assert labels.shape == split.train_y.shape and np.bincount(labels[labels >= 0]).tolist() == [5, 5, 5]
+    np.testing.assert_array_equal(labels[labels >= 0], split.train_y[labels >= 0])
+    assert np.all(labels[split.validation_index] == -1)
+    np.testing.assert_array_equal(split.partial_labels(5, seed=1), labels)  # the seed decides
+    assert not np.array_equal(split.partial_labels(5, seed=2), labels)
+    with pytest.raises(ValueError, match="`labelled_per_class` \\(200\\) must be smaller"):
+        split.partial_labels(200)
+
+
 def test_npz_pixels_follow_one_rule_whatever_their_dtype(tmp_path, rng):
     pixels = rng.integers(0, 256, size=(12, 5, 5))
     labels = np.arange(12) % 3

@@ -93,18 +93,19 @@ def test_paper_preset_equals_the_constructor_defaults(name):
     scheme_cls = schemes.get(name)
     assert scheme_cls.presets["paper"].hyperparameters == {} and scheme_cls.presets["paper"].per_bits == {}
     assert scheme_cls.default_preset in scheme_cls.presets
-    defaults = scheme_cls(bits=8, input_shape=scheme_cls.test_input_shape).get_config()
+    derived = scheme_cls.test_hyperparameters  # what fit derives from labels is not a preset's
+    defaults = scheme_cls(bits=8, input_shape=scheme_cls.test_input_shape, **derived).get_config()
     for preset in scheme_cls.presets.values():
         assert preset.description and preset.selected_on and preset.name
         for bits in (8, 16, 32, 64):
             settings = preset.settings(bits)
             config = scheme_cls(bits=8, input_shape=scheme_cls.test_input_shape,
-                                **settings["hyperparameters"]).get_config()
+                                **{**settings["hyperparameters"], **derived}).get_config()
             assert settings["epochs"] > 0 and settings["batch_size"] > 0
             if preset.name == "paper":
                 assert config == defaults
-    assert scheme_cls.default_hyperparameters() == {k: v for k, v in defaults.items()
-                                                   if k not in ("bits", "input_shape", "seed")}
+    assert ({k: v for k, v in scheme_cls.default_hyperparameters().items() if k not in derived}
+            == {k: v for k, v in defaults.items() if k not in ("bits", "input_shape", "seed", *derived)})
 
 
 def test_presets_apply_per_code_length_and_explicit_arguments_win(tmp_path):

@@ -146,3 +146,22 @@ def test_neighbour_structure_weighs_neighbour_pairs():
     # Pair (0,1): inner 0; S01 = +1 (weight 3), S10 = -1 (weight 1) -> 1/2 (3 * 1 + 1 * 1) = 2 for each row.
     per_row = losses.neighbour_structure(codes, codes, similarity, tf.transpose(similarity), mask, positive_weight=3.0)
     np.testing.assert_allclose(per_row.numpy(), [2.0, 2.0])
+
+
+def test_triplet_ranking():
+    # a=(0,0), p=(1,0), n=(1,1): ||a-p||^2 = 1, ||a-n||^2 = 2 -> max(0, 1 - 2 + 1) = 0.
+    # a=(0,0), p=(1,1), n=(1,0): max(0, 1 - 1 + 2) = 2. Margin 0.5 on the first: max(0, 0.5 - 2 + 1) = 0.
+    a = tf.zeros((2, 2))
+    p = tf.constant([[1.0, 0.0], [1.0, 1.0]])
+    n = tf.constant([[1.0, 1.0], [1.0, 0.0]])
+    np.testing.assert_allclose(losses.triplet_ranking(a, p, n), [0.0, 2.0], atol=1e-6)
+    np.testing.assert_allclose(losses.triplet_ranking(a, p, n, margin=3.0), [2.0, 4.0], atol=1e-6)
+
+
+def test_classification_single_and_multi_label():
+    # Softmax over logits (0, ln 3): p = (1/4, 3/4); class 1 -> -ln 0.75 = 0.287682; an all-zero row costs 0.
+    logits = tf.constant([[0.0, math.log(3.0)], [0.0, math.log(3.0)]])
+    rows = tf.constant([[0.0, 1.0], [0.0, 0.0]])
+    np.testing.assert_allclose(losses.classification(logits, rows), [0.287682, 0.0], atol=1e-5)
+    # Sigmoids: sigma(0) = 0.5 -> ln 2 for label 0; sigma(ln 3) = 0.75 -> -ln 0.75 for label 1; summed = 0.980829.
+    np.testing.assert_allclose(losses.classification(logits, rows, multi_label=True), [0.980829, 0.0], atol=1e-5)

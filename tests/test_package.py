@@ -33,7 +33,7 @@ def test_readme_quickstart_has_two_commands_and_ci_runs_the_test_one():
 
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", _readme(), re.S)
-    assert len(blocks) == 5
+    assert len(blocks) == 6
     monkeypatch.chdir(tmp_path)  # the blocks write relative paths
     namespace = {}
     exec(compile(blocks[0], "README.md block 1", "exec"), namespace)
@@ -47,8 +47,11 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     exec(compile(blocks[2], "README.md block 3", "exec"), namespace)
     assert namespace["graph_hasher"].scheme == "bgan" and 0.5 < namespace["purity"] <= 1.0
     exec(compile(blocks[3], "README.md block 4", "exec"), namespace)
-    assert 0.0 < namespace["ann_map"] <= 1.0 and namespace["feature_hasher"].scheme == "sigah"
+    assert namespace["semi"].history.history["stage"] == [1.0, 1.0, 2.0, 2.0]
+    assert (namespace["few"] >= 0).sum() == 200 and set(namespace["no_gan"].model.players()) == {"shared"}
     exec(compile(blocks[4], "README.md block 5", "exec"), namespace)
+    assert 0.0 < namespace["ann_map"] <= 1.0 and namespace["feature_hasher"].scheme == "sigah"
+    exec(compile(blocks[5], "README.md block 6", "exec"), namespace)
     np.testing.assert_array_equal(namespace["same"], namespace["codes"][:5])
     assert (tmp_path / "serving" / "digits_hash" / "1" / "saved_model.pb").is_file()
     assert (tmp_path / "serving" / "models.config").is_file() and (tmp_path / "digits_hash.tflite").is_file()

@@ -9,6 +9,7 @@ import pytest
 import tfhash
 from tfhash import schemes
 from tfhash.schemes import base
+from tests.conftest import scheme_labels
 
 SCHEMES = schemes.names()
 
@@ -21,9 +22,20 @@ def _data(name, n=64, seed=0):
     return np.random.default_rng(seed).random((n,) + tuple(_shape(name))).astype(np.float32)
 
 
+def _fit(name, x, **kwargs):
+    """``tfhash.fit`` with the labels and test settings the scheme needs."""
+    scheme_cls = schemes.get(name)
+    return tfhash.fit(name, x, scheme_labels(scheme_cls, len(x)), **{**scheme_cls.test_hyperparameters, **kwargs})
+
+
+def _build(name, **kwargs):
+    scheme_cls = schemes.get(name)
+    return scheme_cls(input_shape=_shape(name), **{**scheme_cls.test_hyperparameters, **kwargs})
+
+
 @pytest.mark.parametrize("name", SCHEMES)
 def test_config_round_trip(name):
-    model = schemes.get(name)(bits=12, input_shape=_shape(name), seed=3)
+    model = _build(name, bits=12, seed=3)
     config = model.get_config()
     rebuilt = schemes.get(name).from_config(config)
     assert rebuilt.get_config() == config
@@ -32,7 +44,7 @@ def test_config_round_trip(name):
 
 @pytest.mark.parametrize("name", SCHEMES)
 def test_compile_with_defaults_builds_one_optimizer_per_player(name):
-    model = schemes.get(name)(bits=8, input_shape=_shape(name))
+    model = _build(name, bits=8)
     model.compile()
     assert set(model.scheme_optimizers) == set(model.players())
     for player, optimizer in model.scheme_optimizers.items():
@@ -42,7 +54,7 @@ def test_compile_with_defaults_builds_one_optimizer_per_player(name):
 @pytest.mark.parametrize("name", SCHEMES)
 def test_short_fit_has_finite_losses_and_packed_codes(name):
     x = _data(name)
-    hasher = tfhash.fit(name, x, bits=12, epochs=2, batch_size=16, verbose=0)
+    hasher = _fit(name, x, bits=12, epochs=2, batch_size=16, verbose=0)
     logs = hasher.history.history
     assert logs and all(np.all(np.isfinite(v)) for v in logs.values())
     encoded = hasher.encode(x)
@@ -53,16 +65,16 @@ def test_short_fit_has_finite_losses_and_packed_codes(name):
 @pytest.mark.parametrize("name", SCHEMES)
 def test_fixed_seed_is_deterministic(name):
     x = _data(name)
-    first = tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, seed=5, verbose=0)
-    second = tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, seed=5, verbose=0)
+    first = _fit(name, x, bits=8, epochs=1, batch_size=16, seed=5, verbose=0)
+    second = _fit(name, x, bits=8, epochs=1, batch_size=16, seed=5, verbose=0)
     np.testing.assert_allclose(first.predict_probabilities(x), second.predict_probabilities(x), atol=1e-6)
-    other = tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, seed=6, verbose=0)
+    other = _fit(name, x, bits=8, epochs=1, batch_size=16, seed=6, verbose=0)
     assert not np.allclose(first.predict_probabilities(x), other.predict_probabilities(x), atol=1e-6)
 
 
 @pytest.mark.parametrize("name", SCHEMES)
 def test_encoder_model_is_plain_and_matches_encode(name):
-    model = schemes.get(name)(bits=8, input_shape=_shape(name))
+    model = _build(name, bits=8)
     encoder = model.encoder_model()
     x = _data(name, n=5)
     np.testing.assert_allclose(np.asarray(encoder(x)), model.predict_probabilities(x), atol=1e-6)
@@ -78,7 +90,7 @@ def test_encoder_model_is_plain_and_matches_encode(name):
 @pytest.mark.parametrize("name", SCHEMES)
 def test_checkpoint_round_trip_and_exports_give_the_same_codes(name, tmp_path):
     x = _data(name)
-    hasher = tfhash.fit(name, x, bits=12, epochs=1, batch_size=16, seed=2, verbose=0,
+    hasher = _fit(name, x, bits=12, epochs=1, batch_size=16, seed=2, verbose=0,
                         checkpoint_dir=str(tmp_path / "ckpt"))
     expected = hasher.encode(x)
     np.testing.assert_array_equal(tfhash.Hasher.load(str(tmp_path / "ckpt")).encode(x), expected)
@@ -104,7 +116,7 @@ def test_scheme_facts_are_consistent(name):
     assert set(scheme_cls.paper_baselines) <= set(tfhash.baselines.BASELINES)
     for label, values in scheme_cls.ablations.items():
         assert values and set(values) <= known, label
-        scheme_cls(bits=8, input_shape=scheme_cls.test_input_shape, **values)
+        _build(name, bits=8, **values)
     assert set(scheme_cls.replica_local_terms) <= known
     assert set(scheme_cls.loss_names) >= {"d_loss"}
 
@@ -115,12 +127,12 @@ def test_input_values_follow_the_input_kind(name):
     x = _data(name)
     if scheme_cls.input_kind == "images":
         with pytest.raises(ValueError, match="values in \\[0, 1\\].*divide by 255"):
-            tfhash.fit(name, x * 255.0, bits=8, epochs=1, batch_size=16)
+            _fit(name, x * 255.0, bits=8, epochs=1, batch_size=16)
         pixels = (x * 255).round().astype(np.uint8)
-        hasher = tfhash.fit(name, pixels, bits=8, epochs=1, batch_size=16, verbose=0)
+        hasher = _fit(name, pixels, bits=8, epochs=1, batch_size=16, verbose=0)
         np.testing.assert_array_equal(hasher.encode(pixels), hasher.encode(pixels.astype(np.float32) / 255.0))
         with pytest.raises(ValueError, match="values in \\[0, 1\\]"):
             hasher.encode(x * 255.0)
     else:  # raw feature values of any scale are features, not pixels
-        hasher = tfhash.fit(name, x * 255.0, bits=8, epochs=1, batch_size=16, verbose=0)
+        hasher = _fit(name, x * 255.0, bits=8, epochs=1, batch_size=16, verbose=0)
         assert hasher.encode(x * 255.0).shape == (64, 1)

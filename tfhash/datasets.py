@@ -113,6 +113,22 @@ class RetrievalSplit:
         _validation.check_choice(part, "part", self.PARTS)
         return getattr(self, f"{part}_x"), getattr(self, f"{part}_y")
 
+    def partial_labels(self, labelled_per_class, seed=0):
+        """Training labels of a semi-supervised run: ``labelled_per_class`` random training items of each class keep
+        their class id, every other item gets -1 (unlabelled). Validation queries are never labelled, so validation
+        figures measure items the labels did not show. Single-label splits only."""
+        if self.multilabel:
+            raise ValueError("`partial_labels` draws items per class: it needs class ids, got multi-hot labels.")
+        keep = np.ones(self.train_y.shape[0], bool)
+        if self.validation_index is not None:
+            keep[self.validation_index] = False
+        candidates = np.flatnonzero(keep)
+        rng = np.random.default_rng([int(seed), 7])
+        chosen = candidates[_draw_per_class(self.train_y[candidates], labelled_per_class, rng, "labelled_per_class")]
+        labels = np.full(self.train_y.shape[0], -1, np.int64)
+        labels[chosen] = self.train_y[chosen]
+        return labels
+
     def dataset(self, part="train", *, batch_size=None, labels=False, shuffle=False, seed=0):
         """A ``tf.data.Dataset`` over ``part``: ``x`` or ``(x, y)``, optionally shuffled and batched."""
         import tensorflow as tf

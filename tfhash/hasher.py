@@ -125,10 +125,14 @@ class Hasher(BaseHasher):
                              "would delete them. Choose another directory.")
 
     @classmethod
-    def load(cls, directory):
-        """Rebuilds a hasher from a directory written by :meth:`save` or ``fit(checkpoint_dir=...)``."""
+    def load(cls, directory, hyperparameters=None):
+        """Rebuilds a hasher from a directory written by :meth:`save` or ``fit(checkpoint_dir=...)``.
+
+        ``hyperparameters``: settings the config records only as a description (an array, a ``keras.Model``
+        such as a user backbone), as they were given to ``tfhash.fit``.
+        """
         description = read_description(directory)
-        model, epoch = restore(directory, description)
+        model, epoch = restore(directory, description, hyperparameters=hyperparameters)
         return cls(model, epoch=epoch, preset=description.get("preset"), training=description.get("training"))
 
 

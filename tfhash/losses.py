@@ -188,3 +188,22 @@ def binary_cross_entropy_logits(logits, target):
     """Per-example sigmoid cross-entropy of ``logits`` ``[batch, 1]`` against a constant target 0 or 1. ``[batch]``."""
     labels = tf.fill(tf.shape(logits), tf.cast(target, logits.dtype))
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=-1)
+
+
+def triplet_ranking(anchor, positive, negative, margin=1.0):
+    """Eq. 3 of DSH-GANs: max(0, margin - ||a - n||^2 + ||a - p||^2), Hamming distance relaxed to squared L2.
+    ``[batch]``."""
+    closer = tf.reduce_sum(tf.square(anchor - positive), axis=-1)
+    farther = tf.reduce_sum(tf.square(anchor - negative), axis=-1)
+    return tf.nn.relu(margin - farther + closer)
+
+
+def classification(logits, label_rows, multi_label=False):
+    """Per-example classification loss against 0/1 label rows ``[batch, classes]``: softmax cross-entropy
+    (Eq. 5; one class per row) or, for multi-label rows, sigmoid cross-entropy summed over classes (Eq. 6).
+    ``[batch]``; an all-zero row (unlabelled) costs 0."""
+    label_rows = tf.cast(label_rows, logits.dtype)
+    if multi_label:
+        terms = tf.nn.sigmoid_cross_entropy_with_logits(labels=label_rows, logits=logits)
+        return tf.reduce_sum(terms, axis=-1) * tf.cast(tf.reduce_any(label_rows > 0, axis=-1), logits.dtype)
+    return tf.nn.softmax_cross_entropy_with_logits(labels=label_rows, logits=logits)

@@ -142,7 +142,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
                 tf.summary.scalar("bits/frequency_max", float(frequency.max()), step=step)
             images = model.sample_images(self.sample_images, seed=self.seed)
             if images is not None:
-                tf.summary.image("samples/generated", image_grid(images)[None], step=step)
+                tf.summary.image("samples/generated", image_grid(images, columns=model.sample_columns)[None], step=step)
             last = self._epochs is not None and step == self._epochs
             if self.split is not None and self.eval_every and (step % self.eval_every == 0 or last):
                 split = self.split

@@ -172,6 +172,15 @@ def _prepare_data(x, y, scheme_cls):
     return _TrainingData(item_shape=tuple(x.shape[1:]), x=x, y=labels)
 
 
+def _training_labels(data):
+    """The checked labels of the training data (read from the dataset when it holds them)."""
+    if data.x is not None:
+        return data.y
+    labels = [np.asarray(b) for b in data.dataset.map(lambda b: b["y"]).as_numpy_iterator()]
+    labels = np.concatenate(labels) if labels else np.empty((0,), np.int64)
+    return _validation.check_training_labels(labels, "y", labels.shape[0], "x")
+
+
 def _epoch_batches(data, scheme_cls, batch_size, seed, first_epoch, epochs):
     """Batches (dicts) for epochs ``first_epoch..epochs-1``; epoch e's order depends only on (seed, e).
 
@@ -262,6 +271,9 @@ def fit(scheme, x, y=None, *, bits=32, preset=None, epochs=None, batch_size=None
     training = {"epochs": epochs, "batch_size": batch_size, "seed": int(seed)}
     strategy = strategy or tf.distribute.get_strategy()
     data = _prepare_data(x, y, scheme_cls)
+    if scheme_cls.needs_labels:
+        hyperparameters = {**scheme_cls.settings_from_labels(_training_labels(data), hyperparameters),
+                           **hyperparameters}
     keras.utils.set_random_seed(seed)  # before the shuffled dataset and the weights are made
     if data.x is not None:
         if data.count < batch_size:
@@ -300,7 +312,7 @@ def fit(scheme, x, y=None, *, bits=32, preset=None, epochs=None, batch_size=None
     hasher = Hasher(model, epoch=max(epochs, initial_epoch), preset=chosen.name, training=training)
 
     guard = _NonFiniteLossGuard()
-    all_callbacks = [guard] + list(callbacks or [])
+    all_callbacks = [guard] + model.training_callbacks() + list(callbacks or [])
     epoch_variable = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)
     if checkpoint_dir is not None:
         os.makedirs(checkpoint_dir, exist_ok=True)

@@ -44,6 +44,9 @@ flags.DEFINE_integer("eval_every", None, "Log retrieval mAP to TensorBoard every
                      f"default {run_config.DEFAULT_EVAL_EVERY}).")
 flags.DEFINE_list("baselines", ["lsh", "pcah", "itq", "sph", "sh"], "Shallow baselines evaluated in the same run.")
 flags.DEFINE_integer("queries_per_class", None, "Queries per class (default: 100, or 10 for digits).")
+flags.DEFINE_integer("labelled_per_class", None, "Semi-supervised training (schemes that train on labels): keep "
+                     "the labels of this many random training items per class, drawn with --seed; the rest are "
+                     "unlabelled (default: every training label).")
 flags.DEFINE_integer("seed", 0, "Seeds the query draw, initialisation, shuffling and training noise.")
 flags.DEFINE_enum("strategy", "default", list(run_config.STRATEGIES),
                   "Distribution: default (one device), mirrored (all local GPUs), multi_worker (TF_CONFIG), tpu.")
@@ -87,6 +90,13 @@ def main(argv):
     except ValueError as err:
         sys.exit(f"error: {err}")
     print(split, flush=True)
+    labels = split.train_y
+    if FLAGS.labelled_per_class is not None:
+        try:
+            labels = split.partial_labels(FLAGS.labelled_per_class, seed=FLAGS.seed)
+        except ValueError as err:
+            sys.exit(f"error: --labelled_per_class: {err}")
+        print(f"{int((labels >= 0).sum())} of {len(labels)} training items keep their labels", flush=True)
 
     callbacks = []
     log_dir = os.path.join(model_dir, "logs")
@@ -99,7 +109,7 @@ def main(argv):
             sys.exit(f"error: {err}")
         callbacks += [logger, record]
     try:
-        hasher = tfhash.fit(config["scheme"], split.train_x, split.train_y, bits=config["bits"], preset=preset,
+        hasher = tfhash.fit(config["scheme"], split.train_x, labels, bits=config["bits"], preset=preset,
                             epochs=config["epochs"], batch_size=config["batch_size"], strategy=strategy,
                             callbacks=callbacks, seed=FLAGS.seed, checkpoint_dir=checkpoint_dir,
                             verbose=FLAGS.verbose, **config["hyperparameters"])
@@ -126,6 +136,7 @@ def main(argv):
         "preset_selected_on": preset.selected_on, "epochs": hasher.epoch,
         "batch_size": config["batch_size"], "seed": FLAGS.seed, "strategy": FLAGS.strategy,
         "replicas": strategy.num_replicas_in_sync, "queries_per_class": per_class,
+        "labelled_per_class": FLAGS.labelled_per_class,
         "hyperparameters": hasher.model.get_config(), "train_seconds": record.train_seconds,
         "evaluations": record.evaluations, "rows": rows,
         "export": export_path,

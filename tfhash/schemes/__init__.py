@@ -37,5 +37,6 @@ def get(name):
 
 
 from tfhash.schemes import bgan  # noqa: E402,F401  (registers "bgan")
+from tfhash.schemes import dshgan  # noqa: E402,F401  (registers "dshgan")
 from tfhash.schemes import hashgan  # noqa: E402,F401  (registers "hashgan")
 from tfhash.schemes import sigah  # noqa: E402,F401  (registers "sigah")

@@ -123,6 +123,9 @@ class HashingScheme(keras.Model):
     paper_baselines = ("itq",)
     #: A small item shape the scheme accepts, for the shared test suite.
     test_input_shape = (8, 8, 1)
+    #: Settings the shared test suite builds and trains with: what ``tfhash.fit`` would derive from labels, and a
+    #: schedule that reaches every stage of training within two epochs.
+    test_hyperparameters = {}
     #: Whether ``adapt`` must run again when training resumes from a checkpoint (state it builds from the
     #: training items that checkpoints do not hold, such as a neighbourhood graph).
     adapt_on_resume = False
@@ -374,6 +377,20 @@ class HashingScheme(keras.Model):
                 ``tf.data.Dataset`` of items.
             y: their labels (an array, or a batched dataset aligned with ``x``), or ``None``.
         """
+
+    @classmethod
+    def settings_from_labels(cls, labels, hyperparameters):
+        """Hyperparameters the training labels decide (e.g. the number of classes), after checking that the labels
+        suit the scheme, before any network is built. ``labels``: checked class ids (-1 unlabelled) or multi-hot
+        rows; ``hyperparameters``: the call's. ``tfhash.fit`` calls it for schemes that ``needs_labels``."""
+        return {}
+
+    def training_callbacks(self):
+        """Keras callbacks the scheme's training needs (e.g. switching stages by epoch); ``tfhash.fit`` adds them."""
+        return []
+
+    #: Images per row of the TensorBoard grid of ``sample_images``.
+    sample_columns = 8
 
     def sample_images(self, count, seed=0):
         """``count`` generated images ``[count, h, w, c]`` in [0, 1] from noise fixed by ``seed``, or

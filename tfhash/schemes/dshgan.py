@@ -1,0 +1,524 @@
+"""DSH-GANs: deep semantic hashing with generative adversarial networks (Qiu et al., SIGIR 2017).
+
+Semi-supervised: a few training items are labelled (class ids, or multi-hot rows for multi-label data), most
+are not. One ``tfhash.fit`` call trains both stages; the epoch decides the stage (``generator_epochs``), so a
+run interrupted in either stage resumes in it.
+
+1. Semi-supervised conditional GAN (Sec. 3.2): G(C, z) from a label vector C (zeros for unlabelled items) and
+   Gaussian noise z; D predicts the source (real / synthetic) and the class. D minimises l_c + l_a over real
+   items (labelled and unlabelled) and synthetic ones; G minimises l_c - l_a.
+2. DSH-GANs (Sec. 3.3-3.6): one shared network (backbone + hash, adversary and classification streams) on
+   real-synthetic triplets (a labelled query x, G(labels of x), G(labels sharing none with x)). The shared
+   network minimises Eq. 8 = triplet (Eq. 3) + l_a (Eq. 4) + l_c (Eq. 7); G keeps training, on Eq. 9 =
+   triplet - l_a + l_c.
+
+Choices where the paper is open (each an argument):
+
+* -l_a for G (Sec. 3.2 and Eq. 9) is realised as the non-saturating loss: G minimises the cross-entropy of its
+  images labelled *real*. It has the fixed point of minimising -l_a, but its gradient does not vanish while D
+  rejects G's images easily, which is how training begins. ``generator_loss="minimax"`` is -l_a as written.
+* The triplets' queries (the paper's set T) are drawn at random from the labelled items at every stage-2 step,
+  ``batch_size`` of them, so a stage-2 epoch has as many steps as a stage-1 epoch.
+* Stage 1's synthetic images follow the label vectors of the real batch (Sec. 3.2: zeros for the unlabelled
+  ones), and l_c covers the batch's labelled items. With few labels almost every synthetic image is then
+  unconditioned; ``label_sampling="labelled"`` also draws a batch of labelled items at each step, classifies
+  them and conditions every synthetic image on their label vectors.
+* The shared network of Sec. 4.2 is an ImageNet-pretrained AlexNet, which this library cannot download: the
+  default is a small CNN from scratch (``backbone`` takes any ``keras.Model``, e.g. with pretrained weights),
+  and ``shared_init="discriminator"`` starts it from stage 1's discriminator, which has seen every item.
+* Losses are means over the items they cover (the paper sums over T; a mean keeps the learning rate
+  independent of the batch size).
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfhash import _validation, losses
+from tfhash.schemes import register
+from tfhash.schemes.base import HashingScheme
+from tfhash.schemes.presets import Preset, named
+
+GENERATOR_LOSSES = ("non_saturating", "minimax")
+LABEL_SAMPLINGS = ("batch", "labelled")
+SHARED_INITS = ("scratch", "discriminator")
+OPTIMIZERS = ("sgd", "adam")
+MIN_LABELLED_PER_CLASS = 2  # a real positive other than the query itself, and a class G has seen twice
+NEGATIVE_CANDIDATES = 16  # labelled items tried per query for one sharing no label with it
+
+
+def describe_backbone(value):
+    """What a checkpoint records of ``backbone``: ``None`` or the name of the user's model."""
+    return value if value is None or isinstance(value, str) else f"model {value.name}"
+
+
+def _gan_initializer():
+    return keras.initializers.RandomNormal(stddev=0.02)  # Sec. 4.2, after DCGAN
+
+
+def _lrelu(t):
+    return keras.activations.leaky_relu(t, negative_slope=0.2)  # Sec. 4.2: slope 0.2
+
+
+def default_backbone(item_shape, name, initializer="glorot_uniform"):
+    """The small network from scratch: three strided 3x3 convolutions (32 / 64 / 128) and a dense layer of 256
+    for 28x28 / 32x32 images; two dense layers (512, 256) for any other item shape."""
+    shape = tuple(item_shape)
+    layers = [keras.Input(shape)]
+    if len(shape) == 3 and shape[0] == shape[1] and shape[0] in (28, 32):
+        for filters in (32, 64, 128):
+            layers.append(keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation=_lrelu,
+                                              kernel_initializer=initializer))
+        layers += [keras.layers.Flatten(), keras.layers.Dense(256, activation=_lrelu, kernel_initializer=initializer)]
+    else:
+        layers += [keras.layers.Flatten(),
+                   keras.layers.Dense(512, activation=_lrelu, kernel_initializer=initializer),
+                   keras.layers.Dense(256, activation=_lrelu, kernel_initializer=initializer)]
+    return keras.Sequential(layers, name=name)
+
+
+def default_generator(item_shape, input_size):
+    """G(C, z) (DCGAN-style): a dense layer to a 7x7 / 4x4 map, then 4x4 transposed convolutions with batch
+    norm and ReLU up to the image (sigmoid: values in [0, 1]); dense layers for other item shapes."""
+    shape = tuple(item_shape)
+    init = _gan_initializer()
+    norm = lambda: keras.layers.BatchNormalization(synchronized=True)  # noqa: E731  (global batch statistics)
+    layers = [keras.Input((input_size,))]
+    if len(shape) == 3 and shape[0] == shape[1] and shape[0] in (28, 32):
+        start, filters = (7, (128, 64)) if shape[0] == 28 else (4, (256, 128, 64))
+        layers += [keras.layers.Dense(start * start * filters[0], kernel_initializer=init), norm(),
+                   keras.layers.ReLU(), keras.layers.Reshape((start, start, filters[0]))]
+        for f in filters[1:]:
+            layers += [keras.layers.Conv2DTranspose(f, 4, strides=2, padding="same", kernel_initializer=init),
+                       norm(), keras.layers.ReLU()]
+        layers.append(keras.layers.Conv2DTranspose(shape[-1], 4, strides=2, padding="same", activation="sigmoid",
+                                                   kernel_initializer=init))
+    else:
+        layers += [keras.layers.Dense(256, kernel_initializer=init), norm(), keras.layers.ReLU(),
+                   keras.layers.Dense(512, kernel_initializer=init), norm(), keras.layers.ReLU(),
+                   keras.layers.Dense(int(np.prod(shape)), activation="sigmoid", kernel_initializer=init),
+                   keras.layers.Reshape(shape)]
+    return keras.Sequential(layers, name="generator")
+
+
+def label_vectors(labels, num_classes):
+    """``[n, num_classes]`` float 0/1 rows of labels (class ids with -1 unlabelled -> all-zero rows, or multi-hot)."""
+    labels = tf.convert_to_tensor(labels)
+    if labels.shape.rank == 1:
+        return tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)  # -1 -> zeros
+    return tf.cast(labels, tf.float32)
+
+
+class _StageSwitch(keras.callbacks.Callback):
+    """Sets the scheme's stage from the epoch at each epoch start; a new stage retraces the train step."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.model._enter_stage(self.model.stage_of_epoch(epoch), epoch)
+
+
+@register("dshgan")
+class DSHGAN(HashingScheme):
+    """DSH-GANs (SIGIR 2017). Loss weights default to the paper's (Eq. 8-9: all 1).
+
+    Args:
+        bits: code length K.
+        input_shape: one item's shape; images in [0, 1].
+        seed: seeds initialisation and all training noise.
+        num_classes: classes c of the labels; ``tfhash.fit`` infers it from ``y``.
+        multi_label: whether labels are multi-hot rows (sigmoid classification, Eq. 6) rather than class ids
+            (softmax, Eq. 5); ``tfhash.fit`` infers it from ``y``.
+        use_generator: ``False`` trains the same shared network without any GAN: no stage 1, triplets of real
+            labelled items (a positive of the same labels, a negative sharing none), classification kept and
+            no adversary stream. The baseline the paper's claim is measured against.
+        backbone: ``None`` (the small CNN from scratch) or a ``keras.Model`` mapping items to ``[n, d]``
+            features (e.g. a network with pretrained weights, as the paper's AlexNet).
+        shared_init: ``"scratch"`` or ``"discriminator"`` (stage 2 starts from stage 1's discriminator; the
+            default backbone only).
+        noise_dim: length of the Gaussian noise z.
+        generator_epochs: epochs of stage 1 (the conditional GAN); the remaining epochs are stage 2.
+        label_sampling: ``"batch"`` (Sec. 3.2) or ``"labelled"`` (see the module notes).
+        weight_triplet, weight_adversarial, weight_classification: weights of Eq. 8-9's terms; 0 removes one
+            (``weight_classification=0`` is the paper's DSH-GANs^-).
+        margin: the triplet margin (Eq. 3: 1).
+        generator_loss: ``"non_saturating"`` or ``"minimax"`` (see the module notes).
+        gan_learning_rate, gan_beta_1: Adam for G and D (Sec. 4.2: 2e-4 and "momentum" 0.9; DCGAN, whose
+            settings the paper says it follows, uses beta_1 = 0.5).
+        optimizer_type: the shared network's optimiser, ``"sgd"`` (Sec. 4.2: momentum 0.9) or ``"adam"``.
+        learning_rate: its learning rate (Sec. 4.2: 1e-4), divided by 10 after ``decay_steps`` steps (10,000
+            on CIFAR-10); 0 steps: no decay.
+        weight_decay: the shared network's weight decay (Sec. 4.2: 5e-4).
+    """
+
+    loss_names = ("stage", "d_loss", "g_loss", "triplet", "adversarial", "classification", "active_triplets",
+                  "bit_freq_min", "bit_freq_max")
+    input_kind = "images"
+    needs_labels = True
+    adapt_on_resume = True  # the labelled items are kept again from the training data, never checkpointed
+    encoder_players = ("shared",)  # the export holds the backbone and the hash stream only
+    paper_baselines = ("lsh", "itq", "sh")  # Table 1's unsupervised shallow methods
+    test_input_shape = (8, 8, 1)
+    test_hyperparameters = {"num_classes": 4, "generator_epochs": 1}
+    presets = named(
+        paper=Preset(
+            description="The paper's settings (Sec. 4.2): G and D with Adam 2e-4 and momentum 0.9, weights "
+                        "N(0, 0.02), LeakyReLU slope 0.2; the shared network with SGD, momentum 0.9, learning rate "
+                        "1e-4 divided by 10 after 10,000 steps, weight decay 5e-4, batch 64; loss weights 1 "
+                        "(Eq. 8-9); stage-1 synthetic images follow the batch's labels (Sec. 3.2). The paper "
+                        "states no epoch counts (20 of stage 1, 40 in all here) and uses batch 128 for the GAN; "
+                        "one batch size serves both stages here. These are the constructor defaults.",
+            epochs=40, batch_size=64, selected_on="paper (Sec. 4.2)"),
+    )
+    # The paper's DSH-GANs^- (Table 1), and the baselines of its claim.
+    ablations = {
+        "DSH-GANs^- (no classification stream)": {"weight_classification": 0.0},
+        "no GAN (real triplets)": {"use_generator": False},
+    }
+
+    def __init__(self, bits=32, input_shape=None, seed=0, num_classes=None, multi_label=False, use_generator=True,
+                 backbone=None, shared_init="scratch", noise_dim=100, generator_epochs=20, label_sampling="batch",
+                 weight_triplet=1.0, weight_adversarial=1.0, weight_classification=1.0, margin=1.0,
+                 generator_loss="non_saturating", gan_learning_rate=2e-4, gan_beta_1=0.9, optimizer_type="sgd",
+                 learning_rate=1e-4, decay_steps=10_000, weight_decay=5e-4, **kwargs):
+        if num_classes is not None:
+            num_classes = _validation.check_positive_int(num_classes, "num_classes")
+            if num_classes < 2:
+                raise ValueError(f"`num_classes` must be at least 2 (a triplet needs another class), got {num_classes}.")
+        self.num_classes = num_classes
+        for name, value in (("multi_label", multi_label), ("use_generator", use_generator)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"`{name}` must be True or False, got {value!r}.")
+        self.multi_label, self.use_generator = bool(multi_label), bool(use_generator)
+        if not (backbone is None or isinstance(backbone, keras.Model)
+                or (isinstance(backbone, str) and backbone.startswith("model "))):
+            raise ValueError(f"`backbone` must be None (the default CNN) or a keras.Model mapping items to [n, d] "
+                             f"features, got {type(backbone).__name__}.")
+        self.backbone = backbone
+        self.shared_init = _validation.check_choice(shared_init, "shared_init", SHARED_INITS)
+        if self.shared_init == "discriminator" and (backbone is not None or not self.use_generator):
+            raise ValueError("`shared_init`='discriminator' needs the default backbone (backbone=None) and the GAN "
+                             f"(use_generator=True), got backbone={describe_backbone(backbone)!r}, "
+                             f"use_generator={use_generator!r}.")
+        self.noise_dim = _validation.check_positive_int(noise_dim, "noise_dim")
+        if isinstance(generator_epochs, bool) or not isinstance(generator_epochs, (int, np.integer)) \
+                or generator_epochs < 0:
+            raise ValueError(f"`generator_epochs` must be an integer >= 0, got {generator_epochs!r}.")
+        self.generator_epochs = int(generator_epochs)
+        self.label_sampling = _validation.check_choice(label_sampling, "label_sampling", LABEL_SAMPLINGS)
+        for name, value in (("weight_triplet", weight_triplet), ("weight_adversarial", weight_adversarial),
+                            ("weight_classification", weight_classification), ("margin", margin),
+                            ("gan_learning_rate", gan_learning_rate), ("learning_rate", learning_rate),
+                            ("weight_decay", weight_decay)):
+            setattr(self, name, _validation.check_non_negative_number(value, name))
+        if not 0 <= gan_beta_1 < 1:
+            raise ValueError(f"`gan_beta_1` must be in [0, 1), got {gan_beta_1!r}.")
+        self.gan_beta_1 = float(gan_beta_1)
+        self.generator_loss = _validation.check_choice(generator_loss, "generator_loss", GENERATOR_LOSSES)
+        self.optimizer_type = _validation.check_choice(optimizer_type, "optimizer_type", OPTIMIZERS)
+        if isinstance(decay_steps, bool) or not isinstance(decay_steps, (int, np.integer)) or decay_steps < 0:
+            raise ValueError(f"`decay_steps` must be an integer >= 0 (0: no decay), got {decay_steps!r}.")
+        self.decay_steps = int(decay_steps)
+        self._stage = None
+        self._pool = None
+        super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
+
+    @classmethod
+    def config_value(cls, name, value):
+        return describe_backbone(value) if name == "backbone" else super().config_value(name, value)
+
+    @classmethod
+    def settings_from_labels(cls, labels, hyperparameters):
+        """``num_classes`` and ``multi_label`` of the training labels, after checking each class has at least
+        ``MIN_LABELLED_PER_CLASS`` labelled items."""
+        multi_label = labels.ndim == 2
+        asked = hyperparameters.get("num_classes")
+        if multi_label:
+            found = labels.shape[1]
+            counts = labels.sum(axis=0).astype(np.int64)
+        else:
+            found = int(labels.max()) + 1
+            counts = np.bincount(labels[labels >= 0], minlength=max(found, asked or 0))
+        if asked is not None and found > asked:
+            what = f"rows of {found} classes" if multi_label else f"class ids up to {found - 1}"
+            raise ValueError(f"`y` must hold class ids in [0, {asked - 1}] (num_classes={asked}), got {what}.")
+        num_classes = asked or found
+        if num_classes < 2:
+            raise ValueError(f"`y` must label items of at least 2 classes (a triplet's negative has other labels), "
+                             f"got {num_classes}.")
+        few = {c: int(n) for c, n in enumerate(counts) if n < MIN_LABELLED_PER_CLASS}
+        if few:
+            raise ValueError(f"`y` must label at least {MIN_LABELLED_PER_CLASS} items of every class; classes with "
+                             f"fewer (class: count): {dict(list(few.items())[:10])}.")
+        if "multi_label" in hyperparameters and bool(hyperparameters["multi_label"]) != multi_label:
+            raise ValueError(f"`multi_label`={hyperparameters['multi_label']!r} does not match `y` "
+                             f"({'multi-hot rows' if multi_label else 'class ids'}).")
+        return {"num_classes": int(num_classes), "multi_label": multi_label}
+
+    # --- networks ------------------------------------------------------------------------------
+
+    def _build_networks(self):
+        if self.num_classes is None:
+            raise ValueError("`num_classes` is required to build DSH-GANs (tfhash.fit infers it from `y`).")
+        if isinstance(self.backbone, keras.Model):
+            self.shared_backbone = self.backbone
+            features = self.shared_backbone(keras.ops.zeros((1,) + self.item_shape))
+            if len(features.shape) != 2:
+                raise ValueError(f"`backbone` must map items {self.item_shape} to [n, d] features, got an output of "
+                                 f"shape {tuple(features.shape)}.")
+        elif self.backbone is None:
+            self.shared_backbone = default_backbone(self.item_shape, "shared_backbone")
+        else:
+            raise ValueError(f"`backbone` {self.backbone!r} was a keras.Model at training: pass the same model "
+                             "(hyperparameters={'backbone': model}) to rebuild it.")
+        width = self.shared_backbone.output_shape[-1]
+        self.hash_stream = keras.layers.Dense(self.bits, activation="sigmoid", name="hash_stream")
+        self.class_stream = keras.layers.Dense(self.num_classes, name="class_stream")
+        self.hash_stream.build((None, width))
+        self.class_stream.build((None, width))
+        if self.use_generator:
+            self.source_stream = keras.layers.Dense(1, name="source_stream")
+            self.source_stream.build((None, width))
+            self.generator = default_generator(self.item_shape, self.num_classes + self.noise_dim)
+            self.discriminator = default_backbone(self.item_shape, "discriminator", _gan_initializer())
+            self.discriminator_source = keras.layers.Dense(1, kernel_initializer=_gan_initializer(),
+                                                           name="discriminator_source")
+            self.discriminator_class = keras.layers.Dense(self.num_classes, kernel_initializer=_gan_initializer(),
+                                                          name="discriminator_class")
+            self.discriminator_source.build((None, self.discriminator.output_shape[-1]))
+            self.discriminator_class.build((None, self.discriminator.output_shape[-1]))
+
+    def players(self):
+        shared = (self.shared_backbone.trainable_variables + self.hash_stream.trainable_variables
+                  + self.class_stream.trainable_variables)
+        if not self.use_generator:
+            return {"shared": shared}
+        return {"shared": shared + self.source_stream.trainable_variables,
+                "generator": self.generator.trainable_variables,
+                "discriminator": (self.discriminator.trainable_variables
+                                  + self.discriminator_source.trainable_variables
+                                  + self.discriminator_class.trainable_variables)}
+
+    def default_optimizer(self, player, total_steps):
+        if player in ("generator", "discriminator"):
+            return keras.optimizers.Adam(self.gan_learning_rate, beta_1=self.gan_beta_1, name=f"{player}_adam")
+        rate = self.learning_rate
+        if self.decay_steps:
+            rate = keras.optimizers.schedules.PiecewiseConstantDecay([self.decay_steps],
+                                                                     [self.learning_rate, self.learning_rate * 0.1])
+        decay = self.weight_decay or None
+        if self.optimizer_type == "sgd":
+            # Keras applies weight decay to the weights directly (Caffe adds it to the gradient, before momentum).
+            return keras.optimizers.SGD(rate, momentum=0.9, weight_decay=decay, name="shared_sgd")
+        return keras.optimizers.Adam(rate, weight_decay=decay, name="shared_adam")
+
+    def encode_graph(self, inputs):
+        return self.hash_stream(self.shared_backbone(inputs))
+
+    def generate(self, label_rows, noise, training=False):
+        """Synthetic images G(C, z) from label vectors ``[n, num_classes]`` and noise ``[n, noise_dim]``."""
+        return self.generator(tf.concat([tf.cast(label_rows, tf.float32), noise], axis=-1), training=training)
+
+    @property
+    def sample_columns(self):
+        return max(1, 64 // self.num_classes) if self.use_generator else 8
+
+    def sample_images(self, count, seed=0):
+        """Generated images, one row per class (``count // num_classes`` each, at least one)."""
+        if not self.use_generator or len(self.item_shape) != 3:
+            return None
+        per_class = max(1, count // self.num_classes)
+        classes = np.repeat(np.arange(self.num_classes), per_class)
+        rows = tf.one_hot(classes, self.num_classes)
+        noise = tf.random.stateless_normal((classes.size, self.noise_dim), [seed, 17])
+        return self.generate(rows, noise).numpy()
+
+    # --- training data -------------------------------------------------------------------------
+
+    def adapt(self, x, y=None):
+        """Keeps the labelled items: the queries of stage 2 and the items real triplets are drawn from."""
+        if isinstance(x, tf.data.Dataset):
+            pairs = [(np.asarray(a), np.asarray(b)) for a, b in tf.data.Dataset.zip((x, y)).as_numpy_iterator()]
+            x = np.concatenate([a for a, _ in pairs])
+            y = np.concatenate([b for _, b in pairs])
+        y = np.asarray(y)
+        rows = np.asarray(label_vectors(y, self.num_classes))
+        labelled = rows.any(axis=1)
+        pool_x, pool_rows = np.asarray(x)[labelled].astype(np.float32), rows[labelled]
+        # Positives: items of one of the query's classes, from per-class lists (CSR over the labelled items).
+        members = [np.flatnonzero(pool_rows[:, c]) for c in range(self.num_classes)]
+        self._pool = {
+            "x": tf.constant(pool_x), "rows": tf.constant(pool_rows),
+            "class_items": tf.constant(np.concatenate(members).astype(np.int32)),
+            "class_starts": tf.constant(np.cumsum([0] + [m.size for m in members[:-1]]).astype(np.int32)),
+            "class_counts": tf.constant(np.array([m.size for m in members], np.int32)),
+        }
+
+    def _draw(self, seed, local, maxval):
+        """``local`` integers in [0, maxval), this replica's share of a global draw."""
+        return self.batch_random(tf.random.stateless_uniform, [local], seed, minval=0, maxval=maxval, dtype=tf.int32)
+
+    def _queries(self, local, seed):
+        index = self._draw(seed, local, tf.shape(self._pool["rows"])[0])
+        return tf.gather(self._pool["x"], index), tf.gather(self._pool["rows"], index)
+
+    def _real_positive(self, rows, seed):
+        """A labelled item sharing a class with each query (a random one of its classes)."""
+        local = tf.shape(rows)[0]
+        u = self.batch_random(tf.random.stateless_uniform, [local, 2], seed)
+        count = tf.reduce_sum(rows, axis=1)
+        k = tf.floor(u[:, 0] * count)
+        chosen = tf.argmax(tf.cast(tf.cumsum(rows, axis=1) > k[:, None], tf.int32), axis=1, output_type=tf.int32)
+        counts = tf.gather(self._pool["class_counts"], chosen)
+        offset = tf.minimum(tf.cast(u[:, 1] * tf.cast(counts, tf.float32), tf.int32), counts - 1)
+        item = tf.gather(self._pool["class_items"], tf.gather(self._pool["class_starts"], chosen) + offset)
+        return tf.gather(self._pool["x"], item)
+
+    def _negative(self, rows, seed):
+        """A labelled item sharing no label with each query (first of ``NEGATIVE_CANDIDATES`` random ones), and
+        whether one was found."""
+        local = tf.shape(rows)[0]
+        candidates = self.batch_random(tf.random.stateless_uniform, [local, NEGATIVE_CANDIDATES], seed, minval=0,
+                                       maxval=tf.shape(self._pool["rows"])[0], dtype=tf.int32)
+        overlap = tf.einsum("bc,bkc->bk", rows, tf.gather(self._pool["rows"], candidates))
+        disjoint = tf.cast(tf.equal(overlap, 0.0), tf.int32)
+        first = tf.argmax(disjoint, axis=1, output_type=tf.int32)
+        item = tf.gather(candidates, first, batch_dims=1)
+        return item, tf.cast(tf.reduce_max(disjoint, axis=1), tf.float32)
+
+    # --- training ------------------------------------------------------------------------------
+
+    def stage_of_epoch(self, epoch):
+        """1 (conditional GAN) for the first ``generator_epochs`` epochs, then 2 (DSH-GANs); always 2 without G."""
+        return 1 if self.use_generator and epoch < self.generator_epochs else 2
+
+    def _enter_stage(self, stage, epoch):
+        if stage == 2 and self.shared_init == "discriminator" and epoch == self.generator_epochs and epoch > 0:
+            # Stage 2 begins: its backbone starts from the discriminator's (same architecture).
+            for target, source in zip(self.shared_backbone.weights, self.discriminator.weights):
+                target.assign(source)
+        if stage != self._stage:
+            self._stage = stage
+            self.make_train_function(force=True)  # the step below is traced for one stage
+
+    def training_callbacks(self):
+        return [_StageSwitch()]
+
+    def _classification(self, logits, rows):
+        return losses.classification(logits, rows, self.multi_label)
+
+    def _generator_adversarial(self, fake_logits):
+        if self.generator_loss == "minimax":
+            return -losses.binary_cross_entropy_logits(fake_logits, 0.0)
+        return losses.binary_cross_entropy_logits(fake_logits, 1.0)
+
+    def train_step(self, data):
+        if self._pool is None:
+            raise ValueError("DSH-GANs keeps its labelled items in adapt(x, y); tfhash.fit calls it before training.")
+        x, y, _ = self.unpack_batch(data)
+        x = tf.cast(x, tf.float32)
+        stage = self._stage or self.stage_of_epoch(0)
+        logs = self._stage_one(x, y) if stage == 1 else self._stage_two(x)
+        return self._update_trackers({"stage": tf.constant(float(stage)), **logs})
+
+    def _average_over(self, values, mask):
+        """Mean of ``values`` over the masked items of the global batch; the gradient reaches this replica's own
+        items only (the optimizer sums the replicas' gradients)."""
+        context = tf.distribute.get_replica_context()
+        count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(mask))
+        local = tf.reduce_sum(values * mask) / tf.maximum(count, 1.0)
+        total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(local))
+        return local + tf.stop_gradient(total - local)
+
+    def _stage_one(self, x, y):
+        """Sec. 3.2: D on l_a + l_c over real and synthetic items, G on l_c - l_a."""
+        local = tf.shape(x)[0]
+        g_optimizer, d_optimizer = self.scheme_optimizers["generator"], self.scheme_optimizers["discriminator"]
+        step = d_optimizer.iterations
+        ones = tf.ones([local])
+        real_rows = label_vectors(y, self.num_classes)
+        if self.label_sampling == "labelled":
+            labelled_x, fake_rows = self._queries(local, self._stateless_seed(step, 1))
+            classified_x, classified_rows = labelled_x, fake_rows
+        else:
+            fake_rows, classified_x, classified_rows = real_rows, x, real_rows
+        classified_mask = tf.cast(tf.reduce_any(classified_rows > 0, axis=1), tf.float32)
+        fake_mask = tf.cast(tf.reduce_any(fake_rows > 0, axis=1), tf.float32)
+        noise = self.batch_random(tf.random.stateless_normal, [local, self.noise_dim], self._stateless_seed(step, 2))
+
+        with tf.GradientTape(persistent=True) as tape:
+            fake = self.generate(fake_rows, noise, training=True)
+            real_features = self.discriminator(x)
+            fake_features = self.discriminator(fake)
+            classified_features = real_features if self.label_sampling == "batch" else self.discriminator(classified_x)
+            fake_source = self.discriminator_source(fake_features)
+            fake_class = self._classification(self.discriminator_class(fake_features), fake_rows)
+            adversarial = (self._average_over(losses.binary_cross_entropy_logits(
+                self.discriminator_source(real_features), 1.0), ones)
+                + self._average_over(losses.binary_cross_entropy_logits(fake_source, 0.0), ones))
+            classification = (self._average_over(self._classification(
+                self.discriminator_class(classified_features), classified_rows), classified_mask)
+                + self._average_over(fake_class, fake_mask))
+            d_loss = self.weight_adversarial * adversarial + self.weight_classification * classification
+            g_loss = (self.weight_adversarial * self._average_over(self._generator_adversarial(fake_source), ones)
+                      + self.weight_classification * self._average_over(fake_class, fake_mask))
+        d_variables, g_variables = self.players()["discriminator"], self.players()["generator"]
+        d_gradients = tape.gradient(d_loss, d_variables)
+        g_gradients = tape.gradient(g_loss, g_variables)
+        del tape
+        d_optimizer.apply(d_gradients, d_variables)
+        g_optimizer.apply(g_gradients, g_variables)
+        zero = tf.constant(0.0)
+        return {"d_loss": d_loss, "g_loss": g_loss, "triplet": zero, "adversarial": adversarial,
+                "classification": classification, "active_triplets": zero, "bit_freq_min": zero, "bit_freq_max": zero}
+
+    def _stage_two(self, x):
+        """Sec. 3.3-3.6: the shared network on Eq. 8, G on Eq. 9, over triplets of labelled queries."""
+        local = tf.shape(x)[0]
+        optimizer = self.scheme_optimizers["shared"]
+        step = optimizer.iterations
+        queries, rows = self._queries(local, self._stateless_seed(step, 11))
+        negative_items, valid = self._negative(rows, self._stateless_seed(step, 12))
+        negative_rows = tf.gather(self._pool["rows"], negative_items)
+        with tf.GradientTape(persistent=True) as tape:
+            if self.use_generator:
+                noise = self.batch_random(tf.random.stateless_normal, [2 * local, self.noise_dim],
+                                          self._stateless_seed(step, 13))
+                synthetic = self.generate(tf.concat([rows, negative_rows], 0), noise, training=True)
+                positives, negatives = synthetic[:local], synthetic[local:]
+            else:
+                positives = self._real_positive(rows, self._stateless_seed(step, 14))
+                negatives = tf.gather(self._pool["x"], negative_items)
+            features = self.shared_backbone(tf.concat([queries, positives, negatives], 0))
+            codes = self.hash_stream(features)
+            anchor, positive, negative = codes[:local], codes[local:2 * local], codes[2 * local:]
+            triplet = self._average_over(losses.triplet_ranking(anchor, positive, negative, self.margin), valid)
+            all_rows = tf.concat([rows, rows, negative_rows], 0)
+            class_terms = self._classification(self.class_stream(features), all_rows)
+            classification = self._average_over(class_terms, tf.tile(valid, [3]))
+            shared_loss = self.weight_triplet * triplet + self.weight_classification * classification
+            adversarial = tf.constant(0.0)
+            if self.use_generator:
+                source = self.source_stream(features)
+                per_item = tf.concat([losses.binary_cross_entropy_logits(source[:local], 1.0),
+                                      losses.binary_cross_entropy_logits(source[local:], 0.0)], 0)
+                adversarial = self._average_over(per_item, tf.tile(valid, [3]))  # Eq. 4: mean over the three
+                shared_loss += self.weight_adversarial * adversarial
+                fooled = self._generator_adversarial(source[local:])
+                g_loss = (self.weight_triplet * triplet
+                          + self.weight_adversarial * self._average_over(fooled, tf.tile(valid, [2])) * 2.0 / 3.0
+                          + self.weight_classification * classification)
+        shared_variables = self.players()["shared"]
+        gradients = tape.gradient(shared_loss, shared_variables)
+        g_value = tf.constant(0.0)
+        if self.use_generator:
+            g_variables = self.players()["generator"]
+            g_gradients = tape.gradient(g_loss, g_variables)
+            self.scheme_optimizers["generator"].apply(g_gradients, g_variables)
+            g_value = g_loss
+        del tape
+        optimizer.apply(gradients, shared_variables)
+        hard = self.global_batch_mean(tf.cast(anchor >= self.threshold, tf.float32))
+        return {"d_loss": tf.constant(0.0), "g_loss": g_value, "triplet": triplet, "adversarial": adversarial,
+                "classification": classification,
+                "active_triplets": self._average_over(tf.cast(losses.triplet_ranking(
+                    anchor, positive, negative, self.margin) > 0, tf.float32), valid),
+                "bit_freq_min": tf.reduce_min(hard), "bit_freq_max": tf.reduce_max(hard)}
