@@ -147,6 +147,13 @@ class DSHGAN(HashingScheme):
         learning_rate: its learning rate (Sec. 4.2: 1e-4), divided by 10 after ``decay_steps`` steps (10,000
             on CIFAR-10); 0 steps: no decay.
         weight_decay: the shared network's weight decay (Sec. 4.2: 5e-4).
+        generator_in_stage_two: whether G keeps training in stage 2 (Eq. 9) or stays as stage 1 left it.
+        classify_synthetic: whether stage 1's D also learns to classify G's images by the labels they were
+            conditioned on (Sec. 3.2: D classifies "each image example from either real images or synthetic
+            images"; AC-GAN does the same), or learns its classes from real labelled items only.
+        real_triplets: with the GAN, also a triplet of real labelled items per query (a positive of the same
+            labels, the negative whose labels condition the synthetic negative) beside the real-synthetic one;
+            the paper trains on real-synthetic triplets only.
     """
 
     loss_names = ("stage", "d_loss", "g_loss", "triplet", "adversarial", "classification", "active_triplets",
@@ -167,7 +174,18 @@ class DSHGAN(HashingScheme):
                         "states no epoch counts (20 of stage 1, 40 in all here) and uses batch 128 for the GAN; "
                         "one batch size serves both stages here. These are the constructor defaults.",
             epochs=40, batch_size=64, selected_on="paper (Sec. 4.2)"),
+        semi=Preset(
+            description="Stage 1 for 10 of 30 epochs, then the shared network with Adam 1e-3 (SGD at 1e-4 barely moves "
+                        "a network trained from scratch) on two triplets per labelled query: the paper's "
+                        "real-synthetic one and one of real labelled items; G stays as stage 1 left it. Everything "
+                        "else as in the paper.",
+            hyperparameters={"optimizer_type": "adam", "learning_rate": 1e-3, "generator_epochs": 10,
+                             "real_triplets": True, "generator_in_stage_two": False},
+            epochs=30, batch_size=64,
+            selected_on="mnist-10k validation queries (seed 0, 32 bits, 50 labelled items per class) among stage-1 "
+                        "label sampling, stage-2 initialisation, real triplets and a frozen G (BENCHMARKS.md (j))"),
     )
+    default_preset = "semi"
     # The paper's DSH-GANs^- (Table 1), and the baselines of its claim.
     ablations = {
         "DSH-GANs^- (no classification stream)": {"weight_classification": 0.0},
@@ -178,16 +196,21 @@ class DSHGAN(HashingScheme):
                  backbone=None, shared_init="scratch", noise_dim=100, generator_epochs=20, label_sampling="batch",
                  weight_triplet=1.0, weight_adversarial=1.0, weight_classification=1.0, margin=1.0,
                  generator_loss="non_saturating", gan_learning_rate=2e-4, gan_beta_1=0.9, optimizer_type="sgd",
-                 learning_rate=1e-4, decay_steps=10_000, weight_decay=5e-4, **kwargs):
+                 learning_rate=1e-4, decay_steps=10_000, weight_decay=5e-4, generator_in_stage_two=True,
+                 real_triplets=False, classify_synthetic=True, **kwargs):
         if num_classes is not None:
             num_classes = _validation.check_positive_int(num_classes, "num_classes")
             if num_classes < 2:
                 raise ValueError(f"`num_classes` must be at least 2 (a triplet needs another class), got {num_classes}.")
         self.num_classes = num_classes
-        for name, value in (("multi_label", multi_label), ("use_generator", use_generator)):
+        for name, value in (("multi_label", multi_label), ("use_generator", use_generator),
+                            ("generator_in_stage_two", generator_in_stage_two), ("real_triplets", real_triplets),
+                            ("classify_synthetic", classify_synthetic)):
             if not isinstance(value, (bool, np.bool_)):
                 raise ValueError(f"`{name}` must be True or False, got {value!r}.")
         self.multi_label, self.use_generator = bool(multi_label), bool(use_generator)
+        self.generator_in_stage_two, self.real_triplets = bool(generator_in_stage_two), bool(real_triplets)
+        self.classify_synthetic = bool(classify_synthetic)
         if not (backbone is None or isinstance(backbone, keras.Model)
                 or (isinstance(backbone, str) and backbone.startswith("model "))):
             raise ValueError(f"`backbone` must be None (the default CNN) or a keras.Model mapping items to [n, d] "
@@ -454,9 +477,10 @@ class DSHGAN(HashingScheme):
             adversarial = (self._average_over(losses.binary_cross_entropy_logits(
                 self.discriminator_source(real_features), 1.0), ones)
                 + self._average_over(losses.binary_cross_entropy_logits(fake_source, 0.0), ones))
-            classification = (self._average_over(self._classification(
+            classification = self._average_over(self._classification(
                 self.discriminator_class(classified_features), classified_rows), classified_mask)
-                + self._average_over(fake_class, fake_mask))
+            if self.classify_synthetic:
+                classification += self._average_over(fake_class, fake_mask)
             d_loss = self.weight_adversarial * adversarial + self.weight_classification * classification
             g_loss = (self.weight_adversarial * self._average_over(self._generator_adversarial(fake_source), ones)
                       + self.weight_classification * self._average_over(fake_class, fake_mask))
@@ -478,47 +502,56 @@ class DSHGAN(HashingScheme):
         queries, rows = self._queries(local, self._stateless_seed(step, 11))
         negative_items, valid = self._negative(rows, self._stateless_seed(step, 12))
         negative_rows = tf.gather(self._pool["rows"], negative_items)
+        with_real = not self.use_generator or self.real_triplets
+        real_pair = []
+        if with_real:
+            real_pair = [self._real_positive(rows, self._stateless_seed(step, 14)),
+                         tf.gather(self._pool["x"], negative_items)]
         with tf.GradientTape(persistent=True) as tape:
+            # Slots of local items each: the queries, then (positive, negative) pairs, synthetic first.
+            images, is_real = [queries], [1.0]
             if self.use_generator:
                 noise = self.batch_random(tf.random.stateless_normal, [2 * local, self.noise_dim],
                                           self._stateless_seed(step, 13))
                 synthetic = self.generate(tf.concat([rows, negative_rows], 0), noise, training=True)
-                positives, negatives = synthetic[:local], synthetic[local:]
-            else:
-                positives = self._real_positive(rows, self._stateless_seed(step, 14))
-                negatives = tf.gather(self._pool["x"], negative_items)
-            features = self.shared_backbone(tf.concat([queries, positives, negatives], 0))
-            codes = self.hash_stream(features)
-            anchor, positive, negative = codes[:local], codes[local:2 * local], codes[2 * local:]
-            triplet = self._average_over(losses.triplet_ranking(anchor, positive, negative, self.margin), valid)
-            all_rows = tf.concat([rows, rows, negative_rows], 0)
-            class_terms = self._classification(self.class_stream(features), all_rows)
-            classification = self._average_over(class_terms, tf.tile(valid, [3]))
+                images += [synthetic[:local], synthetic[local:]]
+                is_real += [0.0, 0.0]
+            images += real_pair
+            is_real += [1.0] * len(real_pair)
+            slots = len(images)
+            features = self.shared_backbone(tf.concat(images, 0))
+            codes = tf.split(self.hash_stream(features), slots)
+            all_valid = tf.tile(valid, [slots])
+            ranking = [losses.triplet_ranking(codes[0], codes[k], codes[k + 1], self.margin)
+                       for k in range(1, slots, 2)]
+            triplet = tf.add_n([self._average_over(r, valid) for r in ranking]) / len(ranking)
+            all_rows = tf.concat([rows] + [rows, negative_rows] * (len(ranking)), 0)
+            classification = self._average_over(self._classification(self.class_stream(features), all_rows),
+                                                all_valid)
             shared_loss = self.weight_triplet * triplet + self.weight_classification * classification
             adversarial = tf.constant(0.0)
             if self.use_generator:
-                source = self.source_stream(features)
-                per_item = tf.concat([losses.binary_cross_entropy_logits(source[:local], 1.0),
-                                      losses.binary_cross_entropy_logits(source[local:], 0.0)], 0)
-                adversarial = self._average_over(per_item, tf.tile(valid, [3]))  # Eq. 4: mean over the three
+                source = tf.split(self.source_stream(features), slots)
+                per_item = tf.concat([losses.binary_cross_entropy_logits(logits, real)
+                                      for logits, real in zip(source, is_real)], 0)
+                adversarial = self._average_over(per_item, all_valid)  # Eq. 4: a mean over the triplet's images
                 shared_loss += self.weight_adversarial * adversarial
-                fooled = self._generator_adversarial(source[local:])
+                # Eq. 9: G's images should pass for real (its share of the images' mean), keep the ranking and
+                # the classes; only the synthetic slots depend on G.
+                fooled = tf.concat([self._generator_adversarial(source[k]) for k in (1, 2)], 0)
                 g_loss = (self.weight_triplet * triplet
-                          + self.weight_adversarial * self._average_over(fooled, tf.tile(valid, [2])) * 2.0 / 3.0
+                          + self.weight_adversarial * self._average_over(fooled, tf.tile(valid, [2])) * 2.0 / slots
                           + self.weight_classification * classification)
-        shared_variables = self.players()["shared"]
-        gradients = tape.gradient(shared_loss, shared_variables)
+        gradients = tape.gradient(shared_loss, self.players()["shared"])
         g_value = tf.constant(0.0)
-        if self.use_generator:
+        if self.use_generator and self.generator_in_stage_two:
             g_variables = self.players()["generator"]
-            g_gradients = tape.gradient(g_loss, g_variables)
-            self.scheme_optimizers["generator"].apply(g_gradients, g_variables)
+            self.scheme_optimizers["generator"].apply(tape.gradient(g_loss, g_variables), g_variables)
             g_value = g_loss
         del tape
-        optimizer.apply(gradients, shared_variables)
-        hard = self.global_batch_mean(tf.cast(anchor >= self.threshold, tf.float32))
+        optimizer.apply(gradients, self.players()["shared"])
+        hard = self.global_batch_mean(tf.cast(codes[0] >= self.threshold, tf.float32))
+        active = tf.cast(ranking[0] > 0, tf.float32)
         return {"d_loss": tf.constant(0.0), "g_loss": g_value, "triplet": triplet, "adversarial": adversarial,
-                "classification": classification,
-                "active_triplets": self._average_over(tf.cast(losses.triplet_ranking(
-                    anchor, positive, negative, self.margin) > 0, tf.float32), valid),
+                "classification": classification, "active_triplets": self._average_over(active, valid),
                 "bit_freq_min": tf.reduce_min(hard), "bit_freq_max": tf.reduce_max(hard)}
