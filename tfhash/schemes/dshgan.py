@@ -511,8 +511,9 @@ class DSHGAN(HashingScheme):
             # Slots of local items each: the queries, then (positive, negative) pairs, synthetic first.
             images, is_real = [queries], [1.0]
             if self.use_generator:
-                noise = self.batch_random(tf.random.stateless_normal, [2 * local, self.noise_dim],
-                                          self._stateless_seed(step, 13))
+                # One draw per role, so each query's noise is the same however the batch is split across replicas.
+                noise = tf.concat([self.batch_random(tf.random.stateless_normal, [local, self.noise_dim],
+                                                     self._stateless_seed(step, salt)) for salt in (13, 15)], 0)
                 synthetic = self.generate(tf.concat([rows, negative_rows], 0), noise, training=True)
                 images += [synthetic[:local], synthetic[local:]]
                 is_real += [0.0, 0.0]
