@@ -241,6 +241,21 @@ def test_feature_scheme_runs_through_the_same_command_line(tmp_path):
     assert "samples/generated" not in tags  # feature vectors: no image grid
 
 
+def test_semi_supervised_run_keeps_a_few_labels_and_shows_generated_images(tmp_path):
+    model_dir = tmp_path / "dshgan"
+    args = ["--scheme=dshgan", "--dataset=digits", "--bits=16", f"--model_dir={model_dir}", "--epochs=2",
+            "--set=generator_epochs=1", "--verbose=0", "--baselines=itq", "--noexport", "--eval_every=0"]
+    assert "--labelled_per_class: `labelled_per_class` must be a positive integer" in _main(
+        args + ["--labelled_per_class=0"])
+    assert _main(args + ["--labelled_per_class=5"]) is None
+    with open(model_dir / "metrics.json") as f:
+        metrics = json.load(f)
+    assert metrics["labelled_per_class"] == 5 and metrics["hyperparameters"]["num_classes"] == 10
+    assert [r["method"] for r in metrics["rows"]] == ["dshgan", "itq"]
+    tags = set(_events(model_dir / "logs").Tags()["tensors"])
+    assert {"samples/generated", "loss/triplet", "loss/stage"} <= tags
+
+
 @pytest.mark.slow
 def test_multi_worker_run_writes_outputs_from_the_chief_only(tmp_path):
     import socket
