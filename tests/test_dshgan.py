@@ -87,6 +87,8 @@ def test_without_the_generator_the_same_network_trains_on_real_triplets():
     assert set(model.players()) == {"shared"} and not hasattr(model, "generator")
     assert hasher.history.history["stage"] == [2.0, 2.0] and hasher.history.history["g_loss"] == [0.0, 0.0]
     assert model.sample_images(8) is None
+    with pytest.warns(UserWarning, match=r"`epochs` \(2\) ends within stage 1 \(generator_epochs=3\)"):
+        tfhash.fit("dshgan", x, y, bits=8, epochs=2, batch_size=16, generator_epochs=3, verbose=0)
     with_gan = tfhash.fit("dshgan", x, y, bits=8, epochs=1, batch_size=16, generator_epochs=0, verbose=0).model
     shared = [v.shape for v in with_gan.encoder_model().weights]
     assert [v.shape for v in model.encoder_model().weights] == shared  # the exported network is the same

@@ -30,6 +30,8 @@ Choices where the paper is open (each an argument):
   independent of the batch size).
 """
 
+import warnings
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -111,6 +113,12 @@ def label_vectors(labels, num_classes):
 
 class _StageSwitch(keras.callbacks.Callback):
     """Sets the scheme's stage from the epoch at each epoch start; a new stage retraces the train step."""
+
+    def on_train_begin(self, logs=None):
+        epochs = (self.params or {}).get("epochs")
+        if epochs is not None and self.model.stage_of_epoch(epochs - 1) == 1:
+            warnings.warn(f"`epochs` ({epochs}) ends within stage 1 (generator_epochs={self.model.generator_epochs}): "
+                          "the hash stream is not trained; raise `epochs` above `generator_epochs`.", stacklevel=2)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.model._enter_stage(self.model.stage_of_epoch(epoch), epoch)
