@@ -26,6 +26,10 @@ Choices where the paper is open (each an argument):
 * The shared network of Sec. 4.2 is an ImageNet-pretrained AlexNet, which this library cannot download: the
   default is a small CNN from scratch (``backbone`` takes any ``keras.Model``, e.g. with pretrained weights),
   and ``shared_init="discriminator"`` starts it from stage 1's discriminator, which has seen every item.
+* Not in the paper, each an argument: a real triplet beside each real-synthetic one (``real_triplets``), G frozen
+  after stage 1 (``generator_in_stage_two=False``), D learning its classes from real items only
+  (``classify_synthetic=False``). The ``semi`` preset uses the first two, the best GAN setting on validation
+  queries; ``paper`` uses none.
 * Losses are means over the items they cover (the paper sums over T; a mean keeps the learning rate
   independent of the batch size).
 """
