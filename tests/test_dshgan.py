@@ -63,7 +63,7 @@ def test_labels_are_checked_before_anything_is_built(monkeypatch):
 
 def test_one_fit_trains_both_stages_and_resumes_in_the_stage_it_stopped_in(tmp_path):
     x, y = _data(), _labels()
-    settings = dict(bits=8, epochs=4, batch_size=16, seed=3, generator_epochs=2, verbose=0)
+    settings = dict(bits=8, preset="semi", epochs=4, batch_size=16, seed=3, generator_epochs=2, verbose=0)
     whole = tfhash.fit("dshgan", x, y, **settings)
     assert whole.history.history["stage"] == [1.0, 1.0, 2.0, 2.0]
     assert whole.history.history["triplet"][:2] == [0.0, 0.0] and whole.history.history["d_loss"][2:] == [0.0, 0.0]
@@ -82,14 +82,15 @@ def test_one_fit_trains_both_stages_and_resumes_in_the_stage_it_stopped_in(tmp_p
 
 def test_without_the_generator_the_same_network_trains_on_real_triplets():
     x, y = _data(), _labels()
-    hasher = tfhash.fit("dshgan", x, y, bits=8, epochs=2, batch_size=16, use_generator=False, verbose=0)
+    hasher = tfhash.fit("dshgan", x, y, bits=8, epochs=2, batch_size=16, verbose=0)  # the default: no GAN
     model = hasher.model
     assert set(model.players()) == {"shared"} and not hasattr(model, "generator")
     assert hasher.history.history["stage"] == [2.0, 2.0] and hasher.history.history["g_loss"] == [0.0, 0.0]
     assert model.sample_images(8) is None
     with pytest.warns(UserWarning, match=r"`epochs` \(2\) ends within stage 1 \(generator_epochs=3\)"):
-        tfhash.fit("dshgan", x, y, bits=8, epochs=2, batch_size=16, generator_epochs=3, verbose=0)
-    with_gan = tfhash.fit("dshgan", x, y, bits=8, epochs=1, batch_size=16, generator_epochs=0, verbose=0).model
+        tfhash.fit("dshgan", x, y, bits=8, preset="semi", epochs=2, batch_size=16, generator_epochs=3, verbose=0)
+    with_gan = tfhash.fit("dshgan", x, y, bits=8, preset="semi", epochs=1, batch_size=16, generator_epochs=0,
+                          verbose=0).model
     shared = [v.shape for v in with_gan.encoder_model().weights]
     assert [v.shape for v in model.encoder_model().weights] == shared  # the exported network is the same
 
@@ -115,7 +116,7 @@ def test_multi_label_rows_train_and_generated_samples_come_one_row_per_class():
     y = np.zeros((48, 3), np.float32)
     y[np.arange(0, 48, 2), np.arange(0, 48, 2) % 3] = 1
     y[np.arange(0, 48, 4), (np.arange(0, 48, 4) + 1) % 3] = 1
-    hasher = tfhash.fit("dshgan", x, y, bits=8, epochs=2, batch_size=16, generator_epochs=1, verbose=0)
+    hasher = tfhash.fit("dshgan", x, y, bits=8, preset="semi", epochs=2, batch_size=16, generator_epochs=1, verbose=0)
     assert hasher.model.multi_label and hasher.model.num_classes == 3
     assert all(np.isfinite(v).all() for v in hasher.history.history.values())
     images = hasher.model.sample_images(12)

@@ -243,8 +243,8 @@ def test_feature_scheme_runs_through_the_same_command_line(tmp_path):
 
 def test_semi_supervised_run_keeps_a_few_labels_and_shows_generated_images(tmp_path):
     model_dir = tmp_path / "dshgan"
-    args = ["--scheme=dshgan", "--dataset=digits", "--bits=16", f"--model_dir={model_dir}", "--epochs=2",
-            "--set=generator_epochs=1", "--verbose=0", "--baselines=itq", "--noexport", "--eval_every=0"]
+    args = ["--scheme=dshgan", "--preset=semi", "--dataset=digits", "--bits=16", f"--model_dir={model_dir}",
+            "--epochs=2", "--set=generator_epochs=1", "--verbose=0", "--baselines=itq", "--noexport", "--eval_every=0"]
     assert "--labelled_per_class: `labelled_per_class` must be a positive integer" in _main(
         args + ["--labelled_per_class=0"])
     assert _main(args + ["--labelled_per_class=5"]) is None
