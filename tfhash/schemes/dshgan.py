@@ -222,7 +222,8 @@ class DSHGAN(HashingScheme):
         if num_classes is not None:
             num_classes = _validation.check_positive_int(num_classes, "num_classes")
             if num_classes < 2:
-                raise ValueError(f"`num_classes` must be at least 2 (a triplet needs another class), got {num_classes}.")
+                raise ValueError(f"`num_classes` must be at least 2 (a triplet needs another class), "
+                                 f"got {num_classes}.")
         self.num_classes = num_classes
         for name, value in (("multi_label", multi_label), ("use_generator", use_generator),
                             ("generator_in_stage_two", generator_in_stage_two), ("real_triplets", real_triplets),
