@@ -200,12 +200,12 @@ class DSHGAN(HashingScheme):
             description="The shared network alone, without any GAN (use_generator=False): triplets of real labelled "
                         "items and the classification stream, Adam 1e-3, 30 epochs. Synthetic triplets (`semi`, the "
                         "best GAN setting) lost to it on mnist-10k and fell below ITQ with 10 labels per class; they "
-                        "were ahead on fashion-mnist-10k and cifar10-6k with 50 labels per class, so try both.",
+                        "were level on fashion-mnist-10k and ahead on cifar10-6k with 50 labels per class, so try both.",
             hyperparameters={"use_generator": False, "optimizer_type": "adam", "learning_rate": 1e-3},
             epochs=30, batch_size=64,
             selected_on="mnist-10k validation queries, 32 bits, 50 labelled items per class, 3 seeds, against `semi` "
                         "and DSH-GANs^- (BENCHMARKS.md (j)); also ahead of `semi` with 10 labels per class (3 "
-                        "seeds), behind it on fashion-mnist-10k and cifar10-6k with 50 labels per class"),
+                        "seeds), level with it on fashion-mnist-10k and behind it on cifar10-6k with 50 labels per class"),
     )
     default_preset = "no_gan"
     # The paper's DSH-GANs^- (Table 1), and the baselines of its claim.
