@@ -270,7 +270,13 @@ class HashingScheme(keras.Model):
         """
         context = tf.distribute.get_replica_context()
         global_batch = tf.cast(tf.shape(local_values)[0] * context.num_replicas_in_sync, local_values.dtype)
-        local_part = tf.reduce_sum(local_values, axis=0) / global_batch
+        return HashingScheme.replica_total(tf.reduce_sum(local_values, axis=0) / global_batch)
+
+    @staticmethod
+    def replica_total(local_part):
+        """The sum of ``local_part`` over replicas as its value, with the gradient of this replica's part only
+        (the optimizer sums the replicas' gradients)."""
+        context = tf.distribute.get_replica_context()
         total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(local_part))
         return local_part + tf.stop_gradient(total - local_part)
 

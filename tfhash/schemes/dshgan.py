@@ -66,12 +66,17 @@ def _lrelu(t):
     return keras.activations.leaky_relu(t, negative_slope=0.2)  # Sec. 4.2: slope 0.2
 
 
+def _is_small_image(shape):
+    """28x28 or 32x32 images, which the convolutional networks are sized for."""
+    return len(shape) == 3 and shape[0] == shape[1] and shape[0] in (28, 32)
+
+
 def default_backbone(item_shape, name, initializer="glorot_uniform"):
     """The small network from scratch: three strided 3x3 convolutions (32 / 64 / 128) and a dense layer of 256
     for 28x28 / 32x32 images; two dense layers (512, 256) for any other item shape."""
     shape = tuple(item_shape)
     layers = [keras.Input(shape)]
-    if len(shape) == 3 and shape[0] == shape[1] and shape[0] in (28, 32):
+    if _is_small_image(shape):
         for filters in (32, 64, 128):
             layers.append(keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation=_lrelu,
                                               kernel_initializer=initializer))
@@ -90,7 +95,7 @@ def default_generator(item_shape, input_size):
     init = _gan_initializer()
     norm = lambda: keras.layers.BatchNormalization(synchronized=True)  # noqa: E731  (global batch statistics)
     layers = [keras.Input((input_size,))]
-    if len(shape) == 3 and shape[0] == shape[1] and shape[0] in (28, 32):
+    if _is_small_image(shape):
         start, filters = (7, (128, 64)) if shape[0] == 28 else (4, (256, 128, 64))
         layers += [keras.layers.Dense(start * start * filters[0], kernel_initializer=init), norm(),
                    keras.layers.ReLU(), keras.layers.Reshape((start, start, filters[0]))]
@@ -470,9 +475,7 @@ class DSHGAN(HashingScheme):
         items only (the optimizer sums the replicas' gradients)."""
         context = tf.distribute.get_replica_context()
         count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(mask))
-        local = tf.reduce_sum(values * mask) / tf.maximum(count, 1.0)
-        total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(local))
-        return local + tf.stop_gradient(total - local)
+        return self.replica_total(tf.reduce_sum(values * mask) / tf.maximum(count, 1.0))
 
     def _stage_one(self, x, y):
         """Sec. 3.2: D on l_a + l_c over real and synthetic items, G on l_c - l_a."""
@@ -480,12 +483,12 @@ class DSHGAN(HashingScheme):
         g_optimizer, d_optimizer = self.scheme_optimizers["generator"], self.scheme_optimizers["discriminator"]
         step = d_optimizer.iterations
         ones = tf.ones([local])
-        real_rows = label_vectors(y, self.num_classes)
         if self.label_sampling == "labelled":
-            labelled_x, fake_rows = self._queries(local, self._stateless_seed(step, 1))
-            classified_x, classified_rows = labelled_x, fake_rows
+            classified_x, fake_rows = self._queries(local, self._stateless_seed(step, 1))
+            classified_rows = fake_rows
         else:
-            fake_rows, classified_x, classified_rows = real_rows, x, real_rows
+            fake_rows = classified_rows = label_vectors(y, self.num_classes)
+            classified_x = x
         classified_mask = tf.cast(tf.reduce_any(classified_rows > 0, axis=1), tf.float32)
         fake_mask = tf.cast(tf.reduce_any(fake_rows > 0, axis=1), tf.float32)
         noise = self.batch_random(tf.random.stateless_normal, [local, self.noise_dim], self._stateless_seed(step, 2))
