@@ -6,6 +6,7 @@
     python benchmarks/retrieval.py --scheme SCHEME --data mnist10k --bits 32 --ablation --seeds 0
     python benchmarks/retrieval.py --scheme bgan --data mnist10k --bits 32 --compare hashgan --compare-epochs 30
     python benchmarks/retrieval.py --scheme dshgan --data mnist10k --labelled-per-class 50 --ablation --compare hashgan
+    python benchmarks/retrieval.py --scheme hashgan --data mnist10k fashion10k digits --bits 16 32 64 --deep-baselines
 
 SCHEME is any key of ``tfhash.schemes.names()``; everything scheme-specific (presets, ablation, the paper's
 protocol and baselines) is read from the scheme's class.
@@ -148,12 +149,19 @@ def main():
                         help="other schemes trained in the same run with their default preset (reported, never chosen)")
     parser.add_argument("--compare-epochs", type=int, default=None, help="epochs of the --compare schemes "
                         "(default: their preset's)")
+    parser.add_argument("--deep-baselines", action="store_true",
+                        help="also train every deep non-adversarial baseline scheme (" + ", ".join(
+                            n for n in schemes.names() if schemes.get(n).deep_baseline)
+                        + ") with its default preset, like --compare")
     parser.add_argument("--labelled-per-class", type=int, default=None, metavar="N",
                         help="semi-supervised runs: schemes that train on labels see the labels of N random training "
                         "items per class, drawn per seed, never validation queries (default: every training label)")
     args = parser.parse_args()
 
     scheme_cls = schemes.get(args.scheme)
+    if args.deep_baselines:
+        deep = [n for n in schemes.names() if schemes.get(n).deep_baseline and n != args.scheme]
+        args.compare = list(dict.fromkeys(args.compare + deep))
     preset_names = args.presets or [scheme_cls.default_preset]
     unknown = sorted(set(preset_names) - set(scheme_cls.presets))
     if unknown:

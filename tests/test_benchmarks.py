@@ -16,9 +16,9 @@ from tfhash import schemes
 @pytest.mark.parametrize("name", schemes.names())
 def test_retrieval_benchmark_runs_and_selects_on_validation(name):
     presets = sorted(schemes.get(name).presets)
-    other = [n for n in schemes.names() if n != name and schemes.get(n).input_kind == "images"][:1]
     first = name == schemes.names()[0]
-    compare = ["--compare", *other, "--compare-epochs", "1"] if first and other else []
+    deep = [n for n in schemes.names() if schemes.get(n).deep_baseline and n != name]
+    compare = ["--deep-baselines", "--compare-epochs", "1"] if first else []
     seeds = [0, 1] if first else [0]  # mean and spread over seeds: checked once
     # Schemes that train on labels: the semi-supervised protocol, a few labelled training items per class.
     labelled = ["--labelled-per-class", "3"] if schemes.get(name).needs_labels else []
@@ -39,7 +39,9 @@ def test_retrieval_benchmark_runs_and_selects_on_validation(name):
     if len(presets) > 1:
         assert f"| {chosen} (chosen on validation) |" in result.stdout
     assert "| digits | 8 | itq |" in result.stdout and " ± " in result.stdout
-    if compare:  # another scheme's default preset, in the same run, reported beside and never chosen
-        label = [r["method"] for r in payload["runs"] if r.get("compared")]
-        assert len(label) == 2 and label[0].startswith(f"{other[0]} (default preset ")
-        assert f"| digits | 8 | {label[0]} |" in result.stdout
+    if compare:  # the deep baselines' default presets, in the same run, reported beside and never chosen
+        labels = [r["method"] for r in payload["runs"] if r.get("compared")]
+        assert deep and len(labels) == 2 * len(deep)  # each deep baseline, each seed
+        for other in deep:
+            label = next(label for label in labels if label.startswith(f"{other} (default preset "))
+            assert f"| digits | 8 | {label} |" in result.stdout

@@ -149,3 +149,20 @@ def test_affine_transform_shifts_images():
     assert moved.shape == x.shape
     assert not np.allclose(moved, x)  # shifted by a random sub-pixel amount up to 2 px
     np.testing.assert_allclose(moved.sum(axis=(1, 2, 3)), 4.0, atol=1e-4)  # the blob stays inside: mass kept
+
+
+def test_neighbour_radius_is_a_multiple_of_the_distance_to_the_t_th_training_neighbour():
+    x = np.random.default_rng(0).random((300, 8, 8, 1)).astype(np.float32)
+    model = schemes.get("hashgan")(bits=8, input_shape=(8, 8, 1), consistency_transform="adversarial",
+                                   adversarial_radius="neighbour", adversarial_epsilon=0.25, radius_neighbour=10)
+    model.adapt(x)
+    flat = x.reshape(300, -1)
+    distances = np.sort(np.sqrt(((flat[:5, None] - flat[None]) ** 2).sum(-1)), axis=1)
+    np.testing.assert_allclose(model._neighbour_radius(tf.constant(x[:5])).numpy(), 0.25 * distances[:, 10], rtol=1e-4)
+    moved = model._transform(tf.constant(x[:5]), tf.constant([1, 2], tf.int64)).numpy()
+    np.testing.assert_allclose(np.sqrt(((moved - x[:5]) ** 2).sum(axis=(1, 2, 3))), 0.25 * distances[:, 10], rtol=1e-3)
+    with pytest.raises(ValueError, match=r"`radius_neighbour` must be smaller than the number of training items \(300\)"):
+        schemes.get("hashgan")(bits=8, input_shape=(8, 8, 1), consistency_transform="adversarial",
+                               adversarial_radius="neighbour", radius_neighbour=300).adapt(x)
+    with pytest.raises(ValueError, match="`adversarial_radius` must be one of"):
+        tfhash.fit("hashgan", x, bits=8, adversarial_radius="global")

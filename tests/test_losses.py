@@ -165,3 +165,39 @@ def test_classification_single_and_multi_label():
     np.testing.assert_allclose(losses.classification(logits, rows), [0.287682, 0.0], atol=1e-5)
     # Sigmoids: sigma(0) = 0.5 -> ln 2 for label 0; sigma(ln 3) = 0.75 -> -ln 0.75 for label 1; summed = 0.980829.
     np.testing.assert_allclose(losses.classification(logits, rows, multi_label=True), [0.980829, 0.0], atol=1e-5)
+
+
+def test_straight_through_sign_forward_and_gradient():
+    h = tf.constant([[-0.3, 0.0, 2.0]])
+    with tf.GradientTape() as tape:
+        tape.watch(h)
+        b = losses.straight_through_sign(h)
+        total = tf.reduce_sum(b * tf.constant([[1.0, 2.0, 3.0]]))
+    np.testing.assert_array_equal(b.numpy(), [[-1.0, 1.0, 1.0]])
+    np.testing.assert_array_equal(tape.gradient(total, h).numpy(), [[1.0, 2.0, 3.0]])  # identity backward
+
+
+def test_nt_xent_known_answer():
+    a = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+    b = tf.constant([[1.0, 0.0], [0.0, 2.0]])  # scale does not matter: cosine
+    # Anchor a0: positive b0 (cos 1), negatives a1 (0), b1 (0); temperature 0.5 -> logits 2, 0, 0.
+    expected = -np.log(np.exp(2.0) / (np.exp(2.0) + 2.0))
+    np.testing.assert_allclose(losses.nt_xent(a, b, 0.5).numpy(), [expected] * 4, rtol=1e-6)
+    swapped = losses.nt_xent(a, tf.reverse(b, axis=[0]), 0.5).numpy()  # positives now orthogonal: larger loss
+    assert np.all(swapped > expected + 1.0)
+
+
+def test_bernoulli_kl_known_answer():
+    p, q = tf.constant([[0.5, 0.9]]), tf.constant([[0.5, 0.5]])
+    expected = 0.9 * np.log(0.9 / 0.5) + 0.1 * np.log(0.1 / 0.5)
+    np.testing.assert_allclose(losses.bernoulli_kl(p, q).numpy(), [expected], rtol=1e-5)
+    np.testing.assert_allclose(losses.bernoulli_kl(q, q).numpy(), [0.0], atol=1e-7)
+
+
+def test_cosine_structure_and_cubic_penalty_known_answers():
+    codes_a, codes_b = tf.constant([[1.0, 1.0], [1.0, -1.0]]), tf.constant([[1.0, 1.0], [1.0, 1.0]])
+    targets_a, targets_b = tf.constant([[1.0, 0.0], [3.0, 4.0]]), tf.constant([[0.0, 1.0], [3.0, 4.0]])
+    # pair 0: cos codes 1, cos targets 0 -> 1; pair 1: cos codes 0, cos targets 1 -> 1.
+    np.testing.assert_allclose(losses.cosine_structure(codes_a, codes_b, targets_a, targets_b).numpy(), [1.0, 1.0],
+                               atol=1e-6)
+    np.testing.assert_allclose(losses.cubic_penalty(tf.constant([[1.0, -1.0], [0.0, 3.0]])).numpy(), [0.0, 4.5])

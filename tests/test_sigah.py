@@ -1,5 +1,6 @@
 """SiGAH specifics: feature pipeline, standardisation inside the model, the fixed Psi, bad input."""
 
+import keras
 import numpy as np
 import pytest
 
@@ -113,3 +114,37 @@ def test_sigah_codes_preserve_euclidean_neighbours_better_than_random_projection
     lsh = baselines.LSH(bits=32, seed=0).fit(database)
     random = metrics.ann_mean_average_precision(lsh.encode(queries), lsh.encode(database), truth)
     assert ours > random + 0.05, (ours, random)
+
+
+def test_itq_and_pca_initialisation_start_from_those_codes_and_warmup_holds_them():
+    from tfhash import baselines
+
+    x = np.random.default_rng(7).normal(size=(400, 16)).astype(np.float32) * 3.0 + 1.0
+    for kind, baseline in (("itq", "itq"), ("pca", "pcah")):
+        model = sigah.SiGAH(bits=8, input_shape=(16,), seed=0, hash_init=kind)
+        model.adapt(x)
+        ours = (model.encode_graph(x).numpy() >= 0).astype(np.uint8)
+        standardized = model.standardizer(x).numpy()
+        linear = baselines.get(baseline)(bits=8, seed=0).fit(standardized)
+        theirs = tfhash.codes.unpack(linear.encode(standardized), 8)
+        assert np.mean(ours == theirs) > 0.999, kind
+        spread = model.encode_graph(x).numpy()
+        assert np.all(np.abs(spread).max(axis=0) < 1.0)  # tanh of unit-spread projections: not saturated
+    kernels = []
+
+    class Record(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            kernels.append(self.model.hash_layer.kernel.numpy().copy())
+
+    tfhash.fit("sigah", x, bits=8, epochs=2, batch_size=100, seed=0, verbose=0, hash_init="itq",
+               hash_warmup_fraction=0.5, callbacks=[Record()])  # 8 steps: W held for the first 4
+    start = sigah.SiGAH(bits=8, input_shape=(16,), seed=0, hash_init="itq")
+    start.adapt(x)
+    np.testing.assert_allclose(kernels[0], start.hash_layer.kernel.numpy(), rtol=1e-4)  # weight decay only
+    assert np.abs(kernels[1] - kernels[0]).max() > 1e-3
+    with pytest.raises(ValueError, match=r"hash_init='itq'.* needs `bits` at most the feature dimension \(16\)"):
+        tfhash.fit("sigah", x, bits=24, epochs=1, batch_size=100, hash_init="itq")
+    with pytest.raises(ValueError, match="`hash_init` must be one of"):
+        tfhash.fit("sigah", x, bits=8, hash_init="random")
+    with pytest.raises(ValueError, match=r"`hash_warmup_fraction` must be in \[0, 1\), got 1"):
+        tfhash.fit("sigah", x, bits=8, hash_warmup_fraction=1)

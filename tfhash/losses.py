@@ -207,3 +207,45 @@ def classification(logits, label_rows, multi_label=False):
         terms = tf.nn.sigmoid_cross_entropy_with_logits(labels=label_rows, logits=logits)
         return tf.reduce_sum(terms, axis=-1) * tf.cast(tf.reduce_any(label_rows > 0, axis=-1), logits.dtype)
     return tf.nn.softmax_cross_entropy_with_logits(labels=label_rows, logits=logits)
+
+
+def straight_through_sign(values):
+    """sign(values) in {-1, +1} (0 maps to +1) forward, the identity's gradient backward (GreedyHash's
+    "greedy" step; CIBHash applies it to p - 0.5)."""
+    return values + tf.stop_gradient(tf.where(values >= 0.0, 1.0, -1.0) - values)
+
+
+def nt_xent(codes_a, codes_b, temperature):
+    """Per-anchor NT-Xent (SimCLR) loss of two views ``[n, K]`` of the same n items: ``[2n]``.
+
+    Anchor i of view a (rows 0..n-1) and of view b (rows n..2n-1) has its other view as the positive and
+    the 2n - 2 other codes as negatives, under cosine similarity divided by ``temperature``:
+    -log(exp(s_pos) / sum_{j != anchor} exp(s_j)).
+    """
+    codes = tf.math.l2_normalize(tf.concat([codes_a, codes_b], axis=0), axis=-1)
+    n = tf.shape(codes_a)[0]
+    logits = tf.matmul(codes, codes, transpose_b=True) / temperature
+    logits = logits - 1e9 * tf.eye(2 * n, dtype=logits.dtype)  # an anchor is never its own negative
+    positives = tf.concat([tf.range(n, 2 * n), tf.range(0, n)], axis=0)
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positives, logits=logits)
+
+
+def bernoulli_kl(probabilities, other_probabilities):
+    """Per-example KL(Bern(p) || Bern(q)) summed over bits: ``[batch]``."""
+    p, q = _clip(probabilities), _clip(other_probabilities)
+    return tf.reduce_sum(p * (tf.math.log(p) - tf.math.log(q))
+                         + (1.0 - p) * (tf.math.log(1.0 - p) - tf.math.log(1.0 - q)), axis=-1)
+
+
+def cosine_structure(codes_a, codes_b, targets_a, targets_b):
+    """Per-pair (cos(b_a, b_b) - cos(t_a, t_b))^2 for paired rows of codes and of target features
+    (GreedyHash's unsupervised loss, pairs = the two halves of a batch). ``[pairs]``."""
+    def cosine(a, b):
+        return tf.reduce_sum(tf.math.l2_normalize(a, axis=-1) * tf.math.l2_normalize(b, axis=-1), axis=-1)
+
+    return tf.square(cosine(codes_a, codes_b) - cosine(targets_a, targets_b))
+
+
+def cubic_penalty(values):
+    """Per-example mean over outputs of ||h| - 1|^3, which pulls outputs towards +-1 (GreedyHash). ``[batch]``."""
+    return tf.reduce_mean(tf.abs(tf.pow(tf.abs(values) - 1.0, 3)), axis=-1)

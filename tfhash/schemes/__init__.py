@@ -37,6 +37,8 @@ def get(name):
 
 
 from tfhash.schemes import bgan  # noqa: E402,F401  (registers "bgan")
+from tfhash.schemes import cibhash  # noqa: E402,F401  (registers "cibhash")
 from tfhash.schemes import dshgan  # noqa: E402,F401  (registers "dshgan")
+from tfhash.schemes import greedyhash  # noqa: E402,F401  (registers "greedyhash")
 from tfhash.schemes import hashgan  # noqa: E402,F401  (registers "hashgan")
 from tfhash.schemes import sigah  # noqa: E402,F401  (registers "sigah")

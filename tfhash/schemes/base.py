@@ -5,7 +5,7 @@ A scheme subclasses :class:`HashingScheme` and provides:
 * its facts as class attributes (read by ``tfhash.fit``, the export, the benchmarks and the shared
   tests, so none of them needs to know a scheme by name): ``input_kind``, ``needs_labels``,
   ``needs_indices``, ``presets`` and ``default_preset``, ``ablations``, ``encoder_players``,
-  ``retrieval_protocol``, ``paper_baselines``, ``test_input_shape``;
+  ``retrieval_protocol``, ``paper_baselines``, ``deep_baseline``, ``test_input_shape``;
 * ``loss_names``: the keys it logs (one ``keras.metrics.Mean`` tracker each);
 * ``_build_networks()``: creates its sub-networks (variables must exist after ``__init__``);
 * ``players()``: ``{player name: [variables]}``, one optimizer each;
@@ -90,7 +90,7 @@ def _multi_worker(strategy):
 
 
 class HashingScheme(keras.Model):
-    """Base class of the adversarial hashing schemes (a ``keras.Model``).
+    """Base class of the hashing schemes (a ``keras.Model``): the adversarial ones and the deep baselines.
 
     Args:
         bits: code length K.
@@ -121,6 +121,8 @@ class HashingScheme(keras.Model):
     retrieval_protocol = "labels"
     #: The shallow baselines the paper compares with (benchmarks run them in the same run).
     paper_baselines = ("itq",)
+    #: A deep non-adversarial method that the benchmarks' ``--deep-baselines`` trains beside any scheme.
+    deep_baseline = False
     #: A small item shape the scheme accepts, for the shared test suite.
     test_input_shape = (8, 8, 1)
     #: Settings the shared test suite builds and trains with: what ``tfhash.fit`` would derive from labels, and a
@@ -195,7 +197,10 @@ class HashingScheme(keras.Model):
 
     @classmethod
     def config_value(cls, name, value):
-        """How ``get_config`` records the value of hyperparameter ``name`` (to compare a resumed run's settings)."""
+        """How ``get_config`` records the value of hyperparameter ``name`` (to compare a resumed run's settings).
+        A ``keras.Model`` argument (e.g. a user's backbone) is recorded by name, ``"model NAME"``."""
+        if isinstance(value, keras.Model):
+            return f"model {value.name}"
         return list(value) if isinstance(value, tuple) else value
 
     def get_config(self):

@@ -42,6 +42,8 @@ import tensorflow as tf
 
 from tfhash import _validation, losses
 from tfhash.schemes import register
+from tfhash.schemes.backbones import (build_backbone, check_backbone, default_backbone, describe_backbone,
+                                      is_small_image)
 from tfhash.schemes.base import HashingScheme
 from tfhash.schemes.presets import Preset, named
 
@@ -53,39 +55,8 @@ MIN_LABELLED_PER_CLASS = 2  # a real positive other than the query itself, and a
 NEGATIVE_CANDIDATES = 16  # labelled items tried per query for one sharing no label with it
 
 
-def describe_backbone(value):
-    """What a checkpoint records of ``backbone``: ``None`` or the name of the user's model."""
-    return value if value is None or isinstance(value, str) else f"model {value.name}"
-
-
 def _gan_initializer():
     return keras.initializers.RandomNormal(stddev=0.02)  # Sec. 4.2, after DCGAN
-
-
-def _lrelu(t):
-    return keras.activations.leaky_relu(t, negative_slope=0.2)  # Sec. 4.2: slope 0.2
-
-
-def _is_small_image(shape):
-    """28x28 or 32x32 images, which the convolutional networks are sized for."""
-    return len(shape) == 3 and shape[0] == shape[1] and shape[0] in (28, 32)
-
-
-def default_backbone(item_shape, name, initializer="glorot_uniform"):
-    """The small network from scratch: three strided 3x3 convolutions (32 / 64 / 128) and a dense layer of 256
-    for 28x28 / 32x32 images; two dense layers (512, 256) for any other item shape."""
-    shape = tuple(item_shape)
-    layers = [keras.Input(shape)]
-    if _is_small_image(shape):
-        for filters in (32, 64, 128):
-            layers.append(keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation=_lrelu,
-                                              kernel_initializer=initializer))
-        layers += [keras.layers.Flatten(), keras.layers.Dense(256, activation=_lrelu, kernel_initializer=initializer)]
-    else:
-        layers += [keras.layers.Flatten(),
-                   keras.layers.Dense(512, activation=_lrelu, kernel_initializer=initializer),
-                   keras.layers.Dense(256, activation=_lrelu, kernel_initializer=initializer)]
-    return keras.Sequential(layers, name=name)
 
 
 def default_generator(item_shape, input_size):
@@ -95,7 +66,7 @@ def default_generator(item_shape, input_size):
     init = _gan_initializer()
     norm = lambda: keras.layers.BatchNormalization(synchronized=True)  # noqa: E731  (global batch statistics)
     layers = [keras.Input((input_size,))]
-    if _is_small_image(shape):
+    if is_small_image(shape):
         start, filters = (7, (128, 64)) if shape[0] == 28 else (4, (256, 128, 64))
         layers += [keras.layers.Dense(start * start * filters[0], kernel_initializer=init), norm(),
                    keras.layers.ReLU(), keras.layers.Reshape((start, start, filters[0]))]
@@ -239,11 +210,7 @@ class DSHGAN(HashingScheme):
         self.multi_label, self.use_generator = bool(multi_label), bool(use_generator)
         self.generator_in_stage_two, self.real_triplets = bool(generator_in_stage_two), bool(real_triplets)
         self.classify_synthetic = bool(classify_synthetic)
-        if not (backbone is None or isinstance(backbone, keras.Model)
-                or (isinstance(backbone, str) and backbone.startswith("model "))):
-            raise ValueError(f"`backbone` must be None (the default CNN) or a keras.Model mapping items to [n, d] "
-                             f"features, got {type(backbone).__name__}.")
-        self.backbone = backbone
+        self.backbone = check_backbone(backbone)
         self.shared_init = _validation.check_choice(shared_init, "shared_init", SHARED_INITS)
         if self.shared_init == "discriminator" and (backbone is not None or not self.use_generator):
             raise ValueError("`shared_init`='discriminator' needs the default backbone (backbone=None) and the GAN "
@@ -271,10 +238,6 @@ class DSHGAN(HashingScheme):
         self._stage = None
         self._pool = None
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
-
-    @classmethod
-    def config_value(cls, name, value):
-        return describe_backbone(value) if name == "backbone" else super().config_value(name, value)
 
     @classmethod
     def settings_from_labels(cls, labels, hyperparameters):
@@ -309,17 +272,7 @@ class DSHGAN(HashingScheme):
     def _build_networks(self):
         if self.num_classes is None:
             raise ValueError("`num_classes` is required to build DSH-GANs (tfhash.fit infers it from `y`).")
-        if isinstance(self.backbone, keras.Model):
-            self.shared_backbone = self.backbone
-            features = self.shared_backbone(keras.ops.zeros((1,) + self.item_shape))
-            if len(features.shape) != 2:
-                raise ValueError(f"`backbone` must map items {self.item_shape} to [n, d] features, got an output of "
-                                 f"shape {tuple(features.shape)}.")
-        elif self.backbone is None:
-            self.shared_backbone = default_backbone(self.item_shape, "shared_backbone")
-        else:
-            raise ValueError(f"`backbone` {self.backbone!r} was a keras.Model at training: pass the same model "
-                             "(hyperparameters={'backbone': model}) to rebuild it.")
+        self.shared_backbone = build_backbone(self.backbone, self.item_shape, "shared_backbone")
         width = self.shared_backbone.output_shape[-1]
         self.hash_stream = keras.layers.Dense(self.bits, activation="sigmoid", name="hash_stream")
         self.class_stream = keras.layers.Dense(self.num_classes, name="class_stream")

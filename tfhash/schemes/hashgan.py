@@ -17,24 +17,31 @@ Choices where the paper is open (each an argument):
   terms are averaged over the batch here (each term is "per image", summed over bits).
 * The frequency f_k and the feature means of Eq. 5 are taken over the *global* batch under any
   ``tf.distribute`` strategy; gradients reach each replica's own examples.
+* ``consistency_transform="adversarial"`` (not in the paper) perturbs each item by ``adversarial_epsilon``
+  in L2 (``adversarial_radius="fixed"``), or, as IMSAT does, by ``adversarial_epsilon`` times the item's
+  distance to its ``radius_neighbour``-th nearest training item (``"neighbour"``), so dense and sparse
+  regions of the data get perturbations of their own scale. The distance is measured in the training
+  step against a bank of at most 4,096 training items kept by ``adapt``, with the neighbour rank scaled to
+  the bank's share of the training set (rank 10 of 9,000 items is rank 5 of a 4,096-item bank).
 * The encoder's last layer is a plain dense layer, so the independence term acts on its real
   kernel W (K x K Gram matrix W^T W); the shared trunk and D's head use weight normalisation.
 """
 
-import math
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash import _validation, losses
+from tfhash import _validation, augment, losses
 from tfhash.schemes import register
 from tfhash.schemes.base import HashingScheme
 from tfhash.schemes.layers import WeightNormConv2D, WeightNormDense
 from tfhash.schemes.presets import Preset, named
 
 NETWORKS = ("auto", "mlp", "conv")
-TRANSFORMS = ("auto", "noise", "affine", "translate_flip", "adversarial")
+TRANSFORMS = ("auto", "noise", "affine", "translate_flip", "augment", "adversarial")
+RADII = ("fixed", "neighbour")
+RADIUS_BANK = 4096  # training items the per-item radius is measured against
 
 
 def choose_network(item_shape, network="auto"):
@@ -83,14 +90,20 @@ class HashGAN(HashingScheme):
         weight_collaborative, weight_feature_matching: loss weights (Sec. 4: 1, lambda in
             {1e-3, 1e-2}, 1, 1, 1, 0.1, 1).
         consistency_transform: ``"auto"`` (noise for grey/flat inputs, translation + flip for colour),
-            ``"noise"``, ``"affine"`` (small random shifts and rotations), ``"translate_flip"`` or
+            ``"noise"``, ``"affine"`` (small random shifts and rotations), ``"translate_flip"``,
+            ``"augment"`` (:func:`tfhash.augment.augment`: shift, rotation and zoom of grey images, crop, flip
+            and colour jitter of colour ones; ``max_shift``, ``max_rotation``, ``max_zoom``) or
             ``"adversarial"`` (the perturbation of L2 norm ``adversarial_epsilon`` that changes the codes
             most, found by one power iteration as in virtual adversarial training, Miyato et al. 2018;
             IMSAT, Hu et al. 2017, pairs it with the same entropy terms). Not in the HashGAN paper.
         transform_noise: std of the noise transform.
         max_shift: pixels of random translation for the image transforms.
-        max_rotation: degrees of random rotation for ``"affine"``.
-        adversarial_epsilon: L2 radius of the ``"adversarial"`` perturbation (per item).
+        max_rotation: degrees of random rotation for ``"affine"`` and ``"augment"``.
+        max_zoom: largest relative zoom of ``"augment"`` on grey images.
+        adversarial_epsilon: L2 radius of the ``"adversarial"`` perturbation (per item), or, with
+            ``adversarial_radius="neighbour"``, its multiple of the item's neighbour distance.
+        adversarial_radius: ``"fixed"`` or ``"neighbour"`` (see the module docstring).
+        radius_neighbour: the neighbour rank t of the ``"neighbour"`` radius (IMSAT: 10).
         warmup_fraction: fraction of training with hashing and collaborative losses off (Sec. 4: 0.1).
         learning_rate, final_learning_rate: Adam learning rate, decayed linearly (Sec. 4: 9e-4 -> 3e-4).
     """
@@ -98,6 +111,7 @@ class HashGAN(HashingScheme):
     loss_names = ("d_loss", "g_loss", "entropy", "balance", "consistency", "independence", "collab",
                   "bit_freq_min", "bit_freq_max")
     input_kind = "images"
+    adapt_on_resume = True  # the radius bank of adversarial_radius="neighbour" is kept again, never checkpointed
     encoder_players = ("discriminator",)  # E shares every layer of D but the last (Sec. 3.1)
     paper_baselines = ("lsh", "pcah", "itq", "sph", "sh")  # Table 1
     test_input_shape = (8, 8, 1)
@@ -135,7 +149,8 @@ class HashGAN(HashingScheme):
                  hidden_noise=0.0, weight_adversarial=1.0, weight_entropy=1e-2, weight_frequency=1.0,
                  weight_consistency=1.0, weight_independence=1.0, weight_collaborative=0.1,
                  weight_feature_matching=1.0, consistency_transform="auto", transform_noise=0.3,
-                 max_shift=2, max_rotation=10.0, adversarial_epsilon=2.0, warmup_fraction=0.1, learning_rate=9e-4,
+                 max_shift=2, max_rotation=10.0, max_zoom=0.1, adversarial_epsilon=2.0, adversarial_radius="fixed",
+                 radius_neighbour=10, warmup_fraction=0.1, learning_rate=9e-4,
                  final_learning_rate=3e-4, **kwargs):
         self.network = _validation.check_choice(network, "network", NETWORKS)
         self.noise_dim = _validation.check_positive_int(noise_dim, "noise_dim")
@@ -160,7 +175,13 @@ class HashGAN(HashingScheme):
         self.consistency_transform = _validation.check_choice(consistency_transform, "consistency_transform", TRANSFORMS)
         self.transform_noise, self.max_shift = float(transform_noise), int(max_shift)
         self.max_rotation = float(max_rotation)
+        if not (isinstance(max_zoom, (int, float)) and 0 <= max_zoom < 1):
+            raise ValueError(f"`max_zoom` must be in [0, 1), got {max_zoom!r}.")
+        self.max_zoom = float(max_zoom)
         self.adversarial_epsilon = float(adversarial_epsilon)
+        self.adversarial_radius = _validation.check_choice(adversarial_radius, "adversarial_radius", RADII)
+        self.radius_neighbour = _validation.check_positive_int(radius_neighbour, "radius_neighbour")
+        self._radius_bank, self._bank_rank = None, None
         self.warmup_fraction = float(warmup_fraction)
         self.learning_rate, self.final_learning_rate = float(learning_rate), float(final_learning_rate)
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
@@ -173,7 +194,7 @@ class HashGAN(HashingScheme):
         if transform == "auto":
             colour = len(self.item_shape) == 3 and self.item_shape[-1] == 3
             transform = "translate_flip" if colour else "noise"
-        if transform in ("affine", "translate_flip") and len(self.item_shape) != 3:
+        if transform in ("affine", "translate_flip", "augment") and len(self.item_shape) != 3:
             raise ValueError(f"`consistency_transform`={transform!r} needs images [h, w, c], got items of "
                              f"shape {self.item_shape}; use 'noise'.")
         self.transform_kind = transform
@@ -244,6 +265,40 @@ class HashGAN(HashingScheme):
         images = self.generate(noise, bits01, training=False).numpy()
         return images if images.ndim == 4 else images[..., None]
 
+    def adapt(self, x, y=None):
+        """Keeps the bank of training items that per-item perturbation radii are measured against
+        (``adversarial_radius="neighbour"`` only); labels are not used."""
+        if self.transform_kind != "adversarial" or self.adversarial_radius != "neighbour" or x is None:
+            return
+        bank, count = [], 0
+        batches = x if isinstance(x, tf.data.Dataset) else (x[i:i + 8192] for i in range(0, len(x), 8192))
+        for batch in batches:
+            batch = np.asarray(batch, np.float32).reshape(len(batch), -1)
+            if count < RADIUS_BANK:
+                bank.append(batch[:RADIUS_BANK - count])
+            count += len(batch)
+        if count <= self.radius_neighbour:
+            raise ValueError(f"`radius_neighbour` must be smaller than the number of training items ({count}), got "
+                             f"{self.radius_neighbour}.")
+        bank = np.concatenate(bank)
+        self._radius_bank = tf.constant(bank)
+        # Rank t among n items is about rank t * m / n among m of them drawn alike.
+        self._bank_rank = max(1, min(len(bank) - 1, round(self.radius_neighbour * len(bank) / count)))
+
+    def _neighbour_radius(self, x):
+        """Per-item radius ``[b]``: adversarial_epsilon x the distance to the item's t-th neighbour in the bank
+        (zero distances, the item itself or its duplicates, are skipped)."""
+        if self._radius_bank is None:
+            raise ValueError("adversarial_radius='neighbour' measures radii against training items kept by "
+                             "adapt(x); tfhash.fit calls it before training.")
+        flat = tf.reshape(x, [tf.shape(x)[0], -1])
+        squared = (tf.reduce_sum(tf.square(flat), 1, keepdims=True) - 2.0 * tf.matmul(flat, self._radius_bank,
+                                                                                      transpose_b=True)
+                   + tf.reduce_sum(tf.square(self._radius_bank), 1)[None, :])
+        squared = tf.where(squared < 1e-6, tf.constant(np.inf, squared.dtype), squared)
+        nearest = -tf.math.top_k(-squared, k=self._bank_rank).values
+        return self.adversarial_epsilon * tf.sqrt(tf.maximum(nearest[:, -1], 0.0))
+
     # --- optimisation --------------------------------------------------------------------------
 
     def players(self):
@@ -276,6 +331,9 @@ class HashGAN(HashingScheme):
             moved = self.encoder_head(self._features(x + probe))
             divergence = tf.reduce_sum(losses.consistency(codes, moved))
         direction = tf.stop_gradient(tape.gradient(divergence, probe))
+        if self.adversarial_radius == "neighbour":
+            radius = tf.reshape(self._neighbour_radius(x), [-1] + [1] * len(self.item_shape))
+            return x + radius * normalise(direction)
         return x + self.adversarial_epsilon * normalise(direction)
 
     def _transform(self, x, seed):
@@ -285,29 +343,14 @@ class HashGAN(HashingScheme):
         if self.transform_kind == "noise":
             noise = self.batch_random(tf.random.stateless_normal, tf.shape(x), seed)
             return tf.clip_by_value(x + self.transform_noise * noise, 0.0, 1.0)
-        batch = tf.shape(x)[0]
-        height, width = float(self.item_shape[0]), float(self.item_shape[1])
-        shift = self.batch_random(tf.random.stateless_uniform, [batch, 2], seed, minval=-self.max_shift,
-                                  maxval=self.max_shift)
-        angle = tf.zeros([batch])
+        if self.transform_kind == "augment":
+            policy = augment.Policy(max_shift=self.max_shift, max_rotation=self.max_rotation, max_zoom=self.max_zoom,
+                                    padding=self.max_shift)
+            return augment.augment(x, seed, policy, draw=self.batch_random)
         if self.transform_kind == "affine":
-            angle = (self.batch_random(tf.random.stateless_uniform, [batch], seed + [0, 1], minval=-1.0, maxval=1.0)
-                     * (self.max_rotation * math.pi / 180.0))
-        # Projective transform mapping output (x, y) to input: rotation about the centre, then shift.
-        cos, sin = tf.cos(angle), tf.sin(angle)
-        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
-        a0, a1 = cos, -sin
-        b0, b1 = sin, cos
-        a2 = cx - a0 * cx - a1 * cy + shift[:, 0]
-        b2 = cy - b0 * cx - b1 * cy + shift[:, 1]
-        transforms = tf.stack([a0, a1, a2, b0, b1, b2, tf.zeros([batch]), tf.zeros([batch])], axis=1)
-        out = tf.raw_ops.ImageProjectiveTransformV3(
-            images=x, transforms=transforms, output_shape=tf.constant(self.item_shape[:2], tf.int32),
-            fill_value=0.0, interpolation="BILINEAR", fill_mode="CONSTANT")
-        if self.transform_kind == "translate_flip":
-            flip = self.batch_random(tf.random.stateless_uniform, [batch, 1, 1, 1], seed + [0, 2]) < 0.5
-            out = tf.where(flip, tf.reverse(out, axis=[2]), out)
-        return out
+            return augment.affine(x, seed, max_shift=self.max_shift, max_rotation=self.max_rotation, max_zoom=0.0,
+                                  draw=self.batch_random)
+        return augment.crop_and_flip(x, seed, padding=self.max_shift, draw=self.batch_random)
 
     def _sample_generator_inputs(self, batch, seed):
         noise = self.batch_random(tf.random.stateless_uniform, [batch, self.noise_dim], seed)  # z' ~ U(0, 1)

@@ -33,6 +33,11 @@ Choices where the paper is open (each an argument):
   training set, stored in the model (so exports apply them). ``standardize="global"`` (default)
   divides by one global scale, which keeps Euclidean neighbours as they are (the ANN protocol's ground
   truth); ``"per_feature"`` z-scores each feature; ``None`` uses the raw features.
+* **Initial hash function.** Sec. 4 draws every weight as a random Gaussian matrix
+  (``hash_init="gaussian"``, the paper's). ``"pca"`` starts W at the top principal directions of the
+  standardised training features and ``"itq"`` at PCA followed by ITQ's rotation (Gong & Lazebnik), so
+  training starts from the codes of those linear methods and refines them with Eq. 20. Each column is
+  scaled so that its projections have standard deviation ``init_scale`` (tanh in its linear range at 1).
 * **Optimiser.** Sec. 4 says SGD with learning rate 1e-2 and weight decay 5e-4, Sec. 3 and the abstract
   say Adam; ``optimizer_type="adam"`` (default) or ``"sgd"``, both with that learning rate and weight decay.
 """
@@ -57,6 +62,8 @@ OPTIMIZERS = ("adam", "sgd")
 SPARSITY_NORMS = ("l2", "l1")
 RECONSTRUCTION_LOSSES = ("norm", "mse")
 GENERATOR_INPUTS = ("relaxed", "straight_through")
+HASH_INITS = ("gaussian", "pca", "itq")
+INIT_SAMPLE = 20000  # items the PCA / ITQ initialisation is fitted on (a stream's first ones)
 
 
 def _chunks(x, chunk_size):
@@ -66,6 +73,18 @@ def _chunks(x, chunk_size):
     else:
         for start in range(0, x.shape[0], chunk_size):
             yield np.asarray(x[start:start + chunk_size])
+
+
+def _first_rows(x, count, chunk_size=65536):
+    """Up to ``count`` leading items of ``x`` (array or batched dataset) as a float64 matrix ``[n, d]``."""
+    parts, n = [], 0
+    for chunk in _chunks(x, chunk_size):
+        chunk = chunk.astype(np.float64).reshape(chunk.shape[0], -1)[:count - n]
+        parts.append(chunk)
+        n += chunk.shape[0]
+        if n >= count:
+            break
+    return np.concatenate(parts)
 
 
 def feature_statistics(x, mode="global", chunk_size=65536):
@@ -121,6 +140,10 @@ class SiGAH(HashingScheme):
         sparsity_norm: ``"l2"`` (Eq. 20 as printed) or ``"l1"`` (the usual sparsity-inducing norm).
         standardize: ``"global"``, ``"per_feature"`` or ``None`` (see the module docstring).
         optimizer_type: ``"adam"`` or ``"sgd"``; learning_rate, weight_decay: Sec. 4 (1e-2, 5e-4).
+        hash_init: ``"gaussian"`` (Sec. 4), ``"pca"`` or ``"itq"`` (see the module docstring).
+        hash_warmup_fraction: fraction of training during which the hash function keeps its initial
+            weights while generator and discriminator learn to decode them (0 in the paper).
+        init_scale: standard deviation of each bit's projection after a ``"pca"`` / ``"itq"`` initialisation.
         final_learning_rate: ``None`` keeps the learning rate constant (Sec. 4); a number decays it
             linearly to that value over training.
         leaky_slope: negative slope of the generator's LeakyReLU.
@@ -149,6 +172,17 @@ class SiGAH(HashingScheme):
             selected_on="mnist-10k validation queries, 16/32/64 bits, 3 seeds, against `paper` (BENCHMARKS.md (h)); "
                         "first found on the seed-0 test queries. It loses to `paper` on fashion-mnist-10k and "
                         "digits, so it is not the default"),
+        itq_start=Preset(
+            description="Training starts from ITQ's codes (W = PCA + ITQ rotation, projections of spread 3) and refines "
+                        "them with Eq. 20 by plain SGD (lr 1e-2 decayed to 1e-4) after the generator has learned to "
+                        "decode them for half of training; graph weight 1 and reconstruction weight 0.1 so the "
+                        "neighbour term leads. Not a setting of the paper.",
+            hyperparameters={"hash_init": "itq", "init_scale": 3.0, "hash_warmup_fraction": 0.5,
+                             "optimizer_type": "sgd", "learning_rate": 1e-2, "final_learning_rate": 1e-4,
+                             "weight_quantization": 5.0, "weight_graph": 1.0, "weight_reconstruction": 0.1},
+            epochs=10, batch_size=500,
+            selected_on="mnist-10k seed-0 validation queries, 32 bits, among ~20 settings of the ITQ start "
+                        "(BENCHMARKS.md (k))"),
     )
     ablations = {"-discriminator": {"weight_adversarial": 0.0}}  # Table 4: an auto-encoder model
     replica_local_terms = {"weight_graph": 0.0}  # Eq. 17's pairs are those of each replica's share
@@ -158,7 +192,7 @@ class SiGAH(HashingScheme):
                  weight_adversarial=1.0, margin=0.1, graph_sigma=None, reconstruction_loss="norm",
                  generator_input="relaxed", quantization_sign="bound", sparsity_norm="l2", standardize="global",
                  optimizer_type="adam", learning_rate=1e-2, final_learning_rate=None, weight_decay=5e-4,
-                 leaky_slope=0.2, **kwargs):
+                 leaky_slope=0.2, hash_init="gaussian", init_scale=1.0, hash_warmup_fraction=0.0, **kwargs):
         for name, value in [("weight_reconstruction", weight_reconstruction),
                             ("weight_quantization", weight_quantization), ("weight_sparsity", weight_sparsity),
                             ("weight_graph", weight_graph), ("weight_adversarial", weight_adversarial),
@@ -184,12 +218,22 @@ class SiGAH(HashingScheme):
         self.final_learning_rate = (None if final_learning_rate is None else
                                     _validation.check_non_negative_number(final_learning_rate, "final_learning_rate"))
         self.leaky_slope = float(leaky_slope)
+        self.hash_init = _validation.check_choice(hash_init, "hash_init", HASH_INITS)
+        if not (isinstance(init_scale, (int, float)) and init_scale > 0):
+            raise ValueError(f"`init_scale` must be a positive number, got {init_scale!r}.")
+        self.init_scale = float(init_scale)
+        if not (isinstance(hash_warmup_fraction, (int, float)) and 0 <= hash_warmup_fraction < 1):
+            raise ValueError(f"`hash_warmup_fraction` must be in [0, 1), got {hash_warmup_fraction!r}.")
+        self.hash_warmup_fraction = float(hash_warmup_fraction)
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
 
     # --- networks ------------------------------------------------------------------------------
 
     def _build_networks(self):
         d = int(np.prod(self.item_shape))
+        if self.hash_init != "gaussian" and self.bits > d:
+            raise ValueError(f"`hash_init={self.hash_init!r}` needs `bits` at most the feature dimension ({d}), got "
+                             f"bits={self.bits}; use hash_init='gaussian'.")
         m = self.sparse_units or 2 * d
         # Sec. 4: "all the weight parameters are initialized as random Gaussian matrices".
         gaussian = lambda fan_in: keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(fan_in), seed=self.seed)  # noqa: E731
@@ -210,13 +254,27 @@ class SiGAH(HashingScheme):
         self.sparse_layer(self.hash_layer(self.standardizer(sample)))
 
     def adapt(self, x, y=None):
-        """Fits the feature standardisation on the training items (numpy / memory-mapped arrays or a batched
-        dataset); labels are not used."""
-        if self.standardize is None or x is None:
+        """Fits the feature standardisation and, with ``hash_init`` ``"pca"`` / ``"itq"``, the initial hash
+        function on the training items (numpy / memory-mapped arrays or a batched dataset); labels are not
+        used."""
+        if x is None:
             return
-        mean, scale = feature_statistics(x, self.standardize)
-        self.standardizer.mean.assign(mean)
-        self.standardizer.scale.assign(scale)
+        if self.standardize is not None:
+            mean, scale = feature_statistics(x, self.standardize)
+            self.standardizer.mean.assign(mean)
+            self.standardizer.scale.assign(scale)
+        if self.hash_init == "gaussian":
+            return
+        from tfhash import baselines  # the linear methods whose codes training starts from
+
+        sample = _first_rows(x, INIT_SAMPLE)
+        standardized = self.standardizer(sample.astype(np.float32)).numpy().astype(np.float64)
+        linear = baselines.get("itq" if self.hash_init == "itq" else "pcah")(bits=self.bits, seed=self.seed)
+        linear.fit(standardized)
+        projection = linear.projection_
+        spread = (standardized - linear.mean_) @ projection
+        projection = projection * (self.init_scale / np.maximum(spread.std(axis=0), 1e-12))
+        self.hash_layer.kernel.assign(projection.astype(np.float32))
 
     def encode_graph(self, inputs):
         return self.hash_layer(self.standardizer(inputs))
@@ -298,6 +356,11 @@ class SiGAH(HashingScheme):
                       + self.weight_graph * graph / replicas)
         hash_variables, generator_variables = self.players()["hash_function"], self.players()["generator"]
         gradients = tape.gradient(g_loss, hash_variables + generator_variables)
+        warmup_steps = int(self.hash_warmup_fraction * self.total_steps) if getattr(self, "total_steps", None) else 0
+        if warmup_steps:
+            # A random generator's gradients would first scatter a PCA / ITQ start: hold W until it decodes.
+            warm = tf.cast(self.scheme_optimizers["generator"].iterations >= warmup_steps, tf.float32)
+            gradients = [g * warm for g in gradients[:len(hash_variables)]] + gradients[len(hash_variables):]
         self.scheme_optimizers["hash_function"].apply(gradients[:len(hash_variables)], hash_variables)
         self.scheme_optimizers["generator"].apply(gradients[len(hash_variables):], generator_variables)
 

@@ -1,0 +1,77 @@
+"""CIBHash and GreedyHash specifics: what each loss teaches, backbones, and bad input before training."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfhash
+from tfhash import augment, datasets, schemes
+
+
+@pytest.fixture(scope="module")
+def digits():
+    split = datasets.load("digits", queries_per_class=5, seed=0)
+    return split.train_x[:640]
+
+
+def _agreement(a, b):
+    return float(np.mean((a >= 0.5) == (b >= 0.5)))
+
+
+def test_cibhash_codes_become_invariant_to_its_views(digits):
+    seed = tf.constant([5, 6], tf.int64)
+    view = augment.augment(digits, seed).numpy()
+    untrained = schemes.get("cibhash")(bits=16, input_shape=digits.shape[1:], seed=0)
+    hasher = tfhash.fit("cibhash", digits, bits=16, epochs=4, batch_size=64, seed=0, verbose=0, head_batch_norm=True)
+    before = _agreement(untrained.predict_probabilities(digits), untrained.predict_probabilities(view))
+    after = _agreement(hasher.predict_probabilities(digits), hasher.predict_probabilities(view))
+    shuffled = _agreement(hasher.predict_probabilities(digits), hasher.predict_probabilities(view[::-1]))
+    assert after > shuffled + 0.15, (after, shuffled)  # an item's views share more bits than two items do
+    frequencies = (hasher.predict_probabilities(digits) >= 0.5).mean(axis=0)
+    assert 0.02 < frequencies.min() and frequencies.max() < 0.98  # no constant bits: negatives spread them
+    assert np.isfinite(before)
+
+
+def test_cibhash_refuses_flat_items_and_bad_settings_before_training():
+    with pytest.raises(ValueError, match=r"images \[h, w, c\] for cibhash .* got items of shape \(64,\)"):
+        tfhash.fit("cibhash", np.random.default_rng(0).random((64, 64)).astype(np.float32), bits=8, batch_size=16)
+    with pytest.raises(ValueError, match="`temperature` must be a positive number, got 0"):
+        tfhash.fit("cibhash", np.zeros((64, 8, 8, 1), np.float32), bits=8, temperature=0)
+    with pytest.raises(ValueError, match="`max_zoom` must be below 1"):
+        tfhash.fit("cibhash", np.zeros((64, 8, 8, 1), np.float32), bits=8, max_zoom=1.5)
+
+
+@pytest.mark.parametrize("name", ["cibhash", "greedyhash"])
+def test_a_frozen_user_backbone_stays_as_given(name, digits):
+    backbone = keras.Sequential([keras.Input(digits.shape[1:]), keras.layers.Flatten(),
+                                 keras.layers.Dense(24, activation="relu")], name="pretrained")
+    before = [w.numpy().copy() for w in backbone.weights]
+    extra = {"target": "backbone"} if name == "greedyhash" else {}
+    hasher = tfhash.fit(name, digits, bits=8, epochs=1, batch_size=64, seed=0, verbose=0, backbone=backbone,
+                        train_backbone=False, **extra)
+    for old, new in zip(before, backbone.weights):
+        np.testing.assert_array_equal(old, new.numpy())
+    assert hasher.model.get_config()["backbone"] == "model pretrained"
+    with pytest.raises(ValueError, match="`backbone` must be None .* or a keras.Model"):
+        tfhash.fit(name, digits, bits=8, backbone="vgg16")
+
+
+def test_greedyhash_keeps_the_cosine_structure_of_its_targets_and_pushes_outputs_to_plus_minus_one(digits):
+    hasher = tfhash.fit("greedyhash", digits, bits=32, epochs=8, batch_size=64, seed=0, verbose=0,
+                        optimizer_type="adam", learning_rate=1e-3)
+    np.testing.assert_allclose(hasher.model.input_mean.numpy(), digits.reshape(len(digits), -1).mean(axis=0),
+                               rtol=1e-5, atol=1e-6)
+    outputs = hasher.predict_probabilities(digits)
+    untrained = schemes.get("greedyhash")(bits=32, input_shape=digits.shape[1:], seed=0)
+    assert np.mean(np.abs(np.abs(outputs) - 1)) < np.mean(np.abs(np.abs(untrained.predict_probabilities(digits)) - 1))
+    centred = digits.reshape(len(digits), -1) - digits.reshape(len(digits), -1).mean(axis=0)
+    centred /= np.linalg.norm(centred, axis=1, keepdims=True)
+    codes = np.where(outputs >= 0, 1.0, -1.0) / np.sqrt(32)
+    target, ours = (centred @ centred.T).ravel(), (codes @ codes.T).ravel()
+    assert np.corrcoef(target, ours)[0, 1] > 0.5  # code cosines follow the items' cosines
+
+
+def test_greedyhash_refuses_targets_from_a_backbone_that_learns():
+    with pytest.raises(ValueError, match="`target`='backbone' needs train_backbone=False"):
+        tfhash.fit("greedyhash", np.zeros((64, 8, 8, 1), np.float32), bits=8, target="backbone")

@@ -1,0 +1,60 @@
+"""Feature networks the schemes with a ``backbone`` argument share: the small network from scratch, and the
+checks and rebuilding rules for a user's ``keras.Model`` (e.g. one with pretrained weights)."""
+
+import keras
+
+
+def leaky_relu(t):
+    return keras.activations.leaky_relu(t, negative_slope=0.2)
+
+
+def is_small_image(shape):
+    """28x28 or 32x32 images, which the convolutional backbone is sized for."""
+    return len(shape) == 3 and shape[0] == shape[1] and shape[0] in (28, 32)
+
+
+def default_backbone(item_shape, name, initializer="glorot_uniform"):
+    """The small network from scratch: three strided 3x3 convolutions (32 / 64 / 128) and a dense layer of 256
+    for 28x28 / 32x32 images; two dense layers (512, 256) for any other item shape."""
+    shape = tuple(item_shape)
+    layers = [keras.Input(shape)]
+    if is_small_image(shape):
+        for filters in (32, 64, 128):
+            layers.append(keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation=leaky_relu,
+                                              kernel_initializer=initializer))
+        layers += [keras.layers.Flatten(), keras.layers.Dense(256, activation=leaky_relu,
+                                                              kernel_initializer=initializer)]
+    else:
+        layers += [keras.layers.Flatten(),
+                   keras.layers.Dense(512, activation=leaky_relu, kernel_initializer=initializer),
+                   keras.layers.Dense(256, activation=leaky_relu, kernel_initializer=initializer)]
+    return keras.Sequential(layers, name=name)
+
+
+def describe_backbone(value):
+    """``backbone`` as messages and checkpoints name it: ``None`` or ``"model NAME"`` for a user's model."""
+    return value if value is None or isinstance(value, str) else f"model {value.name}"
+
+
+def check_backbone(value):
+    """Raises ``ValueError`` unless ``value`` is a valid ``backbone`` argument; returns it."""
+    if not (value is None or isinstance(value, keras.Model) or (isinstance(value, str) and value.startswith("model "))):
+        raise ValueError(f"`backbone` must be None (the default network) or a keras.Model mapping items to [n, d] "
+                         f"features, got {type(value).__name__}.")
+    return value
+
+
+def build_backbone(value, item_shape, name, initializer="glorot_uniform"):
+    """The feature network meant by ``backbone``: the user's model (checked to give ``[n, d]`` features) or,
+    for ``None``, :func:`default_backbone`. A recorded name (``"model NAME"``) cannot be rebuilt: the model
+    itself must be passed again."""
+    if isinstance(value, keras.Model):
+        features = value(keras.ops.zeros((1,) + tuple(item_shape)))
+        if len(features.shape) != 2:
+            raise ValueError(f"`backbone` must map items {tuple(item_shape)} to [n, d] features, got an output of "
+                             f"shape {tuple(features.shape)}.")
+        return value
+    if value is None:
+        return default_backbone(item_shape, name, initializer)
+    raise ValueError(f"`backbone` {value!r} was a keras.Model at training: pass the same model "
+                     "(hyperparameters={'backbone': model}) to rebuild it.")

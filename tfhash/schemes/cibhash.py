@@ -1,0 +1,171 @@
+"""CIBHash: unsupervised hashing with a contrastive information bottleneck (Qiu et al., IJCAI 2021).
+
+A deep non-adversarial baseline: no generator, no discriminator. Each training step draws two random views
+of every image (:mod:`tfhash.augment`), encodes both (backbone -> dense 1024 -> dense K -> sigmoid
+probabilities p), binarises them with the straight-through sign of p - 0.5, and minimises
+
+    NT-Xent(codes of view 1, codes of view 2; temperature tau) + beta * (KL(p1 || p2) + KL(p2 || p1)) / 2,
+
+where the contrastive term treats the other view of the same image as the positive and the other 2N - 2
+codes of the (global) batch as negatives, and each KL holds its second argument fixed (as the authors'
+code does). Codes at inference are [p >= 0.5].
+
+Choices where the paper is open or does not fit this library (each an argument):
+
+* **Backbone.** The paper encodes images with an ImageNet-pretrained VGG-16, frozen, and trains only the
+  two dense layers. Pretrained weights cannot be assumed here, so the default is the small network of
+  :func:`tfhash.schemes.backbones.default_backbone` trained from scratch with the head
+  (``train_backbone=True``); pass any ``keras.Model`` as ``backbone`` and ``train_backbone=False`` for the
+  paper's setting.
+* **Views.** The paper uses random resized crops, flips, colour jitter and greyscale on 224x224 colour
+  images; :func:`tfhash.augment.augment` gives the small-image counterparts: translation, rotation and zoom
+  for grey images, crop, flip and colour jitter for colour ones (strengths are arguments).
+* **Batch normalisation before the sigmoid** (``head_batch_norm``, not in the paper). On pretrained
+  features the items' codes differ from the first step. A backbone from scratch can start with every item on
+  the same side of 0.5 in every bit; then all codes are equal, NT-Xent's gradient is exactly zero and
+  training never leaves that point (measured on digits: loss log(2N - 1) from the first epoch, every bit
+  constant). Normalising the last layer over the (global) batch splits every bit between items from the
+  start.
+* **Negatives under a strategy** are the codes of every replica's views (the global batch): each replica
+  computes the loss of the whole global batch with its own codes live and the others' fixed, so the
+  summed gradient equals one device's.
+"""
+
+import keras
+import tensorflow as tf
+
+from tfhash import _validation, augment, losses
+from tfhash.schemes import register
+from tfhash.schemes.backbones import build_backbone, check_backbone
+from tfhash.schemes.base import HashingScheme
+from tfhash.schemes.presets import Preset, named
+
+
+def global_views(context, local_codes):
+    """``[global batch, K]`` codes of every replica, with this replica's rows live (differentiable) and the
+    others fixed."""
+    replicas = context.num_replicas_in_sync
+    if replicas == 1:
+        return local_codes
+    gathered = context.all_gather(tf.stop_gradient(local_codes), axis=0)
+    local = tf.shape(local_codes)[0]
+    start = tf.cast(context.replica_id_in_sync_group, tf.int32) * local
+    return tf.concat([gathered[:start], local_codes, gathered[start + local:]], axis=0)
+
+
+@register("cibhash")
+class CIBHash(HashingScheme):
+    """CIBHash (IJCAI 2021), a contrastive, non-adversarial baseline.
+
+    Args:
+        bits: code length K.
+        input_shape: one image's shape ``[h, w, c]``; values in [0, 1].
+        seed: seeds initialisation and every view.
+        backbone: ``None`` (the small network from scratch) or a ``keras.Model`` mapping images to
+            ``[n, d]`` features (e.g. pretrained weights, on a machine that has them).
+        train_backbone: whether the backbone learns with the head (the paper freezes its pretrained VGG-16).
+        head_units: width of the hidden dense layer of the head (paper: 1024).
+        head_batch_norm: synchronized batch normalisation before the sigmoid (see the module docstring).
+        temperature: tau of NT-Xent (paper: 0.3).
+        weight_kl: beta, the weight of the symmetric Bernoulli KL between the views (paper: 0.001).
+        learning_rate: Adam's learning rate (authors' default: 1e-3).
+        max_shift, max_rotation, max_zoom: view strengths for grey images (pixels, degrees, relative zoom).
+        padding, brightness, contrast, saturation: view strengths for colour images (crop translation in
+            pixels; colour jitter factors).
+    """
+
+    loss_names = ("loss", "contrastive", "kl", "bit_freq_min", "bit_freq_max")
+    input_kind = "images"
+    encoder_players = ("encoder",)
+    deep_baseline = True
+    paper_baselines = ("lsh", "itq", "sh")
+    test_input_shape = (8, 8, 1)
+    presets = named(
+        paper=Preset(
+            description="The paper's settings (Qiu et al. 2021, implementation details; the authors' released "
+                        "defaults): temperature 0.3, KL weight 0.001, Adam with learning rate 1e-3, batch 64, 60 "
+                        "epochs, a 1024-unit hidden layer. Their frozen pretrained VGG-16 is replaced by the small "
+                        "backbone trained from scratch (no pretrained weights here). The constructor defaults.",
+            epochs=60, batch_size=64, selected_on="paper (implementation details)"),
+    )
+
+    def __init__(self, bits=32, input_shape=None, seed=0, backbone=None, train_backbone=True, head_units=1024,
+                 head_batch_norm=False, temperature=0.3, weight_kl=1e-3, learning_rate=1e-3, max_shift=2.0, max_rotation=10.0, max_zoom=0.1,
+                 padding=4, brightness=0.4, contrast=0.4, saturation=0.4, **kwargs):
+        self.backbone = check_backbone(backbone)
+        self.train_backbone = bool(train_backbone)
+        self.head_units = _validation.check_positive_int(head_units, "head_units")
+        self.head_batch_norm = bool(head_batch_norm)
+        if not (isinstance(temperature, (int, float)) and temperature > 0):
+            raise ValueError(f"`temperature` must be a positive number, got {temperature!r}.")
+        self.temperature = float(temperature)
+        for name, value in (("weight_kl", weight_kl), ("learning_rate", learning_rate)):
+            _validation.check_non_negative_number(value, name)
+        self.weight_kl, self.learning_rate = float(weight_kl), float(learning_rate)
+        self.view_policy = augment.Policy(max_shift=max_shift, max_rotation=max_rotation, max_zoom=max_zoom,
+                                          padding=padding, brightness=brightness, contrast=contrast,
+                                          saturation=saturation)
+        self.max_shift, self.max_rotation, self.max_zoom = max_shift, max_rotation, max_zoom
+        self.padding, self.brightness, self.contrast, self.saturation = padding, brightness, contrast, saturation
+        super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
+
+    # --- networks ------------------------------------------------------------------------------
+
+    def _build_networks(self):
+        if len(self.item_shape) != 3:
+            raise ValueError(f"`x` items must be images [h, w, c] for cibhash (its views are image augmentations), "
+                             f"got items of shape {self.item_shape}.")
+        self.feature_network = build_backbone(self.backbone, self.item_shape, "backbone")
+        width = self.feature_network.output_shape[-1]
+        layers = [keras.Input((width,)), keras.layers.Dense(self.head_units, activation="relu"),
+                  keras.layers.Dense(self.bits)]
+        if self.head_batch_norm:
+            layers.append(keras.layers.BatchNormalization(momentum=0.9, synchronized=True))  # global batch statistics
+        self.head = keras.Sequential(layers + [keras.layers.Activation("sigmoid")], name="hash_head")
+
+    def encode_graph(self, inputs, training=False):
+        return self.head(self.feature_network(inputs, training=training), training=training)
+
+    def players(self):
+        variables = self.head.trainable_variables
+        if self.train_backbone:
+            variables = self.feature_network.trainable_variables + variables
+        return {"encoder": variables}
+
+    def default_optimizer(self, player, total_steps):
+        return keras.optimizers.Adam(self.learning_rate, name=f"{player}_adam")
+
+    # --- training ------------------------------------------------------------------------------
+
+    def train_step(self, data):
+        x, _, _ = self.unpack_batch(data)  # unsupervised: labels are never used
+        x = tf.cast(x, tf.float32)
+        context = tf.distribute.get_replica_context()
+        replicas = context.num_replicas_in_sync
+        global_batch = tf.shape(x)[0] * replicas
+        optimizer = self.scheme_optimizers["encoder"]
+        step = optimizer.iterations
+        view_a = augment.augment(x, self._stateless_seed(step, 1), self.view_policy, draw=self.batch_random)
+        view_b = augment.augment(x, self._stateless_seed(step, 2), self.view_policy, draw=self.batch_random)
+        variables = self.players()["encoder"]
+        with tf.GradientTape() as tape:
+            probabilities_a = self.encode_graph(view_a, training=True)
+            probabilities_b = self.encode_graph(view_b, training=True)
+            codes_a = losses.straight_through_sign(probabilities_a - 0.5)
+            codes_b = losses.straight_through_sign(probabilities_b - 0.5)
+            # The whole global batch's loss with this replica's codes live: the replicas' gradients sum to one
+            # device's gradient.
+            contrastive = tf.reduce_mean(losses.nt_xent(global_views(context, codes_a),
+                                                        global_views(context, codes_b), self.temperature))
+            kl = (losses.bernoulli_kl(probabilities_a, tf.stop_gradient(probabilities_b))
+                  + losses.bernoulli_kl(probabilities_b, tf.stop_gradient(probabilities_a))) / 2.0
+            kl_loss = tf.nn.compute_average_loss(kl, global_batch_size=global_batch)
+            loss = contrastive + self.weight_kl * kl_loss
+        optimizer.apply(tape.gradient(loss, variables), variables)
+
+        frequencies = self.global_batch_mean(tf.cast(probabilities_a >= self.threshold, tf.float32))
+        return self._update_trackers({
+            "loss": contrastive + self.weight_kl * kl_loss * tf.cast(replicas, tf.float32),
+            "contrastive": contrastive, "kl": tf.reduce_mean(kl),
+            "bit_freq_min": tf.reduce_min(frequencies), "bit_freq_max": tf.reduce_max(frequencies),
+        })

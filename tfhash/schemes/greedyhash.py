@@ -1,0 +1,157 @@
+"""GreedyHash, unsupervised variant (Su et al., NeurIPS 2018).
+
+A deep non-adversarial baseline: an encoder (backbone -> dense K) gives h, the codes are b = sign(h) in the
+forward pass with the identity's gradient in the backward pass (the paper's "greedy" update), and the loss
+is
+
+    mean over pairs (cos(b_i, b_j) - cos(t_i, t_j))^2 + weight_penalty * mean ||h| - 1|^3,
+
+where the pairs are the first and second halves of the batch (item i with item i + N/2) and t are target
+features whose cosine structure the codes must keep. Codes at inference are [h >= 0].
+
+Choices where the paper does not fit this library (each an argument):
+
+* **Targets and backbone.** The paper's targets are the features of an ImageNet-pretrained VGG-16 (fc7),
+  frozen, the same features the hash layer reads. Pretrained weights cannot be assumed here, and a
+  backbone trained from scratch would shape its own targets (collapsing them is the easy minimum), so by
+  default (``target="inputs"``) the targets are the items themselves, centred by the training mean, and
+  the small backbone of :func:`tfhash.schemes.backbones.default_backbone` learns from scratch with the
+  hash layer. ``target="backbone"`` with a pretrained ``backbone`` and ``train_backbone=False`` is the
+  paper's setting.
+* **Pairs under a strategy** are those of the global batch (halves of the batch every replica sees
+  together): each replica computes the loss of all global pairs with its own codes live.
+* **Inputs**: any item shape (images or feature vectors); the default backbone is convolutional for 28x28 /
+  32x32 images and dense otherwise.
+"""
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tfhash import _validation, losses
+from tfhash import codes as codes_lib
+from tfhash.schemes import register
+from tfhash.schemes.backbones import build_backbone, check_backbone
+from tfhash.schemes.base import HashingScheme
+from tfhash.schemes.cibhash import global_views
+from tfhash.schemes.presets import Preset, named
+
+TARGETS = ("inputs", "backbone")
+OPTIMIZERS = ("sgd", "adam")
+
+
+@register("greedyhash")
+class GreedyHash(HashingScheme):
+    """GreedyHash (NeurIPS 2018), unsupervised: a sign-and-identity-gradient baseline.
+
+    Args:
+        bits: code length K.
+        input_shape: one item's shape (images in [0, 1]).
+        seed: seeds initialisation and training order.
+        backbone: ``None`` (the small network from scratch) or a ``keras.Model`` mapping items to ``[n, d]``.
+        train_backbone: whether the backbone learns with the hash layer (the paper freezes its VGG-16).
+        target: ``"inputs"`` (centred items) or ``"backbone"`` (the backbone's features, held fixed in the
+            loss) as the cosine structure to keep.
+        weight_penalty: weight of the cubic penalty (authors' code: 0.1).
+        optimizer_type: ``"sgd"`` (momentum 0.9, weight decay 5e-4, as the authors' code) or ``"adam"``.
+        learning_rate: (authors' code: 1e-4 with SGD).
+    """
+
+    loss_names = ("loss", "structure", "penalty", "bit_freq_min", "bit_freq_max")
+    input_kind = "images"
+    threshold = codes_lib.TANH_THRESHOLD
+    encoder_players = ("encoder",)
+    deep_baseline = True
+    paper_baselines = ("lsh", "itq", "sh")
+    test_input_shape = (8, 8, 1)
+    presets = named(
+        paper=Preset(
+            description="The paper's unsupervised settings (Su et al. 2018, Sec. 4; the authors' released code): "
+                        "penalty weight 0.1, SGD with momentum 0.9, learning rate 1e-4 and weight decay 5e-4, batch "
+                        "32, 60 epochs. Their frozen pretrained VGG-16 (fc7 as targets) is replaced by the small "
+                        "backbone trained from scratch with the items as targets. The constructor defaults.",
+            epochs=60, batch_size=32, selected_on="paper (Sec. 4)"),
+    )
+
+    def __init__(self, bits=32, input_shape=None, seed=0, backbone=None, train_backbone=True, target="inputs",
+                 weight_penalty=0.1, optimizer_type="sgd", learning_rate=1e-4, **kwargs):
+        self.backbone = check_backbone(backbone)
+        self.train_backbone = bool(train_backbone)
+        self.target = _validation.check_choice(target, "target", TARGETS)
+        if self.target == "backbone" and self.train_backbone:
+            raise ValueError("`target`='backbone' needs train_backbone=False: a backbone that learns would shape its "
+                             "own targets. Use target='inputs' to train the backbone.")
+        for name, value in (("weight_penalty", weight_penalty), ("learning_rate", learning_rate)):
+            _validation.check_non_negative_number(value, name)
+        self.weight_penalty, self.learning_rate = float(weight_penalty), float(learning_rate)
+        self.optimizer_type = _validation.check_choice(optimizer_type, "optimizer_type", OPTIMIZERS)
+        super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
+
+    # --- networks ------------------------------------------------------------------------------
+
+    def _build_networks(self):
+        self.feature_network = build_backbone(self.backbone, self.item_shape, "backbone")
+        width = self.feature_network.output_shape[-1]
+        self.hash_layer = keras.layers.Dense(self.bits, name="hash_layer")
+        self.hash_layer.build((None, width))
+        size = int(np.prod(self.item_shape))
+        # Training mean of the items (the "inputs" targets are centred by it); set by adapt.
+        self.input_mean = self.add_weight(shape=(size,), initializer="zeros", trainable=False, name="input_mean")
+
+    def adapt(self, x, y=None):
+        """Keeps the training items' mean, which centres the ``"inputs"`` targets; labels are not used."""
+        if x is None or self.target != "inputs":
+            return
+        total, count = None, 0
+        batches = x if isinstance(x, tf.data.Dataset) else (x[i:i + 8192] for i in range(0, len(x), 8192))
+        for batch in batches:
+            batch = np.asarray(batch, np.float64).reshape(len(batch), -1)
+            total = batch.sum(axis=0) if total is None else total + batch.sum(axis=0)
+            count += len(batch)
+        self.input_mean.assign((total / count).astype(np.float32))
+
+    def encode_graph(self, inputs):
+        return self.hash_layer(self.feature_network(inputs))
+
+    def players(self):
+        variables = self.hash_layer.trainable_variables
+        if self.train_backbone:
+            variables = self.feature_network.trainable_variables + variables
+        return {"encoder": variables}
+
+    def default_optimizer(self, player, total_steps):
+        if self.optimizer_type == "adam":
+            return keras.optimizers.Adam(self.learning_rate, name=f"{player}_adam")
+        return keras.optimizers.SGD(self.learning_rate, momentum=0.9, weight_decay=5e-4, name=f"{player}_sgd")
+
+    # --- training ------------------------------------------------------------------------------
+
+    def train_step(self, data):
+        x, _, _ = self.unpack_batch(data)  # unsupervised: labels are never used
+        x = tf.cast(x, tf.float32)
+        context = tf.distribute.get_replica_context()
+        global_batch = tf.shape(x)[0] * context.num_replicas_in_sync
+        variables = self.players()["encoder"]
+        with tf.GradientTape() as tape:
+            features = self.feature_network(x)
+            outputs = self.hash_layer(features)
+            codes = losses.straight_through_sign(outputs)
+            if self.target == "inputs":
+                targets = tf.reshape(x, [tf.shape(x)[0], -1]) - self.input_mean
+            else:
+                targets = tf.stop_gradient(features)
+            all_codes = global_views(context, codes)
+            all_targets = context.all_gather(targets, axis=0) if context.num_replicas_in_sync > 1 else targets
+            half = global_batch // 2
+            structure = tf.reduce_mean(losses.cosine_structure(all_codes[:half], all_codes[half:2 * half],
+                                                               all_targets[:half], all_targets[half:2 * half]))
+            penalty = losses.cubic_penalty(outputs)
+            loss = structure + self.weight_penalty * tf.nn.compute_average_loss(penalty, global_batch_size=global_batch)
+        self.scheme_optimizers["encoder"].apply(tape.gradient(loss, variables), variables)
+
+        frequencies = self.global_batch_mean(tf.cast(outputs >= self.threshold, tf.float32))
+        return self._update_trackers({
+            "loss": structure + self.weight_penalty * tf.reduce_mean(penalty), "structure": structure,
+            "penalty": tf.reduce_mean(penalty),
+            "bit_freq_min": tf.reduce_min(frequencies), "bit_freq_max": tf.reduce_max(frequencies),
+        })
