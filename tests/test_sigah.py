@@ -87,7 +87,7 @@ def test_psi_is_fixed_seeded_and_saved(tmp_path):
 
 def test_quantisation_sign_bound_pushes_codes_to_the_corners_and_printed_pulls_them_in():
     x = np.random.default_rng(5).normal(size=(512, 16)).astype(np.float32)
-    settings = dict(bits=8, epochs=5, batch_size=64, seed=0, verbose=0, weight_quantization=5.0)
+    settings = dict(bits=8, epochs=5, batch_size=64, seed=0, verbose=0, weight_quantization=5.0, preset="paper")
     bound = tfhash.fit("sigah", x, quantization_sign="bound", **settings).predict_probabilities(x)
     printed = tfhash.fit("sigah", x, quantization_sign="printed", **settings).predict_probabilities(x)
     assert np.abs(bound).mean() > 2 * np.abs(printed).mean()
@@ -136,7 +136,7 @@ def test_itq_and_pca_initialisation_start_from_those_codes_and_warmup_holds_them
         def on_epoch_end(self, epoch, logs=None):
             kernels.append(self.model.hash_layer.kernel.numpy().copy())
 
-    tfhash.fit("sigah", x, bits=8, epochs=2, batch_size=100, seed=0, verbose=0, hash_init="itq",
+    tfhash.fit("sigah", x, bits=8, epochs=2, batch_size=100, seed=0, verbose=0, preset="paper", hash_init="itq",
                hash_warmup_fraction=0.5, callbacks=[Record()])  # 8 steps: W held for the first 4
     start = sigah.SiGAH(bits=8, input_shape=(16,), seed=0, hash_init="itq")
     start.adapt(x)
