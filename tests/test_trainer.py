@@ -233,7 +233,7 @@ def test_feature_scheme_runs_through_the_same_command_line(tmp_path):
                    "--epochs=2", "--verbose=0", "--baselines=itq"])
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| sigah | 16 |" in result.stdout and "| itq | 16 |" in result.stdout
-    assert "preset 'paper'" in result.stdout
+    assert f"preset '{schemes.get('sigah').default_preset}'" in result.stdout  # the scheme's default
     assert (tmp_path / "sigah" / "export" / "sigah" / "2" / "saved_model.pb").is_file()
     events = _events(tmp_path / "sigah" / "logs")
     tags = set(events.Tags()["tensors"])
