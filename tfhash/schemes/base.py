@@ -83,6 +83,17 @@ def encode_in_batches(serve, x, batch_size, bits):
     return {key: np.concatenate([np.asarray(p[key]) for p in parts]) for key in ("codes", "probabilities")}
 
 
+def item_chunks(x, chunk_size=65536):
+    """Numpy chunks of training items ``x`` (an array, memory-mapped or not, or a batched ``tf.data.Dataset``
+    whose elements are items or ``(x, ...)`` tuples), so ``adapt`` can stream large inputs once."""
+    if isinstance(x, tf.data.Dataset):
+        for batch in x:
+            yield np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)
+    else:
+        for start in range(0, x.shape[0], chunk_size):
+            yield np.asarray(x[start:start + chunk_size])
+
+
 def _multi_worker(strategy):
     extended = getattr(strategy, "extended", None)
     return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)

@@ -32,7 +32,7 @@ from tfhash import _validation, losses
 from tfhash import codes as codes_lib
 from tfhash.schemes import register
 from tfhash.schemes.backbones import build_backbone, check_backbone
-from tfhash.schemes.base import HashingScheme
+from tfhash.schemes.base import HashingScheme, item_chunks
 from tfhash.schemes.cibhash import global_views
 from tfhash.schemes.presets import Preset, named
 
@@ -111,9 +111,8 @@ class GreedyHash(HashingScheme):
         if x is None or self.target != "inputs":
             return
         total, count = None, 0
-        batches = x if isinstance(x, tf.data.Dataset) else (x[i:i + 8192] for i in range(0, len(x), 8192))
-        for batch in batches:
-            batch = np.asarray(batch, np.float64).reshape(len(batch), -1)
+        for batch in item_chunks(x):
+            batch = batch.astype(np.float64).reshape(len(batch), -1)
             total = batch.sum(axis=0) if total is None else total + batch.sum(axis=0)
             count += len(batch)
         self.input_mean.assign((total / count).astype(np.float32))

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from tfhash import _validation, augment, losses
 from tfhash.schemes import register
-from tfhash.schemes.base import HashingScheme
+from tfhash.schemes.base import HashingScheme, item_chunks
 from tfhash.schemes.layers import WeightNormConv2D, WeightNormDense
 from tfhash.schemes.presets import Preset, named
 
@@ -271,9 +271,8 @@ class HashGAN(HashingScheme):
         if self.transform_kind != "adversarial" or self.adversarial_radius != "neighbour" or x is None:
             return
         bank, count = [], 0
-        batches = x if isinstance(x, tf.data.Dataset) else (x[i:i + 8192] for i in range(0, len(x), 8192))
-        for batch in batches:
-            batch = np.asarray(batch, np.float32).reshape(len(batch), -1)
+        for batch in item_chunks(x):
+            batch = batch.astype(np.float32).reshape(len(batch), -1)
             if count < RADIUS_BANK:
                 bank.append(batch[:RADIUS_BANK - count])
             count += len(batch)

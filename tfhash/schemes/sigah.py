@@ -51,7 +51,7 @@ import tensorflow as tf
 from tfhash import _validation, losses
 from tfhash import codes as codes_lib
 from tfhash.schemes import register
-from tfhash.schemes.base import HashingScheme
+from tfhash.schemes.base import HashingScheme, item_chunks
 from tfhash.schemes.layers import Standardize
 from tfhash.schemes.presets import Preset, named
 
@@ -66,19 +66,10 @@ HASH_INITS = ("gaussian", "pca", "itq")
 INIT_SAMPLE = 20000  # items the PCA / ITQ initialisation is fitted on (a stream's first ones)
 
 
-def _chunks(x, chunk_size):
-    if isinstance(x, tf.data.Dataset):
-        for batch in x:
-            yield np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)
-    else:
-        for start in range(0, x.shape[0], chunk_size):
-            yield np.asarray(x[start:start + chunk_size])
-
-
 def _first_rows(x, count, chunk_size=65536):
     """Up to ``count`` leading items of ``x`` (array or batched dataset) as a float64 matrix ``[n, d]``."""
     parts, n = [], 0
-    for chunk in _chunks(x, chunk_size):
+    for chunk in item_chunks(x, chunk_size):
         chunk = chunk.astype(np.float64).reshape(chunk.shape[0], -1)[:count - n]
         parts.append(chunk)
         n += chunk.shape[0]
@@ -94,7 +85,7 @@ def feature_statistics(x, mode="global", chunk_size=65536):
     """
     total = squares = None
     n = 0
-    for chunk in _chunks(x, chunk_size):
+    for chunk in item_chunks(x, chunk_size):
         chunk = chunk.astype(np.float64).reshape(chunk.shape[0], -1)
         if total is None:
             total, squares = np.zeros(chunk.shape[1]), np.zeros(chunk.shape[1])
