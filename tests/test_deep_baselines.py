@@ -22,15 +22,12 @@ def _agreement(a, b):
 def test_cibhash_codes_become_invariant_to_its_views(digits):
     seed = tf.constant([5, 6], tf.int64)
     view = augment.augment(digits, seed).numpy()
-    untrained = schemes.get("cibhash")(bits=16, input_shape=digits.shape[1:], seed=0)
     hasher = tfhash.fit("cibhash", digits, bits=16, epochs=4, batch_size=64, seed=0, verbose=0, head_batch_norm=True)
-    before = _agreement(untrained.predict_probabilities(digits), untrained.predict_probabilities(view))
     after = _agreement(hasher.predict_probabilities(digits), hasher.predict_probabilities(view))
     shuffled = _agreement(hasher.predict_probabilities(digits), hasher.predict_probabilities(view[::-1]))
     assert after > shuffled + 0.15, (after, shuffled)  # an item's views share more bits than two items do
     frequencies = (hasher.predict_probabilities(digits) >= 0.5).mean(axis=0)
     assert 0.02 < frequencies.min() and frequencies.max() < 0.98  # no constant bits: negatives spread them
-    assert np.isfinite(before)
 
 
 def test_cibhash_refuses_flat_items_and_bad_settings_before_training():
