@@ -296,6 +296,19 @@ class HashingScheme(keras.Model):
         total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(local_part))
         return local_part + tf.stop_gradient(total - local_part)
 
+    @staticmethod
+    def global_rows(local_rows):
+        """``[global batch, ...]`` rows of every replica in replica order, with this replica's rows live
+        (differentiable) and the others' fixed. A loss over all of them computed on every replica then
+        gives, summed by the optimizer across replicas, one device's gradient."""
+        context = tf.distribute.get_replica_context()
+        if context.num_replicas_in_sync == 1:
+            return local_rows
+        gathered = context.all_gather(tf.stop_gradient(local_rows), axis=0)
+        local = tf.shape(local_rows)[0]
+        start = tf.cast(context.replica_id_in_sync_group, tf.int32) * local
+        return tf.concat([gathered[:start], local_rows, gathered[start + local:]], axis=0)
+
     # --- randomness ----------------------------------------------------------------------------
 
     def _stateless_seed(self, step, salt):

@@ -41,18 +41,6 @@ from tfhash.schemes.base import HashingScheme
 from tfhash.schemes.presets import Preset, named
 
 
-def global_views(context, local_codes):
-    """``[global batch, K]`` codes of every replica, with this replica's rows live (differentiable) and the
-    others fixed."""
-    replicas = context.num_replicas_in_sync
-    if replicas == 1:
-        return local_codes
-    gathered = context.all_gather(tf.stop_gradient(local_codes), axis=0)
-    local = tf.shape(local_codes)[0]
-    start = tf.cast(context.replica_id_in_sync_group, tf.int32) * local
-    return tf.concat([gathered[:start], local_codes, gathered[start + local:]], axis=0)
-
-
 @register("cibhash")
 class CIBHash(HashingScheme):
     """CIBHash (IJCAI 2021), a contrastive, non-adversarial baseline.
@@ -167,8 +155,8 @@ class CIBHash(HashingScheme):
             codes_b = losses.straight_through_sign(probabilities_b - 0.5)
             # The whole global batch's loss with this replica's codes live: the replicas' gradients sum to one
             # device's gradient.
-            contrastive = tf.reduce_mean(losses.nt_xent(global_views(context, codes_a),
-                                                        global_views(context, codes_b), self.temperature))
+            contrastive = tf.reduce_mean(losses.nt_xent(self.global_rows(codes_a), self.global_rows(codes_b),
+                                                        self.temperature))
             kl = (losses.bernoulli_kl(probabilities_a, tf.stop_gradient(probabilities_b))
                   + losses.bernoulli_kl(probabilities_b, tf.stop_gradient(probabilities_a))) / 2.0
             kl_loss = tf.nn.compute_average_loss(kl, global_batch_size=global_batch)

@@ -33,7 +33,6 @@ from tfhash import codes as codes_lib
 from tfhash.schemes import register
 from tfhash.schemes.backbones import build_backbone, check_backbone
 from tfhash.schemes.base import HashingScheme, item_chunks
-from tfhash.schemes.cibhash import global_views
 from tfhash.schemes.presets import Preset, named
 
 TARGETS = ("inputs", "backbone")
@@ -147,8 +146,7 @@ class GreedyHash(HashingScheme):
                 targets = tf.reshape(x, [tf.shape(x)[0], -1]) - self.input_mean
             else:
                 targets = tf.stop_gradient(features)
-            all_codes = global_views(context, codes)
-            all_targets = context.all_gather(targets, axis=0) if context.num_replicas_in_sync > 1 else targets
+            all_codes, all_targets = self.global_rows(codes), self.global_rows(targets)
             half = global_batch // 2
             structure = tf.reduce_mean(losses.cosine_structure(all_codes[:half], all_codes[half:2 * half],
                                                                all_targets[:half], all_targets[half:2 * half]))
