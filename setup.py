@@ -34,7 +34,7 @@ setup(
     extras_require={
         "faiss": ["faiss-cpu>=1.8"],
         "tflite": ["ai-edge-litert>=1.2"],
-        "dev": ["pytest>=8", "faiss-cpu>=1.8", "ai-edge-litert>=1.2", "nbclient>=0.10", "nbformat>=5.10",
+        "dev": ["pytest>=8", "hypothesis>=6.100", "faiss-cpu>=1.8", "ai-edge-litert>=1.2", "nbclient>=0.10", "nbformat>=5.10",
                 "ipykernel>=6.29"],
     },
     classifiers=[

@@ -9,7 +9,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 
 
-REAL_DATA = {"mnist10k": "mnist-10k", "fashion10k": "fashion-mnist-10k", "cifar6k": "cifar10-6k"}
+REAL_DATA = {"mnist10k": "mnist-10k", "fashion10k": "fashion-mnist-10k", "cifar6k": "cifar10-6k",
+             "fashion70k": "fashion-mnist-train-60k"}
 
 
 def load_real(name):
@@ -21,6 +22,11 @@ def load_real(name):
         raise SystemExit(f"benchmark data not found: {folder} (expected beside the project root)")
     if name == "cifar6k":
         return datasets.load_local(os.path.join(folder, "cifar10_6k.npz"))
+    if name == "fashion70k":  # the whole Fashion-MNIST set: the 10k test split, then the 60k training split
+        test_x, test_y = load_real("fashion10k")
+        train_x, train_y = datasets.load_mnist_idx(os.path.join(folder, "train-images-idx3-ubyte.gz"),
+                                                   os.path.join(folder, "train-labels-idx1-ubyte.gz"))
+        return np.concatenate([test_x, train_x]), np.concatenate([test_y, train_y])
     return datasets.load_mnist_idx(os.path.join(folder, "t10k-images-idx3-ubyte.gz"),
                                    os.path.join(folder, "t10k-labels-idx1-ubyte.gz"))
 

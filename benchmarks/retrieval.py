@@ -20,7 +20,8 @@ the chosen one's test figures are reported as mean and spread (sample standard d
 beside ITQ's. Test figures of the other candidates are printed too, but never used for the choice.
 
 Data: mnist10k / fashion10k (``../shared/data``: the MNIST / Fashion-MNIST test splits; the other
-9,000 images are database and training set), digits (scikit-learn, offline), cifar6k
+9,000 images are database and training set), fashion70k (all 70,000 Fashion-MNIST images: 1,000 queries, the
+other 69,000 are database and training set, the papers' MNIST protocol), digits (scikit-learn, offline), cifar6k
 (``../shared/data/cifar10-6k``), gmm100k (100,000 synthetic 256-d points, ``make_gaussian_mixture``).
 
 Metric (``--protocol``, default: the scheme's ``retrieval_protocol``): **labels** (same class is relevant):
@@ -44,18 +45,22 @@ import tfhash  # noqa: E402
 from tfhash import baselines, datasets, evaluation, metrics, schemes  # noqa: E402
 from trainers.config import parse_set_flags  # noqa: E402
 
-DATA = ("mnist10k", "fashion10k", "digits", "cifar6k", "gmm100k")
+DATA = ("mnist10k", "fashion10k", "fashion70k", "digits", "cifar6k", "gmm100k")
 
 
-def load_split(data, seed):
-    """The data set's split for ``seed``, with validation queries drawn from the training items."""
+def load_split(data, seed, train_size=None):
+    """The data set's split for ``seed``, with validation queries drawn from the training items.
+
+    ``train_size``: train on that many random database items (the database and queries stay the same).
+    """
     if data == "gmm100k":
         x, y = datasets.make_gaussian_mixture(100_000, 256, seed=seed)
         return datasets.make_split(x, y, num_queries=1000, num_validation=1000, seed=seed, name=data)
     if data == "digits":
         return datasets.load("digits", queries_per_class=10, validation_per_class=10, seed=seed)
     x, y = _common.load_real(data)
-    return datasets.make_split(x, y, queries_per_class=100, validation_per_class=100, seed=seed, name=data)
+    return datasets.make_split(x, y, queries_per_class=100, validation_per_class=100, train_size=train_size,
+                               seed=seed, name=data)
 
 
 class Scorer:
@@ -156,6 +161,8 @@ def main():
     parser.add_argument("--labelled-per-class", type=int, default=None, metavar="N",
                         help="semi-supervised runs: schemes that train on labels see the labels of N random training "
                         "items per class, drawn per seed, never validation queries (default: every training label)")
+    parser.add_argument("--train-size", type=int, default=None, metavar="N",
+                        help="real image data: train on N random database items (queries and database unchanged)")
     args = parser.parse_args()
 
     scheme_cls = schemes.get(args.scheme)
@@ -178,7 +185,7 @@ def main():
     results = []  # one dict per (data, bits, seed, method)
     for data in args.data:
         for seed in args.seeds:
-            split = load_split(data, seed)
+            split = load_split(data, seed, args.train_size)
             print(split, flush=True)
             scorers = {"validation": Scorer(split.validation(), protocol), "test": Scorer(split, protocol)}
             labels = None if args.labelled_per_class is None else split.partial_labels(args.labelled_per_class, seed)

@@ -37,7 +37,7 @@ def main(argv):
         else:
             path = export.export_tflite(hasher, FLAGS.output, quantization=FLAGS.quantization,
                                         overwrite=FLAGS.overwrite)
-    except ValueError as err:
+    except (ValueError, OSError) as err:
         sys.exit(f"error: {err}")
     print(f"wrote {path}")
 

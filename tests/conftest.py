@@ -2,6 +2,7 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -31,3 +32,10 @@ def scheme_labels(scheme_cls, n):
         return None
     index = np.arange(n)
     return np.where(index % 3 == 2, -1, index % 4)
+
+
+# Property-based tests: a fixed, derandomised budget in CI (the same examples every run, bounded time);
+# locally each run explores new examples.
+settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True, print_blob=True)
+settings.register_profile("dev", max_examples=40, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))

@@ -4,12 +4,17 @@ temp dir."""
 
 import json
 import os
+import shutil
 import stat
+import subprocess
+import sys
+import threading
 
 import numpy as np
 import pytest
 
 import tfhash
+from tests.conftest import ROOT
 from tfhash import schemes
 
 
@@ -157,3 +162,139 @@ def test_a_config_naming_another_scheme_is_refused(trained, tmp_path):
     config.write_text(json.dumps(description))
     with pytest.raises(ValueError, match=rf"tfhash_config.json: field 'config'.*{others[0]!r}"):
         tfhash.Hasher.load(str(run))
+
+
+def _scratch_project(tmp_path, monkeypatch):
+    """A working directory full of the user's files, inside a home directory of its own."""
+    home = tmp_path / "home"
+    project = home / "project"
+    project.mkdir(parents=True)
+    (project / "thesis.txt").write_text("keep me")
+    (home / "notes.txt").write_text("keep me too")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(project)
+    return home, project
+
+
+@pytest.mark.parametrize("target", ["", ".", "..", "HOME", "/"])
+def test_export_refuses_the_working_directory_its_ancestors_home_and_root(trained, tmp_path, monkeypatch, target):
+    hasher, _, _ = trained
+    home, project = _scratch_project(tmp_path, monkeypatch)
+    target = str(home) if target == "HOME" else target
+    before, before_home = _tree(project), _tree(home)
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="`path`"):
+            hasher.export(target, overwrite=overwrite)
+        with pytest.raises(ValueError, match="`path`"):
+            tfhash.export.export_tflite(hasher, target, overwrite=overwrite)
+    assert _tree(project) == before and _tree(home) == before_home
+    assert sorted(os.listdir(home)) == ["notes.txt", "project"]  # no temporary directory left either
+
+
+def test_export_command_with_an_empty_output_exits_non_zero_and_writes_nothing(trained, tmp_path, monkeypatch):
+    hasher, run, _ = trained
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "thesis.txt").write_text("keep me")
+    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-m", "export.export_model", f"--checkpoint_dir={run}",
+                             "--format=saved_model", "--output="], cwd=project, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0, result.stdout
+    assert "wrote" not in result.stdout and "empty path" in result.stderr, result.stderr
+    monkeypatch.chdir(project)  # the other formats, as the command calls them
+    with pytest.raises(ValueError, match="`base_dir` must name the directory.*empty path"):
+        tfhash.export.export_serving(hasher, "", "model")
+    with pytest.raises(ValueError, match="`path` must name a path to write, got an empty path"):
+        tfhash.export.export_tflite(hasher, "")
+    assert sorted(os.listdir(project)) == ["thesis.txt"] and (project / "thesis.txt").read_text() == "keep me"
+
+
+def test_a_training_run_is_never_written_into_or_replaced_with_an_export(trained, tmp_path):
+    hasher, run, x = trained
+    export = hasher.export(str(tmp_path / "export"))
+    with pytest.raises(ValueError, match="`checkpoint_dir`.*holds a SavedModel export"):
+        tfhash.fit(hasher.scheme, x, bits=8, epochs=1, batch_size=16, verbose=0, checkpoint_dir=export)
+    with pytest.raises(ValueError, match="`directory`.*holds a SavedModel export"):
+        hasher.save(export)
+    with pytest.raises(ValueError, match="`checkpoint_dir` must name a directory"):
+        tfhash.fit(hasher.scheme, x, bits=8, epochs=1, batch_size=16, verbose=0, checkpoint_dir="")
+    # An export that also holds a run's checkpoints is not replaced, even with overwrite=True.
+    for name in os.listdir(run):
+        if name.startswith("ckpt") or name == "checkpoint":
+            shutil.copy(run / name, os.path.join(export, name))
+    before = _tree(export)
+    with pytest.raises(ValueError, match="also holds other files.*checkpoint"):
+        hasher.export(export, overwrite=True)
+    assert _tree(export) == before
+
+
+def _racing(monkeypatch, module, name, writers):
+    """Makes ``writers`` threads reach ``module.name`` together (after their checks), one at a time inside it."""
+    original, barrier, lock = getattr(module, name), threading.Barrier(writers, timeout=120), threading.Lock()
+
+    def wrapped(*args, **kwargs):
+        barrier.wait()  # every writer has passed its existence checks
+        with lock:
+            return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, wrapped)
+
+
+def _race(calls):
+    outcomes = [None] * len(calls)
+
+    def run(i):
+        try:
+            outcomes[i] = ("ok", calls[i]())
+        except (ValueError, OSError) as err:
+            outcomes[i] = ("error", err)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(calls))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return outcomes
+
+
+def test_concurrent_exports_to_one_new_path_have_exactly_one_winner(trained, tmp_path, monkeypatch):
+    hasher, _, x = trained
+    _racing(monkeypatch, tfhash.export, "_write_saved_model", 2)
+    target = str(tmp_path / "export")
+    outcomes = _race([lambda: hasher.export(target), lambda: hasher.export(target)])
+    assert sorted(kind for kind, _ in outcomes) == ["error", "ok"], outcomes
+    assert "another writer" in str(next(value for kind, value in outcomes if kind == "error"))
+    np.testing.assert_array_equal(tfhash.load(target).encode(x[:4]), hasher.encode(x[:4]))
+    assert sorted(os.listdir(tmp_path)) == ["export"]  # the loser left no temporary directory
+
+    _racing(monkeypatch, tfhash.export, "_tflite_flatbuffer", 2)
+    model = str(tmp_path / "model.tflite")
+    outcomes = _race([lambda: tfhash.export.export_tflite(hasher, model)] * 2)
+    assert sorted(kind for kind, _ in outcomes) == ["error", "ok"], outcomes
+    assert tfhash.export.is_tflite(model)
+
+
+def test_concurrent_serving_exports_never_write_the_same_version(trained, tmp_path, monkeypatch):
+    hasher, _, _ = trained
+    _racing(monkeypatch, tfhash.export, "_write_saved_model", 3)
+    base = str(tmp_path / "serving")
+    outcomes = _race([lambda: tfhash.export.export_serving(hasher, base, "m")] * 3)
+    assert [kind for kind, _ in outcomes] == ["ok"] * 3, outcomes
+    assert sorted(os.path.basename(path) for _, path in outcomes) == ["1", "2", "3"]
+    assert sorted(os.listdir(os.path.join(base, "m"))) == ["1", "2", "3"]
+
+
+def test_a_version_taken_by_another_writer_meanwhile_is_skipped(trained, tmp_path, monkeypatch):
+    hasher, _, _ = trained
+    base = tmp_path / "serving"
+    place = tfhash._io.place_directory
+
+    def someone_else_first(tmp, path, replaceable=None):
+        if path.endswith(os.sep + "1"):  # another process renames its export into version 1 just before us
+            os.makedirs(os.path.join(path, "theirs"))
+        return place(tmp, path, replaceable)
+
+    monkeypatch.setattr(tfhash._io, "place_directory", someone_else_first)
+    assert tfhash.export.export_serving(hasher, str(base), "m").endswith(os.path.join("m", "2"))
+    assert os.listdir(base / "m" / "1") == ["theirs"]

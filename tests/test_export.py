@@ -247,9 +247,15 @@ def test_uint8_pixels_get_one_code_in_memory_saved_model_and_tflite(trained, tmp
     np.testing.assert_array_equal(tfhash.load(path).encode(pixels), in_memory)
     serve = tf.saved_model.load(path).signatures["serving_pixels"]
     np.testing.assert_array_equal(serve(pixels=tf.constant(pixels))["codes"].numpy(), in_memory)
-    # A .tflite file does not record whether its inputs are images: uint8 is refused, never guessed.
-    on_device = tfhash.load(export.export_tflite(hasher, str(tmp_path / "m.tflite")))
+    # A TFLite export carries its description, so it checks inputs as the SavedModel does, whatever its name.
+    on_device = tfhash.load(export.export_tflite(hasher, str(tmp_path / "model.bin")))
+    assert on_device.metadata == export.read_metadata(path) and on_device.scheme == hasher.scheme
+    from_pixels = codes.unpack(on_device.encode(pixels), hasher.bits)
+    assert (from_pixels != codes.unpack(in_memory, hasher.bits)).mean() <= 0.001
+    with pytest.raises(ValueError, match=r"`x` must hold images with values in \[0, 1\].*divide by 255"):
+        on_device.encode(pixels.astype(np.float32))
+    # A TFLite model without that description refuses uint8 rather than guess its scale.
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(export._tflite_flatbuffer(hasher, None))
     with pytest.raises(ValueError, match="uint8.*pixels / 255"):
-        on_device.encode(pixels)
-    scaled = codes.unpack(on_device.encode(pixels.astype(np.float32) / 255.0), hasher.bits)
-    assert (scaled != codes.unpack(in_memory, hasher.bits)).mean() <= 0.001
+        tfhash.load(str(bare)).encode(pixels)

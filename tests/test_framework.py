@@ -3,7 +3,9 @@ system for the library and the trainer, resume checks, input checks by input kin
 
 import json
 import re
+import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -196,3 +198,69 @@ def test_bad_setting_values_are_refused_before_any_data_is_read(name, monkeypatc
     with pytest.raises(ValueError, match=rf"tfhash.fit: `{numeric}` must be a non-negative number, got -1"):
         tfhash.fit(name, np.zeros((4,) + scheme_cls.test_input_shape, np.float32), bits=8, **{numeric: -1})
     assert scheme_cls.check_values({numeric: 0.5}, 8) == {numeric: 0.5}
+
+
+class _StepCounter(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.steps = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.steps.append(0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps[-1] += 1
+
+
+def test_datasets_of_unknown_size_train_one_pass_per_epoch_and_endless_ones_need_a_length():
+    scheme = "sigah"  # it reads the training items before training too (feature statistics)
+    x = np.random.default_rng(0).random((40, 6)).astype(np.float32)
+    batches = tf.data.Dataset.from_tensor_slices(x).batch(8)
+    generated = tf.data.Dataset.from_generator(lambda: iter(x.reshape(5, 8, 6)),
+                                               output_signature=tf.TensorSpec((8, 6), tf.float32))
+    assert int(generated.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    counter = _StepCounter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "ran out of data" for an epoch that ends as it should
+        tfhash.fit(scheme, generated, bits=4, epochs=2, verbose=0, callbacks=[counter])
+    assert counter.steps == [5, 5]
+    endless = batches.repeat().filter(lambda b: True).map(lambda b: b * 0.5)
+    assert int(endless.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    with pytest.raises(ValueError, match=r"infinite.*or `steps_per_epoch`"):
+        tfhash.fit(scheme, endless, bits=4, epochs=2, verbose=0)
+    counter = _StepCounter()
+    tfhash.fit(scheme, endless, bits=4, epochs=2, steps_per_epoch=3, verbose=0, callbacks=[counter])
+    assert counter.steps == [3, 3]
+    assert not tfhash.training._endless(batches.repeat().take(5).filter(lambda b: True))  # cut short: finite
+    with pytest.raises(ValueError, match="`steps_per_epoch` applies to a tf.data.Dataset `x` only"):
+        tfhash.fit(scheme, x, bits=4, epochs=1, steps_per_epoch=3, verbose=0)
+
+
+def test_every_batch_of_a_dataset_is_range_checked():
+    scheme = "greedyhash"
+    x = np.random.default_rng(0).random((40,) + schemes.get(scheme).test_input_shape).astype(np.float32)
+    x[32:] *= 255.0  # the fifth batch holds 0-255 values
+    with pytest.raises(ValueError, match=r"`x` must hold images with values in \[0, 1\], got values in \[0(\.\d+)?, "
+                                         r"2\d\d(\.\d+)?\]\. Pixel values 0-255: divide by 255"):
+        tfhash.fit(scheme, tf.data.Dataset.from_tensor_slices(x).batch(8), bits=8, epochs=1, verbose=0)
+
+
+def test_encode_refuses_a_batch_size_that_is_not_a_positive_count():
+    x = np.random.default_rng(0).random((16, 6)).astype(np.float32)
+    hasher = tfhash.fit("sigah", x, bits=4, epochs=1, batch_size=8, verbose=0)
+    for bad in (-1, 0, 2.5, True):
+        for method in (hasher.encode, hasher.predict_probabilities):
+            with pytest.raises(ValueError, match="`batch_size` must be a positive integer"):
+                method(x[:8], batch_size=bad)
+    assert hasher.encode(x[:8], batch_size=3).shape == (8, 1)
+
+
+def test_bad_arguments_are_named_with_what_was_expected_and_what_arrived(tmp_path):
+    x = np.random.default_rng(0).random((12,) + schemes.get("dshgan").test_input_shape).astype(np.float32)
+    with pytest.raises(ValueError, match=r"`y` must be integer class ids.*<U2.*np.unique\(y, return_inverse=True\)"):
+        tfhash.fit("dshgan", x, ["c1", "c2"] * 6, bits=8, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="`seed` must be a non-negative integer.*NoneType None"):
+        tfhash.fit("hashgan", x, bits=8, epochs=1, seed=None, verbose=0)
+    preset = tmp_path / "mine.json"
+    preset.write_text(json.dumps({"hyperparameters": [["weight_entropy", 0.1]]}))
+    with pytest.raises(ValueError, match=r"'hyperparameters' must be a JSON object.*got list"):
+        tfhash.fit("hashgan", x, bits=8, preset=str(preset), verbose=0)

@@ -1,3 +1,6 @@
+import importlib.util
+import threading
+
 import numpy as np
 import pytest
 
@@ -84,8 +87,8 @@ def test_codes_go_to_faiss_without_copy(rng):
     idx = index.FaissIndex(64)
     seen = []
     idx._build(db)
-    original = idx._index.add_with_ids
-    idx._index.add_with_ids = lambda x, ids: (seen.append(x), original(x, ids))
+    original = idx._index.add
+    idx._index.add = lambda x: (seen.append(x), original(x))
     idx.add(db)
     assert seen[0] is db  # the caller's array itself: no copy, no re-packing
 
@@ -159,3 +162,75 @@ def test_ivf_first_add_smaller_than_its_lists(rng):
     d, ids = index.FaissIndex(16, "ivf").add(small).search(small, 1)
     assert np.all(d[:, 0] == 0)
     assert len(index.FaissIndex(16, "ivf").add(small[:0])) == 0
+
+
+def _backends():
+    return ["numpy"] + (["faiss"] if importlib.util.find_spec("faiss") else [])
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_threads_searching_one_index_get_correct_results_and_change_nothing(rng, backend):
+    db, q = _random_codes(rng, 20_000, 64), _random_codes(rng, 40, 64)
+    expected_d, expected_pos = _brute_force(q, db, 10)
+    failures = []
+    for _ in range(30):
+        idx = index.make_index(64, backend)
+        for part in np.array_split(db, 4):  # codes waiting to be merged: the first searches merge them
+            idx.add(part)
+        barrier = threading.Barrier(4)
+
+        def search(idx=idx, barrier=barrier):
+            barrier.wait()
+            try:
+                d, ids = idx.search(q, 10)
+                if not (np.array_equal(d, expected_d) and np.array_equal(ids, expected_pos)):
+                    failures.append("wrong results")
+            except Exception as err:  # noqa: BLE001 - any error in a thread is a failure of the test
+                failures.append(repr(err))
+
+        threads = [threading.Thread(target=search) for _ in range(4)]  
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(idx) == 20_000
+    assert failures == []
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_add_while_another_thread_searches_loses_no_code(rng, backend):
+    db, q = _random_codes(rng, 4_000, 32), _random_codes(rng, 20, 32)
+    for _ in range(20):
+        idx = index.make_index(32, backend).add(db[:2_000])
+        stop, errors = threading.Event(), []
+
+        def search(idx=idx, stop=stop, errors=errors):
+            while not stop.is_set():
+                try:
+                    idx.search(q, 5)
+                    idx.range_search(q, 3)
+                except Exception as err:  # noqa: BLE001
+                    errors.append(repr(err))
+
+        searcher = threading.Thread(target=search)
+        searcher.start()
+        for part in np.array_split(db[2_000:], 10):
+            idx.add(part)
+        stop.set()
+        searcher.join()
+        assert errors == [] and len(idx) == 4_000
+        d, ids = idx.search(db, 1)  # every code finds itself (or an identical one) at distance 0
+        assert np.all(d[:, 0] == 0)
+        assert sorted(idx.search(q, 4_000)[1][0].tolist()) == list(range(4_000))
+
+
+@pytest.mark.parametrize("backend", _backends())
+def test_ties_follow_insertion_order_for_every_backend_and_search_kind(backend):
+    codes_ = np.zeros((6, 2), np.uint8)  # six identical codes: every distance ties
+    ids = np.array([50, 10, 40, 20, 30, 0])
+    idx = index.make_index(16, backend).add(codes_[:3], ids=ids[:3]).add(codes_[3:], ids=ids[3:])
+    _, found = idx.search(codes_[:1], 6)
+    lims, _, within = idx.range_search(codes_[:1], 0)
+    assert found[0].tolist() == within.tolist() == ids.tolist()  # not sorted by id
+    lims, distances, _ = idx.range_search(codes_[:1], 2**31)  # any radius: capped at the code length
+    assert lims.tolist() == [0, 6] and distances.tolist() == [0] * 6

@@ -220,3 +220,45 @@ def test_a_label_column_is_class_ids_and_non_binary_multi_hot_is_refused():
     assert column == expected
     with pytest.raises(ValueError, match="0/1 multi-hot rows"):
         metrics.mean_average_precision(query, database, np.array([[1, 2], [0, 3]]), np.array([[1, 0], [2, 0], [0, 1]]))
+
+
+def _metric_calls(query_codes, database_codes, query_labels, database_labels):
+    return {
+        "mean_average_precision": lambda: metrics.mean_average_precision(
+            query_codes, database_codes, query_labels, database_labels),
+        "precision_at_k": lambda: metrics.precision_at_k(query_codes, database_codes, query_labels, database_labels, 2),
+        "precision_within_radius": lambda: metrics.precision_within_radius(
+            query_codes, database_codes, query_labels, database_labels, radius=1),
+    }
+
+
+def test_labels_of_two_kinds_are_refused():
+    q, db = pack_rows([[0, 0, 0, 0]]), pack_rows([[0, 0, 0, 0], [1, 1, 1, 1]])
+    for call in _metric_calls(q, db, np.array([1]), np.array(["1", "2"])).values():
+        with pytest.raises(ValueError, match="labels of one kind, got numbers and strings"):
+            call()
+    assert metrics.mean_average_precision(q, db, np.array(["a"]), np.array(["a", "b"])) == 1.0  # strings alike
+
+
+def test_unlabelled_items_are_refused_alike_as_class_ids_and_multi_hot_rows():
+    q, db = pack_rows([[0, 0, 0, 0], [1, 1, 1, 1]]), pack_rows([[0, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0]])
+    ids_q, ids_db = np.array([0, -1]), np.array([0, 1, -1])
+    hot_q, hot_db = np.array([[1, 0], [0, 0]]), np.array([[1, 0], [0, 1], [0, 0]])
+    for labels in ((ids_q, ids_db), (hot_q, hot_db)):
+        for call in _metric_calls(q, db, *labels).values():
+            with pytest.raises(ValueError, match=r"`query_labels` must label every item, got 1 unlabelled.*row 1"):
+                call()
+    keep = ids_q >= 0  # the labelled queries alone score the same in both forms
+    for call in _metric_calls(q[keep], db, ids_q[keep], ids_db).values():
+        with pytest.raises(ValueError, match=r"`database_labels` must label every item, got 1 unlabelled.*row 2"):
+            call()
+    a = metrics.mean_average_precision(q[keep], db[:2], ids_q[keep], ids_db[:2])
+    b = metrics.mean_average_precision(q[keep], db[:2], hot_q[keep], hot_db[:2])
+    assert a == b == 1.0
+
+
+def test_zero_queries_are_refused_by_every_metric():
+    db = pack_rows([[0, 0, 0, 0], [1, 1, 1, 1]])
+    for call in _metric_calls(np.zeros((0, 1), np.uint8), db, np.zeros(0, int), np.array([0, 1])).values():
+        with pytest.raises(ValueError, match="`query_codes` must hold at least one query, got 0"):
+            call()

@@ -3,6 +3,7 @@ writes would get (temporary files start private; they are opened to the umask be
 
 import json
 import os
+import shutil
 import tempfile
 
 
@@ -25,8 +26,9 @@ def honour_umask(path):
         os.chmod(path, 0o666 & ~mask)
 
 
-def write_bytes_atomically(path, payload, mode="wb"):
-    """Writes ``payload`` to a temporary file beside ``path``, then renames it into place."""
+def write_bytes_atomically(path, payload, mode="wb", replace=True):
+    """Writes ``payload`` to a temporary file beside ``path``, then renames it into place (see
+    :func:`write_new_file` for ``replace=False``)."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.tmp-")
@@ -34,7 +36,7 @@ def write_bytes_atomically(path, payload, mode="wb"):
         with os.fdopen(fd, mode) as f:
             f.write(payload)
         honour_umask(tmp)
-        os.replace(tmp, path)
+        write_new_file(tmp, path, replace)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -44,3 +46,81 @@ def write_bytes_atomically(path, payload, mode="wb"):
 def write_json_atomically(path, payload):
     """Writes ``payload`` as JSON to a temporary file beside ``path``, then renames it into place."""
     write_bytes_atomically(path, json.dumps(payload, indent=2, sort_keys=True, default=float), mode="w")
+
+
+def check_target_path(path, name):
+    """``path`` as a string, after refusing targets that a write must never replace.
+
+    An empty path (an unset variable) resolves to the working directory; the working directory, its
+    ancestors, the home directory and the root hold the user's work, whatever they contain.
+    """
+    if not isinstance(path, (str, bytes, os.PathLike)):
+        raise ValueError(f"`{name}` must be a path (str or os.PathLike), got {type(path).__name__} {path!r}.")
+    path = os.fsdecode(os.fspath(path))
+    if not path.strip():
+        raise ValueError(f"`{name}` must name a path to write, got an empty path {path!r} (an unset variable?); "
+                         "it would resolve to the working directory.")
+    target = os.path.realpath(path)
+    home = os.path.realpath(os.path.expanduser("~"))
+    for protected, what in ((os.path.realpath(os.getcwd()), "the working directory"), (home, "the home directory")):
+        if os.path.commonpath([target, protected]) == target:
+            relation = "is" if target == protected else "is an ancestor of"
+            raise ValueError(f"`{name}` {path!r} {relation} {what} ({target}); writing there would replace "
+                             "the files in it. Name a new directory or file inside it.")
+    return path
+
+
+def write_new_file(tmp, path, replace):
+    """Moves the finished file ``tmp`` to ``path``. Without ``replace``, an existing ``path`` is an error, and of
+    writers racing for one new path exactly one succeeds (a hard link never replaces its target)."""
+    if replace:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(f"`path` {path!r} exists (another writer may have created it meanwhile); nothing "
+                              "was replaced.") from None
+    except OSError:  # no hard links on this file system: claim the name exclusively, then rename over it
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            raise FileExistsError(f"`path` {path!r} exists (another writer may have created it meanwhile); "
+                                  "nothing was replaced.") from None
+        os.replace(tmp, path)
+        return
+    os.remove(tmp)
+
+
+def place_directory(tmp, path, replaceable=None):
+    """Renames the finished directory ``tmp`` to ``path``.
+
+    A ``path`` that does not exist or is an empty directory is taken by one atomic rename, which fails when
+    another writer filled it first: of writers racing for one path exactly one succeeds. An existing
+    ``path`` is replaced only when ``replaceable(directory)`` holds for it once moved aside (so nothing
+    written into it meanwhile is lost); the old directory is then removed.
+    """
+    try:
+        os.rename(tmp, path)
+        return
+    except OSError as err:
+        if replaceable is None or not os.path.isdir(path):
+            raise FileExistsError(f"`path` {path!r} exists and is not empty (another writer may have created it "
+                                  f"meanwhile); nothing was replaced ({err.strerror}).") from None
+    old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.old-")
+    os.rmdir(old)
+    os.rename(path, old)
+    if not replaceable(old):
+        os.rename(old, path)
+        raise FileExistsError(f"`path` {path!r} changed while this export was written and is no longer only a "
+                              "previous export; nothing was replaced.")
+    try:
+        os.rename(tmp, path)
+    except OSError:
+        try:
+            os.rename(old, path)  # another writer took the path meanwhile: put the old export back if we can
+        except OSError:
+            shutil.rmtree(old, ignore_errors=True)  # superseded by that writer's export
+        raise FileExistsError(f"`path` {path!r} was replaced by another writer meanwhile; this export was not "
+                              "written.") from None
+    shutil.rmtree(old, ignore_errors=True)

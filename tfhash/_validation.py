@@ -42,6 +42,13 @@ def check_positive_int(value, name):
     return int(value)
 
 
+def check_seed(seed, name="seed"):
+    """A non-negative integer seed (not a bool, not None: every run of tfhash is reproducible)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise ValueError(f"`{name}` must be a non-negative integer (runs are always seeded), got {_describe(seed)}.")
+    return int(seed)
+
+
 def check_codes(codes, name, bits=None):
     """Checks packed codes: a 2-D uint8 array, ``ceil(bits / 8)`` bytes wide when ``bits`` is given."""
     if not isinstance(codes, np.ndarray):
@@ -112,6 +119,13 @@ def check_labels(labels, name, num_items, items_name):
 
 
 def check_matching_labels(query_labels, database_labels):
+    def kind(labels):
+        return "numbers" if labels.dtype.kind in "iufb" else "strings" if labels.dtype.kind in "US" else \
+            f"{labels.dtype} values"
+
+    if kind(query_labels) != kind(database_labels):
+        raise ValueError(f"`query_labels` and `database_labels` must be labels of one kind, got {kind(query_labels)} "
+                         f"and {kind(database_labels)} (no query would ever match a database item).")
     if query_labels.ndim != database_labels.ndim or (
         query_labels.ndim == 2 and query_labels.shape[1] != database_labels.shape[1]
     ):
@@ -162,6 +176,9 @@ def check_training_labels(labels, name, num_items, items_name):
         raise ValueError(f"`{name}` is required: class ids [n] (-1 = unlabelled) or multi-hot rows [n, classes] "
                          "(all zeros = unlabelled), got None.")
     labels = check_labels(labels, name, num_items, items_name)
+    if labels.dtype.kind not in "iufb":
+        raise ValueError(f"`{name}` must be integer class ids (-1 = unlabelled) or 0/1 multi-hot rows, got "
+                         f"{_describe(labels)}; map names to ids first, e.g. names, y = np.unique(y, return_inverse=True).")
     if labels.ndim == 1:
         if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
             raise ValueError(f"`{name}` must hold integer class ids (-1 = unlabelled), got non-integer values.")

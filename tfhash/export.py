@@ -13,7 +13,9 @@ export (scheme, preset, bits, bit order, threshold, input kind and range, tfhash
 JSON. Reading exports back: ``tfhash.serving`` (``tfhash.load``).
 
 Every write goes to a temporary directory beside the target, which is renamed into place only when
-complete: an interrupted export leaves nothing at the target path.
+complete: an interrupted export leaves nothing at the target path. A target is never the working
+directory, one of its ancestors or the home directory, and the only directory an export replaces
+(``overwrite=True``) is a previous export that holds nothing else.
 """
 
 import json
@@ -23,6 +25,7 @@ import shutil
 import tempfile
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from tfhash import _io, _validation
@@ -35,9 +38,13 @@ SERVING_SIGNATURE = "serving_default"
 PIXELS_SIGNATURE = "serving_pixels"
 QUANTIZATIONS = (None, "float16", "dynamic")
 TFLITE_MAGIC = b"TFL3"  # the FlatBuffer file identifier of TFLite models, at bytes 4-8
+TFLITE_METADATA_NAME = "tfhash"  # the TFLite metadata entry holding the export's description
 
 
 SIGNATURE_INPUTS = {SERVING_SIGNATURE: "inputs", PIXELS_SIGNATURE: "pixels"}
+# What tf.saved_model.save writes, plus the metadata in assets/: an export holding anything else is not replaced.
+EXPORT_ENTRIES = frozenset({"saved_model.pb", "variables", "assets", "fingerprint.pb"})
+VERSION_ATTEMPTS = 1000  # export_serving: next free versions tried when other writers take them meanwhile
 
 
 def metadata(hasher):
@@ -133,7 +140,7 @@ def _check_exportable(hasher, path, overwrite):
                          f"got {type(hasher).__name__}.")
     if not hasher.trained:
         raise ValueError("`hasher` is untrained (no optimizer step taken): train it with tfhash.fit before exporting.")
-    path = os.fspath(path)
+    path = _io.check_target_path(path, "path")
     if os.path.isfile(path):
         raise ValueError(f"`path` must be a directory to create, got an existing file {path!r}.")
     if os.path.isdir(path) and os.listdir(path):
@@ -143,7 +150,25 @@ def _check_exportable(hasher, path, overwrite):
             # overwrite=True replaces a previous export only, never a training run or any other directory.
             raise ValueError(f"`path` {path!r} is not empty and is not a tfhash export (no assets/{METADATA_FILE}); "
                              "overwrite=True only replaces a previous export. Choose another path.")
+        foreign = _foreign_entries(path)
+        if foreign:
+            raise ValueError(f"`path` {path!r} is a tfhash export that also holds other files ({', '.join(foreign)}"
+                             "), such as a training run's checkpoints; overwrite=True only replaces an export that "
+                             "holds nothing else. Choose another path.")
     return path
+
+
+def _foreign_entries(path):
+    """What a directory holds besides the files of a SavedModel export (sorted relative paths)."""
+    foreign = sorted(set(os.listdir(path)) - EXPORT_ENTRIES)
+    assets = os.path.join(path, "assets")
+    if os.path.isdir(assets):
+        foreign += sorted(os.path.join("assets", name) for name in set(os.listdir(assets)) - {METADATA_FILE})
+    return foreign
+
+
+def _replaceable(path):
+    return is_export(path) and not _foreign_entries(path)
 
 
 def read_metadata(path):
@@ -163,7 +188,9 @@ def read_metadata(path):
 
 
 def is_tflite(path):
-    """True if the file at ``path`` carries the TFLite FlatBuffer identifier."""
+    """True if ``path`` is a file carrying the TFLite FlatBuffer identifier (whatever its name)."""
+    if not os.path.isfile(path):
+        return False
     with open(path, "rb") as f:
         return f.read(8)[4:8] == TFLITE_MAGIC
 
@@ -177,32 +204,35 @@ def is_export(path):
     return True
 
 
-def _replace_directory(tmp, path):
-    """Renames the finished ``tmp`` to ``path``; an old ``path`` is moved aside first, then removed."""
-    old = None
-    if os.path.exists(path):
-        old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".old-")
-        os.rmdir(old)
-        os.rename(path, old)
-    os.rename(tmp, path)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)
-
-
-def export_saved_model(hasher, path, *, overwrite=False):
-    """Writes the encoder of ``hasher`` as a SavedModel at ``path`` (atomically); returns ``path``."""
-    path = _check_exportable(hasher, path, overwrite)
-    parent = os.path.dirname(os.path.abspath(path))
+def _write_saved_model(hasher, parent, name):
+    """The export written to a new temporary directory in ``parent``; returns its path."""
     os.makedirs(parent, exist_ok=True)
     model = hasher.model
     module = _EncoderModule(model.encoder_model(), model.item_shape, model.threshold)
-    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp-")
+    tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-")
     try:
         tf.saved_model.save(module, tmp, signatures=module.signatures(model.serving_signatures()))
         os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
         _io.write_json_atomically(os.path.join(tmp, "assets", METADATA_FILE), metadata(hasher))
         _io.honour_umask(tmp)
-        _replace_directory(tmp, os.path.abspath(path))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return tmp
+
+
+def export_saved_model(hasher, path, *, overwrite=False):
+    """Writes the encoder of ``hasher`` as a SavedModel at ``path`` (atomically); returns ``path``.
+
+    ``path`` must be new or an empty directory; with ``overwrite=True`` it may also be a previous export
+    that holds nothing else. Of concurrent exports to one new path exactly one succeeds; the others raise
+    ``FileExistsError``.
+    """
+    path = _check_exportable(hasher, path, overwrite)
+    target = os.path.abspath(path)
+    tmp = _write_saved_model(hasher, os.path.dirname(target), os.path.basename(target))
+    try:
+        _io.place_directory(tmp, target, _replaceable if overwrite else None)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -212,21 +242,44 @@ def export_saved_model(hasher, path, *, overwrite=False):
 def export_serving(hasher, base_dir, model_name="tfhash", *, version=None, overwrite=False):
     """TF Serving layout: ``<base_dir>/<model_name>/<version>/`` plus ``<base_dir>/models.config``.
 
-    ``version`` defaults to one more than the highest existing version. Returns the version directory.
+    ``version`` defaults to one more than the highest existing version; concurrent exports never write the
+    same version (a writer that finds its version taken moves on to the next). Returns the version directory.
     """
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(model_name)):
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", str(model_name)) or str(model_name) in (".", ".."):
         raise ValueError(f"`model_name` must be letters, digits, '_', '.' or '-', got {model_name!r}.")
-    model_dir = os.path.join(os.fspath(base_dir), model_name)
-    if version is None:
-        existing = [int(v) for v in os.listdir(model_dir) if v.isdigit()] if os.path.isdir(model_dir) else []
-        version = max(existing, default=0) + 1
-    version = _validation.check_positive_int(version, "version")
-    target = export_saved_model(hasher, os.path.join(model_dir, str(version)), overwrite=overwrite)
+    base_dir = os.fsdecode(os.fspath(base_dir))
+    if not base_dir.strip():  # the layout goes *inside* base_dir, so "." is fine, but "" is an unset variable
+        raise ValueError(f"`base_dir` must name the directory that holds the layout, got an empty path {base_dir!r}.")
+    model_dir = os.path.join(base_dir, model_name)
+    if version is not None:
+        target = export_saved_model(hasher, os.path.join(model_dir, str(_validation.check_positive_int(
+            version, "version"))), overwrite=overwrite)
+    else:
+        _check_exportable(hasher, os.path.join(model_dir, "0"), overwrite=False)
+        tmp = _write_saved_model(hasher, model_dir, model_name)
+        try:
+            target = _place_next_version(tmp, model_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     config = ("model_config_list {\n  config {\n"
               f"    name: \"{model_name}\"\n    base_path: \"/models/{model_name}\"\n"
               "    model_platform: \"tensorflow\"\n  }\n}\n")
-    _io.write_bytes_atomically(os.path.join(os.fspath(base_dir), "models.config"), config, mode="w")
+    _io.write_bytes_atomically(os.path.join(base_dir, "models.config"), config, mode="w")
     return target
+
+
+def _place_next_version(tmp, model_dir):
+    """Renames ``tmp`` to the next free version directory of ``model_dir``; returns its path."""
+    version = max((int(v) for v in os.listdir(model_dir) if v.isdigit()), default=0) + 1
+    for _ in range(VERSION_ATTEMPTS):
+        target = os.path.join(model_dir, str(version))
+        try:
+            _io.place_directory(tmp, target)
+            return target
+        except FileExistsError:
+            version += 1  # another writer took this version meanwhile
+    raise FileExistsError(f"no free version in {model_dir!r} after {VERSION_ATTEMPTS} attempts.")
 
 
 def export_tflite(hasher, path, *, quantization=None, overwrite=False):
@@ -239,7 +292,7 @@ def export_tflite(hasher, path, *, quantization=None, overwrite=False):
     _validation.check_choice(quantization, "quantization", QUANTIZATIONS)
     if not hasattr(hasher, "model") or not hasher.trained:
         raise ValueError("`hasher` must be a trained tfhash.Hasher: train it with tfhash.fit before exporting.")
-    path = os.fspath(path)
+    path = _io.check_target_path(path, "path")
     if os.path.isdir(path):
         raise ValueError(f"`path` must be a file path, got an existing directory {path!r}.")
     if os.path.exists(path):
@@ -248,6 +301,56 @@ def export_tflite(hasher, path, *, quantization=None, overwrite=False):
         if not is_tflite(path):  # overwrite=True replaces a TFLite model only
             raise ValueError(f"`path` {path!r} exists and is not a TFLite model; overwrite=True only replaces "
                                  "a previous TFLite export. Choose another path.")
+    flatbuffer = _with_tflite_metadata(_tflite_flatbuffer(hasher, quantization), metadata(hasher))
+    _io.write_bytes_atomically(path, flatbuffer, replace=overwrite)
+    return path
+
+
+def _with_tflite_metadata(flatbuffer, description):
+    """The model with ``description`` as JSON in a metadata buffer named ``TFLITE_METADATA_NAME``.
+
+    The TFLite schema's metadata entries travel with the file and are ignored by interpreters, so a
+    ``.tflite`` file says what a SavedModel's ``assets/tfhash.json`` says (input kind and range first).
+    """
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(description, sort_keys=True, default=float).encode("utf-8"), np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = TFLITE_METADATA_NAME
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = list(model.metadata or []) + [entry]
+    builder = flatbuffers.Builder(len(flatbuffer) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=TFLITE_MAGIC)
+    return bytes(builder.Output())
+
+
+def read_tflite_metadata(path):
+    """The tfhash description a TFLite export carries (see :func:`export_tflite`), or ``None`` for a TFLite
+    model without one."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    with open(path, "rb") as f:
+        model = schema.Model.GetRootAs(bytearray(f.read()), 0)
+    for i in range(model.MetadataLength()):
+        entry = model.Metadata(i)
+        if entry.Name() == TFLITE_METADATA_NAME.encode():
+            data = model.Buffers(entry.Buffer()).DataAsNumpy()
+            try:
+                description = json.loads(bytes(data).decode("utf-8"))
+            except (ValueError, TypeError) as err:
+                raise ValueError(f"`path` {path!r} carries tfhash metadata that is not valid JSON: {err}") from err
+            if not isinstance(description, dict) or description.get("format") != "tfhash-export":
+                raise ValueError(f"`path` {path!r} carries tfhash metadata that is not a tfhash export description.")
+            return description
+    return None
+
+
+def _tflite_flatbuffer(hasher, quantization):
+    """The converted TFLite model, as bytes."""
     # Converted from a functional Keras model: converting the tf.Module wrapper (directly or through a
     # SavedModel) produced NaN outputs with TF 2.21 / Keras 3, while from_keras_model is exact.
     converter = tf.lite.TFLiteConverter.from_keras_model(_keras_serving_model(hasher.model))
@@ -256,6 +359,4 @@ def export_tflite(hasher, path, *, quantization=None, overwrite=False):
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if quantization == "float16":
             converter.target_spec.supported_types = [tf.float16]
-    flatbuffer = converter.convert()
-    _io.write_bytes_atomically(path, flatbuffer)
-    return path
+    return converter.convert()

@@ -103,8 +103,7 @@ class Hasher(BaseHasher):
 
     def save(self, directory):
         """Writes the scheme's config and a checkpoint (model + optimizers) to ``directory``."""
-        if os.path.isfile(directory):
-            raise ValueError(f"`directory` must be a directory path, got an existing file {directory!r}.")
+        directory = check_run_directory(directory, "directory")
         self._check_not_another_run(directory)
         os.makedirs(directory, exist_ok=True)
         epoch = tf.Variable(self.epoch, dtype=tf.int64, trainable=False)
@@ -134,6 +133,20 @@ class Hasher(BaseHasher):
         description = read_description(directory)
         model, epoch = restore(directory, description, hyperparameters=hyperparameters)
         return cls(model, epoch=epoch, preset=description.get("preset"), training=description.get("training"))
+
+
+def check_run_directory(directory, name):
+    """``directory`` as a string, after refusing what a training run must not be written into: an empty
+    path, a file, and an export (its checkpoints would be deleted when the export is replaced)."""
+    if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory).strip():
+        raise ValueError(f"`{name}` must name a directory for the run's checkpoints, got {directory!r}.")
+    directory = os.fspath(directory)
+    if os.path.isfile(directory):
+        raise ValueError(f"`{name}` must be a directory, got an existing file {directory!r}.")
+    if export_lib.is_export(directory) or os.path.isfile(os.path.join(directory, "saved_model.pb")):
+        raise ValueError(f"`{name}` {directory!r} holds a SavedModel export; a training run must have a directory of "
+                         "its own (checkpoints written into an export would be lost when it is replaced).")
+    return directory
 
 
 def checkpoint_manager(model, epoch, directory):

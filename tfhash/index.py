@@ -6,11 +6,16 @@ order in which items were added. ``search`` returns ``(distances, ids)`` of shap
 allocates more than the index. An approximate index (Faiss IVF / HNSW) can find fewer than k items
 for a query; those slots hold distance ``PAD_DISTANCE`` and id -1, which is why ids must be
 non-negative. ``range_search`` returns Faiss-style ``(lims, distances, ids)``: the results of query i
-are ``distances[lims[i]:lims[i + 1]]``.
+are ``distances[lims[i]:lims[i + 1]]``, ordered like ``search``'s (distance, then insertion order).
+
+**Threads.** Every index may be shared by threads: any number may ``search`` and ``range_search`` at once,
+and an ``add`` concurrent with searches loses nothing (each search sees the codes added before it
+started, or also some added during it; every added code is in the index once ``add`` returns).
 """
 
 import concurrent.futures
 import os
+import threading
 
 import numpy as np
 
@@ -26,6 +31,7 @@ class _SearchIndex:
     def __init__(self, bits):
         self.bits = _validation.check_bits(bits)
         self.width = codes_lib.num_bytes(self.bits)
+        self._lock = threading.RLock()  # guards every change of what the index holds
 
     def _check(self, codes, name):
         codes = _validation.check_codes(codes, name, bits=self.bits)
@@ -48,6 +54,12 @@ class _SearchIndex:
 
     def _capped_k(self, k):
         return min(_validation.check_positive_int(k, "k"), self.ntotal)
+
+    def _check_radius(self, radius):
+        """A non-negative integer radius, capped at ``bits`` (no distance is larger)."""
+        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
+            raise ValueError(f"`radius` must be a non-negative integer, got {radius!r}.")
+        return int(min(radius, self.bits))
 
     def __len__(self):
         return self.ntotal
@@ -93,22 +105,27 @@ class HammingIndex(_SearchIndex):
 
     @property
     def ntotal(self):
-        return int(self._codes.shape[0] + sum(p.shape[0] for p in self._parts))
+        with self._lock:
+            return int(self._codes.shape[0] + sum(p.shape[0] for p in self._parts))
 
     def add(self, codes, ids=None):
         """Adds packed codes (with optional int ids; default: running positions)."""
         codes = self._check(codes, "codes")
-        ids = self._check_ids(ids, codes.shape[0])
-        self._parts.append(codes)
-        self._id_parts.append(ids)
+        with self._lock:  # default ids follow the codes held, so they are assigned under the lock too
+            ids = self._check_ids(ids, codes.shape[0])
+            self._parts.append(codes)
+            self._id_parts.append(ids)
         return self
 
     def _consolidate(self):
-        if self._parts:
-            self._codes = np.concatenate([self._codes] + self._parts)
-            self._ids = np.concatenate([self._ids] + self._id_parts)
-            self._parts, self._id_parts = [], []
-        return self._codes, self._ids
+        """The codes and ids held now, as two arrays that are never changed afterwards (a snapshot that a
+        search may read while other threads add)."""
+        with self._lock:
+            if self._parts:
+                self._codes = np.concatenate([self._codes] + self._parts)
+                self._ids = np.concatenate([self._ids] + self._id_parts)
+                self._parts, self._id_parts = [], []
+            return self._codes, self._ids
 
     def _run(self, queries, worker):
         """Splits the queries over threads; ``worker(start, stop)`` fills its rows of the outputs."""
@@ -125,7 +142,7 @@ class HammingIndex(_SearchIndex):
         """The k nearest codes of each query: ``(distances int32 [nq, k'], ids int64 [nq, k'])``, k' = min(k, len)."""
         queries = self._check(queries, "queries")
         codes, ids = self._consolidate()
-        k = self._capped_k(k)
+        k = min(_validation.check_positive_int(k, "k"), codes.shape[0])
         num_queries = queries.shape[0]
         out_dist = np.full((num_queries, k), PAD_DISTANCE, dtype=np.int32)
         out_pos = np.full((num_queries, k), -1, dtype=np.int64)
@@ -167,8 +184,7 @@ class HammingIndex(_SearchIndex):
     def range_search(self, queries, radius):
         """All codes within Hamming distance ``radius`` (inclusive): ``(lims, distances, ids)``."""
         queries = self._check(queries, "queries")
-        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
-            raise ValueError(f"`radius` must be a non-negative integer, got {radius!r}.")
+        radius = self._check_radius(radius)
         codes, ids = self._consolidate()
         results = [None] * queries.shape[0]
         query_words = codes_lib.as_words(queries)
@@ -198,8 +214,9 @@ class FaissIndex(_SearchIndex):
     """Faiss binary indexes (needs the ``[faiss]`` extra: ``pip install "tfhash[faiss]"``).
 
     Packed tfhash codes are Faiss's binary layout, so they are handed over as they are (no copy,
-    no re-packing); codes narrower than a whole byte count are zero-padded, which leaves distances
-    unchanged.
+    no re-packing). Ids are kept beside the Faiss index, which numbers codes by position, so ties are
+    ordered by insertion as in every index. Calls are serialised by a lock (Faiss allows no ``add``
+    beside a search); each search runs on Faiss's own threads.
 
     Args:
         bits: code length.
@@ -233,10 +250,18 @@ class FaissIndex(_SearchIndex):
         else:
             self._inner = None  # built at the first add, when nlist can follow the data size
         self._index = None
+        self._id_parts = []
 
     @property
     def ntotal(self):
-        return 0 if self._index is None else int(self._index.ntotal)
+        with self._lock:
+            return sum(part.shape[0] for part in self._id_parts)
+
+    def _all_ids(self):
+        """The ids of every code held, by position (one array; call under the lock)."""
+        if len(self._id_parts) != 1:
+            self._id_parts = [np.concatenate(self._id_parts) if self._id_parts else np.empty(0, np.int64)]
+        return self._id_parts[0]
 
     def _build(self, codes):
         faiss = self._faiss
@@ -252,40 +277,49 @@ class FaissIndex(_SearchIndex):
             self._inner.nprobe = self.nprobe
             self._quantizer = quantizer  # keep it alive as long as the index
             self._inner.train(codes)
-        self._index = faiss.IndexBinaryIDMap(self._inner)
+        # Faiss numbers codes by position; ids are mapped here, so ties can be ordered by position.
+        self._index = self._inner
 
     def add(self, codes, ids=None):
         codes = self._check(codes, "codes")
-        ids = self._check_ids(ids, codes.shape[0])
-        if codes.shape[0] == 0:
-            return self  # nothing to add, and an IVF index cannot train on nothing
-        if self._index is None:
-            self._build(codes)
-        self._index.add_with_ids(codes, ids)
+        with self._lock:  # Faiss does not allow add beside a search; default ids follow the codes held
+            ids = self._check_ids(ids, codes.shape[0])
+            if codes.shape[0] == 0:
+                return self  # nothing to add, and an IVF index cannot train on nothing
+            if self._index is None:
+                self._build(codes)
+            self._index.add(codes)
+            self._id_parts.append(ids)
         return self
 
     def search(self, queries, k):
         queries = self._check(queries, "queries")
-        k = self._capped_k(k)
-        if k == 0:
-            return np.empty((queries.shape[0], 0), np.int32), np.empty((queries.shape[0], 0), np.int64)
-        distances, ids = self._index.search(queries, k)
-        distances = np.where(ids < 0, PAD_DISTANCE, distances).astype(np.int32)
-        return distances, ids.astype(np.int64)
+        with self._lock:
+            k = self._capped_k(k)
+            if k == 0:
+                return np.empty((queries.shape[0], 0), np.int32), np.empty((queries.shape[0], 0), np.int64)
+            distances, positions = self._index.search(queries, k)
+            ids = self._all_ids()
+        distances = np.where(positions < 0, PAD_DISTANCE, distances).astype(np.int32)
+        # Equal distances in insertion order, as every index answers (Faiss's heaps do not promise it).
+        order = np.lexsort((np.where(positions < 0, np.iinfo(np.int64).max, positions), distances), axis=-1)
+        distances, positions = np.take_along_axis(distances, order, -1), np.take_along_axis(positions, order, -1)
+        return distances, np.where(positions < 0, -1, ids[np.maximum(positions, 0)])
 
     def range_search(self, queries, radius):
         queries = self._check(queries, "queries")
-        if isinstance(radius, bool) or not isinstance(radius, (int, np.integer)) or radius < 0:
-            raise ValueError(f"`radius` must be a non-negative integer, got {radius!r}.")
-        if self._index is None:
-            return np.zeros(queries.shape[0] + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
-        # Faiss's range is exclusive (distance < radius); ours is inclusive.
-        lims, distances, ids = self._index.range_search(queries, int(radius) + 1)
-        for i in range(queries.shape[0]):  # Faiss returns each ball unordered: sort by (distance, id)
-            part = slice(lims[i], lims[i + 1])
-            order = np.lexsort((ids[part], distances[part]))
-            distances[part], ids[part] = distances[part][order], ids[part][order]
-        return lims.astype(np.int64), distances.astype(np.int32), ids.astype(np.int64)
+        radius = self._check_radius(radius)
+        with self._lock:
+            if self._index is None:
+                return np.zeros(queries.shape[0] + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
+            # Faiss's range is exclusive (distance < radius); ours is inclusive.
+            lims, distances, positions = self._index.range_search(queries, radius + 1)
+            ids = self._all_ids()
+        lims, distances, positions = lims.astype(np.int64), distances.astype(np.int32), positions.astype(np.int64)
+        # Faiss returns each ball unordered: order by (query, distance, insertion order).
+        query = np.repeat(np.arange(queries.shape[0]), np.diff(lims))
+        order = np.lexsort((positions, distances, query))
+        return lims, distances[order], ids[positions[order]]
 
 
 def make_index(bits, backend="numpy", **options):

@@ -8,6 +8,9 @@ Conventions (see also ``tfhash.codes`` for the bit convention):
   (McSherry & Najork, ECIR 2008), which needs only per-distance counts.
 * **Relevance.** Single-label: same class id. Multi-label (2-D 0/1 labels): at least one shared label.
   ANN protocol: the query's top-N true Euclidean neighbours (:func:`euclidean_ground_truth`).
+  Every query and database item must be labelled: a -1 class id (unlabelled, in training) or an
+  all-zero multi-hot row is refused, so both label forms give one figure; labels of two kinds (numbers
+  and strings) are refused too.
 * **AP@R** (``top_k=R``): sum of precision at each relevant rank within the top R, divided by the
   number of relevant items within the top R; ``top_k=None`` ranks the whole database.
 * **Queries with nothing relevant** (in the top R for AP@R): count as 0 (``zero_relevance="zero"``,
@@ -198,9 +201,21 @@ def _check_codes_pair(query_codes, database_codes):
     query_codes = _validation.check_codes(query_codes, "query_codes")
     database_codes = _validation.check_codes(database_codes, "database_codes")
     _validation.check_same_width(query_codes, database_codes)
+    if query_codes.shape[0] == 0:
+        raise ValueError("`query_codes` must hold at least one query, got 0 (a mean over no queries is undefined).")
     if database_codes.shape[0] == 0:
         raise ValueError("`database_codes` must hold at least one code, got 0.")
     return query_codes, database_codes
+
+
+def _check_labelled(labels, name):
+    """Refuses unlabelled items, which the two label forms would otherwise score differently."""
+    unlabelled = ~labels.any(axis=1) if labels.ndim == 2 else (labels < 0 if labels.dtype.kind in "if" else None)
+    if unlabelled is not None and unlabelled.any():
+        first = int(np.flatnonzero(unlabelled)[0])
+        form = "all-zero multi-hot rows" if labels.ndim == 2 else "negative class ids (-1 = unlabelled)"
+        raise ValueError(f"`{name}` must label every item, got {int(unlabelled.sum())} unlabelled ({form}; first at "
+                         f"row {first}); evaluate the labelled items only, e.g. codes[keep], labels[keep].")
 
 
 def _label_inputs(query_codes, database_codes, query_labels, database_labels):
@@ -210,6 +225,8 @@ def _label_inputs(query_codes, database_codes, query_labels, database_labels):
         database_labels, "database_labels", database_codes.shape[0], "database_codes"
     )
     _validation.check_matching_labels(query_labels, database_labels)
+    _check_labelled(query_labels, "query_labels")
+    _check_labelled(database_labels, "database_labels")
     return query_codes, database_codes, lambda: _LabelRelevance(query_labels, database_labels)
 
 

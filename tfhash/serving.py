@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from tfhash import _validation
 from tfhash.codes import num_bytes
-from tfhash.export import METADATA_FILE, SERVING_SIGNATURE, TFLITE_MAGIC, is_tflite, read_metadata  # noqa: F401
+from tfhash.export import (METADATA_FILE, SERVING_SIGNATURE, TFLITE_MAGIC, is_tflite, read_metadata,  # noqa: F401
+                           read_tflite_metadata)
 from tfhash.hasher import BaseHasher
 from tfhash.schemes.base import check_items, encode_in_batches
 
@@ -19,6 +20,7 @@ class _ServedHasher(BaseHasher):
     ``_serve(batch) -> {"codes", "probabilities"}``."""
 
     def _encode_all(self, x, batch_size):
+        batch_size = _validation.check_positive_int(batch_size, "batch_size")
         if self.input_kind is None and np.asarray(x).dtype == np.uint8:
             raise ValueError("`x` is uint8, and this export does not record whether its inputs are images in [0, 1] "
                              "or raw features: pass float32 values as in training (images: pixels / 255).")
@@ -60,7 +62,10 @@ class ExportedHasher(_ServedHasher):
 class TFLiteHasher(_ServedHasher):
     """A hasher running a TFLite export with the LiteRT interpreter (``pip install "tfhash[tflite]"``).
 
-    Bits and item shape are read from the model's signature (outputs ``codes`` and ``probabilities``).
+    Bits and item shape are read from the model's signature (outputs ``codes`` and ``probabilities``); the
+    description ``export_tflite`` embeds (``metadata``) gives the scheme and input kind, so inputs are
+    checked and uint8 pixels scaled exactly as by a SavedModel export. A TFLite model without it refuses
+    uint8 inputs rather than guess their scale.
     """
 
     def __init__(self, path):
@@ -83,11 +88,16 @@ class TFLiteHasher(_ServedHasher):
         self._input_name = next(iter(inputs))
         self.item_shape = tuple(int(d) for d in inputs[self._input_name]["shape"][1:])
         self.bits = int(outputs["probabilities"]["shape"][-1])
-        self.scheme = "tflite"
-        self.input_kind = None  # a TFLite file carries no tfhash.json
+        try:
+            self.metadata = read_tflite_metadata(self.path)
+        except (IndexError, TypeError, AttributeError) as err:  # FlatBuffer readers fail so on damaged files
+            raise ValueError(f"`path` {path!r} is a damaged TFLite model: its metadata cannot be read "
+                             f"({_validation.error_summary(err)}).") from err
+        self.scheme = str(self.metadata["scheme"]) if self.metadata else "tflite"
+        self.input_kind = self.metadata.get("input_kind", "images") if self.metadata else None
 
     def __repr__(self):
-        return f"TFLiteHasher(bits={self.bits}, path={self.path!r})"
+        return f"TFLiteHasher(scheme={self.scheme!r}, bits={self.bits}, path={self.path!r})"
 
     def _serve_batch(self, batch):
         return self._runner(**{self._input_name: batch})
@@ -117,7 +127,7 @@ def load(path):
 
     The export is checked by encoding one item: a truncated, damaged or foreign model is refused here.
     """
-    if os.fspath(path).endswith(".tflite") and os.path.isfile(path):
+    if is_tflite(path) or (os.fspath(path).endswith(".tflite") and os.path.isfile(path)):  # by its identifier
         return _check_serves(TFLiteHasher(path))
     description = read_metadata(path)
     try:

@@ -5,19 +5,24 @@ Batches carry what the scheme asks for: always the items (``"x"``), its labels (
 The returned :class:`~tfhash.hasher.Hasher` encodes, evaluates, indexes, saves and exports.
 """
 
+import contextlib
 import dataclasses
 import os
+import re
+import warnings
 
 import keras
 import numpy as np
 import tensorflow as tf
+from tensorflow.core.framework import graph_pb2
 
 from tfhash import _io, _validation, datasets, schemes
-from tfhash.hasher import CONFIG_FILE, Hasher, checkpoint_manager, read_description, restore
+from tfhash.hasher import CONFIG_FILE, Hasher, check_run_directory, checkpoint_manager, read_description, restore
 from tfhash.schemes import presets as presets_lib
-from tfhash.schemes.base import PIXEL_SCALE, check_image_range, check_items
+from tfhash.schemes.base import IMAGE_RANGE_TOLERANCE, PIXEL_SCALE, check_image_range, check_items
 
 DATASET_KEYS = {"x": ("x", "image", "images"), "y": ("y", "label", "labels"), "index": ("index",)}
+IMAGE_RANGE_ERROR = "tfhash: a batch of `x` holds values outside [0, 1]; min and max:"
 
 
 class _EpochCheckpoint(keras.callbacks.Callback):
@@ -88,7 +93,38 @@ def _dataset_parts(spec):
     return {"x": None}
 
 
-def _normalise_dataset(dataset, scheme_cls):
+def _endless(dataset):
+    """True when the dataset never ends: an infinite ``.repeat()`` upstream that no ``.take()`` cuts short.
+
+    Catches what ``cardinality()`` reports as unknown (``.repeat().filter(...)``); a Python generator that
+    never returns cannot be told from a long one, so it is not caught here.
+    """
+    try:  # tf.data offers no public view of a pipeline's stages; its serialised graph shows them
+        graph = graph_pb2.GraphDef.FromString(dataset._as_serialized_graph().numpy())
+    except Exception:  # noqa: BLE001 - a dataset that cannot be serialised is taken as finite
+        return False
+    nodes = {node.name: node for node in graph.node}
+
+    def count(name):
+        node = nodes.get(name.split(":")[0])
+        return int(tf.make_ndarray(node.attr["value"].tensor)) if node is not None and node.op == "Const" else None
+
+    def endless(name):
+        node = nodes[name.split(":")[0]]
+        stages = [i for i in node.input if not i.startswith("^") and "Dataset" in nodes[i.split(":")[0]].op]
+        if node.op == "RepeatDataset" and (count(node.input[1]) or 0) < 0:
+            return True
+        if node.op == "TakeDataset" and (count(node.input[1]) or -1) >= 0:
+            return False
+        if node.op == "ZipDataset":
+            return all(endless(i) for i in stages)
+        return any(endless(i) for i in stages)
+
+    outputs = [node.input[0] for node in graph.node if node.op == "_Retval"]
+    return bool(outputs) and endless(outputs[0])
+
+
+def _normalise_dataset(dataset, scheme_cls, steps_per_epoch):
     """A dataset of dicts holding ``"x"`` (float32, images scaled) and the labels / indices the scheme asks
     for and the dataset has; also returns the item shape and which parts it has."""
     spec = dataset.element_spec
@@ -103,9 +139,12 @@ def _normalise_dataset(dataset, scheme_cls):
         raise ValueError(f"`x` dataset yields single images of shape {tuple(x_spec.shape)} (height, width, "
                          "channels), not batches of them: call .batch(batch_size) on it.")
     cardinality = int(dataset.cardinality())
-    if cardinality == tf.data.INFINITE_CARDINALITY:
+    infinite = cardinality == tf.data.INFINITE_CARDINALITY or (
+        cardinality == tf.data.UNKNOWN_CARDINALITY and _endless(dataset))
+    if infinite and steps_per_epoch is None:
         raise ValueError("`x` dataset is infinite (.repeat() without a count): an epoch would never end and no "
-                         "checkpoint would be written. Pass a finite dataset; `epochs` sets the passes over it.")
+                         "checkpoint would be written. Pass a finite dataset (`epochs` sets the passes over it) "
+                         "or `steps_per_epoch`.")
     if cardinality == 0:
         raise ValueError("`x` dataset is empty: it yields no batches.")
     dtype = x_spec.dtype.as_numpy_dtype
@@ -117,6 +156,8 @@ def _normalise_dataset(dataset, scheme_cls):
     wanted = ["x"] + [part for part, needed in (("y", scheme_cls.needs_labels), ("index", scheme_cls.needs_indices))
                       if needed and part in parts]
 
+    check_range = scheme_cls.input_kind == "images" and not scale
+
     def to_dict(*element):
         element = element[0] if len(element) == 1 else element
         batch = {}
@@ -124,6 +165,11 @@ def _normalise_dataset(dataset, scheme_cls):
             key = parts[part]
             batch[part] = element if key is None else element[key]
         x = tf.cast(batch["x"], tf.float32)
+        if check_range:  # every batch, not only the first: a later one may hold 0-255 values
+            low, high = tf.reduce_min(x), tf.reduce_max(x)
+            in_range = tf.logical_and(low >= -IMAGE_RANGE_TOLERANCE, high <= 1.0 + IMAGE_RANGE_TOLERANCE)
+            with tf.control_dependencies([tf.debugging.Assert(in_range, [IMAGE_RANGE_ERROR, low, high])]):
+                x = tf.identity(x)
         batch["x"] = x / PIXEL_SCALE if scale else x
         if "index" in batch:
             batch["index"] = tf.cast(batch["index"], tf.int64)
@@ -140,7 +186,22 @@ def _normalise_dataset(dataset, scheme_cls):
     return normalised, tuple(x_spec.shape[1:]), set(parts)
 
 
-def _prepare_data(x, y, scheme_cls):
+@contextlib.contextmanager
+def _image_range_errors():
+    """Turns the input pipeline's range assertion into the error the first batch would have given."""
+    try:
+        yield
+    except tf.errors.InvalidArgumentError as err:
+        message = str(err)
+        if IMAGE_RANGE_ERROR not in message:
+            raise
+        # The assertion prints the batch's minimum and maximum, each in brackets, after its text.
+        low, high = re.findall(r"\[(-?[0-9.eE+-]+|-?inf|nan)\]", message.split(IMAGE_RANGE_ERROR, 1)[1])[:2]
+        check_image_range(float(low), float(high), "x")
+        raise
+
+
+def _prepare_data(x, y, scheme_cls, steps_per_epoch=None):
     """Checks the training data and returns a :class:`_TrainingData` with what the scheme asks for."""
     if isinstance(x, datasets.RetrievalSplit):
         y = x.train_y if y is None else y
@@ -149,18 +210,24 @@ def _prepare_data(x, y, scheme_cls):
         if y is not None:
             raise ValueError(f"`y` must be None when `x` is a tf.data.Dataset (labels come with its elements: "
                              f"(x, y) tuples or dicts), got {type(y).__name__}.")
-        dataset, item_shape, has = _normalise_dataset(x, scheme_cls)
+        dataset, item_shape, has = _normalise_dataset(x, scheme_cls, steps_per_epoch)
         if scheme_cls.needs_labels and "y" not in has:
             raise ValueError(f"scheme {scheme_cls.key!r} trains on labels: the `x` dataset must yield (x, y) tuples or "
                              "dicts with a 'y' key (-1 or all-zero rows for unlabelled items).")
         if not scheme_cls.needs_indices or "index" in has:
             return _TrainingData(item_shape=item_shape, dataset=dataset)
+        if steps_per_epoch is not None:
+            raise ValueError(f"scheme {scheme_cls.key!r} needs each item's position in the training set: its `x` "
+                             "dataset is read once into memory, so it must be finite and `steps_per_epoch` must be None.")
         # Positions in the training set need one fixed order: read the dataset once into arrays.
         batches = list(dataset.as_numpy_iterator())
         if not batches:
             raise ValueError("`x` dataset is empty.")
         x = np.concatenate([b["x"] for b in batches])
         y = np.concatenate([b["y"] for b in batches]) if "y" in batches[0] else None
+    if steps_per_epoch is not None and not isinstance(x, tf.data.Dataset):
+        raise ValueError("`steps_per_epoch` applies to a tf.data.Dataset `x` only (arrays train on every item once "
+                         f"per epoch), got {steps_per_epoch!r} with {type(x).__name__} items.")
     if not isinstance(x, np.ndarray) and not hasattr(x, "__array__"):
         raise ValueError(f"`x` must be an array, a tf.data.Dataset or a RetrievalSplit, got {type(x).__name__}.")
     x = np.asarray(x)
@@ -229,7 +296,7 @@ def _check_resumable(description, checkpoint_dir, scheme_cls, bits, item_shape, 
 
 
 def fit(scheme, x, y=None, *, bits=32, preset=None, epochs=None, batch_size=None, strategy=None, callbacks=None,
-        seed=0, checkpoint_dir=None, verbose="auto", **hyperparameters):
+        seed=0, checkpoint_dir=None, steps_per_epoch=None, verbose="auto", **hyperparameters):
     """Trains a registered hashing scheme and returns a :class:`~tfhash.hasher.Hasher`.
 
     Args:
@@ -255,6 +322,9 @@ def fit(scheme, x, y=None, *, bits=32, preset=None, epochs=None, batch_size=None
             with the same directory resumes from the last saved epoch (model and optimizers' state).
             Resuming with other hyperparameters, seed or batch size is refused; a larger ``epochs``
             continues the run, its learning-rate schedule stretched to the new number of steps.
+        steps_per_epoch: batches per epoch of a ``tf.data.Dataset`` ``x`` (default: one pass over it). Needed
+            for a dataset that never ends (``.repeat()`` without a count), which is refused without it; a
+            finite dataset of unknown size trains one pass per epoch.
         verbose: Keras progress output.
         **hyperparameters: the scheme's constructor arguments (loss weights, network, ...).
     """
@@ -268,18 +338,24 @@ def fit(scheme, x, y=None, *, bits=32, preset=None, epochs=None, batch_size=None
     scheme_cls.check_hyperparameters(hyperparameters, "tfhash.fit")
     hyperparameters = {**settings["hyperparameters"], **hyperparameters}
     scheme_cls.check_values(hyperparameters, bits, "tfhash.fit")  # before any data is read
-    training = {"epochs": epochs, "batch_size": batch_size, "seed": int(seed)}
+    seed = _validation.check_seed(seed)
+    if steps_per_epoch is not None:
+        steps_per_epoch = _validation.check_positive_int(steps_per_epoch, "steps_per_epoch")
+    if checkpoint_dir is not None:
+        checkpoint_dir = check_run_directory(checkpoint_dir, "checkpoint_dir")
+    training = {"epochs": epochs, "batch_size": batch_size, "seed": seed}
     strategy = strategy or tf.distribute.get_strategy()
-    data = _prepare_data(x, y, scheme_cls)
+    data = _prepare_data(x, y, scheme_cls, steps_per_epoch)
     if scheme_cls.needs_labels:
         hyperparameters = {**scheme_cls.settings_from_labels(_training_labels(data), hyperparameters),
                            **hyperparameters}
     keras.utils.set_random_seed(seed)  # before the shuffled dataset and the weights are made
+    keras_steps = steps_per_epoch  # a dataset's own passes end its epochs unless the caller sets a length
     if data.x is not None:
         if data.count < batch_size:
             raise ValueError(f"`x` must hold at least one batch ({batch_size} items), got {data.count}.")
-        steps_per_epoch = data.count // batch_size
-    else:
+        steps_per_epoch = keras_steps = data.count // batch_size
+    elif steps_per_epoch is None:
         cardinality = int(data.dataset.cardinality())
         steps_per_epoch = cardinality if cardinality > 0 else None
     total_steps = steps_per_epoch * epochs if steps_per_epoch else None
@@ -287,9 +363,6 @@ def fit(scheme, x, y=None, *, bits=32, preset=None, epochs=None, batch_size=None
     initial_epoch = 0
     resumed = False
     if checkpoint_dir is not None:
-        checkpoint_dir = os.fspath(checkpoint_dir)
-        if os.path.isfile(checkpoint_dir):
-            raise ValueError(f"`checkpoint_dir` must be a directory, got an existing file {checkpoint_dir!r}.")
         resumed = os.path.isfile(os.path.join(checkpoint_dir, CONFIG_FILE))
         if not resumed and os.path.isdir(checkpoint_dir) and tf.train.latest_checkpoint(checkpoint_dir):
             raise ValueError(f"`checkpoint_dir` {checkpoint_dir!r} holds checkpoints but no {CONFIG_FILE}: it cannot "
@@ -307,8 +380,11 @@ def fit(scheme, x, y=None, *, bits=32, preset=None, epochs=None, batch_size=None
         if data.x is not None:
             model.adapt(data.x, data.y)
         else:
-            model.adapt(data.dataset.map(lambda b: b["x"]),
-                        data.dataset.map(lambda b: b["y"]) if scheme_cls.needs_labels else None)
+            # One epoch's worth of batches: a dataset that never ends would never finish adapting.
+            epoch = data.dataset if keras_steps is None else data.dataset.take(keras_steps)
+            with _image_range_errors():
+                model.adapt(epoch.map(lambda b: b["x"]),
+                            epoch.map(lambda b: b["y"]) if scheme_cls.needs_labels else None)
     hasher = Hasher(model, epoch=max(epochs, initial_epoch), preset=chosen.name, training=training)
 
     guard = _NonFiniteLossGuard()
@@ -328,9 +404,13 @@ def fit(scheme, x, y=None, *, bits=32, preset=None, epochs=None, batch_size=None
         dataset = data.dataset
         if data.x is not None:
             dataset = _epoch_batches(data, scheme_cls, batch_size, seed, initial_epoch, epochs)
-        hasher.history = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch, callbacks=all_callbacks,
-                                   steps_per_epoch=steps_per_epoch if data.x is not None else None, shuffle=False,
-                                   verbose=verbose)
+        with warnings.catch_warnings():
+            # A finite dataset of unknown size ends each epoch by running out, which is expected here.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            with _image_range_errors():
+                hasher.history = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch,
+                                           callbacks=all_callbacks, steps_per_epoch=keras_steps, shuffle=False,
+                                           verbose=verbose)
     if guard.message is not None:
         where = f"; the last good checkpoint is in {checkpoint_dir!r}" if checkpoint_dir else ""
         raise FloatingPointError(f"training stopped: {guard.message}{where}.")

@@ -76,6 +76,7 @@ def serving_outputs(encoder, inputs, threshold):
 def encode_in_batches(serve, x, batch_size, bits):
     """Runs ``serve`` (a numpy batch -> {"codes", "probabilities"}, tensors or arrays) over ``x`` in
     batches; numpy results."""
+    batch_size = _validation.check_positive_int(batch_size, "batch_size")
     parts = [serve(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
     if not parts:
         return {"codes": np.empty((0, codes_lib.num_bytes(bits)), np.uint8),
@@ -367,10 +368,12 @@ class HashingScheme(keras.Model):
 
     def predict_probabilities(self, x, batch_size=256):
         """Continuous codes ``[n, bits]`` (numpy) for items ``x``."""
+        batch_size = _validation.check_positive_int(batch_size, "batch_size")
         return encode_in_batches(self.serving_function(), self.check_inputs(x), batch_size, self.bits)["probabilities"]
 
     def encode(self, x, batch_size=256):
         """Packed uint8 codes ``[n, ceil(bits / 8)]`` in the ``tfhash.codes`` convention."""
+        batch_size = _validation.check_positive_int(batch_size, "batch_size")
         return encode_in_batches(self.serving_function(), self.check_inputs(x), batch_size, self.bits)["codes"]
 
     def encoder_model(self):

@@ -69,6 +69,10 @@ def read_preset_file(path, scheme_cls):
     unknown = sorted(set(values) - set(FILE_KEYS))
     if unknown:
         raise ValueError(f"`preset` file {path!r} has unknown keys {unknown}; known: {list(FILE_KEYS)}.")
+    for key in ("hyperparameters", "per_bits"):
+        if not isinstance(values.get(key, {}), dict):
+            raise ValueError(f"`preset` file {path!r}: {key!r} must be a JSON object ({{\"name\": value, ...}}), "
+                             f"got {type(values[key]).__name__} {values[key]!r}.")
     per_bits = values.get("per_bits", {})
     try:
         per_bits = {int(bits): dict(v) for bits, v in per_bits.items()}
