@@ -17,7 +17,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=find_packages(include=["tfhash", "tfhash.*", "trainers", "trainers.*"]),
+    packages=find_packages(include=["tfhash", "tfhash.*", "trainers", "trainers.*", "export", "export.*"]),
     install_requires=[
         # CPU and GPU: on Linux with an NVIDIA GPU install "tensorflow[and-cuda]==2.21.*" (README).
         "tensorflow==2.21.*",
@@ -34,7 +34,7 @@ setup(
     extras_require={
         "faiss": ["faiss-cpu>=1.8"],
         "tflite": ["ai-edge-litert>=1.2"],
-        "dev": ["pytest>=8", "hypothesis>=6.100", "faiss-cpu>=1.8", "ai-edge-litert>=1.2", "nbclient>=0.10", "nbformat>=5.10",
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6", "faiss-cpu>=1.8", "ai-edge-litert>=1.2", "nbclient>=0.10", "nbformat>=5.10",
                 "ipykernel>=6.29"],
     },
     classifiers=[

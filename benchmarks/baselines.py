@@ -1,6 +1,6 @@
 """Shallow baselines on mnist-10k with the label protocol of the image hashing papers.
 
-    python benchmarks/baselines.py [--bits 16 32 64] [--methods lsh pcah itq sph sh]
+    python -m benchmarks.baselines [--bits 16 32 64] [--methods lsh pcah itq sph sh]
 
 100 queries per class (seed 0), the other 9,000 images are database and training set, pixels in
 [0, 1]. Prints a markdown table (mAP, mAP@1000, precision@1000, precision within radius 2) and ends
@@ -8,14 +8,10 @@ with one JSON line of the figures.
 """
 
 import argparse
-import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import _common  # noqa: E402
-from tfhash import baselines, datasets, evaluation  # noqa: E402
+from benchmarks import _common
+from tfhash import baselines, datasets, evaluation
 
 
 def main():

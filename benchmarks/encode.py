@@ -1,6 +1,6 @@
 """Encoding throughput on mnist-10k: Keras predict, SavedModel signatures, TFLite (float32 / quantised).
 
-    python benchmarks/encode.py [--scheme KEY] [--epochs 1] [--bits 32]
+    python -m benchmarks.encode [--scheme KEY] [--epochs 1] [--bits 32]
 
 A scheme (default: the first registered one) is trained briefly (throughput does not depend on how
 well it hashes), exported, and each path encodes the 10,000 images at batch 256 and the first 1,000
@@ -10,17 +10,14 @@ packing costs. Ends with one JSON line.
 
 import argparse
 import os
-import sys
 import tempfile
 import time
 
 import tensorflow as tf
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import _common  # noqa: E402
-import tfhash  # noqa: E402
-from tfhash import evaluation, export  # noqa: E402
+import tfhash
+from benchmarks import _common
+from tfhash import evaluation, export
 
 
 def best_of(fn, repeats=7):

@@ -1,6 +1,6 @@
 """Evaluation speed: mAP for 1,000 queries against 1,000,000 random 64-bit packed codes.
 
-    python benchmarks/eval_speed.py [--queries 1000] [--database 1000000] [--bits 64] [--naive-queries N]
+    python -m benchmarks.eval_speed [--queries 1000] [--database 1000000] [--bits 64] [--naive-queries N]
 
 Single labels over 10 classes, seed 0. tfhash's mAP is compared in the same run with a
 straightforward implementation (per query: Hamming distances as int64, a stable ``np.argsort``,
@@ -9,17 +9,13 @@ mAP is traced with tracemalloc (numpy allocations included). Ends with one JSON 
 """
 
 import argparse
-import os
-import sys
 import time
 import tracemalloc
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import _common  # noqa: E402
-from tfhash import codes, evaluation, metrics  # noqa: E402
+from benchmarks import _common
+from tfhash import codes, evaluation, metrics
 
 
 def naive_average_precisions(query_codes, database_codes, query_labels, database_labels):

@@ -1,7 +1,7 @@
 """BGAN's neighbourhood graph (Alg. 1): build time and peak memory for many items.
 
-    python benchmarks/graph.py [--items 100000] [--dim 784] [--k1 20] [--k2 30] [--backend auto]
-    python benchmarks/graph.py --data mnist10k      # real images: also the same-class fraction of the lists
+    python -m benchmarks.graph [--items 100000] [--dim 784] [--k1 20] [--k2 30] [--backend auto]
+    python -m benchmarks.graph --data mnist10k      # real images: also the same-class fraction of the lists
 
 Random data: ``--items`` float32 vectors in [0, 1] (784-d by default, the size of MNIST images), drawn
 around 100 random centres so neighbour lists are not arbitrary. Peak memory is the process's maximum
@@ -10,16 +10,12 @@ JSON line.
 """
 
 import argparse
-import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import _common  # noqa: E402
-from tfhash import datasets, evaluation, neighbours  # noqa: E402
+from benchmarks import _common
+from tfhash import datasets, evaluation, neighbours
 
 
 def main():

@@ -1,12 +1,12 @@
 """Retrieval quality of a scheme against the shallow baselines, with settings chosen on validation queries only.
 
-    python benchmarks/retrieval.py --scheme SCHEME --data mnist10k --bits 32 --presets paper vat --seeds 0 1 2
-    python benchmarks/retrieval.py --scheme SCHEME --data fashion10k digits --bits 32 --presets NAME
-    python benchmarks/retrieval.py --scheme SCHEME --data mnist10k --bits 32 --grid weight_entropy=0.05,0.1
-    python benchmarks/retrieval.py --scheme SCHEME --data mnist10k --bits 32 --ablation --seeds 0
-    python benchmarks/retrieval.py --scheme bgan --data mnist10k --bits 32 --compare hashgan --compare-epochs 30
-    python benchmarks/retrieval.py --scheme dshgan --data mnist10k --labelled-per-class 50 --ablation --compare hashgan
-    python benchmarks/retrieval.py --scheme hashgan --data mnist10k fashion10k digits --bits 16 32 64 --deep-baselines
+    python -m benchmarks.retrieval --scheme SCHEME --data mnist10k --bits 32 --presets paper vat --seeds 0 1 2
+    python -m benchmarks.retrieval --scheme SCHEME --data fashion10k digits --bits 32 --presets NAME
+    python -m benchmarks.retrieval --scheme SCHEME --data mnist10k --bits 32 --grid weight_entropy=0.05,0.1
+    python -m benchmarks.retrieval --scheme SCHEME --data mnist10k --bits 32 --ablation --seeds 0
+    python -m benchmarks.retrieval --scheme bgan --data mnist10k --bits 32 --compare hashgan --compare-epochs 30
+    python -m benchmarks.retrieval --scheme dshgan --data mnist10k --labelled-per-class 50 --ablation --compare hashgan
+    python -m benchmarks.retrieval --scheme hashgan --data mnist10k fashion10k digits --bits 16 32 64 --deep-baselines
 
 SCHEME is any key of ``tfhash.schemes.names()``; everything scheme-specific (presets, ablation, the paper's
 protocol and baselines) is read from the scheme's class.
@@ -32,18 +32,14 @@ every run.
 
 import argparse
 import itertools
-import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import _common  # noqa: E402
-import tfhash  # noqa: E402
-from tfhash import baselines, datasets, evaluation, metrics, schemes  # noqa: E402
-from trainers.config import parse_set_flags  # noqa: E402
+import tfhash
+from benchmarks import _common
+from tfhash import baselines, datasets, evaluation, metrics, schemes
+from trainers.config import parse_set_flags
 
 DATA = ("mnist10k", "fashion10k", "fashion70k", "digits", "cifar6k", "gmm100k")
 

@@ -1,6 +1,6 @@
 """Search speed: 1,000 queries, top-100, over 1,000,000 random 64-bit packed codes.
 
-    python benchmarks/search.py [--queries 1000] [--database 1000000] [--bits 64] [--k 100]
+    python -m benchmarks.search [--queries 1000] [--database 1000000] [--bits 64] [--k 100]
 
 tfhash's exact ``HammingIndex`` against Faiss ``IndexBinaryFlat`` in the same run (both exact, ties by
 database index). Reports queries/s (best of --repeats runs), whether the top-k ids are identical, and
@@ -8,16 +8,12 @@ the approximate Faiss backends' recall@k against the exact answer. Ends with one
 """
 
 import argparse
-import os
-import sys
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from benchmarks import _common  # noqa: E402
-from tfhash import evaluation, index  # noqa: E402
+from benchmarks import _common
+from tfhash import evaluation, index
 
 
 def timed_search(idx, queries, k, repeats):
@@ -40,7 +36,7 @@ def main():
     try:
         import faiss
     except ImportError:
-        raise SystemExit('this benchmark needs Faiss: pip install -e ".[faiss]"')
+        raise SystemExit('this benchmark needs Faiss: pip install -e ".[faiss]"') from None
 
     rng = np.random.default_rng(0)
     width = (args.bits + 7) // 8

@@ -21,7 +21,7 @@ if sys.argv[1] != "worker":
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import tfhash  # noqa: E402
-from tests.conftest import scheme_labels  # noqa: E402
+from tests.helpers import scheme_labels  # noqa: E402
 from tests.probe_scheme import LabelIndexProbe, expected_table  # noqa: E402
 
 

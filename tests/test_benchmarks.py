@@ -9,8 +9,10 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tfhash import schemes
+
+pytestmark = pytest.mark.e2e  # benchmark scripts end to end
 
 
 # The deep baselines run through the same script with --deep-baselines in the first scheme's run.
@@ -24,7 +26,7 @@ def test_retrieval_benchmark_runs_and_selects_on_validation(name):
     # Schemes that train on labels: the semi-supervised protocol, a few labelled training items per class.
     labelled = ["--labelled-per-class", "3"] if schemes.get(name).needs_labels else []
     result = subprocess.run(
-        [sys.executable, os.path.join("benchmarks", "retrieval.py"), "--scheme", name, "--data", "digits",
+        [sys.executable, "-m", "benchmarks.retrieval", "--scheme", name, "--data", "digits",
          "--bits", "8", "--seeds", *map(str, seeds), "--epochs", "1", "--presets", *presets, *compare, *labelled],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})

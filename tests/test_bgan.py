@@ -75,6 +75,7 @@ def test_graph_features_from_an_array_or_a_model_and_their_checks():
             tfhash.fit("bgan", x, bits=8, epochs=1, batch_size=32, verbose=0, **settings)
 
 
+@pytest.mark.e2e
 def test_resume_rebuilds_the_graph_and_refuses_other_graph_features(tmp_path):
     x, y = _images()
     perfect = np.eye(2, dtype=np.float32)[y] + 0.01 * np.arange(96, dtype=np.float32)[:, None] / 96

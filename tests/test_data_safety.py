@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import tfhash
-from tests.conftest import ROOT
 from tfhash import schemes
 
 
@@ -111,6 +110,7 @@ def _truncate(path):
         f.truncate(size // 2)
 
 
+@pytest.mark.e2e
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_previous_one(trained, tmp_path):
     _, _, x = trained
     run = _two_epoch_run(x, tmp_path / "run")
@@ -191,12 +191,13 @@ def test_export_refuses_the_working_directory_its_ancestors_home_and_root(traine
     assert sorted(os.listdir(home)) == ["notes.txt", "project"]  # no temporary directory left either
 
 
+@pytest.mark.e2e
 def test_export_command_with_an_empty_output_exits_non_zero_and_writes_nothing(trained, tmp_path, monkeypatch):
     hasher, run, _ = trained
     project = tmp_path / "project"
     project.mkdir()
     (project / "thesis.txt").write_text("keep me")
-    env = {**os.environ, "PYTHONPATH": ROOT, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}  # the installed command, from the user's directory
     result = subprocess.run([sys.executable, "-m", "export.export_model", f"--checkpoint_dir={run}",
                              "--format=saved_model", "--output="], cwd=project, env=env,
                             capture_output=True, text=True, timeout=300)

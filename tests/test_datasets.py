@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from tests.conftest import MNIST_10K, needs_mnist
+from tests.helpers import MNIST_10K, needs_mnist
 from tfhash import datasets
 
 

@@ -10,8 +10,10 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tfhash import schemes
+
+pytestmark = pytest.mark.e2e  # two logical devices and two worker processes
 
 HELPER = os.path.join(ROOT, "tests", "distributed_helper.py")
 
@@ -60,7 +62,6 @@ def _free_ports(count):
     return ports
 
 
-@pytest.mark.slow
 def test_multi_worker_mirrored_strategy_two_workers_on_loopback(tmp_path):
     ports = _free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}

@@ -61,6 +61,7 @@ def test_labels_are_checked_before_anything_is_built(monkeypatch):
         tfhash.fit("dshgan", x, _labels(), bits=8, shared_init="discriminator", use_generator=False)
 
 
+@pytest.mark.e2e
 def test_one_fit_trains_both_stages_and_resumes_in_the_stage_it_stopped_in(tmp_path):
     x, y = _data(), _labels()
     settings = dict(bits=8, preset="semi", epochs=4, batch_size=16, seed=3, generator_epochs=2, verbose=0)

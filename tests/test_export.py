@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 import tfhash
-from tests.conftest import MNIST_10K, ROOT
+from tests.helpers import MNIST_10K, ROOT
 from tfhash import codes, export, metrics
 
 
@@ -34,6 +34,7 @@ np.save(sys.argv[3], hasher.encode(np.load(sys.argv[2])))
 """
 
 
+@pytest.mark.e2e
 def test_saved_model_codes_are_bit_identical_in_a_fresh_process(trained, tmp_path):
     hasher, split = trained
     path = hasher.export(str(tmp_path / "encoder"))
@@ -154,6 +155,7 @@ def test_interrupted_export_leaves_nothing_at_the_target(trained, tmp_path, monk
     assert sorted(os.listdir(tmp_path)) == ["encoder"]
 
 
+@pytest.mark.e2e
 def test_export_command_line(trained, tmp_path):
     hasher, split = trained
     ckpt = str(tmp_path / "ckpt")

@@ -65,6 +65,7 @@ def _interrupt_at(epoch_to_stop, batch_to_stop):
     return Interrupt()
 
 
+@pytest.mark.e2e
 def test_interrupted_run_resumes_with_model_and_both_optimizers(tmp_path):
     x = _data()
     ckpt = str(tmp_path / "run")
@@ -123,8 +124,9 @@ def test_vat_preset_sets_the_adversarial_transform():
     assert hasher.preset == "vat"
 
 
+@pytest.mark.e2e
 def test_hashgan_conv_pair_on_real_cifar10_images():
-    from tests.conftest import SHARED_DATA
+    from tests.helpers import SHARED_DATA
 
     path = os.path.join(SHARED_DATA, "cifar10-200", "cifar10_train_first200.npz")
     if not os.path.isfile(path):

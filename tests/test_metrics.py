@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tests.conftest import pack_rows
+from tests.helpers import pack_rows
 from tfhash import codes, metrics
 
 # One query 0000 and four database codes. Distances from the query: idx0 1, idx1 0, idx2 2, idx3 1.

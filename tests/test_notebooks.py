@@ -5,7 +5,9 @@ import os
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.e2e  # runs a notebook in a kernel
 
 NOTEBOOKS = ("quickstart.ipynb", "hashgan_tfds.ipynb", "export_serving.ipynb")
 

@@ -1,12 +1,14 @@
+import inspect
 import os
 import re
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 import tfhash
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 
 
 def test_public_api_is_pinned():
@@ -28,9 +30,13 @@ def test_readme_quickstart_has_two_commands_and_ci_runs_the_test_one():
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
         ci = f.read()
     test_command = commands[1].replace("pip install", "python3 -m pip install").replace("python -m pytest", "python3 -m pytest")
-    assert test_command in ci
+    assert test_command.replace("python3 -m pytest", "tier python3 -m pytest") in ci
+    tiers = re.search(r"two tiers; CI runs both:\n\n```bash\n(.*?)```", _readme(), re.S).group(1)
+    for line in tiers.splitlines():  # each tier's command, as the README shows it, is run by CI
+        assert "tier " + line.split("#")[0].strip().replace("python -m", "python3 -m") in ci, line
 
 
+@pytest.mark.e2e
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", _readme(), re.S)
     assert len(blocks) == 6
@@ -58,10 +64,11 @@ def test_readme_python_blocks_run(tmp_path, monkeypatch):
     assert namespace["on_device"].bits == 32
 
 
+@pytest.mark.e2e
 def test_benchmark_scripts_end_with_a_json_line():
     import json
 
-    result = subprocess.run([sys.executable, "benchmarks/eval_speed.py", "--queries", "20", "--database", "5000"],
+    result = subprocess.run([sys.executable, "-m", "benchmarks.eval_speed", "--queries", "20", "--database", "5000"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     figures = json.loads(result.stdout.strip().splitlines()[-1])
@@ -79,3 +86,17 @@ def test_every_guarantee_in_the_readme_names_a_test_that_exists():
     for module, name in named:
         with open(os.path.join(ROOT, module), encoding="utf-8") as f:
             assert f"def {name}(" in f.read(), f"{module}::{name}"
+
+
+def test_the_one_private_keras_method_overridden_is_still_called_by_keras():
+    # HashingScheme._maybe_symbolic_build replaces Keras's; a rename upstream would silently bypass it.
+    from keras.src.backend.tensorflow.trainer import TensorFlowTrainer
+
+    assert list(inspect.signature(TensorFlowTrainer._maybe_symbolic_build).parameters) == [
+        "self", "iterator", "data_batch"]
+    assert "_maybe_symbolic_build(" in inspect.getsource(TensorFlowTrainer.fit)
+    private = re.compile(r"_maybe_symbolic_build|_in_multi_worker_mode|object\.__setattr__")
+    found = {os.path.relpath(os.path.join(folder, name), ROOT)
+             for folder, _, names in os.walk(os.path.join(ROOT, "tfhash")) for name in names
+             if name.endswith(".py") and private.search(open(os.path.join(folder, name), encoding="utf-8").read())}
+    assert found == {os.path.join("tfhash", "schemes", "base.py")}

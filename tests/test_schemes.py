@@ -2,14 +2,16 @@
 
 Scheme-specific tests live in ``test_<scheme>.py``."""
 
+import random
 
+import keras
 import numpy as np
 import pytest
 
 import tfhash
+from tests.helpers import scheme_labels
 from tfhash import schemes
 from tfhash.schemes import base
-from tests.conftest import scheme_labels
 
 SCHEMES = schemes.names()
 
@@ -137,3 +139,22 @@ def test_input_values_follow_the_input_kind(name):
     else:  # raw feature values of any scale are features, not pixels
         hasher = _fit(name, x * 255.0, bits=8, epochs=1, batch_size=16, verbose=0)
         assert hasher.encode(x * 255.0).shape == (64, 1)
+
+
+def test_constructing_a_scheme_or_loading_a_hasher_leaves_the_callers_random_state_alone(tmp_path):
+    run = tmp_path / "run"
+    tfhash.fit("sigah", _data("sigah", n=16), bits=4, epochs=1, batch_size=8, verbose=0, checkpoint_dir=str(run))
+
+    def draws():
+        return random.random(), float(np.random.rand()), keras.random.uniform((2,)).numpy().tolist()
+
+    keras.utils.set_random_seed(123)
+    expected = draws()
+    builds = [lambda name=name: _build(name, bits=8, seed=7) for name in SCHEMES]
+    for build in builds + [lambda: tfhash.Hasher.load(str(run))]:
+        keras.utils.set_random_seed(123)
+        build()
+        assert draws() == expected
+    first, second = _build(SCHEMES[0], bits=8, seed=7), _build(SCHEMES[0], bits=8, seed=7)
+    for a, b in zip(first.weights, second.weights):  # still one seed, one set of initial weights
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -14,10 +14,12 @@ from absl import flags
 from absl.testing import flagsaver
 from tensorboard.backend.event_processing import event_accumulator
 
-from tests.conftest import ROOT
+from tests.helpers import ROOT
 from tfhash import datasets, schemes
 from trainers import config as run_config
 from trainers import train
+
+pytestmark = pytest.mark.e2e  # trainer subprocesses, signals, multi-worker
 
 ENV = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
 
@@ -256,7 +258,6 @@ def test_semi_supervised_run_keeps_a_few_labels_and_shows_generated_images(tmp_p
     assert {"samples/generated", "loss/triplet", "loss/stage"} <= tags
 
 
-@pytest.mark.slow
 def test_multi_worker_run_writes_outputs_from_the_chief_only(tmp_path):
     import socket
 

@@ -10,10 +10,23 @@ trained scheme), ``training`` (``fit``), ``export`` (SavedModel / TF Serving / T
 and returns a ``Hasher``; ``load`` reads an export back.
 """
 
+from tfhash import (  # noqa: E402  # noqa: E402
+           baselines,
+           codes,
+           datasets,
+           evaluation,
+           export,
+           hasher,
+           index,
+           losses,
+           metrics,
+           neighbours,
+           schemes,
+           serving,
+           summaries,
+           training,
+)
 from tfhash._version import __version__
-
-from tfhash import baselines, codes, datasets, evaluation, index, losses, metrics, neighbours, schemes  # noqa: E402
-from tfhash import export, hasher, serving, summaries, training  # noqa: E402
 from tfhash.hasher import Hasher  # noqa: E402
 from tfhash.serving import load  # noqa: E402
 from tfhash.training import fit  # noqa: E402

@@ -18,7 +18,7 @@ def honour_umask(path):
     """Gives ``path`` (a file, or a directory tree) the modes a plain ``open`` / ``mkdir`` would have given it."""
     mask = current_umask()
     if os.path.isdir(path):
-        for root, directories, files in os.walk(path):
+        for root, _, files in os.walk(path):
             os.chmod(root, 0o777 & ~mask)
             for name in files:
                 os.chmod(os.path.join(root, name), 0o666 & ~mask)

@@ -9,8 +9,7 @@ import tensorflow as tf
 
 from tfhash import _validation
 from tfhash.codes import num_bytes
-from tfhash.export import (METADATA_FILE, SERVING_SIGNATURE, TFLITE_MAGIC, is_tflite, read_metadata,  # noqa: F401
-                           read_tflite_metadata)
+from tfhash.export import METADATA_FILE, SERVING_SIGNATURE, TFLITE_MAGIC, is_tflite, read_metadata, read_tflite_metadata  # noqa: F401
 from tfhash.hasher import BaseHasher
 from tfhash.schemes.base import check_items, encode_in_batches
 

@@ -36,9 +36,11 @@ def get(name):
     return _REGISTRY[key]
 
 
-from tfhash.schemes import bgan  # noqa: E402,F401  (registers "bgan")
-from tfhash.schemes import cibhash  # noqa: E402,F401  (registers "cibhash")
-from tfhash.schemes import dshgan  # noqa: E402,F401  (registers "dshgan")
-from tfhash.schemes import greedyhash  # noqa: E402,F401  (registers "greedyhash")
-from tfhash.schemes import hashgan  # noqa: E402,F401  (registers "hashgan")
-from tfhash.schemes import sigah  # noqa: E402,F401  (registers "sigah")
+from tfhash.schemes import (
+    bgan,  # noqa: E402,F401  (registers "bgan")
+    cibhash,  # noqa: E402,F401  (registers "cibhash")
+    dshgan,  # noqa: E402,F401  (registers "dshgan")
+    greedyhash,  # noqa: E402,F401  (registers "greedyhash")
+    hashgan,  # noqa: E402,F401  (registers "hashgan")
+    sigah,  # noqa: E402,F401  (registers "sigah")
+)

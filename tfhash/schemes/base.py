@@ -19,7 +19,10 @@ Constructor arguments are attributes of the same name and make up ``get_config()
 so ``from_config(get_config())`` rebuilds the same architecture.
 """
 
+import contextlib
+import functools
 import inspect
+import random
 
 import keras
 import numpy as np
@@ -27,7 +30,6 @@ import tensorflow as tf
 
 from tfhash import _validation
 from tfhash import codes as codes_lib
-
 
 INPUT_KINDS = ("images", "features")
 IMAGE_RANGE_TOLERANCE = 1e-6
@@ -96,9 +98,28 @@ def item_chunks(x, chunk_size=65536):
 
 
 def _multi_worker(strategy):
-    extended = getattr(strategy, "extended", None)
-    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-            and bool(getattr(extended, "_in_multi_worker_mode", lambda: False)()))
+    """True under a MultiWorkerMirroredStrategy whose cluster has more than one task."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return False
+    tasks = strategy.cluster_resolver.cluster_spec().as_dict()
+    return sum(len(addresses) for addresses in tasks.values()) > 1
+
+
+@contextlib.contextmanager
+def _seeded_random_state(seed):
+    """Python's and numpy's global generators seeded with ``seed`` inside, restored to the caller's state after.
+
+    Keras draws its initializers' seeds from Python's generator, so the networks built inside follow
+    ``seed`` while the caller's random streams go on as if nothing had been drawn.
+    """
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 class HashingScheme(keras.Model):
@@ -156,8 +177,8 @@ class HashingScheme(keras.Model):
         self.seed = int(seed)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
         self.scheme_optimizers = {}
-        keras.utils.set_random_seed(self.seed)  # weight initialisation follows the seed
-        self._build_networks()
+        with _seeded_random_state(self.seed):  # weight initialisation follows the seed
+            self._build_networks()
         self.built = True  # every variable exists now; Keras must not build the model from a batch (a dict)
 
     # --- configuration -------------------------------------------------------------------------
@@ -258,9 +279,13 @@ class HashingScheme(keras.Model):
             self.scheme_optimizers[player] = optimizer
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        # Keras builds a model from its first batch when it is not built; every variable of a scheme exists
-        # after __init__ and compile, so there is nothing to build. Keras would first reduce that batch across
-        # replicas, which fails for dict batches under MultiWorkerMirroredStrategy.
+        # The one private Keras method overridden here (pinned by tests/test_package.py, which fails when
+        # Keras renames it). Under a strategy, Keras's TensorFlow trainer takes the first batch off the
+        # iterator and reduces it across replicas to build the model symbolically, even when every layer is
+        # built; that fails for dict batches under MultiWorkerMirroredStrategy. Every variable of a scheme
+        # exists after __init__ and compile, so there is nothing to build. Keras has no public switch for
+        # it; related upstream reports: keras-team/keras#20394 (the batch taken by the symbolic build) and
+        # keras-team/keras#21800 (distributed build of models whose steps reshape their inputs).
         return None
 
     @property
@@ -357,14 +382,14 @@ class HashingScheme(keras.Model):
         The export saves the same computation (:func:`serving_outputs`), so in-memory and exported
         codes are bit-identical; eager Keras calls differ from the saved graph by float rounding.
         """
-        cached = self.__dict__.get("_serving_cache")
-        if cached is None:
-            encoder = self.encoder_model()
-            spec = tf.TensorSpec([None] + list(self.item_shape), tf.float32, name="inputs")
-            cached = tf.function(lambda inputs: serving_outputs(encoder, inputs, self.threshold),
-                                 input_signature=[spec])
-            object.__setattr__(self, "_serving_cache", cached)  # untracked, like the encoder model
-        return cached
+        return self._serving_function
+
+    @functools.cached_property
+    def _serving_function(self):
+        # cached_property writes the instance __dict__ directly: Keras does not track it, like the encoder.
+        encoder = self.encoder_model()
+        spec = tf.TensorSpec([None] + list(self.item_shape), tf.float32, name="inputs")
+        return tf.function(lambda inputs: serving_outputs(encoder, inputs, self.threshold), input_signature=[spec])
 
     def predict_probabilities(self, x, batch_size=256):
         """Continuous codes ``[n, bits]`` (numpy) for items ``x``."""
@@ -381,13 +406,14 @@ class HashingScheme(keras.Model):
 
         It shares the scheme's layers, never includes the adversarial players.
         """
-        cached = self.__dict__.get("_encoder_cache")
-        if cached is None:
-            inputs = keras.Input(shape=self.item_shape, name="inputs")
-            cached = keras.Model(inputs, self.encode_graph(inputs), name=f"{self.key}_encoder")
-            # Not tracked: it holds no variables of its own, only the scheme's layers.
-            object.__setattr__(self, "_encoder_cache", cached)
-        return cached
+        return self._encoder_model
+
+    @functools.cached_property
+    def _encoder_model(self):
+        # Not tracked by Keras (cached_property bypasses its __setattr__): it holds no variables of its own,
+        # only the scheme's layers.
+        inputs = keras.Input(shape=self.item_shape, name="inputs")
+        return keras.Model(inputs, self.encode_graph(inputs), name=f"{self.key}_encoder")
 
     def encode_graph(self, inputs):
         """Continuous code of ``inputs`` at inference (no noise); used by ``call`` and the export."""

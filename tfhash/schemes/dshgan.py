@@ -42,8 +42,7 @@ import tensorflow as tf
 
 from tfhash import _validation, losses
 from tfhash.schemes import register
-from tfhash.schemes.backbones import (build_backbone, check_backbone, default_backbone, describe_backbone,
-                                      is_small_image)
+from tfhash.schemes.backbones import build_backbone, check_backbone, default_backbone, describe_backbone, is_small_image
 from tfhash.schemes.base import HashingScheme
 from tfhash.schemes.presets import Preset, named
 
