@@ -122,6 +122,25 @@ def _seeded_random_state(seed):
         np.random.set_state(numpy_state)
 
 
+class StepContext:
+    """What a training step needs to know of the distribution, for this replica's share of the batch.
+
+    Attributes:
+        replicas: replicas in sync (1 without a strategy).
+        local_batch: items on this replica.
+        global_batch: items over all replicas (equal shares: ``tfhash.fit`` drops the incomplete batch).
+    """
+
+    def __init__(self, local_batch):
+        self.replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        self.local_batch = local_batch
+        self.global_batch = local_batch * self.replicas
+
+    def average(self, per_example):
+        """Mean over the global batch of per-example values; the optimizer sums the replicas' gradients."""
+        return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
+
+
 class HashingScheme(keras.Model):
     """Base class of the hashing schemes (a ``keras.Model``): the adversarial ones and the deep baselines.
 
@@ -301,6 +320,16 @@ class HashingScheme(keras.Model):
             # (tensorflow/tensorflow#72388); a length-1 vector reduces to the scalar it should be.
             logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
         return logs
+
+    @staticmethod
+    def step_context(x):
+        """The distribution facts of a training step on this replica's items ``x`` (:class:`StepContext`)."""
+        return StepContext(tf.shape(x)[0])
+
+    def code_statistics(self, outputs):
+        """The bit-frequency logs every scheme reports: the least and most frequent bit over the global batch."""
+        frequencies = self.global_batch_mean(tf.cast(outputs >= self.threshold, tf.float32))
+        return {"bit_freq_min": tf.reduce_min(frequencies), "bit_freq_max": tf.reduce_max(frequencies)}
 
     @staticmethod
     def global_batch_mean(local_values):

@@ -354,18 +354,14 @@ class BGAN(HashingScheme):
             raise ValueError("bgan needs its neighbourhood graph: train it with tfhash.fit (which calls adapt).")
         x = tf.cast(x, tf.float32)
         index = tf.cast(index, tf.int64)
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync
-        local_batch = tf.shape(x)[0]
-        global_batch = local_batch * replicas
+        step_context = self.step_context(x)
+        local_batch, global_batch, average = step_context.local_batch, step_context.global_batch, step_context.average
+        context = tf.distribute.get_replica_context()  # the whole global batch's codes and indices, below
         optimizers = self.scheme_optimizers
         step = optimizers["encoder"].iterations
         beta = self._beta(step)
         content_on, adversarial_on = self.weight_content > 0, self.weight_adversarial > 0
         train_generator = content_on or adversarial_on
-
-        def average(per_example):  # mean over the global batch, summed across replicas by the optimizer
-            return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
         # 1. Encoder + hash layer (Eq. 18, 21): l_N + lambda1 l_C.
         with tf.GradientTape(persistent=True) as tape:
@@ -418,13 +414,11 @@ class BGAN(HashingScheme):
             variables = self.players()["discriminator"]
             optimizers["discriminator"].apply(tape.gradient(total, variables), variables)
 
-        frequencies = self.global_batch_mean(tf.cast(codes >= self.threshold, tf.float32))
         saturation = self.global_batch_mean(tf.cast(tf.abs(codes) >= 0.99, tf.float32))
         return self._update_trackers({
             # Each replica's share counts every pair twice (see losses.neighbour_structure): halve the sum.
-            "neighbour": neighbour_loss * tf.cast(replicas, tf.float32) / 2.0,
+            "neighbour": neighbour_loss * tf.cast(step_context.replicas, tf.float32) / 2.0,
             "content": tf.reduce_mean(content), "d_loss": tf.reduce_mean(d_loss),
             "g_adversarial": tf.reduce_mean(g_adversarial), "beta": beta,
-            "saturation": tf.reduce_mean(saturation),
-            "bit_freq_min": tf.reduce_min(frequencies), "bit_freq_max": tf.reduce_max(frequencies),
+            "saturation": tf.reduce_mean(saturation), **self.code_statistics(codes),
         })

@@ -140,9 +140,7 @@ class CIBHash(HashingScheme):
     def train_step(self, data):
         x, _, _ = self.unpack_batch(data)  # unsupervised: labels are never used
         x = tf.cast(x, tf.float32)
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync
-        global_batch = tf.shape(x)[0] * replicas
+        step_context = self.step_context(x)
         optimizer = self.scheme_optimizers["encoder"]
         step = optimizer.iterations
         view_a = augment.augment(x, self._stateless_seed(step, 1), self.view_policy, draw=self.batch_random)
@@ -159,13 +157,11 @@ class CIBHash(HashingScheme):
                                                         self.temperature))
             kl = (losses.bernoulli_kl(probabilities_a, tf.stop_gradient(probabilities_b))
                   + losses.bernoulli_kl(probabilities_b, tf.stop_gradient(probabilities_a))) / 2.0
-            kl_loss = tf.nn.compute_average_loss(kl, global_batch_size=global_batch)
+            kl_loss = step_context.average(kl)
             loss = contrastive + self.weight_kl * kl_loss
         optimizer.apply(tape.gradient(loss, variables), variables)
 
-        frequencies = self.global_batch_mean(tf.cast(probabilities_a >= self.threshold, tf.float32))
         return self._update_trackers({
-            "loss": contrastive + self.weight_kl * kl_loss * tf.cast(replicas, tf.float32),
-            "contrastive": contrastive, "kl": tf.reduce_mean(kl),
-            "bit_freq_min": tf.reduce_min(frequencies), "bit_freq_max": tf.reduce_max(frequencies),
+            "loss": contrastive + self.weight_kl * kl_loss * tf.cast(step_context.replicas, tf.float32),
+            "contrastive": contrastive, "kl": tf.reduce_mean(kl), **self.code_statistics(probabilities_a),
         })

@@ -529,8 +529,7 @@ class DSHGAN(HashingScheme):
             g_value = g_loss
         del tape
         optimizer.apply(gradients, self.players()["shared"])
-        hard = self.global_batch_mean(tf.cast(codes[0] >= self.threshold, tf.float32))
         active = tf.cast(ranking[0] > 0, tf.float32)
         return {"d_loss": tf.constant(0.0), "g_loss": g_value, "triplet": triplet, "adversarial": adversarial,
                 "classification": classification, "active_triplets": self._average_over(active, valid),
-                "bit_freq_min": tf.reduce_min(hard), "bit_freq_max": tf.reduce_max(hard)}
+                **self.code_statistics(codes[0])}

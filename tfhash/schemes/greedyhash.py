@@ -135,8 +135,7 @@ class GreedyHash(HashingScheme):
     def train_step(self, data):
         x, _, _ = self.unpack_batch(data)  # unsupervised: labels are never used
         x = tf.cast(x, tf.float32)
-        context = tf.distribute.get_replica_context()
-        global_batch = tf.shape(x)[0] * context.num_replicas_in_sync
+        step_context = self.step_context(x)
         variables = self.players()["encoder"]
         with tf.GradientTape() as tape:
             features = self.feature_network(x)
@@ -147,16 +146,14 @@ class GreedyHash(HashingScheme):
             else:
                 targets = tf.stop_gradient(features)
             all_codes, all_targets = self.global_rows(codes), self.global_rows(targets)
-            half = global_batch // 2
+            half = step_context.global_batch // 2
             structure = tf.reduce_mean(losses.cosine_structure(all_codes[:half], all_codes[half:2 * half],
                                                                all_targets[:half], all_targets[half:2 * half]))
             penalty = losses.cubic_penalty(outputs)
-            loss = structure + self.weight_penalty * tf.nn.compute_average_loss(penalty, global_batch_size=global_batch)
+            loss = structure + self.weight_penalty * step_context.average(penalty)
         self.scheme_optimizers["encoder"].apply(tape.gradient(loss, variables), variables)
 
-        frequencies = self.global_batch_mean(tf.cast(outputs >= self.threshold, tf.float32))
         return self._update_trackers({
             "loss": structure + self.weight_penalty * tf.reduce_mean(penalty), "structure": structure,
-            "penalty": tf.reduce_mean(penalty),
-            "bit_freq_min": tf.reduce_min(frequencies), "bit_freq_max": tf.reduce_max(frequencies),
+            "penalty": tf.reduce_mean(penalty), **self.code_statistics(outputs),
         })

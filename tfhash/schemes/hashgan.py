@@ -360,18 +360,13 @@ class HashGAN(HashingScheme):
     def train_step(self, data):
         x, _, _ = self.unpack_batch(data)  # unsupervised: labels are never used
         x = tf.cast(x, tf.float32)
-        context = tf.distribute.get_replica_context()
-        replicas = context.num_replicas_in_sync
-        local_batch = tf.shape(x)[0]
-        global_batch = local_batch * replicas
+        step_context = self.step_context(x)
+        local_batch, average = step_context.local_batch, step_context.average
         d_optimizer = self.scheme_optimizers["discriminator"]
         g_optimizer = self.scheme_optimizers["generator"]
         step = d_optimizer.iterations
         warmup_steps = int(self.warmup_fraction * self.total_steps) if getattr(self, "total_steps", None) else 0
         warm = tf.cast(step >= warmup_steps, tf.float32)
-
-        def average(per_example):  # mean over the global batch, summed across replicas by the optimizer
-            return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
         # 1. D/E step.
         noise, target_bits = self._sample_generator_inputs(local_batch, self._stateless_seed(step, 1))
@@ -393,7 +388,7 @@ class HashGAN(HashingScheme):
             collaborative = losses.collaborative(fake_codes, target_bits)
             hashing = (self.weight_entropy * average(entropy) + self.weight_frequency * balance
                        + self.weight_consistency * average(consistency)
-                       + self.weight_independence * independence / replicas)
+                       + self.weight_independence * independence / step_context.replicas)
             total = (self.weight_adversarial * average(adversarial)
                      + warm * (hashing + self.weight_collaborative * average(collaborative)))
         variables = self.players()["discriminator"]
@@ -411,11 +406,8 @@ class HashGAN(HashingScheme):
             variables = self.players()["generator"]
             g_optimizer.apply(tape.gradient(g_loss, variables), variables)
 
-        # Frequencies of the binary codes, over the global batch.
-        hard_frequencies = self.global_batch_mean(tf.cast(real_codes >= self.threshold, tf.float32))
         return self._update_trackers({
             "d_loss": tf.reduce_mean(adversarial), "g_loss": g_loss, "entropy": tf.reduce_mean(entropy),
             "balance": balance, "consistency": tf.reduce_mean(consistency), "independence": independence,
-            "collab": tf.reduce_mean(collaborative),
-            "bit_freq_min": tf.reduce_min(hard_frequencies), "bit_freq_max": tf.reduce_max(hard_frequencies),
+            "collab": tf.reduce_mean(collaborative), **self.code_statistics(real_codes),
         })

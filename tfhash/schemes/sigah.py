@@ -311,11 +311,8 @@ class SiGAH(HashingScheme):
     def train_step(self, data):
         x, _, _ = self.unpack_batch(data)  # unsupervised: labels are never used
         x = self.standardizer(x)
-        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        global_batch = tf.shape(x)[0] * replicas
-
-        def average(per_example):
-            return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+        step_context = self.step_context(x)
+        replicas, average = step_context.replicas, step_context.average
 
         similarity = losses.heat_kernel_similarity(x, self.graph_sigma) if self.weight_graph > 0 else None
         with tf.GradientTape() as tape:
@@ -358,11 +355,10 @@ class SiGAH(HashingScheme):
         self.scheme_optimizers["hash_function"].apply(gradients[:len(hash_variables)], hash_variables)
         self.scheme_optimizers["generator"].apply(gradients[len(hash_variables):], generator_variables)
 
-        frequencies = self.global_batch_mean(tf.cast(codes >= self.threshold, tf.float32))
         return self._update_trackers({
             "d_loss": tf.reduce_mean(d_per_item), "g_loss": g_loss * replicas,
             "reconstruction": tf.reduce_mean(reconstruction_error), "quantization": tf.reduce_mean(quantization),
             "sparsity": tf.reduce_mean(sparsity), "graph": graph,
             "energy_real": tf.reduce_mean(energy_real), "energy_fake": tf.reduce_mean(energy_fake),
-            "bit_freq_min": tf.reduce_min(frequencies), "bit_freq_max": tf.reduce_max(frequencies),
+            **self.code_statistics(codes),
         })
