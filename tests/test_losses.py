@@ -201,3 +201,11 @@ def test_cosine_structure_and_cubic_penalty_known_answers():
     np.testing.assert_allclose(losses.cosine_structure(codes_a, codes_b, targets_a, targets_b).numpy(), [1.0, 1.0],
                                atol=1e-6)
     np.testing.assert_allclose(losses.cubic_penalty(tf.constant([[1.0, -1.0], [0.0, 3.0]])).numpy(), [0.0, 4.5])
+
+
+def test_generator_adversarial_minimax_and_non_saturating_known_answers():
+    logits = tf.constant([[0.0], [np.log(3.0)]])  # D(G(z)) = 0.5 and 0.75
+    np.testing.assert_allclose(losses.generator_adversarial(logits, "minimax").numpy(),
+                               [np.log(0.5), np.log(0.25)], rtol=1e-6)  # log(1 - D)
+    np.testing.assert_allclose(losses.generator_adversarial(logits, "non_saturating").numpy(),
+                               [-np.log(0.5), -np.log(0.75)], rtol=1e-6)  # -log D

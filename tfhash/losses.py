@@ -190,6 +190,20 @@ def binary_cross_entropy_logits(logits, target):
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=-1)
 
 
+GENERATOR_LOSSES = ("minimax", "non_saturating")
+
+
+def generator_adversarial(fake_logits, kind):
+    """A generator's adversarial loss on the discriminator's logits for its fakes. ``[batch]``.
+
+    ``"minimax"``: minimise log(1 - D(G(z))), the objective as GAN papers write it; ``"non_saturating"``:
+    minimise -log D(G(z)), which keeps the gradient alive when D rejects the fakes (Goodfellow et al. 2014).
+    """
+    if kind == "minimax":
+        return -binary_cross_entropy_logits(fake_logits, 0.0)
+    return binary_cross_entropy_logits(fake_logits, 1.0)
+
+
 def triplet_ranking(anchor, positive, negative, margin=1.0):
     """Eq. 3 of DSH-GANs: max(0, margin - ||a - n||^2 + ||a - p||^2), Hamming distance relaxed to squared L2.
     ``[batch]``."""

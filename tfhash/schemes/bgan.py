@@ -35,13 +35,10 @@ from tfhash import _validation, losses, neighbours
 from tfhash import codes as codes_lib
 from tfhash.schemes import register
 from tfhash.schemes.base import HashingScheme
-from tfhash.schemes.hashgan import batch_norm
+from tfhash.schemes.layers import NETWORKS, OPTIMIZERS, batch_norm, choose_network
 from tfhash.schemes.presets import Preset, named
 
 ACTIVATIONS = ("app", "tanh")
-GENERATOR_LOSSES = ("minimax", "non_saturating")
-OPTIMIZERS = ("sgd", "adam")
-NETWORKS = ("auto", "mlp", "conv")
 GRAPH_FEATURE_KINDS = ("pixels", "pca")
 PCA_COMPONENTS = 128
 
@@ -55,20 +52,6 @@ def describe_graph_features(value):
     array = np.ascontiguousarray(value)
     digest = hashlib.sha1(array.view(np.uint8).ravel()[: 1 << 24]).hexdigest()[:12]
     return f"array {list(array.shape)} {array.dtype} sha1:{digest}"
-
-
-def _is_conv_shape(shape):
-    return len(shape) == 3 and shape[0] == shape[1] == 32 and shape[2] in (1, 3)
-
-
-def choose_network(item_shape, network="auto"):
-    """``"conv"`` for 32x32 images (colour by default), else ``"mlp"``."""
-    shape = tuple(item_shape)
-    if network == "conv" and not _is_conv_shape(shape):
-        raise ValueError(f"`x` items must be 32x32 images ([n, 32, 32, 1 or 3]) for network='conv', got {shape}.")
-    if network == "auto":
-        return "conv" if shape == (32, 32, 3) else "mlp"
-    return network
 
 
 @register("bgan")
@@ -167,7 +150,7 @@ class BGAN(HashingScheme):
         self.positive_weight = _validation.check_non_negative_number(positive_weight, "positive_weight")
         self.weight_content = _validation.check_non_negative_number(weight_content, "weight_content")
         self.weight_adversarial = _validation.check_non_negative_number(weight_adversarial, "weight_adversarial")
-        self.generator_loss = _validation.check_choice(generator_loss, "generator_loss", GENERATOR_LOSSES)
+        self.generator_loss = _validation.check_choice(generator_loss, "generator_loss", losses.GENERATOR_LOSSES)
         self.optimizer_type = _validation.check_choice(optimizer_type, "optimizer_type", OPTIMIZERS)
         self.learning_rate = _validation.check_non_negative_number(learning_rate, "learning_rate")
         self.momentum = _validation.check_non_negative_number(momentum, "momentum")
@@ -197,7 +180,7 @@ class BGAN(HashingScheme):
 
     def _build_networks(self):
         shape = self.item_shape
-        self.network_kind = choose_network(shape, self.network)
+        self.network_kind = choose_network(shape, self.network, scheme="BGAN")
         size = int(np.prod(shape))
         spatial = len(shape) in (2, 3)
         channels = shape[-1] if len(shape) == 3 else 1
@@ -389,10 +372,8 @@ class BGAN(HashingScheme):
             g_adversarial = tf.zeros([local_batch])
             if adversarial_on:
                 fake_logits = self.discriminator_head(self.discriminator_features(reconstruction))
-                if self.generator_loss == "minimax":  # G minimises log(1 - D(x^R)) (Eq. 14, 19)
-                    g_adversarial = -losses.binary_cross_entropy_logits(fake_logits, 0.0)
-                else:
-                    g_adversarial = losses.binary_cross_entropy_logits(fake_logits, 1.0)
+                # "minimax": G minimises log(1 - D(x^R)) as Eq. 14 and 19 write it.
+                g_adversarial = losses.generator_adversarial(fake_logits, self.generator_loss)
             encoder_loss = neighbour_loss + self.weight_content * average(content)
             generator_loss = self.weight_content * average(content) + self.weight_adversarial * average(g_adversarial)
         for player, loss in (("encoder", encoder_loss), ("generator", generator_loss)):

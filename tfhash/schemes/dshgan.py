@@ -44,12 +44,11 @@ from tfhash import _validation, losses
 from tfhash.schemes import register
 from tfhash.schemes.backbones import build_backbone, check_backbone, default_backbone, describe_backbone, is_small_image
 from tfhash.schemes.base import HashingScheme
+from tfhash.schemes.layers import OPTIMIZERS
 from tfhash.schemes.presets import Preset, named
 
-GENERATOR_LOSSES = ("non_saturating", "minimax")
 LABEL_SAMPLINGS = ("batch", "labelled")
 SHARED_INITS = ("scratch", "discriminator")
-OPTIMIZERS = ("sgd", "adam")
 MIN_LABELLED_PER_CLASS = 2  # a real positive other than the query itself, and a class G has seen twice
 NEGATIVE_CANDIDATES = 16  # labelled items tried per query for one sharing no label with it
 
@@ -229,7 +228,7 @@ class DSHGAN(HashingScheme):
         if not 0 <= gan_beta_1 < 1:
             raise ValueError(f"`gan_beta_1` must be in [0, 1), got {gan_beta_1!r}.")
         self.gan_beta_1 = float(gan_beta_1)
-        self.generator_loss = _validation.check_choice(generator_loss, "generator_loss", GENERATOR_LOSSES)
+        self.generator_loss = _validation.check_choice(generator_loss, "generator_loss", losses.GENERATOR_LOSSES)
         self.optimizer_type = _validation.check_choice(optimizer_type, "optimizer_type", OPTIMIZERS)
         if isinstance(decay_steps, bool) or not isinstance(decay_steps, (int, np.integer)) or decay_steps < 0:
             raise ValueError(f"`decay_steps` must be an integer >= 0 (0: no decay), got {decay_steps!r}.")
@@ -408,11 +407,6 @@ class DSHGAN(HashingScheme):
     def _classification(self, logits, rows):
         return losses.classification(logits, rows, self.multi_label)
 
-    def _generator_adversarial(self, fake_logits):
-        if self.generator_loss == "minimax":
-            return -losses.binary_cross_entropy_logits(fake_logits, 0.0)
-        return losses.binary_cross_entropy_logits(fake_logits, 1.0)
-
     def train_step(self, data):
         if self._pool is None:
             raise ValueError("DSH-GANs keeps its labelled items in adapt(x, y); tfhash.fit calls it before training.")
@@ -460,7 +454,7 @@ class DSHGAN(HashingScheme):
             if self.classify_synthetic:
                 classification += self._average_over(fake_class, fake_mask)
             d_loss = self.weight_adversarial * adversarial + self.weight_classification * classification
-            g_loss = (self.weight_adversarial * self._average_over(self._generator_adversarial(fake_source), ones)
+            g_loss = (self.weight_adversarial * self._average_over(losses.generator_adversarial(fake_source, self.generator_loss), ones)
                       + self.weight_classification * self._average_over(fake_class, fake_mask))
         d_variables, g_variables = self.players()["discriminator"], self.players()["generator"]
         d_gradients = tape.gradient(d_loss, d_variables)
@@ -517,7 +511,7 @@ class DSHGAN(HashingScheme):
                 shared_loss += self.weight_adversarial * adversarial
                 # Eq. 9: G's images should pass for real (its share of the images' mean), keep the ranking and
                 # the classes; only the synthetic slots depend on G.
-                fooled = tf.concat([self._generator_adversarial(source[k]) for k in (1, 2)], 0)
+                fooled = tf.concat([losses.generator_adversarial(source[k], self.generator_loss) for k in (1, 2)], 0)
                 g_loss = (self.weight_triplet * triplet
                           + self.weight_adversarial * self._average_over(fooled, tf.tile(valid, [2])) * 2.0 / slots
                           + self.weight_classification * classification)

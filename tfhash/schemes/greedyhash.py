@@ -33,10 +33,10 @@ from tfhash import codes as codes_lib
 from tfhash.schemes import register
 from tfhash.schemes.backbones import build_backbone, check_backbone
 from tfhash.schemes.base import HashingScheme, item_chunks
+from tfhash.schemes.layers import OPTIMIZERS
 from tfhash.schemes.presets import Preset, named
 
 TARGETS = ("inputs", "backbone")
-OPTIMIZERS = ("sgd", "adam")
 
 
 @register("greedyhash")

@@ -35,42 +35,12 @@ import tensorflow as tf
 from tfhash import _validation, augment, losses
 from tfhash.schemes import register
 from tfhash.schemes.base import HashingScheme, item_chunks
-from tfhash.schemes.layers import WeightNormConv2D, WeightNormDense
+from tfhash.schemes.layers import NETWORKS, WeightNormConv2D, WeightNormDense, batch_norm, choose_network
 from tfhash.schemes.presets import Preset, named
 
-NETWORKS = ("auto", "mlp", "conv")
 TRANSFORMS = ("auto", "noise", "affine", "translate_flip", "augment", "adversarial")
 RADII = ("fixed", "neighbour")
 RADIUS_BANK = 4096  # training items the per-item radius is measured against
-
-
-def choose_network(item_shape, network="auto"):
-    """``"mlp"`` for flat vectors and small grey images, ``"conv"`` for 32x32 colour images."""
-    _validation.check_choice(network, "network", NETWORKS)
-    shape = tuple(item_shape)
-    is_conv_shape = shape[:2] == (32, 32) and len(shape) == 3 and shape[2] in (1, 3)
-    fits_mlp = len(shape) == 1 or len(shape) == 2 or (len(shape) == 3 and shape[2] == 1 and shape[0] * shape[1] <= 4096)
-    if network == "conv":
-        if not is_conv_shape:
-            raise ValueError(f"`x` items must be 32x32 images ([n, 32, 32, 1 or 3]) for network='conv', got {shape}.")
-        return "conv"
-    if network == "mlp":
-        if not fits_mlp:
-            raise ValueError(f"`x` items must be flat vectors or grey images up to 64x64 for network='mlp', got {shape}.")
-        return "mlp"
-    if len(shape) == 3 and shape == (32, 32, 3):
-        return "conv"
-    if fits_mlp:
-        return "mlp"
-    raise ValueError(
-        "`x` items fit neither HashGAN network: expected flat vectors [n, d], grey images up to 64x64 "
-        f"[n, h, w, 1] (MLP pair) or 32x32 colour images [n, 32, 32, 3] (convolutional pair), got {shape}."
-    )
-
-
-def batch_norm():
-    """Batch normalisation whose statistics are those of the global batch under any ``tf.distribute`` strategy."""
-    return keras.layers.BatchNormalization(synchronized=True)
 
 
 @register("hashgan")
@@ -189,7 +159,7 @@ class HashGAN(HashingScheme):
     # --- networks ------------------------------------------------------------------------------
 
     def _build_networks(self):
-        self.network_kind = choose_network(self.item_shape, self.network)
+        self.network_kind = choose_network(self.item_shape, self.network, scheme="HashGAN", mlp_max_pixels=64 * 64)
         transform = self.consistency_transform
         if transform == "auto":
             colour = len(self.item_shape) == 3 and self.item_shape[-1] == 3

@@ -1,7 +1,44 @@
-"""Layers shared by the schemes' networks."""
+"""Layers and network choices shared by the schemes."""
 
 import keras
 from keras import ops
+
+from tfhash import _validation
+
+NETWORKS = ("auto", "mlp", "conv")
+OPTIMIZERS = ("sgd", "adam")
+
+
+def batch_norm():
+    """Batch normalisation whose statistics are those of the global batch under any ``tf.distribute`` strategy."""
+    return keras.layers.BatchNormalization(synchronized=True)
+
+
+def choose_network(item_shape, network="auto", *, scheme, mlp_max_pixels=None):
+    """``"conv"`` for 32x32 colour images (or 32x32 grey ones when asked), else ``"mlp"``.
+
+    ``mlp_max_pixels``: the largest grey image the scheme's MLP takes (``None``: any item, flattened).
+    """
+    _validation.check_choice(network, "network", NETWORKS)
+    shape = tuple(item_shape)
+    is_conv_shape = len(shape) == 3 and shape[:2] == (32, 32) and shape[2] in (1, 3)
+    fits_mlp = mlp_max_pixels is None or len(shape) in (1, 2) or (
+        len(shape) == 3 and shape[2] == 1 and shape[0] * shape[1] <= mlp_max_pixels)
+    if network == "conv" and not is_conv_shape:
+        raise ValueError(f"`x` items must be 32x32 images ([n, 32, 32, 1 or 3]) for network='conv', got {shape}.")
+    if network == "mlp" and not fits_mlp:
+        raise ValueError(f"`x` items must be flat vectors or grey images of at most {mlp_max_pixels} pixels for "
+                         f"network='mlp', got {shape}.")
+    if network != "auto":
+        return network
+    if shape == (32, 32, 3):
+        return "conv"
+    if fits_mlp:
+        return "mlp"
+    raise ValueError(
+        f"`x` items fit neither {scheme} network: expected flat vectors [n, d], grey images of at most "
+        f"{mlp_max_pixels} pixels [n, h, w, 1] (MLP) or 32x32 colour images [n, 32, 32, 3] (convolutional), "
+        f"got {shape}.")
 
 
 @keras.saving.register_keras_serializable(package="tfhash")

@@ -52,13 +52,12 @@ from tfhash import _validation, losses
 from tfhash import codes as codes_lib
 from tfhash.schemes import register
 from tfhash.schemes.base import HashingScheme, item_chunks
-from tfhash.schemes.layers import Standardize
+from tfhash.schemes.layers import OPTIMIZERS, Standardize
 from tfhash.schemes.presets import Preset, named
 
 STANDARDIZE = ("global", "per_feature", None)
 
 QUANTIZATION_SIGNS = ("bound", "printed")
-OPTIMIZERS = ("adam", "sgd")
 SPARSITY_NORMS = ("l2", "l1")
 RECONSTRUCTION_LOSSES = ("norm", "mse")
 GENERATOR_INPUTS = ("relaxed", "straight_through")
