@@ -158,3 +158,13 @@ def test_constructing_a_scheme_or_loading_a_hasher_leaves_the_callers_random_sta
     first, second = _build(SCHEMES[0], bits=8, seed=7), _build(SCHEMES[0], bits=8, seed=7)
     for a, b in zip(first.weights, second.weights):  # still one seed, one set of initial weights
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_every_hyperparameter_has_a_declared_rule_checked_without_building_anything(name, monkeypatch):
+    scheme_cls = schemes.get(name)
+    assert set(scheme_cls.hyperparameter_rules) == set(scheme_cls.hyperparameter_names())
+    monkeypatch.setattr(scheme_cls, "_build_networks", lambda self: pytest.fail("check_values built a network"))
+    assert scheme_cls.check_values({}, 8) == {}
+    with pytest.raises(ValueError, match="origin: `bits` must be a positive integer"):
+        scheme_cls.check_values({}, 0, "origin")

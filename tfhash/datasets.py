@@ -22,6 +22,8 @@ Sources:
 * synthetic feature vectors with neighbourhood structure: :func:`make_gaussian_mixture`.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import gzip
 import io
@@ -570,7 +572,8 @@ def known_datasets():
     return list(BUNDLED_DATASETS) + sorted(TFDS_DATASETS)
 
 
-def load(name="digits", *, data_dir=None, download=True, tfds_split=None, **protocol):
+def load(name: str | os.PathLike = "digits", *, data_dir: str | os.PathLike | None = None, download: bool = True,
+         tfds_split: str | None = None, **protocol) -> RetrievalSplit:
     """A :class:`RetrievalSplit` of a named data set, split by :func:`make_split` (``protocol`` args).
 
     Known names: ``"digits"`` (bundled with scikit-learn, offline) and the TFDS image sets in

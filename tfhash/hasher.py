@@ -5,11 +5,16 @@ search index, saves / loads checkpoints that resume training and exports the enc
 ``tfhash.serving`` too).
 """
 
+from __future__ import annotations
+
 import json
 import os
 import warnings
+from collections.abc import Callable, Sequence
 
+import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from tfhash import _io, _validation, datasets, evaluation, schemes
 from tfhash import export as export_lib
@@ -26,8 +31,9 @@ class BaseHasher:
     Subclasses provide ``bits``, ``scheme`` and ``encode(x)``.
     """
 
-    def evaluate(self, split, *, baselines=("lsh", "pcah", "itq", "sph", "sh"), top_k=1000, radius=2, seed=0,
-                 pr_curve=False, log=print):
+    def evaluate(self, split: datasets.RetrievalSplit, *, baselines: Sequence[str] = ("lsh", "pcah", "itq", "sph", "sh"),
+                 top_k: int = 1000, radius: int = 2, seed: int = 0, pr_curve: bool = False,
+                 log: Callable[[str], None] | None = print) -> list[dict]:
         """Retrieval figures of this hasher and of the shallow baselines on ``split`` (a RetrievalSplit).
 
         Returns a list of rows (dicts): this scheme first, then each baseline fitted on ``split.train_x``.
@@ -45,7 +51,8 @@ class BaseHasher:
                                                  radius=radius, pr_curve=pr_curve, log=log)
         return rows
 
-    def index(self, database_x, ids=None, backend="numpy", **options):
+    def index(self, database_x: ArrayLike, ids: ArrayLike | None = None, backend: str = "numpy",
+              **options) -> index_lib.HammingIndex | index_lib.FaissIndex:
         """A search index (``tfhash.index``) over the codes of ``database_x``."""
         return index_lib.make_index(self.bits, backend, **options).add(self.encode(database_x), ids=ids)
 
@@ -80,11 +87,12 @@ class Hasher(BaseHasher):
         return (f"Hasher(scheme={self.scheme!r}, bits={self.bits}, input_shape={self.model.item_shape}, "
                 f"epoch={self.epoch}, preset={self.preset!r})")
 
-    def encode(self, x, batch_size=256):
+    def encode(self, x: ArrayLike, batch_size: int = 256) -> np.ndarray:
         """Packed uint8 codes ``[n, ceil(bits / 8)]`` (the same graph the export saves)."""
         return self.model.encode(x, batch_size=batch_size)
 
-    def predict_probabilities(self, x, batch_size=256):
+    def predict_probabilities(self, x: ArrayLike, batch_size: int = 256) -> np.ndarray:
+        """Continuous codes ``[n, bits]`` (float32), before the threshold."""
         return self.model.predict_probabilities(x, batch_size=batch_size)
 
     @property
@@ -92,7 +100,7 @@ class Hasher(BaseHasher):
         """True once any optimizer has taken a step."""
         return any(int(o.iterations.numpy()) > 0 for o in self.model.scheme_optimizers.values())
 
-    def export(self, path, *, overwrite=False):
+    def export(self, path: str | os.PathLike, *, overwrite: bool = False) -> str:
         """Writes a SavedModel of the encoder only (see :func:`tfhash.export.export_saved_model`)."""
         return export_lib.export_saved_model(self, path, overwrite=overwrite)
 
@@ -101,7 +109,7 @@ class Hasher(BaseHasher):
         return {"scheme": self.model.key, "config": self.model.get_config(), "total_steps": self.model.total_steps,
                 "preset": self.preset, "training": self.training}
 
-    def save(self, directory):
+    def save(self, directory: str | os.PathLike) -> str:
         """Writes the scheme's config and a checkpoint (model + optimizers) to ``directory``."""
         directory = check_run_directory(directory, "directory")
         self._check_not_another_run(directory)
@@ -124,7 +132,7 @@ class Hasher(BaseHasher):
                              "would delete them. Choose another directory.")
 
     @classmethod
-    def load(cls, directory, hyperparameters=None):
+    def load(cls, directory: str | os.PathLike, hyperparameters: dict | None = None) -> Hasher:
         """Rebuilds a hasher from a directory written by :meth:`save` or ``fit(checkpoint_dir=...)``.
 
         ``hyperparameters``: settings the config records only as a description (an array, a ``keras.Model``

@@ -13,11 +13,14 @@ and an ``add`` concurrent with searches loses nothing (each search sees the code
 started, or also some added during it; every added code is in the index once ``add`` returns).
 """
 
+from __future__ import annotations
+
 import concurrent.futures
 import os
 import threading
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from tfhash import _validation
 from tfhash import codes as codes_lib
@@ -108,7 +111,7 @@ class HammingIndex(_SearchIndex):
         with self._lock:
             return int(self._codes.shape[0] + sum(p.shape[0] for p in self._parts))
 
-    def add(self, codes, ids=None):
+    def add(self, codes: ArrayLike, ids: ArrayLike | None = None) -> HammingIndex:
         """Adds packed codes (with optional int ids; default: running positions)."""
         codes = self._check(codes, "codes")
         with self._lock:  # default ids follow the codes held, so they are assigned under the lock too
@@ -138,7 +141,7 @@ class HammingIndex(_SearchIndex):
         with concurrent.futures.ThreadPoolExecutor(n_jobs) as pool:
             return list(pool.map(lambda b: worker(*b), zip(bounds[:-1], bounds[1:])))
 
-    def search(self, queries, k):
+    def search(self, queries: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest codes of each query: ``(distances int32 [nq, k'], ids int64 [nq, k'])``, k' = min(k, len)."""
         queries = self._check(queries, "queries")
         codes, ids = self._consolidate()
@@ -181,7 +184,7 @@ class HammingIndex(_SearchIndex):
         out_ids = np.where(out_pos >= 0, ids[np.maximum(out_pos, 0)] if ids.size else -1, -1)
         return out_dist, out_ids
 
-    def range_search(self, queries, radius):
+    def range_search(self, queries: ArrayLike, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All codes within Hamming distance ``radius`` (inclusive): ``(lims, distances, ids)``."""
         queries = self._check(queries, "queries")
         radius = self._check_radius(radius)
@@ -280,7 +283,7 @@ class FaissIndex(_SearchIndex):
         # Faiss numbers codes by position; ids are mapped here, so ties can be ordered by position.
         self._index = self._inner
 
-    def add(self, codes, ids=None):
+    def add(self, codes: ArrayLike, ids: ArrayLike | None = None) -> FaissIndex:
         codes = self._check(codes, "codes")
         with self._lock:  # Faiss does not allow add beside a search; default ids follow the codes held
             ids = self._check_ids(ids, codes.shape[0])
@@ -292,7 +295,7 @@ class FaissIndex(_SearchIndex):
             self._id_parts.append(ids)
         return self
 
-    def search(self, queries, k):
+    def search(self, queries: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = self._check(queries, "queries")
         with self._lock:
             k = self._capped_k(k)
@@ -306,7 +309,7 @@ class FaissIndex(_SearchIndex):
         distances, positions = np.take_along_axis(distances, order, -1), np.take_along_axis(positions, order, -1)
         return distances, np.where(positions < 0, -1, ids[np.maximum(positions, 0)])
 
-    def range_search(self, queries, radius):
+    def range_search(self, queries: ArrayLike, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         queries = self._check(queries, "queries")
         radius = self._check_radius(radius)
         with self._lock:
@@ -322,7 +325,7 @@ class FaissIndex(_SearchIndex):
         return lims, distances[order], ids[positions[order]]
 
 
-def make_index(bits, backend="numpy", **options):
+def make_index(bits: int, backend: str = "numpy", **options) -> HammingIndex | FaissIndex:
     """An empty index: ``backend="numpy"`` (:class:`HammingIndex`) or ``"faiss"`` (:class:`FaissIndex`)."""
     backends = {"numpy": HammingIndex, "faiss": FaissIndex}
     _validation.check_choice(backend, "backend", backends)

@@ -22,11 +22,15 @@ Every function streams the queries through one distance row at a time, so memory
 per worker thread, whatever the number of queries.
 """
 
+from __future__ import annotations
+
 import collections
 import concurrent.futures
 import os
+from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from tfhash import _validation
 from tfhash import codes as codes_lib
@@ -288,8 +292,9 @@ def _average_precisions(query_codes, database_codes, make_relevance, top_k, ties
 # Label-based retrieval metrics.
 
 
-def average_precision(query_codes, database_codes, query_labels, database_labels, *, top_k=None,
-                      ties="index", n_jobs=None):
+def average_precision(query_codes: ArrayLike, database_codes: ArrayLike, query_labels: ArrayLike,
+                      database_labels: ArrayLike, *, top_k: int | None = None, ties: str = "index",
+                      n_jobs: int | None = None) -> np.ndarray:
     """Per-query average precision (AP, or AP@top_k); NaN where nothing relevant was ranked.
 
     Args:
@@ -307,8 +312,9 @@ def average_precision(query_codes, database_codes, query_labels, database_labels
     return _average_precisions(query_codes, database_codes, relevance, top_k, ties, n_jobs)
 
 
-def mean_average_precision(query_codes, database_codes, query_labels, database_labels, *, top_k=None,
-                           ties="index", zero_relevance="zero", n_jobs=None):
+def mean_average_precision(query_codes: ArrayLike, database_codes: ArrayLike, query_labels: ArrayLike,
+                           database_labels: ArrayLike, *, top_k: int | None = None, ties: str = "index",
+                           zero_relevance: str = "zero", n_jobs: int | None = None) -> float:
     """Mean average precision over the queries (mAP, or mAP@top_k).
 
     AP = (1 / m) * sum_{j=1..m} j / rank_j, where rank_j is the rank of the j-th relevant item and m
@@ -344,8 +350,9 @@ def _precision_recall_at_k(query_codes, database_codes, make_relevance, k, ties,
     return ks, scalar, precision, recall
 
 
-def precision_at_k(query_codes, database_codes, query_labels, database_labels, k, *, ties="index",
-                   n_jobs=None):
+def precision_at_k(query_codes: ArrayLike, database_codes: ArrayLike, query_labels: ArrayLike,
+                   database_labels: ArrayLike, k: int | Sequence[int], *, ties: str = "index",
+                   n_jobs: int | None = None) -> float | np.ndarray:
     """Mean precision@k: relevant items among the first k ranked, over min(k, database size).
 
     ``k`` may be a sequence, giving the precision over the top-k curve (an array, one value per k).
@@ -355,8 +362,9 @@ def precision_at_k(query_codes, database_codes, query_labels, database_labels, k
     return _mean_precision_at_k(query_codes, database_codes, relevance, k, ties, n_jobs)
 
 
-def recall_at_k(query_codes, database_codes, query_labels, database_labels, k, *, ties="index",
-                zero_relevance="zero", n_jobs=None):
+def recall_at_k(query_codes: ArrayLike, database_codes: ArrayLike, query_labels: ArrayLike,
+                database_labels: ArrayLike, k: int | Sequence[int], *, ties: str = "index",
+                zero_relevance: str = "zero", n_jobs: int | None = None) -> float | np.ndarray:
     """Mean recall@k: relevant items among the first k ranked, over all relevant items of the query.
 
     ``k`` may be a sequence (one value per k). Queries with nothing relevant count 0 or are dropped.
@@ -391,8 +399,9 @@ def _radius_counts(query_codes, database_codes, make_relevance, n_jobs):
     return counts[:, :num_distances], counts[:, num_distances:]
 
 
-def precision_within_radius(query_codes, database_codes, query_labels, database_labels, radius=2, *,
-                            n_jobs=None):
+def precision_within_radius(query_codes: ArrayLike, database_codes: ArrayLike, query_labels: ArrayLike,
+                            database_labels: ArrayLike, radius: int = 2, *,
+                            n_jobs: int | None = None) -> RadiusPrecision:
     """Mean precision of the Hamming ball of ``radius`` (distance <= radius, inclusive).
 
     A query whose ball is empty scores 0. Returns ``RadiusPrecision(precision, empty_queries)``.
@@ -408,7 +417,8 @@ def precision_within_radius(query_codes, database_codes, query_labels, database_
     return RadiusPrecision(float(precision.mean()), int(np.count_nonzero(found == 0)))
 
 
-def precision_recall_curve(query_codes, database_codes, query_labels, database_labels, *, n_jobs=None):
+def precision_recall_curve(query_codes: ArrayLike, database_codes: ArrayLike, query_labels: ArrayLike,
+                           database_labels: ArrayLike, *, n_jobs: int | None = None) -> PrecisionRecallCurve:
     """Precision and recall of Hamming balls of radius 0..bits, averaged over the queries.
 
     Precision of an empty ball is 0 (as in :func:`precision_within_radius`); recall of a query with
@@ -427,7 +437,8 @@ def precision_recall_curve(query_codes, database_codes, query_labels, database_l
 # Euclidean-ground-truth ANN protocol.
 
 
-def euclidean_ground_truth(query_features, database_features, n=1000, *, chunk_size=1 << 24):
+def euclidean_ground_truth(query_features: ArrayLike, database_features: ArrayLike, n: int = 1000, *,
+                           chunk_size: int = 1 << 24) -> np.ndarray:
     """Ids of each query's ``n`` nearest database items by Euclidean distance, nearest first.
 
     Distances are computed in blocks of at most ``chunk_size`` entries; ties by ascending id.
@@ -456,8 +467,9 @@ def euclidean_ground_truth(query_features, database_features, n=1000, *, chunk_s
     return out
 
 
-def ann_mean_average_precision(query_codes, database_codes, ground_truth, *, top_k=None, ties="index",
-                               zero_relevance="zero", n_jobs=None):
+def ann_mean_average_precision(query_codes: ArrayLike, database_codes: ArrayLike, ground_truth: ArrayLike, *,
+                               top_k: int | None = None, ties: str = "index", zero_relevance: str = "zero",
+                               n_jobs: int | None = None) -> float:
     """mAP where the relevant items of query i are ``ground_truth[i]`` (its true Euclidean neighbours)."""
     _validation.check_choice(zero_relevance, "zero_relevance", _ZERO_RELEVANCE)
     query_codes, database_codes, relevance = _ground_truth_inputs(query_codes, database_codes, ground_truth)

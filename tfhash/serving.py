@@ -2,6 +2,8 @@
 alone (a SavedModel, no training code, no pickle) or a TFLite model run by the LiteRT interpreter.
 """
 
+from __future__ import annotations
+
 import os
 
 import numpy as np
@@ -120,7 +122,7 @@ def _check_serves(hasher):
     return hasher
 
 
-def load(path):
+def load(path: str | os.PathLike) -> ExportedHasher | TFLiteHasher:
     """An :class:`ExportedHasher` from a SavedModel export (``Hasher.export`` / ``export_saved_model``), or
     a :class:`TFLiteHasher` for a ``.tflite`` file (``export_tflite``).
 

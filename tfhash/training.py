@@ -5,15 +5,19 @@ Batches carry what the scheme asks for: always the items (``"x"``), its labels (
 The returned :class:`~tfhash.hasher.Hasher` encodes, evaluates, indexes, saves and exports.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import os
 import re
 import warnings
+from collections.abc import Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 from tensorflow.core.framework import graph_pb2
 
 from tfhash import _io, _validation, datasets, schemes
@@ -295,8 +299,12 @@ def _check_resumable(description, checkpoint_dir, scheme_cls, bits, item_shape, 
                          "resume with the saved ones or use another directory.")
 
 
-def fit(scheme, x, y=None, *, bits=32, preset=None, epochs=None, batch_size=None, strategy=None, callbacks=None,
-        seed=0, checkpoint_dir=None, steps_per_epoch=None, verbose="auto", **hyperparameters):
+def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalSplit, y: ArrayLike | None = None, *,
+        bits: int = 32, preset: str | os.PathLike | presets_lib.Preset | None = None, epochs: int | None = None,
+        batch_size: int | None = None, strategy: tf.distribute.Strategy | None = None,
+        callbacks: Sequence[keras.callbacks.Callback] | None = None, seed: int = 0,
+        checkpoint_dir: str | os.PathLike | None = None, steps_per_epoch: int | None = None,
+        verbose: str | int = "auto", **hyperparameters) -> Hasher:
     """Trains a registered hashing scheme and returns a :class:`~tfhash.hasher.Hasher`.
 
     Args:

@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from tfhash import _validation
 from tfhash import codes as codes_lib
+from tfhash.schemes import settings
 
 INPUT_KINDS = ("images", "features")
 IMAGE_RANGE_TOLERANCE = 1e-6
@@ -41,10 +42,6 @@ def check_image_range(low, high, name):
     if low < -IMAGE_RANGE_TOLERANCE or high > 1.0 + IMAGE_RANGE_TOLERANCE:
         hint = " Pixel values 0-255: divide by 255 (or pass uint8 pixels, which are scaled)." if high > 1.5 else ""
         raise ValueError(f"`{name}` must hold images with values in [0, 1], got values in [{low:g}, {high:g}].{hint}")
-
-
-class _NoItemShape(ValueError):
-    """The constructor was given no item shape (raised after every value check; see ``check_values``)."""
 
 
 def check_items(x, item_shape=None, name="x", origin="as in training", input_kind="features"):
@@ -186,12 +183,14 @@ class HashingScheme(keras.Model):
     #: Hyperparameters that switch off terms computed within each replica's share of the batch (by design);
     #: with them off, one device and several replicas train alike (the distribution test checks it).
     replica_local_terms = {}
+    #: ``{hyperparameter: rule}`` (``tfhash.schemes.settings``) for every constructor argument of the scheme.
+    hyperparameter_rules = {}
 
     def __init__(self, bits=32, input_shape=None, seed=0, **kwargs):
         super().__init__(**kwargs)
         self.bits = _validation.check_bits(bits)
         if input_shape is None or len(tuple(input_shape)) == 0:
-            raise _NoItemShape(f"`input_shape` must be the shape of one item, e.g. (28, 28, 1), got {input_shape!r}.")
+            raise ValueError(f"`input_shape` must be the shape of one item, e.g. (28, 28, 1), got {input_shape!r}.")
         self.item_shape = tuple(int(d) for d in input_shape)
         self.seed = int(seed)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
@@ -236,16 +235,33 @@ class HashingScheme(keras.Model):
 
     @classmethod
     def check_values(cls, hyperparameters, bits=32, origin="hyperparameters"):
-        """Runs the constructor's checks of names and values without building any network, so a bad setting is
+        """Checks names and values against the declared rules without building anything, so a bad setting is
         refused before data is loaded. Returns ``hyperparameters``."""
         cls.check_hyperparameters(hyperparameters, origin)
         try:
-            cls(bits=bits, input_shape=None, **hyperparameters)
-        except _NoItemShape:
-            return hyperparameters  # every value check passed; only the (deliberately) missing item shape stopped it
+            _validation.check_bits(bits)
+            cls.checked_hyperparameters({**cls._hyperparameters(), **hyperparameters})
         except ValueError as err:
             raise ValueError(f"{origin}: {err}") from None
         return hyperparameters
+
+    @classmethod
+    def checked_hyperparameters(cls, values):
+        """``{name: value as stored}`` of every hyperparameter in ``values``, each checked by its declared rule
+        (``hyperparameter_rules``), then the rules between them (``check_combination``)."""
+        checked = settings.apply(cls.hyperparameter_rules, values)
+        cls.check_combination(checked)
+        return checked
+
+    @classmethod
+    def check_combination(cls, hyperparameters):
+        """Rules between hyperparameters (one setting needs another); each value has passed its own rule."""
+
+    def set_hyperparameters(self, arguments):
+        """Stores the constructor's ``arguments`` (its ``locals()``) as attributes of the same names, each checked
+        by its declared rule; a constructor then holds only what its scheme derives from them."""
+        for name, value in self.checked_hyperparameters(arguments).items():
+            setattr(self, name, value)
 
     @classmethod
     def config_value(cls, name, value):

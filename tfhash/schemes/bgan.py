@@ -33,7 +33,7 @@ import tensorflow as tf
 
 from tfhash import _validation, losses, neighbours
 from tfhash import codes as codes_lib
-from tfhash.schemes import register
+from tfhash.schemes import register, settings
 from tfhash.schemes.base import HashingScheme
 from tfhash.schemes.layers import NETWORKS, OPTIMIZERS, batch_norm, choose_network
 from tfhash.schemes.presets import Preset, named
@@ -125,35 +125,22 @@ class BGAN(HashingScheme):
         "tanh continuation": {"activation": "tanh"},
     }
 
+    hyperparameter_rules = {
+        "network": settings.Choice(NETWORKS), "encoder_units": settings.PositiveInts(), "width": settings.Positive(),
+        "k1": settings.PositiveInt(), "k2": settings.PositiveInt(),
+        "graph_features": settings.Checked(lambda value: BGAN._check_graph_features(value)),
+        "activation": settings.Choice(ACTIVATIONS), "beta_stages": settings.PositiveNumbers(),
+        "negative_similarity": settings.Interval(-1.0, 1.0),
+        **{name: settings.NonNegative() for name in (
+            "positive_weight", "weight_content", "weight_adversarial", "learning_rate", "momentum")},
+        "generator_loss": settings.Choice(losses.GENERATOR_LOSSES), "optimizer_type": settings.Choice(OPTIMIZERS),
+    }
+
     def __init__(self, bits=32, input_shape=None, seed=0, network="auto", encoder_units=(1024, 1024), width=1.0,
                  k1=20, k2=30, graph_features="pixels", activation="app", beta_stages=(1.0, 2.0, 5.0, 10.0),
                  negative_similarity=-1.0, positive_weight=1.0, weight_content=0.1, weight_adversarial=0.1,
                  generator_loss="minimax", optimizer_type="sgd", learning_rate=0.01, momentum=0.0, **kwargs):
-        self.network = _validation.check_choice(network, "network", NETWORKS)
-        self.encoder_units = tuple(_validation.check_positive_int(u, "encoder_units") for u in encoder_units)
-        self.width = _validation.check_non_negative_number(width, "width")
-        if self.width <= 0:
-            raise ValueError(f"`width` must be > 0, got {width!r}.")
-        self.k1 = _validation.check_positive_int(k1, "k1")
-        self.k2 = _validation.check_positive_int(k2, "k2")
-        self._check_graph_features(graph_features)
-        self.graph_features = graph_features
-        self.activation = _validation.check_choice(activation, "activation", ACTIVATIONS)
-        stages = list(beta_stages) if isinstance(beta_stages, (list, tuple)) else None
-        if not stages or not all(isinstance(b, (int, float)) and not isinstance(b, bool) and b > 0 for b in stages):
-            raise ValueError(f"`beta_stages` must be a non-empty list of positive numbers, got {beta_stages!r}.")
-        self.beta_stages = tuple(float(b) for b in stages)
-        if isinstance(negative_similarity, bool) or not isinstance(negative_similarity, (int, float)) \
-                or not -1.0 <= negative_similarity < 1.0:
-            raise ValueError(f"`negative_similarity` must be a number in [-1, 1), got {negative_similarity!r}.")
-        self.negative_similarity = float(negative_similarity)
-        self.positive_weight = _validation.check_non_negative_number(positive_weight, "positive_weight")
-        self.weight_content = _validation.check_non_negative_number(weight_content, "weight_content")
-        self.weight_adversarial = _validation.check_non_negative_number(weight_adversarial, "weight_adversarial")
-        self.generator_loss = _validation.check_choice(generator_loss, "generator_loss", losses.GENERATOR_LOSSES)
-        self.optimizer_type = _validation.check_choice(optimizer_type, "optimizer_type", OPTIMIZERS)
-        self.learning_rate = _validation.check_non_negative_number(learning_rate, "learning_rate")
-        self.momentum = _validation.check_non_negative_number(momentum, "momentum")
+        self.set_hyperparameters(locals())
         self._graph = None
         self._pair_keys = None
         self._preview = None
@@ -331,6 +318,50 @@ class BGAN(HashingScheme):
 
     # --- training ------------------------------------------------------------------------------
 
+    def _neighbour_loss(self, codes, index, step_context):
+        """l_N (Eq. 18) of this replica's items against the whole global batch: S for every pair it holds."""
+        context = tf.distribute.get_replica_context()
+        all_codes = context.all_gather(tf.stop_gradient(codes), axis=0)
+        # int32 on the wire: collectives of MultiWorkerMirroredStrategy refuse int64 ("destinations can not
+        # be empty"); item indices stay far below 2^31.
+        all_index = tf.cast(context.all_gather(tf.cast(index, tf.int32), axis=0), tf.int64)
+        mask = tf.cast(tf.not_equal(index[:, None], all_index[None, :]), tf.float32)
+        pairs = tf.cast(step_context.global_batch * (step_context.global_batch - 1), tf.float32)
+        neighbour = losses.neighbour_structure(codes, all_codes, self._similarity(index, all_index),
+                                               tf.transpose(self._similarity(all_index, index)), mask,
+                                               self.positive_weight)
+        return tf.reduce_sum(neighbour) / pairs
+
+    def _generator_terms(self, x, codes, local_batch):
+        """Per-item l_C (Eq. 11-12: pixels and discriminator features) and the generator's l_A (Eq. 14, 19)."""
+        content, g_adversarial = tf.zeros([local_batch]), tf.zeros([local_batch])
+        if self.weight_content <= 0 and self.weight_adversarial <= 0:
+            return content, g_adversarial
+        reconstruction = self.generator(codes, training=True)
+        if self.weight_content > 0:
+            real_phi = self.discriminator_features(x)
+            fake_phi = self.discriminator_features(reconstruction)
+            content = (losses.pixel_mse(reconstruction, x)
+                       + tf.reduce_mean(tf.square(tf.reshape(real_phi - fake_phi, [local_batch, -1])), axis=-1))
+        if self.weight_adversarial > 0:
+            fake_logits = self.discriminator_head(self.discriminator_features(reconstruction))
+            # "minimax": G minimises log(1 - D(x^R)) as Eq. 14 and 19 write it.
+            g_adversarial = losses.generator_adversarial(fake_logits, self.generator_loss)
+        return content, g_adversarial
+
+    def _discriminator_step(self, x, codes, step_context):
+        """Eq. 20: maximise l_A, i.e. minimise -log D(x) - log(1 - D(x^R)); per-item losses for the logs."""
+        if self.weight_adversarial <= 0:
+            return tf.zeros([step_context.local_batch])
+        fake = tf.stop_gradient(self.generator(tf.stop_gradient(codes), training=True))
+        with tf.GradientTape() as tape:
+            d_loss = losses.discriminator_cross_entropy(self.discriminator_head(self.discriminator_features(x)),
+                                                        self.discriminator_head(self.discriminator_features(fake)))
+            total = step_context.average(d_loss)
+        variables = self.players()["discriminator"]
+        self.scheme_optimizers["discriminator"].apply(tape.gradient(total, variables), variables)
+        return d_loss
+
     def train_step(self, data):
         x, _, index = self.unpack_batch(data)
         if self._pair_keys is None:
@@ -338,42 +369,16 @@ class BGAN(HashingScheme):
         x = tf.cast(x, tf.float32)
         index = tf.cast(index, tf.int64)
         step_context = self.step_context(x)
-        local_batch, global_batch, average = step_context.local_batch, step_context.global_batch, step_context.average
-        context = tf.distribute.get_replica_context()  # the whole global batch's codes and indices, below
+        average = step_context.average
         optimizers = self.scheme_optimizers
-        step = optimizers["encoder"].iterations
-        beta = self._beta(step)
-        content_on, adversarial_on = self.weight_content > 0, self.weight_adversarial > 0
-        train_generator = content_on or adversarial_on
+        beta = self._beta(optimizers["encoder"].iterations)
+        train_generator = self.weight_content > 0 or self.weight_adversarial > 0
 
-        # 1. Encoder + hash layer (Eq. 18, 21): l_N + lambda1 l_C.
+        # 1. Encoder + hash layer (Eq. 18, 21): l_N + lambda1 l_C; the generator on l_C + lambda2 l_A.
         with tf.GradientTape(persistent=True) as tape:
             codes = self._relaxed_codes(x, beta, training=True)
-            # Each replica's items against the whole global batch: S for every pair the global batch holds.
-            all_codes = context.all_gather(tf.stop_gradient(codes), axis=0)
-            # int32 on the wire: collectives of MultiWorkerMirroredStrategy refuse int64 ("destinations can not
-            # be empty"); item indices stay far below 2^31.
-            all_index = tf.cast(context.all_gather(tf.cast(index, tf.int32), axis=0), tf.int64)
-            mask = tf.cast(tf.not_equal(index[:, None], all_index[None, :]), tf.float32)
-            pairs = tf.cast(global_batch * (global_batch - 1), tf.float32)
-            neighbour = losses.neighbour_structure(codes, all_codes, self._similarity(index, all_index),
-                                                   tf.transpose(self._similarity(all_index, index)), mask,
-                                                   self.positive_weight)
-            neighbour_loss = tf.reduce_sum(neighbour) / pairs
-            content = tf.zeros([local_batch])
-            reconstruction = None
-            if train_generator:
-                reconstruction = self.generator(codes, training=True)
-            if content_on:
-                real_phi = self.discriminator_features(x)
-                fake_phi = self.discriminator_features(reconstruction)
-                content = (losses.pixel_mse(reconstruction, x)
-                           + tf.reduce_mean(tf.square(tf.reshape(real_phi - fake_phi, [local_batch, -1])), axis=-1))
-            g_adversarial = tf.zeros([local_batch])
-            if adversarial_on:
-                fake_logits = self.discriminator_head(self.discriminator_features(reconstruction))
-                # "minimax": G minimises log(1 - D(x^R)) as Eq. 14 and 19 write it.
-                g_adversarial = losses.generator_adversarial(fake_logits, self.generator_loss)
+            neighbour_loss = self._neighbour_loss(codes, index, step_context)
+            content, g_adversarial = self._generator_terms(x, codes, step_context.local_batch)
             encoder_loss = neighbour_loss + self.weight_content * average(content)
             generator_loss = self.weight_content * average(content) + self.weight_adversarial * average(g_adversarial)
         for player, loss in (("encoder", encoder_loss), ("generator", generator_loss)):
@@ -382,18 +387,7 @@ class BGAN(HashingScheme):
             variables = self.players()[player]
             optimizers[player].apply(tape.gradient(loss, variables), variables)
         del tape
-
-        # 2. Discriminator (Eq. 20): maximise l_A, i.e. minimise -log D(x) - log(1 - D(x^R)).
-        d_loss = tf.zeros([local_batch])
-        if adversarial_on:
-            fake = tf.stop_gradient(self.generator(tf.stop_gradient(codes), training=True))
-            with tf.GradientTape() as tape:
-                d_loss = losses.discriminator_cross_entropy(
-                    self.discriminator_head(self.discriminator_features(x)),
-                    self.discriminator_head(self.discriminator_features(fake)))
-                total = average(d_loss)
-            variables = self.players()["discriminator"]
-            optimizers["discriminator"].apply(tape.gradient(total, variables), variables)
+        d_loss = self._discriminator_step(x, codes, step_context)
 
         saturation = self.global_batch_mean(tf.cast(tf.abs(codes) >= 0.99, tf.float32))
         return self._update_trackers({

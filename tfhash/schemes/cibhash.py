@@ -34,11 +34,13 @@ Choices where the paper is open or does not fit this library (each an argument):
 import keras
 import tensorflow as tf
 
-from tfhash import _validation, augment, losses
-from tfhash.schemes import register
+from tfhash import augment, losses
+from tfhash.schemes import register, settings
 from tfhash.schemes.backbones import build_backbone, check_backbone
 from tfhash.schemes.base import HashingScheme
 from tfhash.schemes.presets import Preset, named
+
+VIEW_SETTINGS = ("max_shift", "max_rotation", "max_zoom", "padding", "brightness", "contrast", "saturation")
 
 
 @register("cibhash")
@@ -89,24 +91,27 @@ class CIBHash(HashingScheme):
     )
     default_preset = "scratch"
 
+    hyperparameter_rules = {
+        "backbone": settings.Checked(check_backbone), "train_backbone": settings.Flag(),
+        "head_units": settings.PositiveInt(), "head_batch_norm": settings.Flag(), "temperature": settings.Positive(),
+        "weight_kl": settings.NonNegative(), "learning_rate": settings.NonNegative(),
+        # The view strengths are checked together, by the augmentation policy they make.
+        **{name: settings.Together() for name in VIEW_SETTINGS},
+    }
+
+    @staticmethod
+    def _view_policy(values):
+        return augment.Policy(**{name: values[name] for name in VIEW_SETTINGS})
+
+    @classmethod
+    def check_combination(cls, hyperparameters):
+        cls._view_policy(hyperparameters)
+
     def __init__(self, bits=32, input_shape=None, seed=0, backbone=None, train_backbone=True, head_units=1024,
-                 head_batch_norm=False, temperature=0.3, weight_kl=1e-3, learning_rate=1e-3, max_shift=2.0, max_rotation=10.0, max_zoom=0.1,
-                 padding=4, brightness=0.4, contrast=0.4, saturation=0.4, **kwargs):
-        self.backbone = check_backbone(backbone)
-        self.train_backbone = bool(train_backbone)
-        self.head_units = _validation.check_positive_int(head_units, "head_units")
-        self.head_batch_norm = bool(head_batch_norm)
-        if not (isinstance(temperature, (int, float)) and temperature > 0):
-            raise ValueError(f"`temperature` must be a positive number, got {temperature!r}.")
-        self.temperature = float(temperature)
-        for name, value in (("weight_kl", weight_kl), ("learning_rate", learning_rate)):
-            _validation.check_non_negative_number(value, name)
-        self.weight_kl, self.learning_rate = float(weight_kl), float(learning_rate)
-        self.view_policy = augment.Policy(max_shift=max_shift, max_rotation=max_rotation, max_zoom=max_zoom,
-                                          padding=padding, brightness=brightness, contrast=contrast,
-                                          saturation=saturation)
-        self.max_shift, self.max_rotation, self.max_zoom = max_shift, max_rotation, max_zoom
-        self.padding, self.brightness, self.contrast, self.saturation = padding, brightness, contrast, saturation
+                 head_batch_norm=False, temperature=0.3, weight_kl=1e-3, learning_rate=1e-3, max_shift=2.0,
+                 max_rotation=10.0, max_zoom=0.1, padding=4, brightness=0.4, contrast=0.4, saturation=0.4, **kwargs):
+        self.set_hyperparameters(locals())
+        self.view_policy = self._view_policy(locals())
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
 
     # --- networks ------------------------------------------------------------------------------

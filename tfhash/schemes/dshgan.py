@@ -40,8 +40,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash import _validation, losses
-from tfhash.schemes import register
+from tfhash import losses
+from tfhash.schemes import register, settings
 from tfhash.schemes.backbones import build_backbone, check_backbone, default_backbone, describe_backbone, is_small_image
 from tfhash.schemes.base import HashingScheme
 from tfhash.schemes.layers import OPTIMIZERS
@@ -188,51 +188,35 @@ class DSHGAN(HashingScheme):
         "no GAN (real triplets)": {"use_generator": False},
     }
 
+    hyperparameter_rules = {
+        "num_classes": settings.Optional(settings.PositiveInt(2, "a triplet needs another class")),
+        **{name: settings.Flag(strict=True) for name in (
+            "multi_label", "use_generator", "generator_in_stage_two", "real_triplets", "classify_synthetic")},
+        "backbone": settings.Checked(check_backbone), "shared_init": settings.Choice(SHARED_INITS),
+        "noise_dim": settings.PositiveInt(), "generator_epochs": settings.Count(),
+        "label_sampling": settings.Choice(LABEL_SAMPLINGS),
+        **{name: settings.NonNegative() for name in (
+            "weight_triplet", "weight_adversarial", "weight_classification", "margin", "gan_learning_rate",
+            "learning_rate", "weight_decay")},
+        "gan_beta_1": settings.Fraction(), "generator_loss": settings.Choice(losses.GENERATOR_LOSSES),
+        "optimizer_type": settings.Choice(OPTIMIZERS), "decay_steps": settings.Count(zero="0: no decay"),
+    }
+
+    @classmethod
+    def check_combination(cls, hyperparameters):
+        if hyperparameters["shared_init"] == "discriminator" and (
+                hyperparameters["backbone"] is not None or not hyperparameters["use_generator"]):
+            raise ValueError("`shared_init`='discriminator' needs the default backbone (backbone=None) and the GAN "
+                             f"(use_generator=True), got backbone={describe_backbone(hyperparameters['backbone'])!r}, "
+                             f"use_generator={hyperparameters['use_generator']!r}.")
+
     def __init__(self, bits=32, input_shape=None, seed=0, num_classes=None, multi_label=False, use_generator=True,
                  backbone=None, shared_init="scratch", noise_dim=100, generator_epochs=20, label_sampling="batch",
                  weight_triplet=1.0, weight_adversarial=1.0, weight_classification=1.0, margin=1.0,
                  generator_loss="non_saturating", gan_learning_rate=2e-4, gan_beta_1=0.9, optimizer_type="sgd",
                  learning_rate=1e-4, decay_steps=10_000, weight_decay=5e-4, generator_in_stage_two=True,
                  real_triplets=False, classify_synthetic=True, **kwargs):
-        if num_classes is not None:
-            num_classes = _validation.check_positive_int(num_classes, "num_classes")
-            if num_classes < 2:
-                raise ValueError(f"`num_classes` must be at least 2 (a triplet needs another class), "
-                                 f"got {num_classes}.")
-        self.num_classes = num_classes
-        for name, value in (("multi_label", multi_label), ("use_generator", use_generator),
-                            ("generator_in_stage_two", generator_in_stage_two), ("real_triplets", real_triplets),
-                            ("classify_synthetic", classify_synthetic)):
-            if not isinstance(value, (bool, np.bool_)):
-                raise ValueError(f"`{name}` must be True or False, got {value!r}.")
-        self.multi_label, self.use_generator = bool(multi_label), bool(use_generator)
-        self.generator_in_stage_two, self.real_triplets = bool(generator_in_stage_two), bool(real_triplets)
-        self.classify_synthetic = bool(classify_synthetic)
-        self.backbone = check_backbone(backbone)
-        self.shared_init = _validation.check_choice(shared_init, "shared_init", SHARED_INITS)
-        if self.shared_init == "discriminator" and (backbone is not None or not self.use_generator):
-            raise ValueError("`shared_init`='discriminator' needs the default backbone (backbone=None) and the GAN "
-                             f"(use_generator=True), got backbone={describe_backbone(backbone)!r}, "
-                             f"use_generator={use_generator!r}.")
-        self.noise_dim = _validation.check_positive_int(noise_dim, "noise_dim")
-        if isinstance(generator_epochs, bool) or not isinstance(generator_epochs, (int, np.integer)) \
-                or generator_epochs < 0:
-            raise ValueError(f"`generator_epochs` must be an integer >= 0, got {generator_epochs!r}.")
-        self.generator_epochs = int(generator_epochs)
-        self.label_sampling = _validation.check_choice(label_sampling, "label_sampling", LABEL_SAMPLINGS)
-        for name, value in (("weight_triplet", weight_triplet), ("weight_adversarial", weight_adversarial),
-                            ("weight_classification", weight_classification), ("margin", margin),
-                            ("gan_learning_rate", gan_learning_rate), ("learning_rate", learning_rate),
-                            ("weight_decay", weight_decay)):
-            setattr(self, name, _validation.check_non_negative_number(value, name))
-        if not 0 <= gan_beta_1 < 1:
-            raise ValueError(f"`gan_beta_1` must be in [0, 1), got {gan_beta_1!r}.")
-        self.gan_beta_1 = float(gan_beta_1)
-        self.generator_loss = _validation.check_choice(generator_loss, "generator_loss", losses.GENERATOR_LOSSES)
-        self.optimizer_type = _validation.check_choice(optimizer_type, "optimizer_type", OPTIMIZERS)
-        if isinstance(decay_steps, bool) or not isinstance(decay_steps, (int, np.integer)) or decay_steps < 0:
-            raise ValueError(f"`decay_steps` must be an integer >= 0 (0: no decay), got {decay_steps!r}.")
-        self.decay_steps = int(decay_steps)
+        self.set_hyperparameters(locals())
         self._stage = None
         self._pool = None
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)

@@ -28,9 +28,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash import _validation, losses
 from tfhash import codes as codes_lib
-from tfhash.schemes import register
+from tfhash import losses
+from tfhash.schemes import register, settings
 from tfhash.schemes.backbones import build_backbone, check_backbone
 from tfhash.schemes.base import HashingScheme, item_chunks
 from tfhash.schemes.layers import OPTIMIZERS
@@ -80,18 +80,21 @@ class GreedyHash(HashingScheme):
     )
     default_preset = "scratch"
 
-    def __init__(self, bits=32, input_shape=None, seed=0, backbone=None, train_backbone=True, target="inputs",
-                 weight_penalty=0.1, optimizer_type="sgd", learning_rate=1e-4, **kwargs):
-        self.backbone = check_backbone(backbone)
-        self.train_backbone = bool(train_backbone)
-        self.target = _validation.check_choice(target, "target", TARGETS)
-        if self.target == "backbone" and self.train_backbone:
+    hyperparameter_rules = {
+        "backbone": settings.Checked(check_backbone), "train_backbone": settings.Flag(),
+        "target": settings.Choice(TARGETS), "weight_penalty": settings.NonNegative(),
+        "optimizer_type": settings.Choice(OPTIMIZERS), "learning_rate": settings.NonNegative(),
+    }
+
+    @classmethod
+    def check_combination(cls, hyperparameters):
+        if hyperparameters["target"] == "backbone" and hyperparameters["train_backbone"]:
             raise ValueError("`target`='backbone' needs train_backbone=False: a backbone that learns would shape its "
                              "own targets. Use target='inputs' to train the backbone.")
-        for name, value in (("weight_penalty", weight_penalty), ("learning_rate", learning_rate)):
-            _validation.check_non_negative_number(value, name)
-        self.weight_penalty, self.learning_rate = float(weight_penalty), float(learning_rate)
-        self.optimizer_type = _validation.check_choice(optimizer_type, "optimizer_type", OPTIMIZERS)
+
+    def __init__(self, bits=32, input_shape=None, seed=0, backbone=None, train_backbone=True, target="inputs",
+                 weight_penalty=0.1, optimizer_type="sgd", learning_rate=1e-4, **kwargs):
+        self.set_hyperparameters(locals())
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
 
     # --- networks ------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfhash import _validation, augment, losses
-from tfhash.schemes import register
+from tfhash.schemes import register, settings
 from tfhash.schemes.base import HashingScheme, item_chunks
 from tfhash.schemes.layers import NETWORKS, WeightNormConv2D, WeightNormDense, batch_norm, choose_network
 from tfhash.schemes.presets import Preset, named
@@ -115,6 +115,17 @@ class HashGAN(HashingScheme):
                                       "weight_collaborative": 0.0},
     }
 
+    hyperparameter_rules = {
+        "network": settings.Choice(NETWORKS), "noise_dim": settings.PositiveInt(),
+        **{name: settings.NonNegative() for name in (
+            "input_noise", "hidden_noise", "weight_adversarial", "weight_entropy", "weight_frequency",
+            "weight_consistency", "weight_independence", "weight_collaborative", "weight_feature_matching",
+            "transform_noise", "max_rotation", "adversarial_epsilon", "learning_rate", "final_learning_rate")},
+        "consistency_transform": settings.Choice(TRANSFORMS), "max_shift": settings.Integer(),
+        "max_zoom": settings.Fraction(), "adversarial_radius": settings.Choice(RADII),
+        "radius_neighbour": settings.PositiveInt(), "warmup_fraction": settings.Fraction(),
+    }
+
     def __init__(self, bits=32, input_shape=None, seed=0, network="auto", noise_dim=100, input_noise=0.15,
                  hidden_noise=0.0, weight_adversarial=1.0, weight_entropy=1e-2, weight_frequency=1.0,
                  weight_consistency=1.0, weight_independence=1.0, weight_collaborative=0.1,
@@ -122,38 +133,8 @@ class HashGAN(HashingScheme):
                  max_shift=2, max_rotation=10.0, max_zoom=0.1, adversarial_epsilon=2.0, adversarial_radius="fixed",
                  radius_neighbour=10, warmup_fraction=0.1, learning_rate=9e-4,
                  final_learning_rate=3e-4, **kwargs):
-        self.network = _validation.check_choice(network, "network", NETWORKS)
-        self.noise_dim = _validation.check_positive_int(noise_dim, "noise_dim")
-        for name, value in [("input_noise", input_noise), ("hidden_noise", hidden_noise),
-                            ("weight_adversarial", weight_adversarial), ("weight_entropy", weight_entropy),
-                            ("weight_frequency", weight_frequency), ("weight_consistency", weight_consistency),
-                            ("weight_independence", weight_independence),
-                            ("weight_collaborative", weight_collaborative),
-                            ("weight_feature_matching", weight_feature_matching),
-                            ("transform_noise", transform_noise), ("max_rotation", max_rotation),
-                            ("adversarial_epsilon", adversarial_epsilon),
-                            ("learning_rate", learning_rate), ("final_learning_rate", final_learning_rate)]:
-            _validation.check_non_negative_number(value, name)
-        if not 0 <= warmup_fraction < 1:
-            raise ValueError(f"`warmup_fraction` must be in [0, 1), got {warmup_fraction!r}.")
-        self.input_noise, self.hidden_noise = float(input_noise), float(hidden_noise)
-        self.weight_adversarial, self.weight_entropy = float(weight_adversarial), float(weight_entropy)
-        self.weight_frequency, self.weight_consistency = float(weight_frequency), float(weight_consistency)
-        self.weight_independence = float(weight_independence)
-        self.weight_collaborative = float(weight_collaborative)
-        self.weight_feature_matching = float(weight_feature_matching)
-        self.consistency_transform = _validation.check_choice(consistency_transform, "consistency_transform", TRANSFORMS)
-        self.transform_noise, self.max_shift = float(transform_noise), int(max_shift)
-        self.max_rotation = float(max_rotation)
-        if not (isinstance(max_zoom, (int, float)) and 0 <= max_zoom < 1):
-            raise ValueError(f"`max_zoom` must be in [0, 1), got {max_zoom!r}.")
-        self.max_zoom = float(max_zoom)
-        self.adversarial_epsilon = float(adversarial_epsilon)
-        self.adversarial_radius = _validation.check_choice(adversarial_radius, "adversarial_radius", RADII)
-        self.radius_neighbour = _validation.check_positive_int(radius_neighbour, "radius_neighbour")
+        self.set_hyperparameters(locals())
         self._radius_bank, self._bank_rank = None, None
-        self.warmup_fraction = float(warmup_fraction)
-        self.learning_rate, self.final_learning_rate = float(learning_rate), float(final_learning_rate)
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
 
     # --- networks ------------------------------------------------------------------------------
@@ -327,18 +308,29 @@ class HashGAN(HashingScheme):
                          tf.float32)  # b'
         return noise, bits01
 
+    def _generator_step(self, real_features, step, local_batch):
+        """The G step: feature matching against the real batch's features (Eq. 5); returns its loss."""
+        if self.weight_feature_matching <= 0 or self.weight_adversarial <= 0:
+            return tf.constant(0.0)
+        noise, generator_bits = self._sample_generator_inputs(local_batch, self._stateless_seed(step, 6))
+        real_mean = tf.stop_gradient(self.global_batch_mean(real_features))
+        with tf.GradientTape() as tape:
+            fake_mean = self.global_batch_mean(self._features(self.generate(noise, generator_bits, training=True),
+                                                              self._stateless_seed(step, 7)))
+            g_loss = self.weight_feature_matching * losses.feature_matching(real_mean, fake_mean)
+        variables = self.players()["generator"]
+        self.scheme_optimizers["generator"].apply(tape.gradient(g_loss, variables), variables)
+        return g_loss
+
     def train_step(self, data):
         x, _, _ = self.unpack_batch(data)  # unsupervised: labels are never used
         x = tf.cast(x, tf.float32)
         step_context = self.step_context(x)
         local_batch, average = step_context.local_batch, step_context.average
-        d_optimizer = self.scheme_optimizers["discriminator"]
-        g_optimizer = self.scheme_optimizers["generator"]
-        step = d_optimizer.iterations
+        step = self.scheme_optimizers["discriminator"].iterations
         warmup_steps = int(self.warmup_fraction * self.total_steps) if getattr(self, "total_steps", None) else 0
-        warm = tf.cast(step >= warmup_steps, tf.float32)
-
-        # 1. D/E step.
+        warm = tf.cast(step >= warmup_steps, tf.float32)  # the hashing terms wait for D to learn features
+        # 1. D/E step; 2. the G step (_generator_step).
         noise, target_bits = self._sample_generator_inputs(local_batch, self._stateless_seed(step, 1))
         fake = tf.stop_gradient(self.generate(noise, target_bits, training=True))
         transformed = self._transform(x, self._stateless_seed(step, 2))
@@ -362,20 +354,9 @@ class HashGAN(HashingScheme):
             total = (self.weight_adversarial * average(adversarial)
                      + warm * (hashing + self.weight_collaborative * average(collaborative)))
         variables = self.players()["discriminator"]
-        d_optimizer.apply(tape.gradient(total, variables), variables)
+        self.scheme_optimizers["discriminator"].apply(tape.gradient(total, variables), variables)
 
-        # 2. G step: feature matching against the real batch's features (Eq. 5).
-        g_loss = tf.constant(0.0)
-        if self.weight_feature_matching > 0 and self.weight_adversarial > 0:
-            noise, generator_bits = self._sample_generator_inputs(local_batch, self._stateless_seed(step, 6))
-            real_mean = tf.stop_gradient(self.global_batch_mean(real_features))
-            with tf.GradientTape() as tape:
-                fake_mean = self.global_batch_mean(self._features(self.generate(noise, generator_bits, training=True),
-                                                       self._stateless_seed(step, 7)))
-                g_loss = self.weight_feature_matching * losses.feature_matching(real_mean, fake_mean)
-            variables = self.players()["generator"]
-            g_optimizer.apply(tape.gradient(g_loss, variables), variables)
-
+        g_loss = self._generator_step(real_features, step, local_batch)
         return self._update_trackers({
             "d_loss": tf.reduce_mean(adversarial), "g_loss": g_loss, "entropy": tf.reduce_mean(entropy),
             "balance": balance, "consistency": tf.reduce_mean(consistency), "independence": independence,

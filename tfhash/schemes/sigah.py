@@ -48,9 +48,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash import _validation, losses
 from tfhash import codes as codes_lib
-from tfhash.schemes import register
+from tfhash import losses
+from tfhash.schemes import register, settings
 from tfhash.schemes.base import HashingScheme, item_chunks
 from tfhash.schemes.layers import OPTIMIZERS, Standardize
 from tfhash.schemes.presets import Preset, named
@@ -180,44 +180,26 @@ class SiGAH(HashingScheme):
     ablations = {"-discriminator": {"weight_adversarial": 0.0}}  # Table 4: an auto-encoder model
     replica_local_terms = {"weight_graph": 0.0}  # Eq. 17's pairs are those of each replica's share
 
+    hyperparameter_rules = {
+        "sparse_units": settings.Optional(settings.PositiveInt()), "discriminator_units": settings.PositiveInt(),
+        **{name: settings.NonNegative() for name in (
+            "weight_reconstruction", "weight_quantization", "weight_sparsity", "weight_graph", "weight_adversarial",
+            "margin", "learning_rate", "weight_decay", "leaky_slope")},
+        "graph_sigma": settings.Optional(settings.Positive()),
+        "reconstruction_loss": settings.Choice(RECONSTRUCTION_LOSSES), "generator_input": settings.Choice(GENERATOR_INPUTS),
+        "quantization_sign": settings.Choice(QUANTIZATION_SIGNS), "sparsity_norm": settings.Choice(SPARSITY_NORMS),
+        "standardize": settings.Choice(STANDARDIZE), "optimizer_type": settings.Choice(OPTIMIZERS),
+        "final_learning_rate": settings.Optional(settings.NonNegative()), "hash_init": settings.Choice(HASH_INITS),
+        "init_scale": settings.Positive(), "hash_warmup_fraction": settings.Fraction(),
+    }
+
     def __init__(self, bits=32, input_shape=None, seed=0, sparse_units=None, discriminator_units=50,
                  weight_reconstruction=1.0, weight_quantization=1e-3, weight_sparsity=1e-4, weight_graph=1e-4,
                  weight_adversarial=1.0, margin=0.1, graph_sigma=None, reconstruction_loss="norm",
                  generator_input="relaxed", quantization_sign="bound", sparsity_norm="l2", standardize="global",
                  optimizer_type="adam", learning_rate=1e-2, final_learning_rate=None, weight_decay=5e-4,
                  leaky_slope=0.2, hash_init="gaussian", init_scale=1.0, hash_warmup_fraction=0.0, **kwargs):
-        for name, value in [("weight_reconstruction", weight_reconstruction),
-                            ("weight_quantization", weight_quantization), ("weight_sparsity", weight_sparsity),
-                            ("weight_graph", weight_graph), ("weight_adversarial", weight_adversarial),
-                            ("margin", margin), ("learning_rate", learning_rate), ("weight_decay", weight_decay),
-                            ("leaky_slope", leaky_slope)]:
-            _validation.check_non_negative_number(value, name)
-        if graph_sigma is not None and not (isinstance(graph_sigma, (int, float)) and graph_sigma > 0):
-            raise ValueError(f"`graph_sigma` must be a positive number or None, got {graph_sigma!r}.")
-        self.sparse_units = None if sparse_units is None else _validation.check_positive_int(sparse_units, "sparse_units")
-        self.discriminator_units = _validation.check_positive_int(discriminator_units, "discriminator_units")
-        self.weight_reconstruction, self.weight_quantization = float(weight_reconstruction), float(weight_quantization)
-        self.weight_sparsity, self.weight_graph = float(weight_sparsity), float(weight_graph)
-        self.weight_adversarial, self.margin = float(weight_adversarial), float(margin)
-        self.graph_sigma = None if graph_sigma is None else float(graph_sigma)
-        self.quantization_sign = _validation.check_choice(quantization_sign, "quantization_sign", QUANTIZATION_SIGNS)
-        self.reconstruction_loss = _validation.check_choice(reconstruction_loss, "reconstruction_loss",
-                                                            RECONSTRUCTION_LOSSES)
-        self.generator_input = _validation.check_choice(generator_input, "generator_input", GENERATOR_INPUTS)
-        self.sparsity_norm = _validation.check_choice(sparsity_norm, "sparsity_norm", SPARSITY_NORMS)
-        self.standardize = _validation.check_choice(standardize, "standardize", STANDARDIZE)
-        self.optimizer_type = _validation.check_choice(optimizer_type, "optimizer_type", OPTIMIZERS)
-        self.learning_rate, self.weight_decay = float(learning_rate), float(weight_decay)
-        self.final_learning_rate = (None if final_learning_rate is None else
-                                    _validation.check_non_negative_number(final_learning_rate, "final_learning_rate"))
-        self.leaky_slope = float(leaky_slope)
-        self.hash_init = _validation.check_choice(hash_init, "hash_init", HASH_INITS)
-        if not (isinstance(init_scale, (int, float)) and init_scale > 0):
-            raise ValueError(f"`init_scale` must be a positive number, got {init_scale!r}.")
-        self.init_scale = float(init_scale)
-        if not (isinstance(hash_warmup_fraction, (int, float)) and 0 <= hash_warmup_fraction < 1):
-            raise ValueError(f"`hash_warmup_fraction` must be in [0, 1), got {hash_warmup_fraction!r}.")
-        self.hash_warmup_fraction = float(hash_warmup_fraction)
+        self.set_hyperparameters(locals())
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
 
     # --- networks ------------------------------------------------------------------------------
@@ -307,6 +289,33 @@ class SiGAH(HashingScheme):
 
     # --- training ------------------------------------------------------------------------------
 
+    def _discriminator_step(self, x, reconstruction, average):
+        """Margin loss of Eq. 21 on real features and the reconstructions; per-item loss and energies for the logs.
+
+        Without the adversarial term (Table 4's ablation) D cannot reach the codes: it is not trained.
+        """
+        with tf.GradientTape() as tape:
+            energy_real = self._energy(x)
+            energy_fake = self._energy(tf.stop_gradient(reconstruction))
+            d_per_item = losses.energy_margin(energy_real, energy_fake, self.margin)
+            d_loss = average(d_per_item)
+        if self.weight_adversarial > 0:
+            variables = self.players()["discriminator"]
+            self.scheme_optimizers["discriminator"].apply(tape.gradient(d_loss, variables), variables)
+        return d_per_item, energy_real, energy_fake
+
+    def _apply_hash_and_generator(self, tape, g_loss):
+        """One step of W and G on ``g_loss``; W is held during the hash warm-up."""
+        hash_variables, generator_variables = self.players()["hash_function"], self.players()["generator"]
+        gradients = tape.gradient(g_loss, hash_variables + generator_variables)
+        warmup_steps = int(self.hash_warmup_fraction * self.total_steps) if getattr(self, "total_steps", None) else 0
+        if warmup_steps:
+            # A random generator's gradients would first scatter a PCA / ITQ start: hold W until it decodes.
+            warm = tf.cast(self.scheme_optimizers["generator"].iterations >= warmup_steps, tf.float32)
+            gradients = [g * warm for g in gradients[:len(hash_variables)]] + gradients[len(hash_variables):]
+        self.scheme_optimizers["hash_function"].apply(gradients[:len(hash_variables)], hash_variables)
+        self.scheme_optimizers["generator"].apply(gradients[len(hash_variables):], generator_variables)
+
     def train_step(self, data):
         x, _, _ = self.unpack_batch(data)  # unsupervised: labels are never used
         x = self.standardizer(x)
@@ -321,17 +330,8 @@ class SiGAH(HashingScheme):
                 generator_input = codes + tf.stop_gradient(tf.where(codes >= 0.0, 1.0, -1.0) - codes)
             sparse, reconstruction = self._generate(generator_input)
 
-            # 1. Discriminator: margin loss of Eq. 21 on real features and the current reconstructions.
-            #    Without the adversarial term (Table 4's ablation) D cannot reach the codes: not trained.
-            with tape.stop_recording(), tf.GradientTape() as d_tape:
-                energy_real = self._energy(x)
-                energy_fake = self._energy(tf.stop_gradient(reconstruction))
-                d_per_item = losses.energy_margin(energy_real, energy_fake, self.margin)
-                d_loss = average(d_per_item)
-            if self.weight_adversarial > 0:
-                with tape.stop_recording():
-                    variables = self.players()["discriminator"]
-                    self.scheme_optimizers["discriminator"].apply(d_tape.gradient(d_loss, variables), variables)
+            with tape.stop_recording():  # 1. the discriminator, on the current reconstructions
+                d_per_item, energy_real, energy_fake = self._discriminator_step(x, reconstruction, average)
 
             # 2. Hash function + generator: Eq. 20 plus the EBGAN generator term D(x^), with the updated D.
             reconstruction_error = losses.reconstruction_error(reconstruction, x, self.reconstruction_loss)
@@ -344,15 +344,7 @@ class SiGAH(HashingScheme):
                               + self.weight_sparsity * sparsity
                               + self.weight_adversarial * adversarial)
                       + self.weight_graph * graph / replicas)
-        hash_variables, generator_variables = self.players()["hash_function"], self.players()["generator"]
-        gradients = tape.gradient(g_loss, hash_variables + generator_variables)
-        warmup_steps = int(self.hash_warmup_fraction * self.total_steps) if getattr(self, "total_steps", None) else 0
-        if warmup_steps:
-            # A random generator's gradients would first scatter a PCA / ITQ start: hold W until it decodes.
-            warm = tf.cast(self.scheme_optimizers["generator"].iterations >= warmup_steps, tf.float32)
-            gradients = [g * warm for g in gradients[:len(hash_variables)]] + gradients[len(hash_variables):]
-        self.scheme_optimizers["hash_function"].apply(gradients[:len(hash_variables)], hash_variables)
-        self.scheme_optimizers["generator"].apply(gradients[len(hash_variables):], generator_variables)
+        self._apply_hash_and_generator(tape, g_loss)
 
         return self._update_trackers({
             "d_loss": tf.reduce_mean(d_per_item), "g_loss": g_loss * replicas,
