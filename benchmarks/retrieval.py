@@ -99,7 +99,7 @@ def candidates(scheme_cls, preset_names, grid, overrides, ablation):
             out.append((label, name, values))
             if ablation:
                 out += [(f"{label} {term}", name, {**values, **removed})
-                        for term, removed in scheme_cls.ablations.items()]
+                        for term, removed in scheme_cls.spec.ablations.items()]
     return out
 
 
@@ -152,7 +152,7 @@ def main():
                         "(default: their preset's)")
     parser.add_argument("--deep-baselines", action="store_true",
                         help="also train every deep non-adversarial baseline scheme (" + ", ".join(
-                            n for n in schemes.names() if schemes.get(n).deep_baseline)
+                            n for n in schemes.names() if schemes.get(n).spec.deep_baseline)
                         + ") with its default preset, like --compare")
     parser.add_argument("--labelled-per-class", type=int, default=None, metavar="N",
                         help="semi-supervised runs: schemes that train on labels see the labels of N random training "
@@ -163,7 +163,7 @@ def main():
 
     scheme_cls = schemes.get(args.scheme)
     if args.deep_baselines:
-        deep = [n for n in schemes.names() if schemes.get(n).deep_baseline and n != args.scheme]
+        deep = [n for n in schemes.names() if schemes.get(n).spec.deep_baseline and n != args.scheme]
         args.compare = list(dict.fromkeys(args.compare + deep))
     preset_names = args.presets or [scheme_cls.default_preset]
     unknown = sorted(set(preset_names) - set(scheme_cls.presets))
@@ -171,8 +171,8 @@ def main():
         raise SystemExit(f"--presets must be among {sorted(scheme_cls.presets)}, got {unknown}")
     overrides = parse_set_flags(args.set, scheme_cls)
     runs = candidates(scheme_cls, preset_names, parse_grid(args.grid, scheme_cls), overrides, args.ablation)
-    protocol = args.protocol or scheme_cls.retrieval_protocol
-    baseline_names = list(dict.fromkeys(["itq"] + list(args.baselines or scheme_cls.paper_baselines)))
+    protocol = args.protocol or scheme_cls.spec.retrieval_protocol
+    baseline_names = list(dict.fromkeys(["itq"] + list(args.baselines or scheme_cls.spec.paper_baselines)))
     labelled = ("" if args.labelled_per_class is None else
                 f"; {args.labelled_per_class} labelled training items per class for schemes that train on labels")
     print(f"{args.scheme}: {len(runs)} candidate(s) x seeds {args.seeds} on {args.data}, bits {args.bits}; "

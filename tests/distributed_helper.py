@@ -26,7 +26,7 @@ from tests.probe_scheme import LabelIndexProbe, expected_table  # noqa: E402
 
 
 def data(scheme_cls, n=64):
-    return np.random.default_rng(0).random((n,) + tuple(scheme_cls.test_input_shape)).astype(np.float32)
+    return np.random.default_rng(0).random((n,) + tuple(scheme_cls.spec.test_input_shape)).astype(np.float32)
 
 
 def train(name, strategy, epochs=2):
@@ -35,7 +35,7 @@ def train(name, strategy, epochs=2):
     x = data(scheme_cls)
     hasher = tfhash.fit(name, x, scheme_labels(scheme_cls, len(x)), bits=8, epochs=epochs, batch_size=16, seed=0,
                         strategy=strategy, verbose=0,
-                        **{**scheme_cls.test_hyperparameters, **scheme_cls.replica_local_terms})
+                        **{**scheme_cls.spec.test_hyperparameters, **scheme_cls.spec.replica_local_terms})
     return {"history": {k: [float(v) for v in vals] for k, vals in hasher.history.history.items()},
             "probabilities": hasher.predict_probabilities(x).tolist()}
 
@@ -58,8 +58,8 @@ def main():
         strategy = tf.distribute.MirroredStrategy(two_devices)
         scheme_cls = tfhash.schemes.get(name)
         with strategy.scope():
-            model = scheme_cls(bits=8, input_shape=scheme_cls.test_input_shape, seed=0,
-                               **scheme_cls.test_hyperparameters)
+            model = scheme_cls(bits=8, input_shape=scheme_cls.spec.test_input_shape, seed=0,
+                               **scheme_cls.spec.test_hyperparameters)
 
         @tf.function
         def draw():

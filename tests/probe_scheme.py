@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash.schemes.base import HashingScheme
+from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.presets import Preset, named
 
 
@@ -19,7 +19,7 @@ class LabelIndexProbe(HashingScheme):
     input_kind = "features"
     needs_labels = True
     needs_indices = True
-    test_input_shape = (4,)
+    spec = SchemeSpec(test_input_shape=(4,))
     loss_names = ("probe",)
     presets = named(paper=Preset("One SGD step per batch with learning rate 1 (a probe, not a paper).", epochs=1,
                                  batch_size=16))

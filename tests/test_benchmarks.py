@@ -16,11 +16,11 @@ pytestmark = pytest.mark.e2e  # benchmark scripts end to end
 
 
 # The deep baselines run through the same script with --deep-baselines in the first scheme's run.
-@pytest.mark.parametrize("name", [n for n in schemes.names() if not schemes.get(n).deep_baseline])
+@pytest.mark.parametrize("name", [n for n in schemes.names() if not schemes.get(n).spec.deep_baseline])
 def test_retrieval_benchmark_runs_and_selects_on_validation(name):
     presets = sorted(schemes.get(name).presets)
     first = name == schemes.names()[0]
-    deep = [n for n in schemes.names() if schemes.get(n).deep_baseline and n != name]
+    deep = [n for n in schemes.names() if schemes.get(n).spec.deep_baseline and n != name]
     compare = ["--deep-baselines", "--compare-epochs", "1"] if first else []
     seeds = [0, 1] if first else [0]  # mean and spread over seeds: checked once
     # Schemes that train on labels: the semi-supervised protocol, a few labelled training items per class.

@@ -20,7 +20,7 @@ from tfhash import schemes
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     name = schemes.names()[0]
-    shape = schemes.get(name).test_input_shape
+    shape = schemes.get(name).spec.test_input_shape
     x = np.random.default_rng(0).random((48,) + tuple(shape)).astype(np.float32)
     run = tmp_path_factory.mktemp("runs") / "run"
     return tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, verbose=0, checkpoint_dir=str(run)), run, x

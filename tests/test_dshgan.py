@@ -7,7 +7,7 @@ import pytest
 import tfhash
 from tfhash.schemes.dshgan import DSHGAN
 
-SHAPE = DSHGAN.test_input_shape
+SHAPE = DSHGAN.spec.test_input_shape
 
 
 def _data(n=48, seed=0):

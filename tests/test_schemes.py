@@ -17,7 +17,7 @@ SCHEMES = schemes.names()
 
 
 def _shape(name):
-    return schemes.get(name).test_input_shape
+    return schemes.get(name).spec.test_input_shape
 
 
 def _data(name, n=64, seed=0):
@@ -27,12 +27,12 @@ def _data(name, n=64, seed=0):
 def _fit(name, x, **kwargs):
     """``tfhash.fit`` with the labels and test settings the scheme needs."""
     scheme_cls = schemes.get(name)
-    return tfhash.fit(name, x, scheme_labels(scheme_cls, len(x)), **{**scheme_cls.test_hyperparameters, **kwargs})
+    return tfhash.fit(name, x, scheme_labels(scheme_cls, len(x)), **{**scheme_cls.spec.test_hyperparameters, **kwargs})
 
 
 def _build(name, **kwargs):
     scheme_cls = schemes.get(name)
-    return scheme_cls(input_shape=_shape(name), **{**scheme_cls.test_hyperparameters, **kwargs})
+    return scheme_cls(input_shape=_shape(name), **{**scheme_cls.spec.test_hyperparameters, **kwargs})
 
 
 @pytest.mark.parametrize("name", SCHEMES)
@@ -81,9 +81,9 @@ def test_encoder_model_is_plain_and_matches_encode(name):
     x = _data(name, n=5)
     np.testing.assert_allclose(np.asarray(encoder(x)), model.predict_probabilities(x), atol=1e-6)
     players = model.players()
-    assert model.encoder_players and set(model.encoder_players) <= set(players)
-    encoder_side = {id(v) for p in model.encoder_players for v in players[p]}
-    adversarial_side = {id(v) for p in players if p not in model.encoder_players for v in players[p]}
+    assert model.spec.encoder_players and set(model.spec.encoder_players) <= set(players)
+    encoder_side = {id(v) for p in model.spec.encoder_players for v in players[p]}
+    adversarial_side = {id(v) for p in players if p not in model.spec.encoder_players for v in players[p]}
     encoder_trainable = {id(v) for v in encoder.trainable_weights}
     assert encoder_trainable and encoder_trainable <= encoder_side  # only the encoder's players are exported
     assert not adversarial_side & {id(v) for v in encoder.weights}
@@ -114,14 +114,14 @@ def test_scheme_facts_are_consistent(name):
     scheme_cls = schemes.get(name)
     known = set(scheme_cls.hyperparameter_names())
     assert scheme_cls.input_kind in base.INPUT_KINDS
-    assert scheme_cls.retrieval_protocol in ("labels", "euclidean")
-    assert set(scheme_cls.paper_baselines) <= set(tfhash.baselines.BASELINES)
-    for label, values in scheme_cls.ablations.items():
+    assert scheme_cls.spec.retrieval_protocol in ("labels", "euclidean")
+    assert set(scheme_cls.spec.paper_baselines) <= set(tfhash.baselines.BASELINES)
+    for label, values in scheme_cls.spec.ablations.items():
         assert values and set(values) <= known, label
         _build(name, bits=8, **values)
-    assert set(scheme_cls.replica_local_terms) <= known
+    assert set(scheme_cls.spec.replica_local_terms) <= known
     # Adversarial schemes log their discriminator's loss; the deep baselines have none and log their total.
-    assert ("loss" if scheme_cls.deep_baseline else "d_loss") in scheme_cls.loss_names
+    assert ("loss" if scheme_cls.spec.deep_baseline else "d_loss") in scheme_cls.loss_names
 
 
 @pytest.mark.parametrize("name", SCHEMES)

@@ -4,8 +4,8 @@ A scheme subclasses :class:`HashingScheme` and provides:
 
 * its facts as class attributes (read by ``tfhash.fit``, the export, the benchmarks and the shared
   tests, so none of them needs to know a scheme by name): ``input_kind``, ``needs_labels``,
-  ``needs_indices``, ``presets`` and ``default_preset``, ``ablations``, ``encoder_players``,
-  ``retrieval_protocol``, ``paper_baselines``, ``deep_baseline``, ``test_input_shape``;
+  ``needs_indices``, ``presets`` and ``default_preset``, ``adapt_on_resume``, ``hyperparameter_rules``, and
+  ``spec`` (a :class:`SchemeSpec` of what only the benchmarks and the shared tests read);
 * ``loss_names``: the keys it logs (one ``keras.metrics.Mean`` tracker each);
 * ``_build_networks()``: creates its sub-networks (variables must exist after ``__init__``);
 * ``players()``: ``{player name: [variables]}``, one optimizer each;
@@ -20,6 +20,7 @@ so ``from_config(get_config())`` rebuilds the same architecture.
 """
 
 import contextlib
+import dataclasses
 import functools
 import inspect
 import random
@@ -119,6 +120,35 @@ def _seeded_random_state(seed):
         np.random.set_state(numpy_state)
 
 
+@dataclasses.dataclass(frozen=True)
+class SchemeSpec:
+    """Facts of a scheme that only its evaluation and the shared test suite read (training and export do not).
+
+    Attributes:
+        encoder_players: players whose variables the exported encoder may hold (the others never are).
+        retrieval_protocol: how the paper measures retrieval: "labels" (same class is relevant) or
+            "euclidean" (the true Euclidean neighbours are relevant).
+        paper_baselines: the shallow baselines the paper compares with (benchmarks run them in the same run).
+        deep_baseline: a deep non-adversarial method that the benchmarks' ``--deep-baselines`` trains beside
+            any scheme.
+        ablations: ``{run label: hyperparameters}`` removing loss terms, as the paper's ablation does.
+        test_input_shape: a small item shape the scheme accepts, for the shared test suite.
+        test_hyperparameters: settings the shared test suite builds and trains with: what ``tfhash.fit``
+            would derive from labels, and a schedule that reaches every stage of training within two epochs.
+        replica_local_terms: hyperparameters that switch off terms computed within each replica's share of
+            the batch (by design); with them off, one device and several replicas train alike.
+    """
+
+    encoder_players: tuple = ()
+    retrieval_protocol: str = "labels"
+    paper_baselines: tuple = ("itq",)
+    deep_baseline: bool = False
+    ablations: dict = dataclasses.field(default_factory=dict)
+    test_input_shape: tuple = (8, 8, 1)
+    test_hyperparameters: dict = dataclasses.field(default_factory=dict)
+    replica_local_terms: dict = dataclasses.field(default_factory=dict)
+
+
 class StepContext:
     """What a training step needs to know of the distribution, for this replica's share of the batch.
 
@@ -161,28 +191,11 @@ class HashingScheme(keras.Model):
     presets = {}
     #: The preset ``tfhash.fit`` uses when none is named.
     default_preset = "paper"
-    #: ``{run label: hyperparameters}`` removing loss terms, as the paper's ablation does.
-    ablations = {}
-    #: Players whose variables the exported encoder may hold (the others are never exported).
-    encoder_players = ()
-    #: How the paper measures retrieval: "labels" (same class is relevant) or "euclidean"
-    #: (the true Euclidean neighbours are relevant).
-    retrieval_protocol = "labels"
-    #: The shallow baselines the paper compares with (benchmarks run them in the same run).
-    paper_baselines = ("itq",)
-    #: A deep non-adversarial method that the benchmarks' ``--deep-baselines`` trains beside any scheme.
-    deep_baseline = False
-    #: A small item shape the scheme accepts, for the shared test suite.
-    test_input_shape = (8, 8, 1)
-    #: Settings the shared test suite builds and trains with: what ``tfhash.fit`` would derive from labels, and a
-    #: schedule that reaches every stage of training within two epochs.
-    test_hyperparameters = {}
+    #: What only the benchmarks and the shared tests read (:class:`SchemeSpec`).
+    spec = SchemeSpec()
     #: Whether ``adapt`` must run again when training resumes from a checkpoint (state it builds from the
     #: training items that checkpoints do not hold, such as a neighbourhood graph).
     adapt_on_resume = False
-    #: Hyperparameters that switch off terms computed within each replica's share of the batch (by design);
-    #: with them off, one device and several replicas train alike (the distribution test checks it).
-    replica_local_terms = {}
     #: ``{hyperparameter: rule}`` (``tfhash.schemes.settings``) for every constructor argument of the scheme.
     hyperparameter_rules = {}
 

@@ -34,7 +34,7 @@ import tensorflow as tf
 from tfhash import _validation, losses, neighbours
 from tfhash import codes as codes_lib
 from tfhash.schemes import register, settings
-from tfhash.schemes.base import HashingScheme
+from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.layers import NETWORKS, OPTIMIZERS, batch_norm, choose_network
 from tfhash.schemes.presets import Preset, named
 
@@ -89,9 +89,19 @@ class BGAN(HashingScheme):
     input_kind = "images"
     needs_indices = True
     adapt_on_resume = True  # the neighbourhood graph is rebuilt from the same items, never checkpointed
-    encoder_players = ("encoder",)
-    paper_baselines = ("lsh", "itq", "sh", "sph")  # Table 3
-    test_input_shape = (8, 8, 1)
+    spec = SchemeSpec(
+        encoder_players=("encoder",),
+        paper_baselines=("lsh", "itq", "sh", "sph"),  # Table 3
+        # Table 2 (components) and Table 4 (how the sign is reached), beside the full model.
+        ablations={
+            "l_N only": {"weight_content": 0.0, "weight_adversarial": 0.0},
+            "l_N + l_C": {"weight_adversarial": 0.0},
+            "l_N + l_A": {"weight_content": 0.0},
+            "two-step (relaxed, sign after)": {"activation": "tanh", "beta_stages": [1.0]},
+            "tanh continuation": {"activation": "tanh"},
+        },
+        test_input_shape=(8, 8, 1),
+    )
     presets = named(
         paper=Preset(
             description="The paper's settings (Sec. 4.1.4 and 3.4): K1 = 20, K2 = 30, lambda1 = lambda2 = 0.1, SGD "
@@ -116,14 +126,6 @@ class BGAN(HashingScheme):
                         "and 32 bits, 20 at 64 (BENCHMARKS.md (i))"),
     )
     default_preset = "neighbours"
-    # Table 2 (components) and Table 4 (how the sign is reached), beside the full model.
-    ablations = {
-        "l_N only": {"weight_content": 0.0, "weight_adversarial": 0.0},
-        "l_N + l_C": {"weight_adversarial": 0.0},
-        "l_N + l_A": {"weight_content": 0.0},
-        "two-step (relaxed, sign after)": {"activation": "tanh", "beta_stages": [1.0]},
-        "tanh continuation": {"activation": "tanh"},
-    }
 
     hyperparameter_rules = {
         "network": settings.Choice(NETWORKS), "encoder_units": settings.PositiveInts(), "width": settings.Positive(),

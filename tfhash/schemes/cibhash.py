@@ -37,7 +37,7 @@ import tensorflow as tf
 from tfhash import augment, losses
 from tfhash.schemes import register, settings
 from tfhash.schemes.backbones import build_backbone, check_backbone
-from tfhash.schemes.base import HashingScheme
+from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.presets import Preset, named
 
 VIEW_SETTINGS = ("max_shift", "max_rotation", "max_zoom", "padding", "brightness", "contrast", "saturation")
@@ -66,10 +66,12 @@ class CIBHash(HashingScheme):
 
     loss_names = ("loss", "contrastive", "kl", "bit_freq_min", "bit_freq_max")
     input_kind = "images"
-    encoder_players = ("encoder",)
-    deep_baseline = True
-    paper_baselines = ("lsh", "itq", "sh")
-    test_input_shape = (8, 8, 1)
+    spec = SchemeSpec(
+        encoder_players=("encoder",),
+        paper_baselines=("lsh", "itq", "sh"),
+        deep_baseline=True,
+        test_input_shape=(8, 8, 1),
+    )
     presets = named(
         paper=Preset(
             description="The paper's settings (Qiu et al. 2021, implementation details; the authors' released "

@@ -43,7 +43,7 @@ import tensorflow as tf
 from tfhash import losses
 from tfhash.schemes import register, settings
 from tfhash.schemes.backbones import build_backbone, check_backbone, default_backbone, describe_backbone, is_small_image
-from tfhash.schemes.base import HashingScheme
+from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.layers import OPTIMIZERS
 from tfhash.schemes.presets import Preset, named
 
@@ -147,10 +147,17 @@ class DSHGAN(HashingScheme):
     input_kind = "images"
     needs_labels = True
     adapt_on_resume = True  # the labelled items are kept again from the training data, never checkpointed
-    encoder_players = ("shared",)  # the export holds the backbone and the hash stream only
-    paper_baselines = ("lsh", "itq", "sh")  # Table 1's unsupervised shallow methods
-    test_input_shape = (8, 8, 1)
-    test_hyperparameters = {"num_classes": 4, "generator_epochs": 1, "use_generator": True}  # the GAN path too
+    spec = SchemeSpec(
+        encoder_players=("shared",),  # the export holds the backbone and the hash stream only
+        paper_baselines=("lsh", "itq", "sh"),  # Table 1's unsupervised shallow methods
+        # The paper's DSH-GANs^- (Table 1), and the baselines of its claim.
+        ablations={
+            "DSH-GANs^- (no classification stream)": {"weight_classification": 0.0},
+            "no GAN (real triplets)": {"use_generator": False},
+        },
+        test_input_shape=(8, 8, 1),
+        test_hyperparameters={"num_classes": 4, "generator_epochs": 1, "use_generator": True},  # the GAN path too
+    )
     presets = named(
         paper=Preset(
             description="The paper's settings (Sec. 4.2): G and D with Adam 2e-4 and momentum 0.9, weights "
@@ -182,11 +189,6 @@ class DSHGAN(HashingScheme):
                         "seeds), level with it on fashion-mnist-10k and behind it on cifar10-6k with 50 labels per class"),
     )
     default_preset = "no_gan"
-    # The paper's DSH-GANs^- (Table 1), and the baselines of its claim.
-    ablations = {
-        "DSH-GANs^- (no classification stream)": {"weight_classification": 0.0},
-        "no GAN (real triplets)": {"use_generator": False},
-    }
 
     hyperparameter_rules = {
         "num_classes": settings.Optional(settings.PositiveInt(2, "a triplet needs another class")),

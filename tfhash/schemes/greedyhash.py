@@ -32,7 +32,7 @@ from tfhash import codes as codes_lib
 from tfhash import losses
 from tfhash.schemes import register, settings
 from tfhash.schemes.backbones import build_backbone, check_backbone
-from tfhash.schemes.base import HashingScheme, item_chunks
+from tfhash.schemes.base import HashingScheme, SchemeSpec, item_chunks
 from tfhash.schemes.layers import OPTIMIZERS
 from tfhash.schemes.presets import Preset, named
 
@@ -59,10 +59,12 @@ class GreedyHash(HashingScheme):
     loss_names = ("loss", "structure", "penalty", "bit_freq_min", "bit_freq_max")
     input_kind = "images"
     threshold = codes_lib.TANH_THRESHOLD
-    encoder_players = ("encoder",)
-    deep_baseline = True
-    paper_baselines = ("lsh", "itq", "sh")
-    test_input_shape = (8, 8, 1)
+    spec = SchemeSpec(
+        encoder_players=("encoder",),
+        paper_baselines=("lsh", "itq", "sh"),
+        deep_baseline=True,
+        test_input_shape=(8, 8, 1),
+    )
     presets = named(
         paper=Preset(
             description="The paper's unsupervised settings (Su et al. 2018, Sec. 4; the authors' released code): "

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from tfhash import _validation, augment, losses
 from tfhash.schemes import register, settings
-from tfhash.schemes.base import HashingScheme, item_chunks
+from tfhash.schemes.base import HashingScheme, SchemeSpec, item_chunks
 from tfhash.schemes.layers import NETWORKS, WeightNormConv2D, WeightNormDense, batch_norm, choose_network
 from tfhash.schemes.presets import Preset, named
 
@@ -82,9 +82,21 @@ class HashGAN(HashingScheme):
                   "bit_freq_min", "bit_freq_max")
     input_kind = "images"
     adapt_on_resume = True  # the radius bank of adversarial_radius="neighbour" is kept again, never checkpointed
-    encoder_players = ("discriminator",)  # E shares every layer of D but the last (Sec. 3.1)
-    paper_baselines = ("lsh", "pcah", "itq", "sph", "sh")  # Table 1
-    test_input_shape = (8, 8, 1)
+    spec = SchemeSpec(
+        encoder_players=("discriminator",),  # E shares every layer of D but the last (Sec. 3.1)
+        paper_baselines=("lsh", "pcah", "itq", "sph", "sh"),  # Table 1
+        # Fig. 5: one term removed at a time; the adversarial loss goes with feature matching and L2.
+        ablations={
+            "-independence": {"weight_independence": 0.0},
+            "-collaborative (L2)": {"weight_collaborative": 0.0},
+            "-consistency": {"weight_consistency": 0.0},
+            "-uniform frequency": {"weight_frequency": 0.0},
+            "-entropy": {"weight_entropy": 0.0},
+            "-adversarial -feature -L2": {"weight_adversarial": 0.0, "weight_feature_matching": 0.0,
+                                          "weight_collaborative": 0.0},
+        },
+        test_input_shape=(8, 8, 1),
+    )
     presets = named(
         paper=Preset(
             description="The paper's settings (Sec. 4): loss weights 1 / lambda_entropy 1e-2 / 0.1 for L2, noise as "
@@ -104,16 +116,6 @@ class HashGAN(HashingScheme):
                         "first found among ~18 settings on the seed-0 test queries. It loses to `paper` on "
                         "fashion-mnist-10k and digits, so it is not the default"),
     )
-    # Fig. 5: one term removed at a time; the adversarial loss goes with feature matching and L2.
-    ablations = {
-        "-independence": {"weight_independence": 0.0},
-        "-collaborative (L2)": {"weight_collaborative": 0.0},
-        "-consistency": {"weight_consistency": 0.0},
-        "-uniform frequency": {"weight_frequency": 0.0},
-        "-entropy": {"weight_entropy": 0.0},
-        "-adversarial -feature -L2": {"weight_adversarial": 0.0, "weight_feature_matching": 0.0,
-                                      "weight_collaborative": 0.0},
-    }
 
     hyperparameter_rules = {
         "network": settings.Choice(NETWORKS), "noise_dim": settings.PositiveInt(),

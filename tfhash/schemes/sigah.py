@@ -51,7 +51,7 @@ import tensorflow as tf
 from tfhash import codes as codes_lib
 from tfhash import losses
 from tfhash.schemes import register, settings
-from tfhash.schemes.base import HashingScheme, item_chunks
+from tfhash.schemes.base import HashingScheme, SchemeSpec, item_chunks
 from tfhash.schemes.layers import OPTIMIZERS, Standardize
 from tfhash.schemes.presets import Preset, named
 
@@ -143,10 +143,14 @@ class SiGAH(HashingScheme):
                   "energy_fake", "bit_freq_min", "bit_freq_max")
     threshold = codes_lib.TANH_THRESHOLD
     input_kind = "features"
-    encoder_players = ("hash_function",)
-    retrieval_protocol = "euclidean"  # Sec. 5: the top-1,000 Euclidean neighbours are relevant
-    paper_baselines = ("lsh", "itq", "sph")  # Tables 1-3
-    test_input_shape = (24,)
+    spec = SchemeSpec(
+        encoder_players=("hash_function",),
+        retrieval_protocol="euclidean",  # Sec. 5: the top-1,000 Euclidean neighbours are relevant
+        paper_baselines=("lsh", "itq", "sph"),  # Tables 1-3
+        ablations={"-discriminator": {"weight_adversarial": 0.0}},  # Table 4: an auto-encoder model
+        test_input_shape=(24,),
+        replica_local_terms={"weight_graph": 0.0},  # Eq. 17's pairs are those of each replica's share
+    )
     presets = named(
         paper=Preset(
             description="The paper's settings (Sec. 4): alpha 1e-3, lambda = gamma = 1e-4, margin beta 0.1, learning "
@@ -177,8 +181,6 @@ class SiGAH(HashingScheme):
                         "not above it"),
     )
     default_preset = "itq_start"
-    ablations = {"-discriminator": {"weight_adversarial": 0.0}}  # Table 4: an auto-encoder model
-    replica_local_terms = {"weight_graph": 0.0}  # Eq. 17's pairs are those of each replica's share
 
     hyperparameter_rules = {
         "sparse_units": settings.Optional(settings.PositiveInt()), "discriminator_units": settings.PositiveInt(),
