@@ -100,7 +100,6 @@ class BGAN(HashingScheme):
             "two-step (relaxed, sign after)": {"activation": "tanh", "beta_stages": [1.0]},
             "tanh continuation": {"activation": "tanh"},
         },
-        test_input_shape=(8, 8, 1),
     )
     presets = named(
         paper=Preset(

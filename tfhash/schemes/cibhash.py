@@ -70,7 +70,6 @@ class CIBHash(HashingScheme):
         encoder_players=("encoder",),
         paper_baselines=("lsh", "itq", "sh"),
         deep_baseline=True,
-        test_input_shape=(8, 8, 1),
     )
     presets = named(
         paper=Preset(

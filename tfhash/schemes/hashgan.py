@@ -95,7 +95,6 @@ class HashGAN(HashingScheme):
             "-adversarial -feature -L2": {"weight_adversarial": 0.0, "weight_feature_matching": 0.0,
                                           "weight_collaborative": 0.0},
         },
-        test_input_shape=(8, 8, 1),
     )
     presets = named(
         paper=Preset(
