@@ -44,3 +44,21 @@ def peak_rss_mb():
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def append_result(path, record, wall_seconds):
+    """Appends ``record`` as one JSON line to ``path``, with the command that made it, the commit and the wall
+    time, so a figure taken from the file can always be traced and rerun."""
+    import json
+    import subprocess
+    import sys
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = None
+    entry = {"command": " ".join(["python -m benchmarks." + os.path.basename(sys.argv[0])[:-3]] + sys.argv[1:]),
+             "commit": commit, "wall_seconds": round(wall_seconds, 1), **record}
+    with open(path, "a", encoding="utf-8") as f:  # one line per run, appended whole
+        f.write(json.dumps(entry, sort_keys=True, default=float) + "\n")

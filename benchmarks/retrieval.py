@@ -157,9 +157,12 @@ def main():
     parser.add_argument("--labelled-per-class", type=int, default=None, metavar="N",
                         help="semi-supervised runs: schemes that train on labels see the labels of N random training "
                         "items per class, drawn per seed, never validation queries (default: every training label)")
+    parser.add_argument("--results", default=None, metavar="FILE.jsonl",
+                        help="also append the closing JSON line, with the command, commit and wall time, to this file")
     parser.add_argument("--train-size", type=int, default=None, metavar="N",
                         help="real image data: train on N random database items (queries and database unchanged)")
     args = parser.parse_args()
+    started = time.perf_counter()
 
     scheme_cls = schemes.get(args.scheme)
     if args.deep_baselines:
@@ -246,11 +249,14 @@ def main():
     print(f"{protocol} mAP, mean ± sample std over seeds {args.seeds}; settings ranked on validation queries only")
     print(evaluation.markdown_table(rows, ["data", "bits", "method", "validation", "test", "x ITQ (test)", "train s",
                                            "binary outputs", "bit freq"]))
-    print(evaluation.json_line({"benchmark": "retrieval", "scheme": args.scheme, "data": args.data,
-                                "protocol": protocol, "seeds": args.seeds, "selection": "validation",
-                                "labelled_per_class": args.labelled_per_class,
-                                "candidates": [{"label": l, "preset": p, "overrides": v} for l, p, v in runs],
-                                "runs": results, "machine": _common.machine()}))
+    record = {"benchmark": "retrieval", "scheme": args.scheme, "data": args.data, "protocol": protocol,
+              "seeds": args.seeds, "selection": "validation", "labelled_per_class": args.labelled_per_class,
+              "train_size": args.train_size,
+              "candidates": [{"label": l, "preset": p, "overrides": v} for l, p, v in runs],
+              "runs": results, "machine": _common.machine()}
+    print(evaluation.json_line(record))
+    if args.results:
+        _common.append_result(args.results, record, time.perf_counter() - started)
 
 
 if __name__ == "__main__":

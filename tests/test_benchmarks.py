@@ -17,7 +17,7 @@ pytestmark = pytest.mark.e2e  # benchmark scripts end to end
 
 # The deep baselines run through the same script with --deep-baselines in the first scheme's run.
 @pytest.mark.parametrize("name", [n for n in schemes.names() if not schemes.get(n).spec.deep_baseline])
-def test_retrieval_benchmark_runs_and_selects_on_validation(name):
+def test_retrieval_benchmark_runs_and_selects_on_validation(name, tmp_path):
     presets = sorted(schemes.get(name).presets)
     first = name == schemes.names()[0]
     deep = [n for n in schemes.names() if schemes.get(n).spec.deep_baseline and n != name]
@@ -25,13 +25,20 @@ def test_retrieval_benchmark_runs_and_selects_on_validation(name):
     seeds = [0, 1] if first else [0]  # mean and spread over seeds: checked once
     # Schemes that train on labels: the semi-supervised protocol, a few labelled training items per class.
     labelled = ["--labelled-per-class", "3"] if schemes.get(name).needs_labels else []
+    results = tmp_path / "results.jsonl"
+    recorded = ["--results", str(results)] if first else []  # the results file: checked once
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.retrieval", "--scheme", name, "--data", "digits",
-         "--bits", "8", "--seeds", *map(str, seeds), "--epochs", "1", "--presets", *presets, *compare, *labelled],
+         "--bits", "8", "--seeds", *map(str, seeds), "--epochs", "1", "--presets", *presets, *compare, *labelled,
+         *recorded],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads(result.stdout.strip().splitlines()[-1])
+    if recorded:  # the same record, with what it takes to trace and rerun it
+        entry = json.loads(results.read_text())
+        assert entry["command"].startswith(f"python -m benchmarks.retrieval --scheme {name} --data digits")
+        assert entry["wall_seconds"] > 0 and "commit" in entry and entry["runs"] == payload["runs"]
     assert payload["selection"] == "validation" and payload["scheme"] == name
     assert payload["labelled_per_class"] == (3 if schemes.get(name).needs_labels else None)
     runs = [r for r in payload["runs"] if not r["baseline"]]
