@@ -72,3 +72,10 @@ def test_greedyhash_keeps_the_cosine_structure_of_its_targets_and_pushes_outputs
 def test_greedyhash_refuses_targets_from_a_backbone_that_learns():
     with pytest.raises(ValueError, match="`target`='backbone' needs train_backbone=False"):
         tfhash.fit("greedyhash", np.zeros((64, 8, 8, 1), np.float32), bits=8, target="backbone")
+
+
+def test_cibhash_declares_that_its_step_cannot_compile_and_keras_falls_back():
+    x = np.random.default_rng(0).random((32, 8, 8, 1)).astype(np.float32)
+    with pytest.warns(UserWarning, match="doesn't support `jit_compile=True`"):
+        hasher = tfhash.fit("cibhash", x, bits=8, epochs=1, batch_size=32, verbose=0, jit_compile=True)
+    assert hasher.model.jit_compile is False and hasher.trained

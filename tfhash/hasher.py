@@ -210,7 +210,7 @@ def _checkpoint_paths(directory):
     return [p if os.path.isabs(p) else os.path.join(directory, p) for p in reversed(paths)]
 
 
-def restore(directory, description, strategy=None, total_steps="saved", hyperparameters=None):
+def restore(directory, description, strategy=None, total_steps="saved", hyperparameters=None, jit_compile="auto"):
     """``(model, epoch)`` rebuilt from ``description`` and the newest readable checkpoint in ``directory``.
 
     ``hyperparameters`` holds values of the resuming call that the config can only describe (arrays, models).
@@ -229,7 +229,8 @@ def restore(directory, description, strategy=None, total_steps="saved", hyperpar
         except ValueError as err:
             raise ValueError(f"{os.path.join(directory, CONFIG_FILE)}: field 'config' holds settings the "
                              f"{description['scheme']!r} scheme refuses: {err}") from err
-        model.compile(total_steps=description.get("total_steps") if total_steps == "saved" else total_steps)
+        model.compile(total_steps=description.get("total_steps") if total_steps == "saved" else total_steps,
+                      jit_compile=jit_compile)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = checkpoint_manager(model, epoch, directory).checkpoint
     paths = _checkpoint_paths(directory)

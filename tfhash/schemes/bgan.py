@@ -54,6 +54,25 @@ def describe_graph_features(value):
     return f"array {list(array.shape)} {array.dtype} sha1:{digest}"
 
 
+def _lower_bound(sorted_keys, queries):
+    """First position of each query in ``sorted_keys`` (capped at the last), as ``tf.searchsorted`` gives it.
+
+    A binary search of a fixed number of gathers: its memory follows the queries. XLA lowers
+    ``tf.searchsorted`` to a comparison of every query with every key, which for the neighbourhood graph's
+    pairs asked for over 100 GiB.
+    """
+    size = int(sorted_keys.shape[0])
+    low = tf.zeros_like(queries)
+    high = tf.fill(tf.shape(queries), tf.constant(size, queries.dtype))
+    for _ in range(max(1, size).bit_length()):
+        middle = (low + high) // 2
+        active = low < high
+        right = tf.logical_and(active, tf.gather(sorted_keys, tf.minimum(middle, size - 1)) < queries)
+        low = tf.where(right, middle + 1, low)
+        high = tf.where(tf.logical_and(active, tf.logical_not(right)), middle, high)
+    return tf.minimum(low, size - 1)
+
+
 @register("bgan")
 class BGAN(HashingScheme):
     """BGAN (AAAI 2018). Defaults are the paper's settings (Sec. 4.1.4): K1 = 20, K2 = 30, lambda1 = lambda2 = 0.1.
@@ -285,9 +304,7 @@ class BGAN(HashingScheme):
         """S_ij for item indices ``rows`` ``[b]`` x ``columns`` ``[B]``: +1 listed, ``negative_similarity`` else."""
         keys = rows[:, None] * self._num_items + columns[None, :]
         flat = tf.reshape(keys, [-1])
-        position = tf.minimum(tf.searchsorted(self._pair_keys, flat, out_type=tf.int64),
-                              tf.size(self._pair_keys, tf.int64) - 1)
-        found = tf.cast(tf.equal(tf.gather(self._pair_keys, position), flat), tf.float32)
+        found = tf.cast(tf.equal(tf.gather(self._pair_keys, _lower_bound(self._pair_keys, flat)), flat), tf.float32)
         return tf.reshape(found + (1.0 - found) * self.negative_similarity, tf.shape(keys))
 
     # --- encoding ------------------------------------------------------------------------------

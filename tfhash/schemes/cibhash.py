@@ -114,6 +114,9 @@ class CIBHash(HashingScheme):
         self.set_hyperparameters(locals())
         self.view_policy = self._view_policy(locals())
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
+        # Its views are warped by ImageProjectiveTransformV3, which has no XLA kernel: Keras keeps the step out
+        # of XLA (with its warning) when jit_compile=True is asked for.
+        self.supports_jit = False
 
     # --- networks ------------------------------------------------------------------------------
 
