@@ -299,3 +299,14 @@ def test_a_version_taken_by_another_writer_meanwhile_is_skipped(trained, tmp_pat
     monkeypatch.setattr(tfhash._io, "place_directory", someone_else_first)
     assert tfhash.export.export_serving(hasher, str(base), "m").endswith(os.path.join("m", "2"))
     assert os.listdir(base / "m" / "1") == ["theirs"]
+
+
+def test_a_run_in_a_relative_directory_resumes_and_loads(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    name = schemes.names()[0]
+    x = np.random.default_rng(0).random((48,) + tuple(schemes.get(name).spec.test_input_shape)).astype(np.float32)
+    first = tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, verbose=0, checkpoint_dir=os.path.join("runs", "r"))
+    loaded = tfhash.Hasher.load(os.path.join("runs", "r"))  # as `--checkpoint_dir=runs/r` on the command line
+    np.testing.assert_array_equal(loaded.encode(x), first.encode(x))
+    resumed = tfhash.fit(name, x, bits=8, epochs=2, batch_size=16, verbose=0, checkpoint_dir=os.path.join("runs", "r"))
+    assert resumed.epoch == 2 and len(resumed.history.epoch) == 1  # one more epoch, from the checkpoint

@@ -206,8 +206,8 @@ def _check_description(description, config_path):
 def _checkpoint_paths(directory):
     """Checkpoint prefixes in ``directory``, newest first."""
     state = tf.train.get_checkpoint_state(directory)
-    paths = list(state.all_model_checkpoint_paths) if state else []
-    return [p if os.path.isabs(p) else os.path.join(directory, p) for p in reversed(paths)]
+    # TensorFlow has already joined ``directory`` to relative entries: joining again broke relative directories.
+    return list(reversed(state.all_model_checkpoint_paths)) if state else []
 
 
 def restore(directory, description, strategy=None, total_steps="saved", hyperparameters=None, jit_compile="auto"):
