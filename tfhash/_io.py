@@ -76,17 +76,17 @@ def write_new_file(tmp, path, replace):
     if replace:
         os.replace(tmp, path)
         return
+    taken = FileExistsError(f"`path` {path!r} exists (another writer may have created it meanwhile); nothing was "
+                            "replaced.")
     try:
         os.link(tmp, path)
     except FileExistsError:
-        raise FileExistsError(f"`path` {path!r} exists (another writer may have created it meanwhile); nothing "
-                              "was replaced.") from None
+        raise taken from None
     except OSError:  # no hard links on this file system: claim the name exclusively, then rename over it
         try:
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
         except FileExistsError:
-            raise FileExistsError(f"`path` {path!r} exists (another writer may have created it meanwhile); "
-                                  "nothing was replaced.") from None
+            raise taken from None
         os.replace(tmp, path)
         return
     os.remove(tmp)

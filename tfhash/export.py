@@ -134,12 +134,16 @@ def _keras_serving_model(model):
                                 "probabilities": probabilities})
 
 
-def _check_exportable(hasher, path, overwrite):
+def _check_trained(hasher):
     if not hasattr(hasher, "model") or not hasattr(hasher.model, "encoder_model"):
         raise ValueError(f"`hasher` must be a trained tfhash.Hasher (from tfhash.fit or Hasher.load), "
                          f"got {type(hasher).__name__}.")
     if not hasher.trained:
         raise ValueError("`hasher` is untrained (no optimizer step taken): train it with tfhash.fit before exporting.")
+
+
+def _check_exportable(hasher, path, overwrite):
+    _check_trained(hasher)
     path = _io.check_target_path(path, "path")
     if os.path.isfile(path):
         raise ValueError(f"`path` must be a directory to create, got an existing file {path!r}.")
@@ -255,7 +259,7 @@ def export_serving(hasher, base_dir, model_name="tfhash", *, version=None, overw
         target = export_saved_model(hasher, os.path.join(model_dir, str(_validation.check_positive_int(
             version, "version"))), overwrite=overwrite)
     else:
-        _check_exportable(hasher, os.path.join(model_dir, "0"), overwrite=False)
+        _check_trained(hasher)
         tmp = _write_saved_model(hasher, model_dir, model_name)
         try:
             target = _place_next_version(tmp, model_dir)
@@ -290,8 +294,7 @@ def export_tflite(hasher, path, *, quantization=None, overwrite=False):
             (dynamic-range int8 weights).
     """
     _validation.check_choice(quantization, "quantization", QUANTIZATIONS)
-    if not hasattr(hasher, "model") or not hasher.trained:
-        raise ValueError("`hasher` must be a trained tfhash.Hasher: train it with tfhash.fit before exporting.")
+    _check_trained(hasher)
     path = _io.check_target_path(path, "path")
     if os.path.isdir(path):
         raise ValueError(f"`path` must be a file path, got an existing directory {path!r}.")
