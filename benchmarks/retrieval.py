@@ -204,7 +204,8 @@ def main():
                     seconds = time.perf_counter() - start
                     scores = {part: scorer(hasher.encode) for part, scorer in scorers.items()}
                     results.append({"data": data, "bits": bits, "seed": seed, "method": compare_label(other, hasher),
-                                    "baseline": True, "compared": True, **scores, "train_seconds": seconds})
+                                    "scheme": other, "preset": hasher.preset, "baseline": True, "compared": True,
+                                    **scores, "train_seconds": seconds})
                     print(f"  {data} {bits} bits seed {seed} {compare_label(other, hasher)}: validation "
                           f"{scores['validation']:.4f}, test {scores['test']:.4f} ({seconds:.0f} s)", flush=True)
                 for label, preset, values in runs:
@@ -251,7 +252,8 @@ def main():
                                            "binary outputs", "bit freq"]))
     record = {"benchmark": "retrieval", "scheme": args.scheme, "data": args.data, "protocol": protocol,
               "seeds": args.seeds, "selection": "validation", "labelled_per_class": args.labelled_per_class,
-              "train_size": args.train_size,
+              "train_size": args.train_size, "epochs": args.epochs, "batch_size": args.batch_size,
+              "compare_epochs": args.compare_epochs,
               "candidates": [{"label": l, "preset": p, "overrides": v} for l, p, v in runs],
               "runs": results, "machine": _common.machine()}
     print(evaluation.json_line(record))

@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from benchmarks import report
 from tests.helpers import ROOT
 from tfhash import schemes
 
@@ -39,6 +40,9 @@ def test_retrieval_benchmark_runs_and_selects_on_validation(name, tmp_path):
         entry = json.loads(results.read_text())
         assert entry["command"].startswith(f"python -m benchmarks.retrieval --scheme {name} --data digits")
         assert entry["wall_seconds"] > 0 and "commit" in entry and entry["runs"] == payload["runs"]
+        # The report reads it: ITQ makes a cell; a scheme trained for --epochs 1 is not its default preset.
+        cells = report.headline_cells(report.load_results(str(results)), bits=8)
+        assert ("digits", "itq") in cells and ("digits", name) not in cells
     assert payload["selection"] == "validation" and payload["scheme"] == name
     assert payload["labelled_per_class"] == (3 if schemes.get(name).needs_labels else None)
     runs = [r for r in payload["runs"] if not r["baseline"]]

@@ -1,0 +1,89 @@
+"""The headline figures of README.md and BENCHMARKS.md are the results file's, rendered by benchmarks.report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import report
+from tests.helpers import ROOT
+
+
+def _run(data, method, seed, test, **extra):
+    return {"data": data, "bits": 32, "seed": seed, "method": method, "test": test, "validation": test, **extra}
+
+
+def _record(runs, scheme="bgan", **extra):
+    return {"benchmark": "retrieval", "protocol": "labels", "scheme": scheme, "train_size": None,
+            "labelled_per_class": None, "commit": "abc", "runs": runs, **extra}
+
+
+def _seeds(data, method, values, **extra):
+    return [_run(data, method, seed, value, **extra) for seed, value in enumerate(values)]
+
+
+ITQ = {"baseline": True}
+COMPARED = {"baseline": True, "compared": True}
+DEFAULT_BGAN = {"baseline": False, "preset": "neighbours", "overrides": {}}
+
+
+def test_cell_is_mean_and_spread_with_the_same_runs_itq():
+    record = _record(_seeds("mnist10k", "itq", [0.4, 0.5, 0.6], **ITQ)
+                     + _seeds("mnist10k", "neighbours", [0.6, 0.7, 0.8], **DEFAULT_BGAN)
+                     + _seeds("mnist10k", "cibhash (default preset 'scratch', 10 epochs)", [0.5, 0.5, 0.5],
+                              **COMPARED))
+    cells = report.headline_cells([record])
+    assert cells[("mnist10k", "bgan")]["test"] == [0.6, 0.7, 0.8]
+    assert report.format_cell(cells[("mnist10k", "bgan")]) == "0.700 ± 0.100 (1.40x)"
+    assert report.format_cell(cells[("mnist10k", "cibhash")]) == "0.500 ± 0.000 (1.00x)"
+    assert report.format_cell(None) == "not measured"
+    single = {"test": [0.3], "itq": [0.6]}
+    assert report.format_cell(single) == "0.300 (1 seed, 0.50x)"
+
+
+def test_only_default_presets_and_full_size_runs_with_itq_make_cells():
+    itq = _seeds("mnist10k", "itq", [0.5, 0.5], **ITQ)
+    other_preset = _record(itq + _seeds("mnist10k", "paper", [0.9, 0.9], baseline=False, preset="paper",
+                                        overrides={}))
+    overridden = _record(itq + _seeds("mnist10k", "neighbours", [0.9, 0.9], baseline=False, preset="neighbours",
+                                      overrides={"epochs": 3}))
+    subset = _record(itq + _seeds("mnist10k", "neighbours", [0.9, 0.9], **DEFAULT_BGAN), train_size=2000)
+    short = _record(itq + _seeds("mnist10k", "neighbours", [0.9, 0.9], **DEFAULT_BGAN), epochs=1)
+    short_compared = _record(itq + _seeds("mnist10k", "bgan (default preset 'neighbours', 1 epochs)", [0.9, 0.9],
+                                          **COMPARED), scheme="cibhash", compare_epochs=1)
+    no_itq = _record(_seeds("mnist10k", "neighbours", [0.9, 0.9], **DEFAULT_BGAN))
+    other_bits = _record([dict(run, bits=64) for run in itq + _seeds("mnist10k", "neighbours", [0.9, 0.9],
+                                                                       **DEFAULT_BGAN)])
+    cells = report.headline_cells([other_preset, overridden, short, short_compared, subset, no_itq, other_bits])
+    assert ("mnist10k", "bgan") not in cells
+    assert np.allclose(cells[("mnist10k", "itq")]["test"], [0.5, 0.5])
+
+
+def test_the_last_record_holding_a_cell_wins():
+    first = _record(_seeds("digits", "itq", [0.5], **ITQ) + _seeds("digits", "neighbours", [0.1], **DEFAULT_BGAN))
+    second = _record(_seeds("digits", "itq", [0.6], **ITQ) + _seeds("digits", "neighbours", [0.9], **DEFAULT_BGAN))
+    cell = report.headline_cells([first, second])[("digits", "bgan")]
+    assert cell["test"] == [0.9] and cell["itq"] == [0.6]
+
+
+def test_a_damaged_results_file_names_its_line(tmp_path):
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(_record([])) + "\n{not json\n")
+    with pytest.raises(ValueError, match="line 2"):
+        report.load_results(str(path))
+
+
+def test_replace_block_needs_exactly_one_block():
+    text = f"a\n{report.BEGIN}\nold\n{report.END}\nb"
+    assert report.replace_block(text, "new") == f"a\n{report.BEGIN}\nnew\n{report.END}\nb"
+    with pytest.raises(ValueError, match="one"):
+        report.replace_block("no block here", "new")
+
+
+@pytest.mark.parametrize("document", report.DOCUMENTS)
+def test_documents_show_the_results_files_figures(document):
+    block = report.headline_table(report.load_results())
+    with open(f"{ROOT}/{document}", encoding="utf-8") as f:
+        text = f.read()
+    assert report.replace_block(text, block, document) == text, (
+        f"{document}'s headline figures differ from benchmarks/results.jsonl: run python -m benchmarks.report --write")
