@@ -23,14 +23,19 @@ if sys.argv[1] != "worker":
 import tfhash  # noqa: E402
 from tests.helpers import scheme_labels  # noqa: E402
 from tests.probe_scheme import LabelIndexProbe, expected_table  # noqa: E402
+from tfhash import stateless  # noqa: E402
 
 
 def data(scheme_cls, n=64):
     return np.random.default_rng(0).random((n,) + tuple(scheme_cls.spec.test_input_shape)).astype(np.float32)
 
 
-def train(name, strategy, epochs=2):
-    """A short fit with every training noise on; terms computed per replica share (by design) are off."""
+def train(name, strategy, epochs=1):
+    """A short fit (4 steps) with every training noise on; terms computed per replica share (by design) are off.
+
+    Short on purpose: Adam turns rounding-level differences in near-zero gradients (the two runs sum in other
+    orders) into full-size steps, so longer runs drift apart for some seeds whatever the noise (HashGAN, 8
+    steps: g_loss 4.9% apart at seed 2, 1e-6 at seeds 0 and 1). Each step agreeing is the property tested."""
     scheme_cls = tfhash.schemes.get(name)
     x = data(scheme_cls)
     hasher = tfhash.fit(name, x, scheme_labels(scheme_cls, len(x)), bits=8, epochs=epochs, batch_size=16, seed=0,
@@ -63,12 +68,12 @@ def main():
 
         @tf.function
         def draw():
-            return strategy.run(lambda: model.batch_random(tf.random.stateless_normal, [4, 100],
+            return strategy.run(lambda: model.batch_random(stateless.normal, [4, 100],
                                                            model._stateless_seed(tf.constant(0, tf.int64), 1)))
 
         per_replica = strategy.experimental_local_results(draw())
         result = {"replica_noise": [np.asarray(v).tolist() for v in per_replica],
-                  "one_device": np.asarray(tf.random.stateless_normal(
+                  "one_device": np.asarray(stateless.normal(
                       [8, 100], model._stateless_seed(tf.constant(0, tf.int64), 1))).tolist()}
     else:  # one worker of a MultiWorkerMirroredStrategy cluster described by TF_CONFIG
         strategy = tf.distribute.MultiWorkerMirroredStrategy()

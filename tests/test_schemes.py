@@ -10,7 +10,7 @@ import pytest
 
 import tfhash
 from tests.helpers import scheme_labels
-from tfhash import schemes
+from tfhash import codes, schemes
 from tfhash.schemes import base
 
 SCHEMES = schemes.names()
@@ -168,3 +168,22 @@ def test_every_hyperparameter_has_a_declared_rule_checked_without_building_anyth
     assert scheme_cls.check_values({}, 8) == {}
     with pytest.raises(ValueError, match="origin: `bits` must be a positive integer"):
         scheme_cls.check_values({}, 0, "origin")
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_xla_step_equals_the_plain_step(name):
+    # What Keras does on one GPU by default: the training step compiled by XLA, forced here on the CPU.
+    x = _data(name)
+    plain = _fit(name, x, bits=8, epochs=1, batch_size=64, seed=3, verbose=0, jit_compile=False)  # one step
+    if plain.model.supports_jit:
+        xla = _fit(name, x, bits=8, epochs=1, batch_size=64, seed=3, verbose=0, jit_compile=True)
+        assert xla.model.jit_compile is True
+    else:  # a scheme that declares it cannot compile trains plainly, with Keras's own warning
+        with pytest.warns(UserWarning, match="doesn't support `jit_compile=True`"):
+            xla = _fit(name, x, bits=8, epochs=1, batch_size=64, seed=3, verbose=0, jit_compile=True)
+        assert xla.model.jit_compile is False
+    for key, value in plain.history.history.items():
+        if not key.startswith("bit_freq"):  # counts of thresholded outputs: compared through the codes below
+            np.testing.assert_allclose(xla.history.history[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+    agree = codes.unpack(plain.encode(x), 8) == codes.unpack(xla.encode(x), 8)
+    assert agree.mean() >= 0.99

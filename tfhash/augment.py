@@ -20,7 +20,7 @@ import math
 
 import tensorflow as tf
 
-from tfhash import _validation
+from tfhash import _validation, stateless
 
 
 def _direct(op, shape, seed, **kwargs):
@@ -73,7 +73,7 @@ def affine(images, seed, *, max_shift=2.0, max_rotation=10.0, max_zoom=0.1, draw
     images = _check_images(images)
     batch = tf.shape(images)[0]
     height, width = float(images.shape[1]), float(images.shape[2])
-    uniform = lambda shape, salt: draw(tf.random.stateless_uniform, shape, _salted(seed, salt),  # noqa: E731
+    uniform = lambda shape, salt: draw(stateless.uniform, shape, _salted(seed, salt),  # noqa: E731
                                        minval=-1.0, maxval=1.0)
     shift = uniform([batch, 2], 0) * max_shift
     angle = uniform([batch], 1) * (max_rotation * math.pi / 180.0)
@@ -95,7 +95,7 @@ def crop_and_flip(images, seed, *, padding=4, flip=True, draw=_direct):
     of the images."""
     images = _check_images(images)
     batch = tf.shape(images)[0]
-    shift = tf.round(draw(tf.random.stateless_uniform, [batch, 2], _salted(seed, 0), minval=-1.0, maxval=1.0)
+    shift = tf.round(draw(stateless.uniform, [batch, 2], _salted(seed, 0), minval=-1.0, maxval=1.0)
                      * padding)
     zeros, ones = tf.zeros([batch]), tf.ones([batch])
     transforms = tf.stack([ones, zeros, shift[:, 0], zeros, ones, shift[:, 1], zeros, zeros], axis=1)
@@ -103,7 +103,7 @@ def crop_and_flip(images, seed, *, padding=4, flip=True, draw=_direct):
         images=images, transforms=transforms, output_shape=tf.shape(images)[1:3], fill_value=0.0,
         interpolation="NEAREST", fill_mode="CONSTANT")
     if flip:
-        mirrored = draw(tf.random.stateless_uniform, [batch, 1, 1, 1], _salted(seed, 1)) < 0.5
+        mirrored = draw(stateless.uniform, [batch, 1, 1, 1], _salted(seed, 1)) < 0.5
         out = tf.where(mirrored, tf.reverse(out, axis=[2]), out)
     return out
 
@@ -115,7 +115,7 @@ def colour_jitter(images, seed, *, brightness=0.4, contrast=0.4, saturation=0.4,
     batch = tf.shape(images)[0]
 
     def factor(strength, salt):
-        return 1.0 + strength * draw(tf.random.stateless_uniform, [batch, 1, 1, 1], _salted(seed, salt),
+        return 1.0 + strength * draw(stateless.uniform, [batch, 1, 1, 1], _salted(seed, salt),
                                      minval=-1.0, maxval=1.0)
 
     out = images * factor(brightness, 0)

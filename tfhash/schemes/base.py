@@ -408,7 +408,7 @@ class HashingScheme(keras.Model):
         two replicas train alike), while different replicas hold different values.
 
         Args:
-            draw: a stateless random op, e.g. ``tf.random.stateless_normal``.
+            draw: a stateless random op, e.g. ``tfhash.stateless.normal`` (alike with and without XLA).
             local_shape: shape of this replica's values (first dimension: its batch share).
         """
         context = tf.distribute.get_replica_context()

@@ -40,7 +40,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash import losses
+from tfhash import losses, stateless
 from tfhash.schemes import register, settings
 from tfhash.schemes.backbones import build_backbone, check_backbone, default_backbone, describe_backbone, is_small_image
 from tfhash.schemes.base import HashingScheme, SchemeSpec
@@ -315,7 +315,7 @@ class DSHGAN(HashingScheme):
         per_class = max(1, count // self.num_classes)
         classes = np.repeat(np.arange(self.num_classes), per_class)
         rows = tf.one_hot(classes, self.num_classes)
-        noise = tf.random.stateless_normal((classes.size, self.noise_dim), [seed, 17])
+        noise = stateless.normal((classes.size, self.noise_dim), [seed, 17])
         return self.generate(rows, noise).numpy()
 
     # --- training data -------------------------------------------------------------------------
@@ -341,7 +341,7 @@ class DSHGAN(HashingScheme):
 
     def _draw(self, seed, local, maxval):
         """``local`` integers in [0, maxval), this replica's share of a global draw."""
-        return self.batch_random(tf.random.stateless_uniform, [local], seed, minval=0, maxval=maxval, dtype=tf.int32)
+        return self.batch_random(stateless.uniform, [local], seed, minval=0, maxval=maxval, dtype=tf.int32)
 
     def _queries(self, local, seed):
         index = self._draw(seed, local, tf.shape(self._pool["rows"])[0])
@@ -350,7 +350,7 @@ class DSHGAN(HashingScheme):
     def _real_positive(self, rows, seed):
         """A labelled item sharing a class with each query (a random one of its classes)."""
         local = tf.shape(rows)[0]
-        u = self.batch_random(tf.random.stateless_uniform, [local, 2], seed)
+        u = self.batch_random(stateless.uniform, [local, 2], seed)
         count = tf.reduce_sum(rows, axis=1)
         k = tf.floor(u[:, 0] * count)
         chosen = tf.argmax(tf.cast(tf.cumsum(rows, axis=1) > k[:, None], tf.int32), axis=1, output_type=tf.int32)
@@ -363,7 +363,7 @@ class DSHGAN(HashingScheme):
         """A labelled item sharing no label with each query (first of ``NEGATIVE_CANDIDATES`` random ones), and
         whether one was found."""
         local = tf.shape(rows)[0]
-        candidates = self.batch_random(tf.random.stateless_uniform, [local, NEGATIVE_CANDIDATES], seed, minval=0,
+        candidates = self.batch_random(stateless.uniform, [local, NEGATIVE_CANDIDATES], seed, minval=0,
                                        maxval=tf.shape(self._pool["rows"])[0], dtype=tf.int32)
         overlap = tf.einsum("bc,bkc->bk", rows, tf.gather(self._pool["rows"], candidates))
         disjoint = tf.cast(tf.equal(overlap, 0.0), tf.int32)
@@ -422,7 +422,7 @@ class DSHGAN(HashingScheme):
             classified_x = x
         classified_mask = tf.cast(tf.reduce_any(classified_rows > 0, axis=1), tf.float32)
         fake_mask = tf.cast(tf.reduce_any(fake_rows > 0, axis=1), tf.float32)
-        noise = self.batch_random(tf.random.stateless_normal, [local, self.noise_dim], self._stateless_seed(step, 2))
+        noise = self.batch_random(stateless.normal, [local, self.noise_dim], self._stateless_seed(step, 2))
 
         with tf.GradientTape(persistent=True) as tape:
             fake = self.generate(fake_rows, noise, training=True)
@@ -469,7 +469,7 @@ class DSHGAN(HashingScheme):
             images, is_real = [queries], [1.0]
             if self.use_generator:
                 # One draw per role, so each query's noise is the same however the batch is split across replicas.
-                noise = tf.concat([self.batch_random(tf.random.stateless_normal, [local, self.noise_dim],
+                noise = tf.concat([self.batch_random(stateless.normal, [local, self.noise_dim],
                                                      self._stateless_seed(step, salt)) for salt in (13, 15)], 0)
                 synthetic = self.generate(tf.concat([rows, negative_rows], 0), noise, training=True)
                 images += [synthetic[:local], synthetic[local:]]

@@ -32,7 +32,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash import _validation, augment, losses
+from tfhash import _validation, augment, losses, stateless
 from tfhash.schemes import register, settings
 from tfhash.schemes.base import HashingScheme, SchemeSpec, item_chunks
 from tfhash.schemes.layers import NETWORKS, WeightNormConv2D, WeightNormDense, batch_norm, choose_network
@@ -194,11 +194,11 @@ class HashGAN(HashingScheme):
         """Last hidden layer F of D/E; with a ``seed``, the training-time Gaussian noise is added."""
         h = x
         if seed is not None and self.input_noise > 0:
-            h = h + self.input_noise * self.batch_random(tf.random.stateless_normal, tf.shape(h), seed)
+            h = h + self.input_noise * self.batch_random(stateless.normal, tf.shape(h), seed)
         for i, layer in enumerate(self.trunk_layers):
             h = layer(h)
             if seed is not None and self.hidden_noise > 0 and not isinstance(layer, keras.layers.Flatten):
-                h = h + self.hidden_noise * self.batch_random(tf.random.stateless_normal, tf.shape(h),
+                h = h + self.hidden_noise * self.batch_random(stateless.normal, tf.shape(h),
                                                               seed + [0, 7919 * (i + 1)])
         return h
 
@@ -276,7 +276,7 @@ class HashGAN(HashingScheme):
             return d / (tf.sqrt(tf.reduce_sum(tf.square(d), axis=axes, keepdims=True)) + 1e-12)
 
         codes = tf.stop_gradient(self.encoder_head(self._features(x)))
-        probe = 1e-6 * normalise(self.batch_random(tf.random.stateless_normal, tf.shape(x), seed))
+        probe = 1e-6 * normalise(self.batch_random(stateless.normal, tf.shape(x), seed))
         with tf.GradientTape() as tape:
             tape.watch(probe)
             moved = self.encoder_head(self._features(x + probe))
@@ -292,7 +292,7 @@ class HashGAN(HashingScheme):
         if self.transform_kind == "adversarial":
             return self._adversarial_copy(x, seed)
         if self.transform_kind == "noise":
-            noise = self.batch_random(tf.random.stateless_normal, tf.shape(x), seed)
+            noise = self.batch_random(stateless.normal, tf.shape(x), seed)
             return tf.clip_by_value(x + self.transform_noise * noise, 0.0, 1.0)
         if self.transform_kind == "augment":
             policy = augment.Policy(max_shift=self.max_shift, max_rotation=self.max_rotation, max_zoom=self.max_zoom,
@@ -304,8 +304,8 @@ class HashGAN(HashingScheme):
         return augment.crop_and_flip(x, seed, padding=self.max_shift, draw=self.batch_random)
 
     def _sample_generator_inputs(self, batch, seed):
-        noise = self.batch_random(tf.random.stateless_uniform, [batch, self.noise_dim], seed)  # z' ~ U(0, 1)
-        bits01 = tf.cast(self.batch_random(tf.random.stateless_uniform, [batch, self.bits], seed + [0, 1]) < 0.5,
+        noise = self.batch_random(stateless.uniform, [batch, self.noise_dim], seed)  # z' ~ U(0, 1)
+        bits01 = tf.cast(self.batch_random(stateless.uniform, [batch, self.bits], seed + [0, 1]) < 0.5,
                          tf.float32)  # b'
         return noise, bits01
 
