@@ -95,6 +95,15 @@ def item_chunks(x, chunk_size=65536):
             yield np.asarray(x[start:start + chunk_size])
 
 
+def check_dtype_policy():
+    """Schemes compute in float32: refuse another global Keras dtype policy (``mixed_float16``) up front,
+    rather than fail deep inside a training step on float16 and float32 operands."""
+    policy = keras.config.dtype_policy()
+    if policy.compute_dtype != "float32" or policy.variable_dtype != "float32":
+        raise ValueError(f"tfhash schemes compute in float32, but the global Keras dtype policy is {policy.name!r}; "
+                         "set keras.config.set_dtype_policy('float32') before training or loading a hasher.")
+
+
 def _multi_worker(strategy):
     """True under a MultiWorkerMirroredStrategy whose cluster has more than one task."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -200,6 +209,7 @@ class HashingScheme(keras.Model):
     hyperparameter_rules = {}
 
     def __init__(self, bits=32, input_shape=None, seed=0, **kwargs):
+        check_dtype_policy()
         super().__init__(**kwargs)
         self.bits = _validation.check_bits(bits)
         if input_shape is None or len(tuple(input_shape)) == 0:

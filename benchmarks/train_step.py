@@ -1,0 +1,112 @@
+"""Training-step time of every scheme, plain and compiled by XLA, inside ``Model.fit`` and in a bare loop.
+
+    python -m benchmarks.train_step [--schemes hashgan bgan] [--items 2000] [--batch-size 100] [--steps 60]
+
+Random 28x28 grey items (labels for schemes that train on them), 32 bits, default presets. Each scheme is
+trained for one epoch first (building, adapting and compiling are not timed); then the same ``--steps``
+batches, held in memory, go through (a) ``Model.fit`` with the callbacks ``tfhash.fit`` adds and (b) a
+bare ``tf.function`` loop around the same ``train_step``, once without XLA and once with
+``jit_compile=True`` (what Keras does on one GPU). Per-step milliseconds are wall time over all steps; the
+ratios compare runs measured side by side in this process. Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import tfhash
+from benchmarks import _common
+from tfhash import evaluation, schemes, training
+
+
+def _labels(scheme_cls, count, seed=0):
+    if not scheme_cls.needs_labels:
+        return None
+    return np.random.default_rng(seed).integers(0, 10, count)
+
+
+def _batches(hasher, x, y, batch_size, steps):
+    """``steps`` training batches as ``tfhash.fit`` builds them, materialised so input work is not timed."""
+    data = training._prepare_data(x, y, type(hasher.model))
+    dataset = training._epoch_batches(data, type(hasher.model), batch_size, seed=1, first_epoch=0, epochs=10**6)
+    return list(dataset.take(steps))
+
+
+def _fit_step_ms(model, batches, callbacks):
+    """Wall time of one ``Model.fit`` epoch over ``batches``, per step."""
+    dataset = tf.data.Dataset.from_tensor_slices(_stack(batches)).unbatch().batch(_batch_size(batches))
+    model.fit(dataset.take(1), epochs=1, verbose=0, callbacks=callbacks, shuffle=False)  # iterator set-up
+    start = time.perf_counter()
+    model.fit(dataset, epochs=1, verbose=0, callbacks=callbacks, shuffle=False)
+    return 1000 * (time.perf_counter() - start) / len(batches)
+
+
+def _stack(batches):
+    return {key: tf.stack([b[key] for b in batches]) for key in batches[0]}
+
+
+def _batch_size(batches):
+    return int(batches[0]["x"].shape[0])
+
+
+def _bare_step_ms(model, batches, jit_compile):
+    """Wall time of the same steps in a bare ``tf.function`` loop, per step (one wait, at the end)."""
+    step = tf.function(model.train_step, jit_compile=jit_compile)
+    step(batches[0])  # trace and compile
+    start = time.perf_counter()
+    for batch in batches:
+        logs = step(batch)
+    float(next(iter(logs.values())))
+    return 1000 * (time.perf_counter() - start) / len(batches)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--schemes", nargs="+", default=schemes.names(), choices=schemes.names())
+    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--steps", type=int, default=60)
+    args = parser.parse_args(argv)
+
+    x = np.random.default_rng(0).random((args.items, 28, 28, 1)).astype(np.float32)
+    rows, record = [], []
+    for name in args.schemes:
+        scheme_cls = schemes.get(name)
+        y = _labels(scheme_cls, len(x))
+        figures = {"scheme": name}
+        for jit in (False, True):
+            hasher = tfhash.fit(name, x, y, bits=32, epochs=1, batch_size=args.batch_size, seed=0, verbose=0,
+                                jit_compile=jit)
+            model = hasher.model
+            mode = "xla" if jit else "plain"
+            if jit and not model.jit_compile:
+                figures[mode] = None  # the scheme declares it cannot compile; Keras trained it plainly
+                continue
+            batches = _batches(hasher, x, y, args.batch_size, args.steps)
+            callbacks = [training._NonFiniteLossGuard(), *model.training_callbacks()]
+            figures[mode] = {"fit_ms": _fit_step_ms(model, batches, callbacks),
+                             "bare_ms": _bare_step_ms(model, batches, jit)}
+        record.append(figures)
+        plain, xla = figures["plain"], figures["xla"]
+        rows.append({
+            "scheme": name,
+            "plain step ms (fit / bare)": f"{plain['fit_ms']:.1f} / {plain['bare_ms']:.1f}",
+            "XLA step ms (fit / bare)": "no XLA kernel" if xla is None else f"{xla['fit_ms']:.1f} / {xla['bare_ms']:.1f}",
+            "XLA speed-up (fit)": "" if xla is None else f"{plain['fit_ms'] / xla['fit_ms']:.2f}x",
+            "fit / bare (plain)": f"{plain['fit_ms'] / plain['bare_ms']:.2f}",
+            "images/s plain": f"{1000 * args.batch_size / plain['fit_ms']:.0f}",
+            "images/s XLA": "" if xla is None else f"{1000 * args.batch_size / xla['fit_ms']:.0f}",
+        })
+        print(f"{name}: {rows[-1]}", flush=True)
+    print()
+    print(evaluation.markdown_table(rows, list(rows[0])))
+    print(evaluation.json_line({"benchmark": "train_step", "items": args.items, "batch_size": args.batch_size,
+                                "steps": args.steps, "schemes": record, "machine": _common.machine()}))
+
+
+if __name__ == "__main__":
+    main()
