@@ -265,14 +265,3 @@ def test_bad_arguments_are_named_with_what_was_expected_and_what_arrived(tmp_pat
     with pytest.raises(ValueError, match=r"'hyperparameters' must be a JSON object.*got list"):
         tfhash.fit("hashgan", x, bits=8, preset=str(preset), verbose=0)
 
-
-def test_mixed_precision_policy_is_refused_up_front_with_the_fix():
-    keras.config.set_dtype_policy("mixed_float16")
-    try:
-        with pytest.raises(ValueError, match="'mixed_float16'.*set_dtype_policy\\('float32'\\)"):
-            tfhash.fit("greedyhash", "not read: the policy is checked first", bits=8)
-        with pytest.raises(ValueError, match="mixed_float16"):
-            tfhash.schemes.get("sigah")(bits=8, input_shape=(4,))
-    finally:
-        keras.config.set_dtype_policy("float32")
-    assert tfhash.schemes.get("sigah")(bits=8, input_shape=(4,)).bits == 8

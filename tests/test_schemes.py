@@ -7,6 +7,7 @@ import random
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tfhash
 from tests.helpers import scheme_labels
@@ -187,3 +188,27 @@ def test_xla_step_equals_the_plain_step(name):
             np.testing.assert_allclose(xla.history.history[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
     agree = codes.unpack(plain.encode(x), 8) == codes.unpack(xla.encode(x), 8)
     assert agree.mean() >= 0.99
+
+
+@pytest.fixture
+def mixed_precision():
+    keras.mixed_precision.set_global_policy("mixed_float16")  # what GPU users turn on
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("name", SCHEMES)
+def test_mixed_precision_trains_with_loss_scaling_and_serves_float32_and_uint8(name, mixed_precision, tmp_path):
+    x = _data(name, n=32)
+    hasher = _fit(name, x, bits=8, epochs=1, batch_size=16, seed=0, verbose=0)
+    model = hasher.model
+    assert model.dtype_policy.name == "mixed_float16"
+    assert all(isinstance(o, keras.optimizers.LossScaleOptimizer) for o in model.scheme_optimizers.values())
+    assert all(np.all(np.isfinite(v)) for v in hasher.history.history.values())
+    codes, probabilities = hasher.encode(x), hasher.predict_probabilities(x)
+    assert codes.dtype == np.uint8 and codes.shape == (32, 1)
+    assert probabilities.dtype == np.float32 and probabilities.shape == (32, 8)
+    served = tf.saved_model.load(hasher.export(str(tmp_path / "export"))).signatures["serving_default"]
+    assert {k: v.dtype for k, v in served.structured_outputs.items()} == {"codes": tf.uint8,
+                                                                          "probabilities": tf.float32}
+    np.testing.assert_array_equal(served(inputs=tf.constant(x))["codes"].numpy(), codes)

@@ -23,7 +23,7 @@ from tensorflow.core.framework import graph_pb2
 from tfhash import _io, _validation, datasets, schemes
 from tfhash.hasher import CONFIG_FILE, Hasher, check_run_directory, checkpoint_manager, read_description, restore
 from tfhash.schemes import presets as presets_lib
-from tfhash.schemes.base import IMAGE_RANGE_TOLERANCE, PIXEL_SCALE, check_dtype_policy, check_image_range, check_items
+from tfhash.schemes.base import IMAGE_RANGE_TOLERANCE, PIXEL_SCALE, check_image_range, check_items
 
 DATASET_KEYS = {"x": ("x", "image", "images"), "y": ("y", "label", "labels"), "index": ("index",)}
 IMAGE_RANGE_ERROR = "tfhash: a batch of `x` holds values outside [0, 1]; min and max:"
@@ -340,7 +340,6 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
         **hyperparameters: the scheme's constructor arguments (loss weights, network, ...).
     """
     scheme_cls = schemes.get(scheme)
-    check_dtype_policy()
     bits = _validation.check_bits(bits)
     chosen = presets_lib.resolve(scheme_cls, preset)
     settings = chosen.settings(bits)

@@ -95,15 +95,6 @@ def item_chunks(x, chunk_size=65536):
             yield np.asarray(x[start:start + chunk_size])
 
 
-def check_dtype_policy():
-    """Schemes compute in float32: refuse another global Keras dtype policy (``mixed_float16``) up front,
-    rather than fail deep inside a training step on float16 and float32 operands."""
-    policy = keras.config.dtype_policy()
-    if policy.compute_dtype != "float32" or policy.variable_dtype != "float32":
-        raise ValueError(f"tfhash schemes compute in float32, but the global Keras dtype policy is {policy.name!r}; "
-                         "set keras.config.set_dtype_policy('float32') before training or loading a hasher.")
-
-
 def _multi_worker(strategy):
     """True under a MultiWorkerMirroredStrategy whose cluster has more than one task."""
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
@@ -209,7 +200,6 @@ class HashingScheme(keras.Model):
     hyperparameter_rules = {}
 
     def __init__(self, bits=32, input_shape=None, seed=0, **kwargs):
-        check_dtype_policy()
         super().__init__(**kwargs)
         self.bits = _validation.check_bits(bits)
         if input_shape is None or len(tuple(input_shape)) == 0:
@@ -330,8 +320,11 @@ class HashingScheme(keras.Model):
                              f"{sorted(players)}, got {sorted(unknown)}.")
         self.total_steps = None if total_steps is None else _validation.check_positive_int(total_steps, "total_steps")
         self.scheme_optimizers = {}
+        loss_scaled = self.dtype_policy.compute_dtype == "float16"  # what Model.compile does for mixed_float16
         for player, variables in players.items():
             optimizer = optimizers.get(player) or self.default_optimizer(player, self.total_steps)
+            if loss_scaled and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer, name=f"{player}_loss_scale")
             # Build now: slot variables must exist before fit (distribution, checkpoints).
             optimizer.build(variables)
             self.scheme_optimizers[player] = optimizer
@@ -402,6 +395,15 @@ class HashingScheme(keras.Model):
         local = tf.shape(local_rows)[0]
         start = tf.cast(context.replica_id_in_sync_group, tf.int32) * local
         return tf.concat([gathered[:start], local_rows, gathered[start + local:]], axis=0)
+
+    def gradients(self, tape, loss, player, variables=None):
+        """Gradients of ``loss`` for ``player``'s variables (or ``variables``), for its optimizer's ``apply``.
+
+        Back-propagation starts from the optimizer's loss scale (mixed precision's ``LossScaleOptimizer``,
+        whose ``apply`` divides it out again; 1 otherwise), so float16 gradients do not underflow."""
+        optimizer = self.scheme_optimizers[player]
+        variables = self.players()[player] if variables is None else variables
+        return tape.gradient(loss, variables, output_gradients=optimizer.scale_loss(tf.ones_like(loss)))
 
     # --- randomness ----------------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from tfhash import _validation, losses, neighbours
 from tfhash import codes as codes_lib
 from tfhash.schemes import register, settings
 from tfhash.schemes.base import HashingScheme, SchemeSpec
-from tfhash.schemes.layers import NETWORKS, OPTIMIZERS, batch_norm, choose_network
+from tfhash.schemes.layers import NETWORKS, OPTIMIZERS, OUTPUT_DTYPE, batch_norm, choose_network
 from tfhash.schemes.presets import Preset, named
 
 ACTIVATIONS = ("app", "tanh")
@@ -202,7 +202,7 @@ class BGAN(HashingScheme):
         else:
             trunk = [keras.layers.Flatten()] + [keras.layers.Dense(u, activation="relu") for u in self.encoder_units]
         self.encoder = keras.Sequential([keras.Input(shape)] + trunk, name="encoder")
-        self.hash_layer = keras.layers.Dense(self.bits, name="hash_layer")  # W_h: z = W_h^T phi(I)
+        self.hash_layer = keras.layers.Dense(self.bits, name="hash_layer", dtype=OUTPUT_DTYPE)  # W_h: z = W_h^T phi(I)
         self.hash_layer.build((None, self.encoder.output_shape[-1]))
 
         # Generator (Sec. 3.2.3): fc -> feature map at 1/4 of the image -> 5x5 deconvolutions 256 / 128 / 32,
@@ -214,11 +214,12 @@ class BGAN(HashingScheme):
             for filters, stride in ((256, 1), (128, 2), (32, 2)):
                 layers += [keras.layers.Conv2DTranspose(self._channels(filters), 5, strides=stride, padding="same"),
                            batch_norm(), keras.layers.ELU()]
-            layers += [keras.layers.Conv2DTranspose(channels, 1, activation="sigmoid"), keras.layers.Reshape(shape)]
+            layers += [keras.layers.Conv2DTranspose(channels, 1, activation="sigmoid", dtype=OUTPUT_DTYPE),
+                       keras.layers.Reshape(shape, dtype=OUTPUT_DTYPE)]
         else:  # flat items, or sizes the deconvolutions cannot reach
             layers = [keras.layers.Dense(self._channels(512)), batch_norm(), keras.layers.ELU(),
                       keras.layers.Dense(self._channels(1024)), batch_norm(), keras.layers.ELU(),
-                      keras.layers.Dense(size, activation="sigmoid"), keras.layers.Reshape(shape)]
+                      keras.layers.Dense(size, activation="sigmoid", dtype=OUTPUT_DTYPE), keras.layers.Reshape(shape, dtype=OUTPUT_DTYPE)]
         self.generator = keras.Sequential([keras.Input((self.bits,))] + layers, name="generator")
 
         # Discriminator (Sec. 3.2.3): 4 strided 5x5 convolutions 32 / 128 / 256 / 512 with ELU (their last
@@ -235,7 +236,7 @@ class BGAN(HashingScheme):
         self.discriminator_features = keras.Sequential([keras.Input(shape)] + features, name="discriminator_features")
         self.discriminator_head = keras.Sequential(
             [keras.Input(self.discriminator_features.output_shape[1:]), keras.layers.Flatten(),
-             keras.layers.Dense(self._channels(1024)), keras.layers.ELU(), keras.layers.Dense(1)],
+             keras.layers.Dense(self._channels(1024)), keras.layers.ELU(), keras.layers.Dense(1, dtype=OUTPUT_DTYPE)],
             name="discriminator_head")
 
     def players(self):
@@ -377,7 +378,7 @@ class BGAN(HashingScheme):
                                                         self.discriminator_head(self.discriminator_features(fake)))
             total = step_context.average(d_loss)
         variables = self.players()["discriminator"]
-        self.scheme_optimizers["discriminator"].apply(tape.gradient(total, variables), variables)
+        self.scheme_optimizers["discriminator"].apply(self.gradients(tape, total, "discriminator", variables), variables)
         return d_loss
 
     def train_step(self, data):
@@ -403,7 +404,7 @@ class BGAN(HashingScheme):
             if player == "generator" and not train_generator:
                 continue
             variables = self.players()[player]
-            optimizers[player].apply(tape.gradient(loss, variables), variables)
+            optimizers[player].apply(self.gradients(tape, loss, player, variables), variables)
         del tape
         d_loss = self._discriminator_step(x, codes, step_context)
 

@@ -38,6 +38,7 @@ from tfhash import augment, losses
 from tfhash.schemes import register, settings
 from tfhash.schemes.backbones import build_backbone, check_backbone
 from tfhash.schemes.base import HashingScheme, SchemeSpec
+from tfhash.schemes.layers import OUTPUT_DTYPE
 from tfhash.schemes.presets import Preset, named
 
 VIEW_SETTINGS = ("max_shift", "max_rotation", "max_zoom", "padding", "brightness", "contrast", "saturation")
@@ -130,7 +131,8 @@ class CIBHash(HashingScheme):
                   keras.layers.Dense(self.bits)]
         if self.head_batch_norm:
             layers.append(keras.layers.BatchNormalization(momentum=0.9, synchronized=True))  # global batch statistics
-        self.head = keras.Sequential(layers + [keras.layers.Activation("sigmoid")], name="hash_head")
+        self.head = keras.Sequential(layers + [keras.layers.Activation("sigmoid", dtype=OUTPUT_DTYPE)],
+                                     name="hash_head")
 
     def encode_graph(self, inputs, training=False):
         return self.head(self.feature_network(inputs, training=training), training=training)
@@ -168,7 +170,7 @@ class CIBHash(HashingScheme):
                   + losses.bernoulli_kl(probabilities_b, tf.stop_gradient(probabilities_a))) / 2.0
             kl_loss = step_context.average(kl)
             loss = contrastive + self.weight_kl * kl_loss
-        optimizer.apply(tape.gradient(loss, variables), variables)
+        optimizer.apply(self.gradients(tape, loss, "encoder", variables), variables)
 
         return self._update_trackers({
             "loss": contrastive + self.weight_kl * kl_loss * tf.cast(step_context.replicas, tf.float32),

@@ -44,7 +44,7 @@ from tfhash import losses, stateless
 from tfhash.schemes import register, settings
 from tfhash.schemes.backbones import build_backbone, check_backbone, default_backbone, describe_backbone, is_small_image
 from tfhash.schemes.base import HashingScheme, SchemeSpec
-from tfhash.schemes.layers import OPTIMIZERS
+from tfhash.schemes.layers import OPTIMIZERS, OUTPUT_DTYPE
 from tfhash.schemes.presets import Preset, named
 
 LABEL_SAMPLINGS = ("batch", "labelled")
@@ -72,12 +72,13 @@ def default_generator(item_shape, input_size):
             layers += [keras.layers.Conv2DTranspose(f, 4, strides=2, padding="same", kernel_initializer=init),
                        norm(), keras.layers.ReLU()]
         layers.append(keras.layers.Conv2DTranspose(shape[-1], 4, strides=2, padding="same", activation="sigmoid",
-                                                   kernel_initializer=init))
+                                                   kernel_initializer=init, dtype=OUTPUT_DTYPE))
     else:
         layers += [keras.layers.Dense(256, kernel_initializer=init), norm(), keras.layers.ReLU(),
                    keras.layers.Dense(512, kernel_initializer=init), norm(), keras.layers.ReLU(),
-                   keras.layers.Dense(int(np.prod(shape)), activation="sigmoid", kernel_initializer=init),
-                   keras.layers.Reshape(shape)]
+                   keras.layers.Dense(int(np.prod(shape)), activation="sigmoid", kernel_initializer=init,
+                                      dtype=OUTPUT_DTYPE),
+                   keras.layers.Reshape(shape, dtype=OUTPUT_DTYPE)]
     return keras.Sequential(layers, name="generator")
 
 
@@ -257,19 +258,19 @@ class DSHGAN(HashingScheme):
             raise ValueError("`num_classes` is required to build DSH-GANs (tfhash.fit infers it from `y`).")
         self.shared_backbone = build_backbone(self.backbone, self.item_shape, "shared_backbone")
         width = self.shared_backbone.output_shape[-1]
-        self.hash_stream = keras.layers.Dense(self.bits, activation="sigmoid", name="hash_stream")
-        self.class_stream = keras.layers.Dense(self.num_classes, name="class_stream")
+        self.hash_stream = keras.layers.Dense(self.bits, activation="sigmoid", name="hash_stream", dtype=OUTPUT_DTYPE)
+        self.class_stream = keras.layers.Dense(self.num_classes, name="class_stream", dtype=OUTPUT_DTYPE)
         self.hash_stream.build((None, width))
         self.class_stream.build((None, width))
         if self.use_generator:
-            self.source_stream = keras.layers.Dense(1, name="source_stream")
+            self.source_stream = keras.layers.Dense(1, name="source_stream", dtype=OUTPUT_DTYPE)
             self.source_stream.build((None, width))
             self.generator = default_generator(self.item_shape, self.num_classes + self.noise_dim)
             self.discriminator = default_backbone(self.item_shape, "discriminator", _gan_initializer())
             self.discriminator_source = keras.layers.Dense(1, kernel_initializer=_gan_initializer(),
-                                                           name="discriminator_source")
+                                                           name="discriminator_source", dtype=OUTPUT_DTYPE)
             self.discriminator_class = keras.layers.Dense(self.num_classes, kernel_initializer=_gan_initializer(),
-                                                          name="discriminator_class")
+                                                          name="discriminator_class", dtype=OUTPUT_DTYPE)
             self.discriminator_source.build((None, self.discriminator.output_shape[-1]))
             self.discriminator_class.build((None, self.discriminator.output_shape[-1]))
 
@@ -442,8 +443,8 @@ class DSHGAN(HashingScheme):
             g_loss = (self.weight_adversarial * self._average_over(losses.generator_adversarial(fake_source, self.generator_loss), ones)
                       + self.weight_classification * self._average_over(fake_class, fake_mask))
         d_variables, g_variables = self.players()["discriminator"], self.players()["generator"]
-        d_gradients = tape.gradient(d_loss, d_variables)
-        g_gradients = tape.gradient(g_loss, g_variables)
+        d_gradients = self.gradients(tape, d_loss, "discriminator", d_variables)
+        g_gradients = self.gradients(tape, g_loss, "generator", g_variables)
         del tape
         d_optimizer.apply(d_gradients, d_variables)
         g_optimizer.apply(g_gradients, g_variables)
@@ -500,11 +501,11 @@ class DSHGAN(HashingScheme):
                 g_loss = (self.weight_triplet * triplet
                           + self.weight_adversarial * self._average_over(fooled, tf.tile(valid, [2])) * 2.0 / slots
                           + self.weight_classification * classification)
-        gradients = tape.gradient(shared_loss, self.players()["shared"])
+        gradients = self.gradients(tape, shared_loss, "shared")
         g_value = tf.constant(0.0)
         if self.use_generator and self.generator_in_stage_two:
             g_variables = self.players()["generator"]
-            self.scheme_optimizers["generator"].apply(tape.gradient(g_loss, g_variables), g_variables)
+            self.scheme_optimizers["generator"].apply(self.gradients(tape, g_loss, "generator", g_variables), g_variables)
             g_value = g_loss
         del tape
         optimizer.apply(gradients, self.players()["shared"])

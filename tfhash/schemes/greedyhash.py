@@ -33,7 +33,7 @@ from tfhash import losses
 from tfhash.schemes import register, settings
 from tfhash.schemes.backbones import build_backbone, check_backbone
 from tfhash.schemes.base import HashingScheme, SchemeSpec, item_chunks
-from tfhash.schemes.layers import OPTIMIZERS
+from tfhash.schemes.layers import OPTIMIZERS, OUTPUT_DTYPE
 from tfhash.schemes.presets import Preset, named
 
 TARGETS = ("inputs", "backbone")
@@ -103,7 +103,7 @@ class GreedyHash(HashingScheme):
     def _build_networks(self):
         self.feature_network = build_backbone(self.backbone, self.item_shape, "backbone")
         width = self.feature_network.output_shape[-1]
-        self.hash_layer = keras.layers.Dense(self.bits, name="hash_layer")
+        self.hash_layer = keras.layers.Dense(self.bits, name="hash_layer", dtype=OUTPUT_DTYPE)
         self.hash_layer.build((None, width))
         size = int(np.prod(self.item_shape))
         # Training mean of the items (the "inputs" targets are centred by it); set by adapt.
@@ -148,14 +148,14 @@ class GreedyHash(HashingScheme):
             if self.target == "inputs":
                 targets = tf.reshape(x, [tf.shape(x)[0], -1]) - self.input_mean
             else:
-                targets = tf.stop_gradient(features)
+                targets = tf.stop_gradient(tf.cast(features, tf.float32))
             all_codes, all_targets = self.global_rows(codes), self.global_rows(targets)
             half = step_context.global_batch // 2
             structure = tf.reduce_mean(losses.cosine_structure(all_codes[:half], all_codes[half:2 * half],
                                                                all_targets[:half], all_targets[half:2 * half]))
             penalty = losses.cubic_penalty(outputs)
             loss = structure + self.weight_penalty * step_context.average(penalty)
-        self.scheme_optimizers["encoder"].apply(tape.gradient(loss, variables), variables)
+        self.scheme_optimizers["encoder"].apply(self.gradients(tape, loss, "encoder", variables), variables)
 
         return self._update_trackers({
             "loss": structure + self.weight_penalty * tf.reduce_mean(penalty), "structure": structure,

@@ -35,7 +35,7 @@ import tensorflow as tf
 from tfhash import _validation, augment, losses, stateless
 from tfhash.schemes import register, settings
 from tfhash.schemes.base import HashingScheme, SchemeSpec, item_chunks
-from tfhash.schemes.layers import NETWORKS, WeightNormConv2D, WeightNormDense, batch_norm, choose_network
+from tfhash.schemes.layers import NETWORKS, OUTPUT_DTYPE, WeightNormConv2D, WeightNormDense, batch_norm, choose_network
 from tfhash.schemes.presets import Preset, named
 
 TRANSFORMS = ("auto", "noise", "affine", "translate_flip", "augment", "adversarial")
@@ -161,8 +161,8 @@ class HashGAN(HashingScheme):
                 keras.Input((self.noise_dim + self.bits,)),
                 keras.layers.Dense(500, activation="softplus"), batch_norm(),
                 keras.layers.Dense(500, activation="softplus"), batch_norm(),
-                WeightNormDense(size, activation="sigmoid"),
-                keras.layers.Reshape(self.item_shape),
+                WeightNormDense(size, activation="sigmoid", dtype=OUTPUT_DTYPE),
+                keras.layers.Reshape(self.item_shape, dtype=OUTPUT_DTYPE),
             ], name="generator")
         else:
             # Improved-GAN CIFAR-10 discriminator (strided convolutions, no pooling but the last).
@@ -182,10 +182,11 @@ class HashGAN(HashingScheme):
                 batch_norm(), keras.layers.ReLU(),
                 keras.layers.Conv2DTranspose(128, 5, strides=2, padding="same"),
                 batch_norm(), keras.layers.ReLU(),
-                keras.layers.Conv2DTranspose(channels, 5, strides=2, padding="same", activation="sigmoid"),
+                keras.layers.Conv2DTranspose(channels, 5, strides=2, padding="same", activation="sigmoid",
+                                             dtype=OUTPUT_DTYPE),
             ], name="generator")
-        self.discriminator_head = WeightNormDense(1, name="discriminator_head")
-        self.encoder_head = keras.layers.Dense(self.bits, activation="sigmoid", name="encoder_head")
+        self.discriminator_head = WeightNormDense(1, name="discriminator_head", dtype=OUTPUT_DTYPE)
+        self.encoder_head = keras.layers.Dense(self.bits, activation="sigmoid", name="encoder_head", dtype=OUTPUT_DTYPE)
         features = self._features(keras.ops.zeros((1,) + self.item_shape))
         self.discriminator_head(features)
         self.encoder_head(features)
@@ -199,8 +200,8 @@ class HashGAN(HashingScheme):
             h = layer(h)
             if seed is not None and self.hidden_noise > 0 and not isinstance(layer, keras.layers.Flatten):
                 h = h + self.hidden_noise * self.batch_random(stateless.normal, tf.shape(h),
-                                                              seed + [0, 7919 * (i + 1)])
-        return h
+                                                              seed + [0, 7919 * (i + 1)], dtype=h.dtype)
+        return keras.ops.cast(h, "float32")  # feature matching and the heads read F in float32
 
     def encode_graph(self, inputs):
         return self.encoder_head(self._features(inputs))
@@ -320,7 +321,7 @@ class HashGAN(HashingScheme):
                                                               self._stateless_seed(step, 7)))
             g_loss = self.weight_feature_matching * losses.feature_matching(real_mean, fake_mean)
         variables = self.players()["generator"]
-        self.scheme_optimizers["generator"].apply(tape.gradient(g_loss, variables), variables)
+        self.scheme_optimizers["generator"].apply(self.gradients(tape, g_loss, "generator", variables), variables)
         return g_loss
 
     def train_step(self, data):
@@ -355,7 +356,7 @@ class HashGAN(HashingScheme):
             total = (self.weight_adversarial * average(adversarial)
                      + warm * (hashing + self.weight_collaborative * average(collaborative)))
         variables = self.players()["discriminator"]
-        self.scheme_optimizers["discriminator"].apply(tape.gradient(total, variables), variables)
+        self.scheme_optimizers["discriminator"].apply(self.gradients(tape, total, "discriminator", variables), variables)
 
         g_loss = self._generator_step(real_features, step, local_batch)
         return self._update_trackers({

@@ -9,6 +9,12 @@ NETWORKS = ("auto", "mlp", "conv")
 OPTIMIZERS = ("sgd", "adam")
 
 
+# Under mixed precision (``mixed_float16``) the networks compute in float16, but layers whose outputs the
+# losses read (codes, probabilities, logits, images compared with the inputs) compute in float32, as Keras
+# advises for a model's outputs: sigmoid, log and mean terms keep their precision.
+OUTPUT_DTYPE = "float32"
+
+
 def batch_norm():
     """Batch normalisation whose statistics are those of the global batch under any ``tf.distribute`` strategy."""
     return keras.layers.BatchNormalization(synchronized=True)

@@ -52,7 +52,7 @@ from tfhash import codes as codes_lib
 from tfhash import losses
 from tfhash.schemes import register, settings
 from tfhash.schemes.base import HashingScheme, SchemeSpec, item_chunks
-from tfhash.schemes.layers import OPTIMIZERS, Standardize
+from tfhash.schemes.layers import OPTIMIZERS, OUTPUT_DTYPE, Standardize
 from tfhash.schemes.presets import Preset, named
 
 STANDARDIZE = ("global", "per_feature", None)
@@ -214,10 +214,11 @@ class SiGAH(HashingScheme):
         m = self.sparse_units or 2 * d
         # Sec. 4: "all the weight parameters are initialized as random Gaussian matrices".
         gaussian = lambda fan_in: keras.initializers.RandomNormal(stddev=1.0 / math.sqrt(fan_in), seed=self.seed)  # noqa: E731
-        self.standardizer = Standardize(d, name="standardize")
+        self.standardizer = Standardize(d, name="standardize", dtype=OUTPUT_DTYPE)
         self.hash_layer = keras.layers.Dense(self.bits, activation="tanh", use_bias=False,
-                                             kernel_initializer=gaussian(d), name="hash_function")
-        self.sparse_layer = keras.layers.Dense(m, kernel_initializer=gaussian(self.bits), name="sparse_generator")
+                                             kernel_initializer=gaussian(d), name="hash_function", dtype=OUTPUT_DTYPE)
+        self.sparse_layer = keras.layers.Dense(m, kernel_initializer=gaussian(self.bits), name="sparse_generator",
+                                               dtype=OUTPUT_DTYPE)
         # Psi ~ N(0, 1/d), fixed: a non-trainable weight drawn from the seed, so checkpoints and exports keep it.
         psi = np.random.default_rng(self.seed).normal(0.0, 1.0 / math.sqrt(d), size=(m, d)).astype(np.float32)
         self.psi = self.add_weight(shape=(m, d), initializer=keras.initializers.Constant(psi), trainable=False,
@@ -225,7 +226,7 @@ class SiGAH(HashingScheme):
         self.discriminator = keras.Sequential([
             keras.Input((d,)),
             keras.layers.Dense(self.discriminator_units, activation="relu", kernel_initializer=gaussian(d)),
-            keras.layers.Dense(d, kernel_initializer=gaussian(self.discriminator_units)),
+            keras.layers.Dense(d, kernel_initializer=gaussian(self.discriminator_units), dtype=OUTPUT_DTYPE),
         ], name="discriminator")
         sample = keras.ops.zeros((1, d))
         self.sparse_layer(self.hash_layer(self.standardizer(sample)))
@@ -303,13 +304,15 @@ class SiGAH(HashingScheme):
             d_loss = average(d_per_item)
         if self.weight_adversarial > 0:
             variables = self.players()["discriminator"]
-            self.scheme_optimizers["discriminator"].apply(tape.gradient(d_loss, variables), variables)
+            self.scheme_optimizers["discriminator"].apply(self.gradients(tape, d_loss, "discriminator", variables), variables)
         return d_per_item, energy_real, energy_fake
 
     def _apply_hash_and_generator(self, tape, g_loss):
         """One step of W and G on ``g_loss``; W is held during the hash warm-up."""
         hash_variables, generator_variables = self.players()["hash_function"], self.players()["generator"]
-        gradients = tape.gradient(g_loss, hash_variables + generator_variables)
+        # Each player's own loss scale (mixed precision): the tape is persistent.
+        gradients = (self.gradients(tape, g_loss, "hash_function", hash_variables)
+                     + self.gradients(tape, g_loss, "generator", generator_variables))
         warmup_steps = int(self.hash_warmup_fraction * self.total_steps) if getattr(self, "total_steps", None) else 0
         if warmup_steps:
             # A random generator's gradients would first scatter a PCA / ITQ start: hold W until it decodes.
@@ -325,7 +328,7 @@ class SiGAH(HashingScheme):
         replicas, average = step_context.replicas, step_context.average
 
         similarity = losses.heat_kernel_similarity(x, self.graph_sigma) if self.weight_graph > 0 else None
-        with tf.GradientTape() as tape:
+        with tf.GradientTape(persistent=True) as tape:
             codes = self.hash_layer(x)
             generator_input = codes
             if self.generator_input == "straight_through":  # binary codes forward, tanh gradient backward
