@@ -142,6 +142,8 @@ def main():
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applied to every candidate")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="default: each preset's")
+    parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
+                        help="tfhash.fit's jit_compile for every scheme trained (true: XLA, as Keras on one GPU)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: each preset's")
     parser.add_argument("--protocol", default=None, choices=["labels", "euclidean"])
     parser.add_argument("--baselines", nargs="+", default=None, help="default: the paper's baselines (ITQ always)")
@@ -181,6 +183,7 @@ def main():
     print(f"{args.scheme}: {len(runs)} candidate(s) x seeds {args.seeds} on {args.data}, bits {args.bits}; "
           f"protocol {protocol}; selection on validation queries{labelled}", flush=True)
 
+    jit_compile = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
     results = []  # one dict per (data, bits, seed, method)
     for data in args.data:
         for seed in args.seeds:
@@ -200,7 +203,7 @@ def main():
                 for other in args.compare:
                     start = time.perf_counter()
                     hasher = tfhash.fit(other, *training_data(split, other, labels), bits=bits,
-                                        epochs=args.compare_epochs, seed=seed, verbose=0)
+                                        epochs=args.compare_epochs, seed=seed, verbose=0, jit_compile=jit_compile)
                     seconds = time.perf_counter() - start
                     scores = {part: scorer(hasher.encode) for part, scorer in scorers.items()}
                     results.append({"data": data, "bits": bits, "seed": seed, "method": compare_label(other, hasher),
@@ -211,8 +214,8 @@ def main():
                 for label, preset, values in runs:
                     start = time.perf_counter()
                     hasher = tfhash.fit(args.scheme, *training_data(split, args.scheme, labels), bits=bits,
-                                        preset=preset, epochs=args.epochs,
-                                        batch_size=args.batch_size, seed=seed, verbose=0, **values)
+                                        preset=preset, epochs=args.epochs, batch_size=args.batch_size, seed=seed,
+                                        verbose=0, jit_compile=jit_compile, **values)
                     seconds = time.perf_counter() - start
                     scores = {part: scorer(hasher.encode) for part, scorer in scorers.items()}
                     shape = code_shape(hasher, split.database_x)
@@ -253,7 +256,7 @@ def main():
     record = {"benchmark": "retrieval", "scheme": args.scheme, "data": args.data, "protocol": protocol,
               "seeds": args.seeds, "selection": "validation", "labelled_per_class": args.labelled_per_class,
               "train_size": args.train_size, "epochs": args.epochs, "batch_size": args.batch_size,
-              "compare_epochs": args.compare_epochs,
+              "compare_epochs": args.compare_epochs, "jit_compile": args.jit_compile,
               "candidates": [{"label": l, "preset": p, "overrides": v} for l, p, v in runs],
               "runs": results, "machine": _common.machine()}
     print(evaluation.json_line(record))

@@ -4,7 +4,8 @@
 
 Random 28x28 grey items (labels for schemes that train on them), 32 bits, default presets. Each scheme is
 trained for one epoch first (building, adapting and compiling are not timed); then the same ``--steps``
-batches, held in memory, go through (a) ``Model.fit`` with the callbacks ``tfhash.fit`` adds and (b) a
+batches, held in memory, go through (a) ``Model.fit`` with the callbacks ``tfhash.fit`` adds (per step:
+the time of all the steps minus that of the first five, so a call's fixed cost cancels) and (b) a
 bare ``tf.function`` loop around the same ``train_step``, once without XLA and once with
 ``jit_compile=True`` (what Keras does on one GPU). Per-step milliseconds are wall time over all steps; the
 ratios compare runs measured side by side in this process. Ends with one JSON line.
@@ -37,12 +38,19 @@ def _batches(hasher, x, y, batch_size, steps):
 
 
 def _fit_step_ms(model, batches, callbacks):
-    """Wall time of one ``Model.fit`` epoch over ``batches``, per step."""
+    """``Model.fit``'s time per step: one epoch over all ``batches`` minus one over the first ``short``, so the
+    fixed cost of a ``fit`` call (iterator, callbacks, any retracing) cancels out."""
     dataset = tf.data.Dataset.from_tensor_slices(_stack(batches)).unbatch().batch(_batch_size(batches))
-    model.fit(dataset.take(1), epochs=1, verbose=0, callbacks=callbacks, shuffle=False)  # iterator set-up
-    start = time.perf_counter()
-    model.fit(dataset, epochs=1, verbose=0, callbacks=callbacks, shuffle=False)
-    return 1000 * (time.perf_counter() - start) / len(batches)
+
+    def seconds(data):
+        start = time.perf_counter()
+        model.fit(data, epochs=1, verbose=0, callbacks=callbacks, shuffle=False)
+        return time.perf_counter() - start
+
+    short = max(1, min(5, len(batches) // 2))
+    seconds(dataset.take(short))  # warm-up
+    fixed_and_short = seconds(dataset.take(short))
+    return 1000 * (seconds(dataset) - fixed_and_short) / (len(batches) - short)
 
 
 def _stack(batches):
@@ -71,6 +79,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--steps", type=int, default=60)
     args = parser.parse_args(argv)
+    if args.steps < 2:
+        parser.error(f"--steps must be at least 2, got {args.steps}")
 
     x = np.random.default_rng(0).random((args.items, 28, 28, 1)).astype(np.float32)
     rows, record = [], []

@@ -43,16 +43,20 @@ class _EpochCheckpoint(keras.callbacks.Callback):
 
 
 class _NonFiniteLossGuard(keras.callbacks.Callback):
-    """Stops training at the first batch whose logged losses are NaN or inf, naming them."""
+    """Stops training at the end of the first epoch whose logged losses are NaN or inf, naming them.
+
+    Checked once per epoch: a batch-level hook would make Keras copy every step's logs to the host, a sync
+    that stalls a GPU's pipeline. The epoch's logs are means over its batches, so one non-finite batch shows.
+    """
 
     def __init__(self):
         super().__init__()
         self.message = None
 
-    def on_train_batch_end(self, batch, logs=None):
+    def on_epoch_end(self, epoch, logs=None):
         bad = sorted(k for k, v in (logs or {}).items() if not np.all(np.isfinite(np.asarray(v, dtype=float))))
         if bad and self.message is None:
-            self.message = f"loss term(s) {bad} became non-finite at batch {batch}"
+            self.message = f"loss term(s) {bad} became non-finite in epoch {epoch + 1}"
             self.model.stop_training = True
 
 
