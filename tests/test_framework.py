@@ -132,6 +132,20 @@ def test_presets_apply_per_code_length_and_explicit_arguments_win(tmp_path):
         tfhash.fit(name, x, bits=8, preset=str(path))
 
 
+def test_preset_epochs_chosen_at_a_training_size_keep_their_steps_on_larger_sets():
+    preset = presets_lib.Preset(description="test", epochs=10, batch_size=16, training_items=9000)
+    assert [preset.epochs_for(10, n) for n in (1600, 9000, 20000, 69000, 10**7)] == [10, 10, 4, 1, 1]
+    assert presets_lib.Preset(description="paper", epochs=10).epochs_for(10, 69000) == 10  # the papers' epochs hold
+    with pytest.raises(ValueError, match="training_items of preset 'x'` must be a positive integer, got int 0"):
+        presets_lib.Preset(description="x", training_items=0, name="x").check(schemes.get("sigah"), "preset 'x'")
+    name = schemes.names()[0]
+    scheme_cls = schemes.get(name)
+    x = np.random.default_rng(0).random((64,) + scheme_cls.spec.test_input_shape).astype(np.float32)
+    sized = presets_lib.Preset(description="sized", epochs=4, batch_size=16, training_items=32, name="sized")
+    assert tfhash.fit(name, x, bits=8, preset=sized, verbose=0).epoch == 2  # twice the items: half the epochs
+    assert tfhash.fit(name, x, bits=8, preset=sized, epochs=3, verbose=0).epoch == 3  # explicit epochs win
+
+
 def test_resume_refuses_other_seed_batch_size_or_preset_and_continues_longer_runs(tmp_path):
     name = schemes.names()[0]
     scheme_cls = schemes.get(name)

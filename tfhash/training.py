@@ -347,6 +347,7 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
     bits = _validation.check_bits(bits)
     chosen = presets_lib.resolve(scheme_cls, preset)
     settings = chosen.settings(bits)
+    epochs_from_preset = epochs is None
     epochs = _validation.check_positive_int(settings["epochs"] if epochs is None else epochs, "epochs")
     batch_size = _validation.check_positive_int(settings["batch_size"] if batch_size is None else batch_size,
                                                 "batch_size")
@@ -372,6 +373,8 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
         if data.count < batch_size:
             raise ValueError(f"`x` must hold at least one batch ({batch_size} items), got {data.count}.")
         steps_per_epoch = keras_steps = data.count // batch_size
+        if epochs_from_preset:
+            epochs = training["epochs"] = chosen.epochs_for(epochs, data.count)
     elif steps_per_epoch is None:
         cardinality = int(data.dataset.cardinality())
         steps_per_epoch = cardinality if cardinality > 0 else None

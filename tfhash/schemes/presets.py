@@ -14,7 +14,7 @@ import os
 from tfhash import _validation
 
 TRAINING_KEYS = ("epochs", "batch_size")
-FILE_KEYS = ("description", "selected_on", "epochs", "batch_size", "hyperparameters", "per_bits")
+FILE_KEYS = ("description", "selected_on", "epochs", "batch_size", "training_items", "hyperparameters", "per_bits")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +29,9 @@ class Preset:
         per_bits: ``{bits: {key: value}}`` overriding hyperparameters, ``epochs`` or ``batch_size`` at
             that code length.
         selected_on: which data and which split chose the values ("paper" for a paper's settings).
+        training_items: the training set size the epochs were chosen at, or None. A larger training set then
+            trains proportionally fewer epochs (at least one), so the number of steps stays the validated
+            one; a smaller set keeps the epochs. None: the epochs hold at any size (the papers' settings).
     """
 
     description: str
@@ -38,6 +41,7 @@ class Preset:
     per_bits: dict = dataclasses.field(default_factory=dict)
     selected_on: str = "paper"
     name: str = ""
+    training_items: int | None = None
 
     def settings(self, bits):
         """``{"epochs", "batch_size", "hyperparameters"}`` at code length ``bits``."""
@@ -47,10 +51,18 @@ class Preset:
             (training if key in TRAINING_KEYS else hyperparameters)[key] = value
         return {**training, "hyperparameters": hyperparameters}
 
+    def epochs_for(self, epochs, count):
+        """The epochs to train ``count`` items for, given the preset's ``epochs`` (see ``training_items``)."""
+        if self.training_items is None or count <= self.training_items:
+            return epochs
+        return max(1, round(epochs * self.training_items / count))
+
     def check(self, scheme_cls, origin):
         """Raises ``ValueError`` for hyperparameters the scheme does not have, or a bad schedule."""
         _validation.check_positive_int(self.epochs, f"epochs of {origin}")
         _validation.check_positive_int(self.batch_size, f"batch_size of {origin}")
+        if self.training_items is not None:
+            _validation.check_positive_int(self.training_items, f"training_items of {origin}")
         scheme_cls.check_hyperparameters(self.hyperparameters, origin)
         for bits, values in sorted(self.per_bits.items()):
             scheme_cls.check_hyperparameters(values, f"{origin} at {bits} bits", extra=TRAINING_KEYS)
@@ -82,7 +94,8 @@ def read_preset_file(path, scheme_cls):
     preset = Preset(description=values.get("description", f"user preset {path}"),
                     hyperparameters=dict(values.get("hyperparameters", {})),
                     epochs=values.get("epochs", base.epochs), batch_size=values.get("batch_size", base.batch_size),
-                    per_bits=per_bits, selected_on=values.get("selected_on", "user"), name=os.fspath(path))
+                    per_bits=per_bits, selected_on=values.get("selected_on", "user"), name=os.fspath(path),
+                    training_items=values.get("training_items"))
     return preset.check(scheme_cls, f"`preset` file {path!r}")
 
 
