@@ -10,7 +10,7 @@ and BENCHMARKS.md show between ``<!-- headline:begin -->`` and ``<!-- headline:e
 
 A cell is the test mAP of a scheme's default preset (or a baseline) at the table's code length, mean ±
 sample standard deviation over the run's seeds, with its ratio to ITQ trained in the same run. When several
-runs hold the same cell, the last line of the file wins. Runs on a subset of the training items
+runs hold the same cell, the one over the most seeds wins, and the last line of the file among those. Runs on a subset of the training items
 (``--train-size``) or with a few labels (``--labelled-per-class``) are diagnostics, never headline cells.
 """
 
@@ -60,23 +60,30 @@ def _default_presets() -> dict[str, str]:
     return {name: schemes.get(name).default_preset for name in schemes.names()}
 
 
+def _given(record: dict, option: str) -> bool:
+    """Whether the run's command set ``option`` (records that predate the field: read from the command)."""
+    if option in record:
+        return record[option] is not None
+    return f"--{option.replace('_', '-')}" in record.get("command", "").split()
+
+
 def run_method(record: dict, run: dict, defaults: dict[str, str]) -> str | None:
     """The row a run belongs to: a baseline's name, a scheme's name when it ran its default preset unchanged,
     or None (another preset, overrides, or epochs / batch size set on the command line)."""
     if run.get("baseline") and not run.get("compared"):
         return run["method"]
     if run.get("compared"):  # trained beside the candidates with its default preset
-        return None if record.get("compare_epochs") is not None else run.get("scheme") or run["method"].split()[0]
+        return None if _given(record, "compare_epochs") else run.get("scheme") or run["method"].split()[0]
     scheme = record["scheme"]
-    changed = run.get("overrides") or record.get("epochs") is not None or record.get("batch_size") is not None
+    changed = run.get("overrides") or _given(record, "epochs") or _given(record, "batch_size")
     if run.get("preset") == defaults.get(scheme) and not changed:
         return scheme
     return None
 
 
 def headline_cells(records: list[dict], bits: int = BITS) -> dict[tuple[str, str], dict]:
-    """``{(data, method): {"test": [...], "itq": [...], "seeds": [...], "commit": ...}}`` from the last record
-    holding each cell; the ITQ figures are the same record's."""
+    """``{(data, method): {"test": [...], "itq": [...], "seeds": [...], "commit": ...}}`` from the record with
+    the most seeds holding each cell, the last of them on a tie; the ITQ figures are the same record's."""
     defaults = _default_presets()
     cells = {}
     for record in records:
@@ -96,6 +103,8 @@ def headline_cells(records: list[dict], bits: int = BITS) -> dict[tuple[str, str
             if itq is None or sorted(itq) != sorted(by_seed):
                 continue  # no ITQ on the same seeds in this run: not a headline cell
             seeds = sorted(by_seed)
+            if len(seeds) < len(cells.get((data, method), {}).get("seeds", [])):
+                continue  # a run over fewer seeds does not replace one over more
             cells[(data, method)] = {"test": [by_seed[s] for s in seeds], "itq": [itq[s] for s in seeds],
                                      "seeds": seeds, "commit": record.get("commit")}
     return cells
