@@ -279,3 +279,16 @@ def test_bad_arguments_are_named_with_what_was_expected_and_what_arrived(tmp_pat
     with pytest.raises(ValueError, match=r"'hyperparameters' must be a JSON object.*got list"):
         tfhash.fit("hashgan", x, bits=8, preset=str(preset), verbose=0)
 
+
+
+def test_steps_per_execution_trains_as_one_step_per_call():
+    name = schemes.names()[0]
+    scheme_cls = schemes.get(name)
+    x = np.random.default_rng(0).random((64,) + scheme_cls.spec.test_input_shape).astype(np.float32)
+    runs = [tfhash.fit(name, x, bits=8, epochs=2, batch_size=16, verbose=0, steps_per_execution=n) for n in (1, 4)]
+    assert runs[1].model.steps_per_execution == 4
+    for key, value in runs[0].history.history.items():
+        np.testing.assert_allclose(runs[1].history.history[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+    np.testing.assert_array_equal(runs[1].encode(x), runs[0].encode(x))
+    with pytest.raises(ValueError, match="`steps_per_execution` must be a positive integer, got int 0"):
+        tfhash.fit(name, x, bits=8, steps_per_execution=0)

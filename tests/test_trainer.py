@@ -211,6 +211,8 @@ def test_trainer_and_library_train_the_same_preset(tmp_path):
     assert config["preset"] is schemes.get("hashgan").presets["vat"]
     assert config["hyperparameters"] == {"weight_entropy": 0.2, "learning_rate": 1e-3}  # explicit overrides only
     assert (config["epochs"], config["batch_size"]) == (30, 100)
+    assert not config["epochs_given"]  # tfhash.fit takes the preset's epochs, scaled for the training size
+    assert run_config.resolve("hashgan", "digits", epochs=2)["epochs_given"]
     x = np.random.default_rng(0).random((32, 8, 8, 1)).astype(np.float32)
     from_library = tfhash.fit("hashgan", x, bits=8, preset="vat", epochs=1, batch_size=16, verbose=0)
     result = _run(["--preset=vat", "--dataset=digits", "--bits=8", "--epochs=1", f"--model_dir={tmp_path / 'run'}",

@@ -210,7 +210,8 @@ def _checkpoint_paths(directory):
     return list(reversed(state.all_model_checkpoint_paths)) if state else []
 
 
-def restore(directory, description, strategy=None, total_steps="saved", hyperparameters=None, jit_compile="auto"):
+def restore(directory, description, strategy=None, total_steps="saved", hyperparameters=None, jit_compile="auto",
+            steps_per_execution=1):
     """``(model, epoch)`` rebuilt from ``description`` and the newest readable checkpoint in ``directory``.
 
     ``hyperparameters`` holds values of the resuming call that the config can only describe (arrays, models).
@@ -230,7 +231,7 @@ def restore(directory, description, strategy=None, total_steps="saved", hyperpar
             raise ValueError(f"{os.path.join(directory, CONFIG_FILE)}: field 'config' holds settings the "
                              f"{description['scheme']!r} scheme refuses: {err}") from err
         model.compile(total_steps=description.get("total_steps") if total_steps == "saved" else total_steps,
-                      jit_compile=jit_compile)
+                      jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
     checkpoint = checkpoint_manager(model, epoch, directory).checkpoint
     paths = _checkpoint_paths(directory)

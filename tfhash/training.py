@@ -308,7 +308,8 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
         batch_size: int | None = None, strategy: tf.distribute.Strategy | None = None,
         callbacks: Sequence[keras.callbacks.Callback] | None = None, seed: int = 0,
         checkpoint_dir: str | os.PathLike | None = None, steps_per_epoch: int | None = None,
-        jit_compile: str | bool = "auto", verbose: str | int = "auto", **hyperparameters) -> Hasher:
+        jit_compile: str | bool = "auto", steps_per_execution: int = 1, verbose: str | int = "auto",
+        **hyperparameters) -> Hasher:
     """Trains a registered hashing scheme and returns a :class:`~tfhash.hasher.Hasher`.
 
     Args:
@@ -340,6 +341,9 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
         jit_compile: XLA compilation of the training step, passed to ``Model.compile``: ``"auto"`` keeps Keras's
             rule (on with a GPU and no strategy), ``True`` or ``False`` force it. A scheme that cannot compile
             declares ``supports_jit = False`` and Keras falls back with a warning.
+        steps_per_execution: training steps run in one call of the compiled step, passed to
+            ``Model.compile``: more than 1 saves the per-step overhead of ``fit`` (small steps, GPUs); batch-level
+            callbacks then run once per call.
         verbose: Keras progress output.
         **hyperparameters: the scheme's constructor arguments (loss weights, network, ...).
     """
@@ -357,6 +361,7 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
     seed = _validation.check_seed(seed)
     if jit_compile not in ("auto", True, False):
         raise ValueError(f"`jit_compile` must be 'auto', True or False, got {jit_compile!r}.")
+    steps_per_execution = _validation.check_positive_int(steps_per_execution, "steps_per_execution")
     if steps_per_epoch is not None:
         steps_per_epoch = _validation.check_positive_int(steps_per_epoch, "steps_per_epoch")
     if checkpoint_dir is not None:
@@ -391,11 +396,12 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
         description = read_description(checkpoint_dir)
         _check_resumable(description, checkpoint_dir, scheme_cls, bits, data.item_shape, hyperparameters, training)
         model, initial_epoch = restore(checkpoint_dir, description, strategy, total_steps,
-                                       hyperparameters=hyperparameters, jit_compile=jit_compile)
+                                       hyperparameters=hyperparameters, jit_compile=jit_compile,
+                                       steps_per_execution=steps_per_execution)
     else:
         with strategy.scope():
             model = scheme_cls(bits=bits, input_shape=data.item_shape, seed=seed, **hyperparameters)
-            model.compile(total_steps=total_steps, jit_compile=jit_compile)
+            model.compile(total_steps=total_steps, jit_compile=jit_compile, steps_per_execution=steps_per_execution)
     if not resumed or (scheme_cls.adapt_on_resume and initial_epoch < epochs):
         if data.x is not None:
             model.adapt(data.x, data.y)

@@ -76,6 +76,8 @@ def resolve(scheme, dataset, *, preset=None, epochs=None, batch_size=None, eval_
         batch_size=_validation.check_positive_int(batch_size if batch_size is not None else settings["batch_size"],
                                                   "--batch_size"),
         eval_every=int(eval_every if eval_every is not None else DEFAULT_EVAL_EVERY),
+        # Without --epochs tfhash.fit takes the preset's, scaled for the training set's size as the preset says.
+        epochs_given=epochs is not None,
     )
     scheme_cls.check_values({**settings["hyperparameters"], **hyperparameters}, bits, "--set")
     size = datasets.KNOWN_SIZES.get(dataset)

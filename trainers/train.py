@@ -112,7 +112,8 @@ def main(argv):
         callbacks += [logger, record]
     try:
         hasher = tfhash.fit(config["scheme"], split.train_x, labels, bits=config["bits"], preset=preset,
-                            epochs=config["epochs"], batch_size=config["batch_size"], strategy=strategy,
+                            epochs=config["epochs"] if config["epochs_given"] else None,
+                            batch_size=config["batch_size"], strategy=strategy,
                             callbacks=callbacks, seed=FLAGS.seed, checkpoint_dir=checkpoint_dir,
                             verbose=FLAGS.verbose, jit_compile={"auto": "auto", "true": True, "false": False}[
                                 FLAGS.jit_compile], **config["hyperparameters"])
