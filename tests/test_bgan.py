@@ -116,3 +116,14 @@ def test_pair_lookup_is_a_lower_bound_whose_memory_follows_the_queries():
         expected = np.minimum(np.searchsorted(keys, queries, side="left"), len(keys) - 1)
         np.testing.assert_array_equal(_lower_bound(tf.constant(keys), tf.constant(queries)).numpy(), expected)
         np.testing.assert_array_equal(compiled(tf.constant(keys), tf.constant(queries)).numpy(), expected)
+
+
+def test_neighbour_pair_weight_follows_the_training_set_size_when_asked():
+    x = np.random.default_rng(0).random((120, 8, 8, 1)).astype(np.float32)
+    fixed = tfhash.fit("bgan", x, bits=8, epochs=1, batch_size=40, verbose=0, positive_weight=10.0, k1=3, k2=4)
+    assert fixed.model.neighbour_pair_weight == 10.0
+    scaled = tfhash.fit("bgan", x, bits=8, epochs=1, batch_size=40, verbose=0, positive_weight=10.0, k1=3, k2=4,
+                        positive_weight_items=40)
+    assert scaled.model.neighbour_pair_weight == 30.0  # three times the items: neighbour pairs 3x rarer per batch
+    with pytest.raises(ValueError, match="`positive_weight_items` must be a positive integer"):
+        tfhash.fit("bgan", x, bits=8, positive_weight_items=0)

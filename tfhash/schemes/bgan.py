@@ -96,6 +96,10 @@ class BGAN(HashingScheme):
             neighbour list misses.
         positive_weight: weight of neighbour pairs in l_N (1 in Eq. 10); a batch holds ~50 times more
             non-neighbour pairs than neighbour pairs.
+        positive_weight_items: the training set size ``positive_weight`` was chosen at, or None. Each item keeps
+            about the same number of neighbours, so a batch of a set n items large holds fewer neighbour pairs
+            as n grows; with a size here the weight used is ``positive_weight * n / positive_weight_items``,
+            which keeps their share of l_N (None: ``positive_weight`` at any size).
         weight_content, weight_adversarial: lambda1 and lambda2 of Eq. 9; 0 removes the term (Table 2).
         generator_loss: ``"minimax"`` (Eq. 19 as written) or ``"non_saturating"``.
         optimizer_type: ``"sgd"`` (Sec. 4.1.4) or ``"adam"``; ``learning_rate`` for every player.
@@ -154,16 +158,19 @@ class BGAN(HashingScheme):
         **{name: settings.NonNegative() for name in (
             "positive_weight", "weight_content", "weight_adversarial", "learning_rate", "momentum")},
         "generator_loss": settings.Choice(losses.GENERATOR_LOSSES), "optimizer_type": settings.Choice(OPTIMIZERS),
+        "positive_weight_items": settings.Optional(settings.PositiveInt()),
     }
 
     def __init__(self, bits=32, input_shape=None, seed=0, network="auto", encoder_units=(1024, 1024), width=1.0,
                  k1=20, k2=30, graph_features="pixels", activation="app", beta_stages=(1.0, 2.0, 5.0, 10.0),
                  negative_similarity=-1.0, positive_weight=1.0, weight_content=0.1, weight_adversarial=0.1,
-                 generator_loss="minimax", optimizer_type="sgd", learning_rate=0.01, momentum=0.0, **kwargs):
+                 generator_loss="minimax", optimizer_type="sgd", learning_rate=0.01, momentum=0.0,
+                 positive_weight_items=None, **kwargs):
         self.set_hyperparameters(locals())
         self._graph = None
         self._pair_keys = None
         self._preview = None
+        self.neighbour_pair_weight = positive_weight  # positive_weight, scaled to the training set by adapt
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
 
     @staticmethod
@@ -294,6 +301,8 @@ class BGAN(HashingScheme):
         self._graph = neighbours.neighbourhood_graph(features, self.k1, self.k2)
         self._pair_keys = tf.constant(self._graph.pair_keys(), tf.int64)
         self._num_items = n
+        self.neighbour_pair_weight = self.positive_weight * (
+            1.0 if self.positive_weight_items is None else n / self.positive_weight_items)
         self._preview = x[:16]
 
     @property
@@ -348,7 +357,7 @@ class BGAN(HashingScheme):
         pairs = tf.cast(step_context.global_batch * (step_context.global_batch - 1), tf.float32)
         neighbour = losses.neighbour_structure(codes, all_codes, self._similarity(index, all_index),
                                                tf.transpose(self._similarity(all_index, index)), mask,
-                                               self.positive_weight)
+                                               self.neighbour_pair_weight)
         return tf.reduce_sum(neighbour) / pairs
 
     def _generator_terms(self, x, codes, local_batch):
