@@ -44,6 +44,7 @@ def test_beta_rises_in_stages_and_codes_follow_the_sign_of_the_hash_layer():
     np.testing.assert_allclose(probabilities, np.clip(10.0 * z, -1, 1), atol=1e-5)  # app(beta_last z)
 
 
+@pytest.mark.e2e  # several fits or an export: the end-to-end tier
 def test_graph_features_from_an_array_or_a_model_and_their_checks():
     x, y = _images()
     perfect = np.eye(2, dtype=np.float32)[y] + 0.01 * np.arange(96, dtype=np.float32)[:, None] / 96

@@ -301,6 +301,7 @@ def test_a_version_taken_by_another_writer_meanwhile_is_skipped(trained, tmp_pat
     assert os.listdir(base / "m" / "1") == ["theirs"]
 
 
+@pytest.mark.e2e  # several fits or an export: the end-to-end tier
 def test_a_run_in_a_relative_directory_resumes_and_loads(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     name = schemes.names()[0]

@@ -81,6 +81,7 @@ def test_one_fit_trains_both_stages_and_resumes_in_the_stage_it_stopped_in(tmp_p
     np.testing.assert_allclose(resumed.predict_probabilities(x), expected, atol=1e-5)
 
 
+@pytest.mark.e2e  # several fits or an export: the end-to-end tier
 def test_without_the_generator_the_same_network_trains_on_real_triplets():
     x, y = _data(), _labels()
     hasher = tfhash.fit("dshgan", x, y, bits=8, epochs=2, batch_size=16, verbose=0)  # the default: no GAN

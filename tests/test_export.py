@@ -61,6 +61,7 @@ def test_saved_model_codes_are_bit_identical_in_a_fresh_process(trained, tmp_pat
     assert ids.shape == (2, 3)
 
 
+@pytest.mark.e2e  # several fits or an export: the end-to-end tier
 def test_signatures_metadata_and_pixel_input(trained, tmp_path):
     hasher, split = trained
     path = hasher.export(str(tmp_path / "encoder"))

@@ -110,6 +110,7 @@ def test_paper_preset_equals_the_constructor_defaults(name):
             == {k: v for k, v in defaults.items() if k not in ("bits", "input_shape", "seed", *derived)})
 
 
+@pytest.mark.e2e  # several fits or an export: the end-to-end tier
 def test_presets_apply_per_code_length_and_explicit_arguments_win(tmp_path):
     name = schemes.names()[0]
     scheme_cls = schemes.get(name)
@@ -138,7 +139,7 @@ def test_preset_epochs_chosen_at_a_training_size_keep_their_steps_on_larger_sets
     assert presets_lib.Preset(description="paper", epochs=10).epochs_for(10, 69000) == 10  # the papers' epochs hold
     with pytest.raises(ValueError, match="training_items of preset 'x'` must be a positive integer, got int 0"):
         presets_lib.Preset(description="x", training_items=0, name="x").check(schemes.get("sigah"), "preset 'x'")
-    name = schemes.names()[0]
+    name = "sigah"  # the quickest scheme to fit
     scheme_cls = schemes.get(name)
     x = np.random.default_rng(0).random((64,) + scheme_cls.spec.test_input_shape).astype(np.float32)
     sized = presets_lib.Preset(description="sized", epochs=4, batch_size=16, training_items=32, name="sized")
@@ -146,6 +147,7 @@ def test_preset_epochs_chosen_at_a_training_size_keep_their_steps_on_larger_sets
     assert tfhash.fit(name, x, bits=8, preset=sized, epochs=3, verbose=0).epoch == 3  # explicit epochs win
 
 
+@pytest.mark.e2e  # several fits or an export: the end-to-end tier
 def test_resume_refuses_other_seed_batch_size_or_preset_and_continues_longer_runs(tmp_path):
     name = schemes.names()[0]
     scheme_cls = schemes.get(name)
@@ -282,7 +284,7 @@ def test_bad_arguments_are_named_with_what_was_expected_and_what_arrived(tmp_pat
 
 
 def test_steps_per_execution_trains_as_one_step_per_call():
-    name = schemes.names()[0]
+    name = "sigah"  # the quickest scheme to fit
     scheme_cls = schemes.get(name)
     x = np.random.default_rng(0).random((64,) + scheme_cls.spec.test_input_shape).astype(np.float32)
     runs = [tfhash.fit(name, x, bits=8, epochs=2, batch_size=16, verbose=0, steps_per_execution=n) for n in (1, 4)]

@@ -89,6 +89,7 @@ def test_interrupted_run_resumes_with_model_and_both_optimizers(tmp_path):
         tfhash.fit("hashgan", x, bits=16, epochs=2, batch_size=16, checkpoint_dir=ckpt)
 
 
+@pytest.mark.e2e  # several fits or an export: the end-to-end tier
 def test_hasher_evaluate_and_index():
     split = tfhash.datasets.load("digits", queries_per_class=10, seed=0)
     hasher = tfhash.fit("hashgan", split, bits=16, epochs=1, batch_size=64, verbose=0)
@@ -117,6 +118,7 @@ def test_fit_accepts_a_batched_tf_data_dataset_and_keras_callbacks():
         tfhash.fit("hashgan", tf.data.Dataset.from_tensor_slices(np.zeros((4,), np.float32)), bits=8)
 
 
+@pytest.mark.e2e  # several fits or an export: the end-to-end tier
 def test_vat_preset_sets_the_adversarial_transform():
     x = _data()
     hasher = tfhash.fit("hashgan", x, bits=8, epochs=1, batch_size=16, preset="vat", verbose=0)
