@@ -170,7 +170,6 @@ class BGAN(HashingScheme):
         self._graph = None
         self._pair_keys = None
         self._preview = None
-        self.neighbour_pair_weight = positive_weight  # positive_weight, scaled to the training set by adapt
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
 
     @staticmethod
@@ -301,9 +300,14 @@ class BGAN(HashingScheme):
         self._graph = neighbours.neighbourhood_graph(features, self.k1, self.k2)
         self._pair_keys = tf.constant(self._graph.pair_keys(), tf.int64)
         self._num_items = n
-        self.neighbour_pair_weight = self.positive_weight * (
-            1.0 if self.positive_weight_items is None else n / self.positive_weight_items)
         self._preview = x[:16]
+
+    @property
+    def neighbour_pair_weight(self):
+        """``positive_weight``, scaled to the training set's size when ``positive_weight_items`` is set."""
+        if self.positive_weight_items is None or self._graph is None:
+            return self.positive_weight
+        return self.positive_weight * self._num_items / self.positive_weight_items
 
     @property
     def graph(self):
