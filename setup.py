@@ -30,6 +30,7 @@ setup(
         "scikit-learn>=1.4",
         "absl-py>=2",
         "matplotlib>=3.7",  # TensorBoard PR-curve image, notebook figures
+        "tqdm>=4.60",  # progress bars of index builds
     ],
     extras_require={
         "faiss": ["faiss-cpu>=1.8"],

@@ -263,3 +263,12 @@ def test_uint8_pixels_get_one_code_in_memory_saved_model_and_tflite(trained, tmp
     bare.write_bytes(export._tflite_flatbuffer(hasher, None))
     with pytest.raises(ValueError, match="uint8.*pixels / 255"):
         tfhash.load(str(bare)).encode(pixels)
+
+
+def test_exports_carry_the_encoders_fingerprint(trained, tmp_path):
+    hasher, _ = trained
+    saved = tfhash.load(hasher.export(str(tmp_path / "encoder")))
+    tflite = tfhash.load(export.export_tflite(hasher, str(tmp_path / "encoder.tflite")))
+    quantised = tfhash.load(export.export_tflite(hasher, str(tmp_path / "q.tflite"), quantization="float16"))
+    assert len(hasher.fingerprint) == 64 and saved.fingerprint == tflite.fingerprint == hasher.fingerprint
+    assert quantised.fingerprint != hasher.fingerprint  # its codes may differ

@@ -12,9 +12,9 @@ from tests.helpers import ROOT
 
 
 def test_public_api_is_pinned():
-    assert tfhash.__all__ == ["__version__", "Hasher", "baselines", "codes", "datasets", "evaluation", "export",
-                              "fit", "hasher", "index", "load", "losses", "metrics", "neighbours", "schemes", "serving",
-                              "summaries", "training"]
+    assert tfhash.__all__ == ["__version__", "Hasher", "baselines", "codes", "collection", "datasets", "evaluation",
+                              "export", "fit", "hasher", "index", "load", "losses", "metrics", "neighbours", "schemes",
+                              "serving", "sources", "summaries", "training"]
     assert re.fullmatch(r"\d+\.\d+\.\d+", tfhash.__version__)
 
 
@@ -23,10 +23,10 @@ def _readme():
         return f.read()
 
 
-def test_readme_quickstart_has_two_commands_and_ci_runs_the_test_one():
+def test_readme_quickstart_has_three_commands_and_ci_runs_the_test_one():
     quickstart = re.search(r"## Quickstart.*?```bash\n(.*?)```", _readme(), re.S).group(1)
     commands = [line for line in quickstart.splitlines() if line and not line.startswith("#")]
-    assert len(commands) == 2
+    assert len(commands) == 3
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
         ci = f.read()
     test_command = commands[1].replace("pip install", "python3 -m pip install").replace("python -m pytest", "python3 -m pytest")

@@ -2,7 +2,8 @@
 
 Submodules: ``codes`` (the binary code convention), ``metrics`` (retrieval and clustering metrics),
 ``datasets`` (retrieval splits and data sources), ``baselines`` (LSH, PCAH, ITQ, SpH, SH),
-``index`` (Hamming search), ``neighbours`` (neighbourhood graphs of a training set), ``evaluation``
+``index`` (Hamming search; saved indexes), ``sources`` and ``collection`` (collections streamed into a
+saved index), ``neighbours`` (neighbourhood graphs of a training set), ``evaluation``
 (paper-style reports), ``losses`` (loss terms),
 ``schemes`` (the registry of adversarial hashing schemes and their presets), ``hasher`` (``Hasher``: a
 trained scheme), ``training`` (``fit``), ``export`` (SavedModel / TF Serving / TFLite writers),
@@ -13,6 +14,7 @@ and returns a ``Hasher``; ``load`` reads an export back.
 from tfhash import (  # noqa: E402  # noqa: E402
            baselines,
            codes,
+           collection,
            datasets,
            evaluation,
            export,
@@ -23,6 +25,7 @@ from tfhash import (  # noqa: E402  # noqa: E402
            neighbours,
            schemes,
            serving,
+           sources,
            summaries,
            training,
 )
@@ -31,5 +34,6 @@ from tfhash.hasher import Hasher  # noqa: E402
 from tfhash.serving import load  # noqa: E402
 from tfhash.training import fit  # noqa: E402
 
-__all__ = ["__version__", "Hasher", "baselines", "codes", "datasets", "evaluation", "export", "fit", "hasher",
-           "index", "load", "losses", "metrics", "neighbours", "schemes", "serving", "summaries", "training"]
+__all__ = ["__version__", "Hasher", "baselines", "codes", "collection", "datasets", "evaluation", "export", "fit", "hasher",
+           "index", "load", "losses", "metrics", "neighbours", "schemes", "serving", "sources", "summaries",
+           "training"]

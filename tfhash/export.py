@@ -18,6 +18,7 @@ directory, one of its ancestors or the home directory, and the only directory an
 (``overwrite=True``) is a previous export that holds nothing else.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -47,7 +48,20 @@ EXPORT_ENTRIES = frozenset({"saved_model.pb", "variables", "assets", "fingerprin
 VERSION_ATTEMPTS = 1000  # export_serving: next free versions tried when other writers take them meanwhile
 
 
-def metadata(hasher):
+def encoder_fingerprint(model, quantization=None):
+    """A digest of what decides an encoder's codes: its weights (in order), threshold, bits and any TFLite
+    quantization. Exports of one trained model share it, so an index built with one is searched with another."""
+    digest = hashlib.sha256(f"tfhash-encoder bits={model.bits} threshold={float(model.threshold)!r}".encode())
+    if quantization is not None:
+        digest.update(f" quantization={quantization}".encode())
+    for weight in model.encoder_model().get_weights():
+        weight = np.ascontiguousarray(weight)
+        digest.update(f"{weight.dtype.str}{weight.shape}".encode())
+        digest.update(weight.tobytes())
+    return digest.hexdigest()
+
+
+def metadata(hasher, quantization=None):
     model = hasher.model
     signatures = model.serving_signatures()
     images = model.input_kind == "images"
@@ -64,7 +78,10 @@ def metadata(hasher):
         "signatures": {name: {"inputs": SIGNATURE_INPUTS[name], "outputs": ["codes", "probabilities"]}
                        for name in signatures},
         "config": model.get_config(),
+        "encoder_fingerprint": encoder_fingerprint(model, quantization),
     }
+    if quantization is not None:
+        description["quantization"] = quantization
     if PIXELS_SIGNATURE in signatures:
         description["pixel_scale"] = PIXEL_SCALE
     return description
@@ -304,7 +321,7 @@ def export_tflite(hasher, path, *, quantization=None, overwrite=False):
         if not is_tflite(path):  # overwrite=True replaces a TFLite model only
             raise ValueError(f"`path` {path!r} exists and is not a TFLite model; overwrite=True only replaces "
                                  "a previous TFLite export. Choose another path.")
-    flatbuffer = _with_tflite_metadata(_tflite_flatbuffer(hasher, quantization), metadata(hasher))
+    flatbuffer = _with_tflite_metadata(_tflite_flatbuffer(hasher, quantization), metadata(hasher, quantization))
     _io.write_bytes_atomically(path, flatbuffer, replace=overwrite)
     return path
 

@@ -83,6 +83,12 @@ class Hasher(BaseHasher):
     def scheme(self):
         return self.model.key
 
+    @property
+    def fingerprint(self):
+        """A digest of the encoder's weights, threshold and bits (``tfhash.export.encoder_fingerprint``): its
+        exports carry the same one, and saved indexes record it."""
+        return export_lib.encoder_fingerprint(self.model)
+
     def __repr__(self):
         return (f"Hasher(scheme={self.scheme!r}, bits={self.bits}, input_shape={self.model.item_shape}, "
                 f"epoch={self.epoch}, preset={self.preset!r})")

@@ -8,6 +8,11 @@ for a query; those slots hold distance ``PAD_DISTANCE`` and id -1, which is why 
 non-negative. ``range_search`` returns Faiss-style ``(lims, distances, ids)``: the results of query i
 are ``distances[lims[i]:lims[i + 1]]``, ordered like ``search``'s (distance, then insertion order).
 
+**Files.** ``index.save(path)`` writes a directory (a manifest ``index.json`` beside the codes and ids, or
+Faiss's own file) atomically; :func:`load` opens it again, memory-mapping the exact index's codes and ids so
+that opening a large index reads nothing but its manifest. :func:`build` streams a collection through an
+encoder into a saved index.
+
 **Threads.** Every index may be shared by threads: any number may ``search`` and ``range_search`` at once,
 and an ``add`` concurrent with searches loses nothing (each search sees the codes added before it
 started, or also some added during it; every added code is in the index once ``add`` returns).
@@ -16,16 +21,24 @@ started, or also some added during it; every added code is in the index once ``a
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
+import shutil
+import tempfile
 import threading
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from tfhash import _validation
+from tfhash import _io, _validation
 from tfhash import codes as codes_lib
 
 PAD_DISTANCE = np.iinfo(np.int32).max
+MANIFEST = "index.json"
+FORMAT = "tfhash-index"
+FORMAT_VERSION = 1
+CODES_FILE, IDS_FILE, FAISS_FILE = "codes.bin", "ids.bin", "faiss.index"
+INDEX_ENTRIES = {MANIFEST, CODES_FILE, IDS_FILE, FAISS_FILE}
 
 
 class _SearchIndex:
@@ -67,6 +80,32 @@ class _SearchIndex:
     def __len__(self):
         return self.ntotal
 
+    def save(self, path: str | os.PathLike, *, encoder=None, overwrite: bool = False, details: dict | None = None) -> str:
+        """Writes the index to the directory ``path`` (atomically: a reader sees the old index or the new one,
+        never a part); returns ``path``.
+
+        ``path`` must be new or an empty directory; ``overwrite=True`` also replaces a previous saved index
+        that holds nothing else. ``encoder`` (a Hasher or a loaded export) is recorded in the manifest, so
+        :func:`load` can refuse codes from another encoder. ``details``: JSON facts kept in the manifest
+        (:func:`build` records its source and any skipped items there).
+        """
+        path = _check_index_target(path, overwrite)
+        target = os.path.abspath(path)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.tmp-")
+        try:
+            with self._lock:
+                files, options = self._write_files(tmp)
+                count = self.ntotal
+            manifest = _manifest(self.backend, self.bits, count, options, files, encoder_description(encoder), details)
+            _io.write_json_atomically(os.path.join(tmp, MANIFEST), manifest)
+            _io.honour_umask(tmp)
+            _io.place_directory(tmp, target, _is_replaceable_index if overwrite else None)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return path
+
 
 def _cutoff_distance(distances, k, guess, mask):
     """Smallest t with at least k distances <= t; ``mask`` holds ``distances <= t`` on return."""
@@ -98,6 +137,8 @@ class HammingIndex(_SearchIndex):
         n_jobs: worker threads (queries are split between them); ``None`` uses every core.
     """
 
+    backend = "numpy"
+
     def __init__(self, bits, *, chunk_size=1 << 21, n_jobs=None):
         super().__init__(bits)
         self.chunk_size = _validation.check_positive_int(chunk_size, "chunk_size")
@@ -105,6 +146,18 @@ class HammingIndex(_SearchIndex):
         self._parts, self._id_parts = [], []
         self._codes = np.empty((0, self.width), np.uint8)
         self._ids = np.empty(0, np.int64)
+
+    def _write_files(self, directory):
+        codes, ids = self._consolidate()
+        files = {"codes": _write_array(directory, CODES_FILE, codes),
+                 "ids": _write_array(directory, IDS_FILE, ids.astype("<i8", copy=False))}
+        return files, {"chunk_size": self.chunk_size, "n_jobs": self.n_jobs}
+
+    def _open_files(self, directory, manifest):
+        """Memory-maps the saved codes and ids (adding to the index later copies them into memory)."""
+        count = manifest["count"]
+        self._codes = _map_array(directory, manifest, "codes", np.uint8, (count, self.width))
+        self._ids = _map_array(directory, manifest, "ids", np.dtype("<i8"), (count,))
 
     @property
     def ntotal(self):
@@ -233,6 +286,7 @@ class FaissIndex(_SearchIndex):
     """
 
     KINDS = ("flat", "ivf", "hnsw")
+    backend = "faiss"
 
     def __init__(self, bits, kind="flat", *, nlist=None, nprobe=16, hnsw_neighbors=16):
         super().__init__(bits)
@@ -295,6 +349,35 @@ class FaissIndex(_SearchIndex):
             self._id_parts.append(ids)
         return self
 
+    def _write_files(self, directory):
+        files = {"ids": _write_array(directory, IDS_FILE, self._all_ids().astype("<i8", copy=False))}
+        if self._index is not None:
+            self._faiss.write_index_binary(self._index, os.path.join(directory, FAISS_FILE))
+            files["faiss"] = {"name": FAISS_FILE, "bytes": os.path.getsize(os.path.join(directory, FAISS_FILE))}
+        return files, {"kind": self.kind, "nlist": self.nlist, "nprobe": self.nprobe,
+                       "hnsw_neighbors": self.hnsw_neighbors}
+
+    def _open_files(self, directory, manifest):
+        count = manifest["count"]
+        ids = np.array(_map_array(directory, manifest, "ids", np.dtype("<i8"), (count,)), np.int64)
+        if "faiss" not in manifest["files"]:
+            if count:
+                raise ValueError(f"`path` {directory!r}: the manifest lists {count} codes but no {FAISS_FILE}.")
+            return
+        _check_file(directory, manifest, "faiss")
+        try:
+            index = self._faiss.read_index_binary(os.path.join(directory, FAISS_FILE))
+        except RuntimeError as err:
+            raise ValueError(f"`path` {directory!r}: {FAISS_FILE} cannot be read by Faiss (damaged?): "
+                             f"{_validation.error_summary(err)}") from err
+        if index.ntotal != count or index.d != 8 * self.width:
+            raise ValueError(f"`path` {directory!r}: {FAISS_FILE} holds {index.ntotal} codes of {index.d} bits, the "
+                             f"manifest says {count} of {8 * self.width}.")
+        if self.kind == "ivf":
+            index.nprobe = self.nprobe
+        self._inner = self._index = index
+        self._id_parts = [ids]
+
     def search(self, queries: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = self._check(queries, "queries")
         with self._lock:
@@ -312,6 +395,9 @@ class FaissIndex(_SearchIndex):
     def range_search(self, queries: ArrayLike, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         queries = self._check(queries, "queries")
         radius = self._check_radius(radius)
+        if self.kind == "hnsw":
+            raise NotImplementedError("FaissIndex(kind='hnsw') has no range search (Faiss's IndexBinaryHNSW "
+                                      "implements k-NN search only); use kind='flat' or 'ivf', or search().")
         with self._lock:
             if self._index is None:
                 return np.zeros(queries.shape[0] + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
@@ -325,8 +411,163 @@ class FaissIndex(_SearchIndex):
         return lims, distances[order], ids[positions[order]]
 
 
+BACKENDS = {"numpy": HammingIndex, "faiss": FaissIndex}
+
+
 def make_index(bits: int, backend: str = "numpy", **options) -> HammingIndex | FaissIndex:
     """An empty index: ``backend="numpy"`` (:class:`HammingIndex`) or ``"faiss"`` (:class:`FaissIndex`)."""
-    backends = {"numpy": HammingIndex, "faiss": FaissIndex}
-    _validation.check_choice(backend, "backend", backends)
-    return backends[backend](bits, **options)
+    _validation.check_choice(backend, "backend", BACKENDS)
+    return BACKENDS[backend](bits, **options)
+
+
+# --- files -----------------------------------------------------------------------------------------
+
+
+def encoder_description(encoder):
+    """What a manifest records of the encoder that made the codes: scheme, bits and the encoder's
+    fingerprint (a digest of its weights; ``None`` for exports written before fingerprints existed)."""
+    if encoder is None:
+        return None
+    if not hasattr(encoder, "bits") or not hasattr(encoder, "scheme"):
+        raise ValueError(f"`encoder` must be a tfhash Hasher or a loaded export (tfhash.load), got "
+                         f"{type(encoder).__name__}.")
+    return {"scheme": str(encoder.scheme), "bits": int(encoder.bits),
+            "fingerprint": getattr(encoder, "fingerprint", None)}
+
+
+def _manifest(backend, bits, count, options, files, encoder, details=None):
+    return {"format": FORMAT, "version": FORMAT_VERSION, "backend": backend, "bits": int(bits),
+            "code_bytes": codes_lib.num_bytes(bits), "count": int(count), "options": options, "files": files,
+            "encoder": encoder, "bit_order": "lsb-first (Faiss layout)", "ids": "int64 little-endian",
+            "details": details or {}}
+
+
+def _write_array(directory, name, array):
+    """Writes ``array``'s bytes (C order) to ``directory/name``, in pieces so a memory-mapped array is
+    streamed; returns the manifest's entry for the file."""
+    path = os.path.join(directory, name)
+    rows = max(1, (64 << 20) // max(1, array.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))))
+    with open(path, "wb") as f:
+        for start in range(0, array.shape[0], rows):
+            f.write(np.ascontiguousarray(array[start:start + rows]).tobytes())
+        f.flush()
+        os.fsync(f.fileno())
+    return {"name": name, "bytes": os.path.getsize(path)}
+
+
+def _check_file(directory, manifest, key):
+    entry = manifest["files"].get(key)
+    if not isinstance(entry, dict) or entry.get("name") not in INDEX_ENTRIES:
+        raise ValueError(f"`path` {directory!r}: the manifest lists no valid {key!r} file.")
+    path = os.path.join(directory, entry["name"])
+    if not os.path.isfile(path):
+        raise ValueError(f"`path` {directory!r} is missing {entry['name']} (a damaged or partly copied index).")
+    size = os.path.getsize(path)
+    if size != entry["bytes"]:
+        state = "truncated" if size < entry["bytes"] else "longer than written"
+        raise ValueError(f"`path` {directory!r}: {entry['name']} is {state}: {size} bytes, the manifest says "
+                         f"{entry['bytes']} (a damaged or partly copied index).")
+    return path
+
+
+def _map_array(directory, manifest, key, dtype, shape):
+    path = _check_file(directory, manifest, key)
+    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if os.path.getsize(path) != expected:
+        raise ValueError(f"`path` {directory!r}: {os.path.basename(path)} holds {os.path.getsize(path)} bytes, "
+                         f"{shape[0]} items of the manifest need {expected}.")
+    if expected == 0:
+        return np.empty(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+
+
+def read_manifest(path):
+    """The manifest of the saved index at ``path``, checked (a dict)."""
+    manifest_path = os.path.join(os.fspath(path), MANIFEST)
+    if not os.path.isfile(manifest_path):
+        raise ValueError(f"`path` must be a saved tfhash index (a directory with {MANIFEST}), got {path!r}.")
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except ValueError as err:
+        raise ValueError(f"`path` {path!r}: {MANIFEST} is not valid JSON ({err}).") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"`path` {path!r}: {MANIFEST} is not a tfhash index manifest.")
+    if manifest.get("version") != FORMAT_VERSION:
+        raise ValueError(f"`path` {path!r} was saved in index format version {manifest.get('version')!r}; this "
+                         f"tfhash reads version {FORMAT_VERSION}.")
+    try:
+        _validation.check_bits(manifest["bits"])
+        if manifest["backend"] not in BACKENDS or not isinstance(manifest["files"], dict):
+            raise ValueError(f"backend {manifest['backend']!r}")
+        if not isinstance(manifest["count"], int) or manifest["count"] < 0:
+            raise ValueError(f"count {manifest['count']!r}")
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"`path` {path!r}: {MANIFEST} is damaged ({_validation.error_summary(err)}).") from err
+    return manifest
+
+
+def _is_replaceable_index(path):
+    try:
+        read_manifest(path)
+    except (OSError, ValueError):
+        return False
+    return set(os.listdir(path)) <= INDEX_ENTRIES
+
+
+def _check_index_target(path, overwrite):
+    path = _io.check_target_path(path, "path")
+    if os.path.isfile(path):
+        raise ValueError(f"`path` must be a directory to create, got an existing file {path!r}.")
+    if os.path.isdir(path) and os.listdir(path):
+        if not overwrite:
+            raise ValueError(f"`path` {path!r} exists and is not empty; pass overwrite=True to replace a saved index.")
+        if not _is_replaceable_index(path):
+            raise ValueError(f"`path` {path!r} is not empty and is not a saved tfhash index holding nothing else; "
+                             "overwrite=True only replaces a previous index. Choose another path.")
+    return path
+
+
+def check_encoder(manifest, encoder, path):
+    """Refuses an ``encoder`` whose codes are not the ones the index at ``path`` holds."""
+    if encoder is None:
+        return
+    asked = encoder_description(encoder)
+    if asked["bits"] != manifest["bits"]:
+        raise ValueError(f"`encoder` makes {asked['bits']}-bit codes; the index at {path!r} holds "
+                         f"{manifest['bits']}-bit codes.")
+    saved = manifest.get("encoder")
+    if saved is None:
+        return  # the index does not say which encoder made it
+    if saved.get("scheme") != asked["scheme"]:
+        raise ValueError(f"`encoder` is a {asked['scheme']!r} encoder; the index at {path!r} holds codes of a "
+                         f"{saved.get('scheme')!r} encoder.")
+    if saved.get("fingerprint") and asked["fingerprint"] and saved["fingerprint"] != asked["fingerprint"]:
+        raise ValueError(f"`encoder` is not the encoder whose codes the index at {path!r} holds (fingerprint "
+                         f"{asked['fingerprint'][:12]} against {saved['fingerprint'][:12]}): its codes would not "
+                         "be comparable. Build the index again with this encoder.")
+
+
+def build(encoder, source, path: str | os.PathLike, **options) -> HammingIndex | FaissIndex:
+    """Streams ``source`` through ``encoder`` into a saved index at ``path`` (see
+    :func:`tfhash.collection.build` for the arguments): bounded memory, a progress bar, resumable."""
+    from tfhash import collection
+
+    return collection.build(encoder, source, path, **options)
+
+
+def load(path: str | os.PathLike, *, encoder=None, **options) -> HammingIndex | FaissIndex:
+    """Opens an index written by ``save`` or :func:`build`.
+
+    The exact index's codes and ids are memory-mapped, not read: opening costs the same for any size, and
+    searches page in what they scan. ``encoder`` (optional) must be the one the codes were made with (same
+    bits, scheme and fingerprint), else the index is refused. ``options`` override the saved search
+    options (e.g. ``n_jobs``, ``nprobe``). A truncated or damaged file is refused with what is wrong.
+    """
+    path = os.fspath(path)
+    manifest = read_manifest(path)
+    check_encoder(manifest, encoder, path)
+    saved = {key: value for key, value in (manifest.get("options") or {}).items() if value is not None}
+    index = make_index(manifest["bits"], manifest["backend"], **{**saved, **options})
+    index._open_files(path, manifest)
+    return index

@@ -52,6 +52,7 @@ class ExportedHasher(_ServedHasher):
             raise ValueError(f"`path` {path!r}: assets/{METADATA_FILE} lacks a valid bits / scheme / input_shape "
                              f"({type(err).__name__}: {err}).") from err
         self.input_kind = description.get("input_kind", "images")
+        self.fingerprint = description.get("encoder_fingerprint")
 
     def __repr__(self):
         return f"ExportedHasher(scheme={self.scheme!r}, bits={self.bits}, path={self.path!r})"
@@ -96,6 +97,7 @@ class TFLiteHasher(_ServedHasher):
                              f"({_validation.error_summary(err)}).") from err
         self.scheme = str(self.metadata["scheme"]) if self.metadata else "tflite"
         self.input_kind = self.metadata.get("input_kind", "images") if self.metadata else None
+        self.fingerprint = self.metadata.get("encoder_fingerprint") if self.metadata else None
 
     def __repr__(self):
         return f"TFLiteHasher(scheme={self.scheme!r}, bits={self.bits}, path={self.path!r})"
