@@ -31,6 +31,7 @@ setup(
         "absl-py>=2",
         "matplotlib>=3.7",  # TensorBoard PR-curve image, notebook figures
         "tqdm>=4.60",  # progress bars of index builds
+        "numba>=0.61",  # the exact index's compiled search kernel (tfhash/_kernels.py)
     ],
     extras_require={
         "faiss": ["faiss-cpu>=1.8"],

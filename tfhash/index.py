@@ -30,7 +30,7 @@ import threading
 import numpy as np
 from numpy.typing import ArrayLike
 
-from tfhash import _io, _validation
+from tfhash import _io, _kernels, _validation
 from tfhash import codes as codes_lib
 
 PAD_DISTANCE = np.iinfo(np.int32).max
@@ -107,33 +107,15 @@ class _SearchIndex:
         return path
 
 
-def _cutoff_distance(distances, k, guess, mask):
-    """Smallest t with at least k distances <= t; ``mask`` holds ``distances <= t`` on return."""
-    t = guess
-    np.less_equal(distances, t, out=mask)
-    if np.count_nonzero(mask) >= k:
-        while t > 0:
-            np.less_equal(distances, t - 1, out=mask)
-            if np.count_nonzero(mask) < k:
-                np.less_equal(distances, t, out=mask)
-                break
-            t -= 1
-    else:
-        while True:
-            t += 1
-            np.less_equal(distances, t, out=mask)
-            if np.count_nonzero(mask) >= k:
-                break
-    return t
-
-
 class HammingIndex(_SearchIndex):
-    """Exact search by brute-force Hamming distance, in numpy.
+    """Exact search by brute-force Hamming distance: a compiled counting-select kernel for ``search``
+    (``tfhash._kernels``), numpy for ``range_search``.
 
     Args:
         bits: code length; codes must be ``ceil(bits / 8)`` bytes wide.
-        chunk_size: database items scanned at once; bounds memory at about 10 bytes per item per
-            worker thread, whatever the database size.
+        chunk_size: database items ``range_search`` scans at once; bounds its memory at about 10 bytes per
+            item per worker thread, whatever the database size (``search`` needs memory for its k
+            results per query only).
         n_jobs: worker threads (queries are split between them); ``None`` uses every core.
     """
 
@@ -202,40 +184,16 @@ class HammingIndex(_SearchIndex):
         num_queries = queries.shape[0]
         out_dist = np.full((num_queries, k), PAD_DISTANCE, dtype=np.int32)
         out_pos = np.full((num_queries, k), -1, dtype=np.int64)
+        if k == 0 or num_queries == 0:
+            return out_dist, out_pos
         query_words = codes_lib.as_words(queries)
+        database_words = codes_lib.as_words(np.asarray(codes))  # a memory-mapped index is read as it is scanned
 
         def worker(start, stop):
-            for c0 in range(0, codes.shape[0], self.chunk_size):
-                chunk = codes[c0:c0 + self.chunk_size]
-                computer = codes_lib.HammingComputer(chunk)
-                mask = np.empty(chunk.shape[0], dtype=bool)
-                kk = min(k, chunk.shape[0])
-                guess = 0
-                for i in range(start, stop):
-                    d = computer(query_words[i])
-                    if kk < chunk.shape[0]:
-                        guess = _cutoff_distance(d, kk, guess, mask)
-                        cand = np.flatnonzero(mask)
-                        cd = d[cand]
-                        order = np.argsort(cd, kind="stable")[:kk]  # ties keep ascending position
-                        cand, cd = cand[order], cd[order]
-                    else:
-                        cand = np.argsort(d, kind="stable")
-                        cd = d[cand]
-                    cand = cand + c0
-                    if c0 == 0:
-                        out_dist[i, :kk], out_pos[i, :kk] = cd, cand
-                        continue
-                    # Merge with the best of earlier chunks; earlier chunks hold smaller positions,
-                    # so a stable sort on distance keeps the tie order.
-                    merged_d = np.concatenate([out_dist[i], cd.astype(np.int32)])
-                    merged_p = np.concatenate([out_pos[i], cand])
-                    order = np.argsort(merged_d, kind="stable")[:k]
-                    out_dist[i], out_pos[i] = merged_d[order], merged_p[order]
+            _kernels.knn(query_words, database_words, k, out_dist, out_pos, start, stop)
 
         self._run(queries, worker)
-        out_ids = np.where(out_pos >= 0, ids[np.maximum(out_pos, 0)] if ids.size else -1, -1)
-        return out_dist, out_ids
+        return out_dist, np.asarray(ids)[out_pos]
 
     def range_search(self, queries: ArrayLike, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All codes within Hamming distance ``radius`` (inclusive): ``(lims, distances, ids)``."""
