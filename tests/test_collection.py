@@ -1,6 +1,7 @@
 """Saved indexes and collections streamed into them (tfhash.index.save / load / build, tfhash.sources)."""
 
 import json
+import mmap
 import os
 import re
 import shlex
@@ -47,6 +48,7 @@ def _indexes():
     yield "faiss", {"kind": "flat"}
     yield "faiss", {"kind": "ivf", "nlist": 8, "nprobe": 8}
     yield "faiss", {"kind": "hnsw"}
+    yield "faiss", {"kind": "multihash", "multihash_flips": 1}
 
 
 @pytest.mark.parametrize("backend, options", list(_indexes()), ids=lambda v: str(v))
@@ -262,3 +264,21 @@ def test_the_readme_encode_command_builds_from_an_export_and_searches(tmp_path):
                                f"--index={tmp_path / 'idx'}", f"--query={tmp_path / 'queries.npy'}", "--k=2"],
                               capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert searched.returncode == 0 and searched.stdout.splitlines()[-1].startswith("query 1: "), searched.stderr
+
+
+def test_memory_mapped_sources_let_go_of_the_pages_they_have_read(items, tmp_path, monkeypatch):
+    np.save(tmp_path / "items.npy", items)
+    rows = np.concatenate([np.full((7, 1), 20, "<i4").view("<f4"), items[:7].reshape(7, 20)], axis=1)
+    rows.astype("<f4").tofile(tmp_path / "v.fvecs")
+    released = []
+    for name in ("items.npy", "v.fvecs"):
+        source = sources.open_source(str(tmp_path / name), (5, 4, 1))
+        mapping = sources._file_mapping(source.array)
+        assert mapping is not None  # found under the reshaped, strided view too
+        monkeypatch.setattr(sources, "RELEASE_BYTES", 1)
+        before = len(released)
+        monkeypatch.setattr(sources, "_release", lambda m: (released.append(m), m.madvise(mmap.MADV_DONTNEED)))
+        batches = list(source.batches(0, 3))
+        assert len(released) - before == len(batches)
+        np.testing.assert_array_equal(np.concatenate([b for _, b in batches]), items[:source.count])
+    assert sources._file_mapping(items) is None

@@ -63,7 +63,7 @@ def test_faiss_flat_gives_identical_results(rng):
             np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+@pytest.mark.parametrize("kind", ["ivf", "hnsw", "multihash"])
 def test_faiss_approximate_backends_find_most_true_neighbours(rng, kind):
     pytest.importorskip("faiss")
     # Clustered codes: 20 centres, items differ from their centre in a few bits.

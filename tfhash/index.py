@@ -235,18 +235,24 @@ class FaissIndex(_SearchIndex):
     Args:
         bits: code length.
         kind: ``"flat"`` (exact, ``IndexBinaryFlat``), ``"ivf"`` (inverted lists over a binary
-            k-means quantizer, trained on the first ``add``; approximate, for large databases) or
-            ``"hnsw"`` (graph search; approximate).
+            k-means quantizer, trained on the first ``add``; approximate, for large databases),
+            ``"hnsw"`` (graph search; approximate) or ``"multihash"`` (``IndexBinaryMultiHash``: codes
+            that agree exactly on one of ``multihash_tables`` substrings of ``multihash_bits`` bits, or
+            differ there in at most ``multihash_flips`` bits; approximate, no training).
         nlist: IVF lists (default: about 4 * sqrt(items at first add), at most that many items); the
             first ``add`` must hold at least ``nlist`` codes.
         nprobe: IVF lists visited per query.
         hnsw_neighbors: HNSW graph degree M.
+        multihash_tables, multihash_bits, multihash_flips: the multi-hash tables, the bits each hashes
+            (``multihash_tables * multihash_bits <= bits``; default: as many 16-bit tables as fit, at least
+            one) and the bits flipped when probing them.
     """
 
-    KINDS = ("flat", "ivf", "hnsw")
+    KINDS = ("flat", "ivf", "hnsw", "multihash")
     backend = "faiss"
 
-    def __init__(self, bits, kind="flat", *, nlist=None, nprobe=16, hnsw_neighbors=16):
+    def __init__(self, bits, kind="flat", *, nlist=None, nprobe=16, hnsw_neighbors=16, multihash_tables=None,
+                 multihash_bits=None, multihash_flips=0):
         super().__init__(bits)
         try:
             import faiss
@@ -258,10 +264,23 @@ class FaissIndex(_SearchIndex):
         self.nprobe = _validation.check_positive_int(nprobe, "nprobe")
         self.hnsw_neighbors = _validation.check_positive_int(hnsw_neighbors, "hnsw_neighbors")
         dim = 8 * self.width
+        self.multihash_bits = _validation.check_positive_int(multihash_bits or min(16, dim), "multihash_bits")
+        self.multihash_tables = _validation.check_positive_int(
+            multihash_tables or max(1, dim // self.multihash_bits), "multihash_tables")
+        self.multihash_flips = int(multihash_flips)
+        if self.multihash_flips < 0 or self.multihash_flips > self.multihash_bits:
+            raise ValueError(f"`multihash_flips` must be in [0, multihash_bits={self.multihash_bits}], got "
+                             f"{multihash_flips!r}.")
+        if self.kind == "multihash" and self.multihash_tables * self.multihash_bits > dim:
+            raise ValueError(f"`multihash_tables` x `multihash_bits` must be at most the {dim} bits of a code, got "
+                             f"{self.multihash_tables} x {self.multihash_bits}.")
         if self.kind == "flat":
             self._inner = faiss.IndexBinaryFlat(dim)
         elif self.kind == "hnsw":
             self._inner = faiss.IndexBinaryHNSW(dim, self.hnsw_neighbors)
+        elif self.kind == "multihash":
+            self._inner = faiss.IndexBinaryMultiHash(dim, self.multihash_tables, self.multihash_bits)
+            self._inner.nflip = self.multihash_flips
         else:
             self._inner = None  # built at the first add, when nlist can follow the data size
         self._index = None
@@ -313,7 +332,8 @@ class FaissIndex(_SearchIndex):
             self._faiss.write_index_binary(self._index, os.path.join(directory, FAISS_FILE))
             files["faiss"] = {"name": FAISS_FILE, "bytes": os.path.getsize(os.path.join(directory, FAISS_FILE))}
         return files, {"kind": self.kind, "nlist": self.nlist, "nprobe": self.nprobe,
-                       "hnsw_neighbors": self.hnsw_neighbors}
+                       "hnsw_neighbors": self.hnsw_neighbors, "multihash_tables": self.multihash_tables,
+                       "multihash_bits": self.multihash_bits, "multihash_flips": self.multihash_flips}
 
     def _open_files(self, directory, manifest):
         count = manifest["count"]
@@ -333,6 +353,8 @@ class FaissIndex(_SearchIndex):
                              f"manifest says {count} of {8 * self.width}.")
         if self.kind == "ivf":
             index.nprobe = self.nprobe
+        if self.kind == "multihash":
+            index.nflip = self.multihash_flips
         self._inner = self._index = index
         self._id_parts = [ids]
 

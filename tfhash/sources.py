@@ -18,6 +18,7 @@ and :meth:`Source.error`, so the caller reports them.
 from __future__ import annotations
 
 import glob
+import mmap
 import os
 import re
 
@@ -27,6 +28,7 @@ import tensorflow as tf
 from tfhash import _validation, datasets
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+RELEASE_BYTES = 64 << 20  # memory-mapped pages read are let go after about this much
 
 
 class Source:
@@ -70,9 +72,32 @@ class ArraySource(Source):
                 "dtype": str(self.array.dtype)}
 
     def batches(self, start, batch_size):
+        mapping, since_release = _file_mapping(self.array), 0
         for begin in range(start, self.count, batch_size):
             stop = min(begin + batch_size, self.count)
-            yield np.arange(begin, stop, dtype=np.int64), np.asarray(self.array[begin:stop])
+            items = np.array(self.array[begin:stop])  # a copy: the mapped pages can be let go
+            yield np.arange(begin, stop, dtype=np.int64), items
+            since_release += items.nbytes
+            if mapping is not None and since_release >= RELEASE_BYTES:
+                # Pages of a memory-mapped file that were read count in the process's resident memory until
+                # the kernel needs them back; a stream reads each once, so drop them (they are re-read from
+                # the file if touched again): memory stays flat whatever the file's size.
+                _release(mapping)
+                since_release = 0
+
+
+def _release(mapping):
+    mapping.madvise(mmap.MADV_DONTNEED)
+
+
+def _file_mapping(array):
+    """The ``mmap`` under a memory-mapped array (or a view of one) where pages can be released, else None."""
+    if not hasattr(mmap, "MADV_DONTNEED"):
+        return None
+    base = array
+    while base is not None and not isinstance(base, mmap.mmap):
+        base = getattr(base, "base", None)
+    return base
 
 
 def decode_image(encoded, item_shape):
