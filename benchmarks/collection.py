@@ -1,0 +1,261 @@
+"""A collection from files to a searchable saved index: encode, build, interrupt and resume, load, search.
+
+    python -m benchmarks.collection [--sizes 100000 1000000] [--work DIR] [--bits 64]
+
+An encoder (HashGAN, default preset but ``--epochs``, trained on 10,000 of the real Fashion-MNIST images in
+``../shared/data``) is exported as a SavedModel and a TFLite file. The collection is the 70,000 real
+Fashion-MNIST images tiled with small pixel noise to each size: the smallest size also as a folder of PNG
+files, every size as a memory-mapped ``.npy`` of uint8 pixels. Then, in one run:
+
+- **encode**: items/s of the in-memory Keras encoder, the SavedModel and the TFLite export on the same
+  50,000 float images (best of 3 rounds, each running the three in turn);
+- **build**: ``tfhash.index.build`` through the SavedModel into a saved index, each in a fresh process
+  (its peak resident memory, ``VmHWM``, and its resident memory before the build), for the PNG folder
+  and for every ``.npy`` size; the index size on disk;
+- **resume**: the largest build killed (SIGKILL) once about half its items are recorded, run again, and
+  its codes and ids compared byte for byte with the uninterrupted build;
+- **search**: load time (memory-mapped), single-query latency p50 / p99 of the exact index and of Faiss IVF,
+  HNSW and multi-hash indexes built from the same codes, with their build time, size and recall@10 / @100
+  against the exact answer (1,000 real test images as queries; ids by position).
+
+Ends with one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+from benchmarks import _common
+
+QUERIES = 1000
+
+
+def _rss_mb():
+    """This process's resident memory now, MB (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _peak_rss_mb():
+    """This process's peak resident memory, MB: ``VmHWM``, the high-water mark of its own address space.
+    (``getrusage``'s ``ru_maxrss`` is carried across ``exec`` from the parent that forked it, so a child
+    started by a large parent would report the parent's size.)"""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
+def _child_build(export, source, path, batch_size):
+    """A build in this (fresh) process; prints its figures as JSON."""
+    import tfhash
+
+    encoder = tfhash.load(export)
+    before = _rss_mb()
+    start = time.perf_counter()
+    built = tfhash.index.build(encoder, source, path, batch_size=batch_size, progress=False)
+    seconds = time.perf_counter() - start
+    print(json.dumps({"items": len(built), "seconds": seconds, "rss_before_mb": before,
+                      "peak_rss_mb": _peak_rss_mb()}))
+
+
+def _run_child(args, export, source, path, batch_size):
+    command = [sys.executable, "-m", "benchmarks.collection", "--child", export, str(source), str(path),
+               str(batch_size)]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=_common.ROOT)
+    if result.returncode:
+        raise SystemExit(f"build failed: {result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def _interrupted_build(export, source, path, batch_size, count):
+    """Starts a build, kills it once half the items are recorded, builds again; returns the kill point."""
+    work = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.build", "build.json")
+    command = [sys.executable, "-m", "benchmarks.collection", "--child", export, str(source), str(path),
+               str(batch_size)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=_common.ROOT)
+    written = 0
+    while process.poll() is None:
+        time.sleep(0.2)
+        try:
+            with open(work) as f:
+                written = json.load(f)["written"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if written >= count // 2:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            break
+    if process.returncode == 0:
+        raise SystemExit("the build finished before it could be interrupted; use a larger size")
+    return written
+
+
+def _tiled_pixels(images, count, seed):
+    """``count`` uint8 images: the real ones in turn, each copy after the first with pixel noise in [-8, 8]."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, count, len(images)):
+        part = np.round(images[:min(len(images), count - start)] * 255).astype(np.int16)
+        if start:
+            part = part + rng.integers(-8, 9, part.shape, dtype=np.int16)
+        yield np.clip(part, 0, 255).astype(np.uint8)
+
+
+def _write_npy(path, images, count):
+    array = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(count,) + images.shape[1:])
+    row = 0
+    for part in _tiled_pixels(images, count, seed=1):
+        array[row:row + len(part)] = part
+        row += len(part)
+    array.flush()
+    del array
+
+
+def _write_pngs(folder, images, labels, count):
+    from PIL import Image
+
+    row = 0
+    for part in _tiled_pixels(images, count, seed=1):
+        for image in part:
+            label = labels[row % len(labels)]
+            os.makedirs(os.path.join(folder, str(label)), exist_ok=True)
+            Image.fromarray(image[..., 0]).save(os.path.join(folder, str(label), f"{row:07d}.png"))
+            row += 1
+
+
+def _encode_rates(encoders, items, repeats=3):
+    """Items/s of each encoder, the best of ``repeats`` rounds that run every encoder in turn (so a busy
+    moment of the machine does not fall on one encoder only)."""
+    for encoder in encoders.values():
+        encoder.encode(items[:256])  # warm up: traces, allocates
+    best = {name: float("inf") for name in encoders}
+    for _ in range(repeats):
+        for name, encoder in encoders.items():
+            best[name] = min(best[name], _timed(lambda e=encoder: e.encode(items, batch_size=256)))
+    return {name: len(items) / seconds for name, seconds in best.items()}
+
+
+def _timed(call):
+    start = time.perf_counter()
+    call()
+    return time.perf_counter() - start
+
+
+def _latency_ms(index, queries):
+    times = [1000 * _timed(lambda q=q: index.search(q[None], 10)) for q in queries[:200]]
+    return float(np.percentile(times, 50)), float(np.percentile(times, 99))
+
+
+def _directory_bytes(path):
+    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "--child":
+        _child_build(argv[1], argv[2], argv[3], int(argv[4]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--work", default=None, help="scratch directory (default: a new temporary one, removed)")
+    parser.add_argument("--bits", type=int, default=64)
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=1024)
+    args = parser.parse_args(argv)
+    sizes = sorted(args.sizes)
+
+    import tfhash
+    from tfhash import evaluation, export, index
+
+    work = args.work or tempfile.mkdtemp(prefix="tfhash-collection-")
+    os.makedirs(work, exist_ok=True)
+    try:
+        x, y = _common.load_real("fashion70k")
+        queries_x, collection_x, collection_y = x[:QUERIES], x[QUERIES:], y[QUERIES:]
+        hasher = tfhash.fit("hashgan", collection_x[:10_000], bits=args.bits, epochs=args.epochs, seed=0, verbose=0)
+        saved = hasher.export(os.path.join(work, "export"))
+        tflite = export.export_tflite(hasher, os.path.join(work, "encoder.tflite"))
+        print(f"encoder: hashgan, {args.bits} bits, {args.epochs} epochs on 10,000 images; exported", flush=True)
+
+        rates = _encode_rates({"keras (in memory)": hasher, "SavedModel": tfhash.load(saved),
+                               "TFLite": tfhash.load(tflite)}, collection_x[:50_000])
+        print("encode items/s: " + ", ".join(f"{k} {v:.0f}" for k, v in rates.items()), flush=True)
+
+        builds = []
+        folder = os.path.join(work, "pngs")
+        _write_pngs(folder, collection_x, collection_y, sizes[0])
+        for label, source, count in [(f"{sizes[0]:,} PNG files", folder, sizes[0])] + [
+                (f"{n:,} x 28x28 uint8 .npy (memory-mapped)", os.path.join(work, f"items-{n}.npy"), n) for n in sizes]:
+            if source.endswith(".npy"):
+                _write_npy(source, collection_x, count)
+            path = os.path.join(work, f"index-{len(builds)}")
+            figures = _run_child(args, saved, source, path, args.batch_size)
+            figures.update(source=label, count=count, index_bytes=_directory_bytes(path), path=path)
+            builds.append(figures)
+            print(f"build {label}: {figures['items'] / figures['seconds']:.0f} items/s, peak RSS "
+                  f"{figures['peak_rss_mb']:.0f} MB (before the build {figures['rss_before_mb']:.0f} MB)", flush=True)
+
+        largest = builds[-1]
+        resumed_path = os.path.join(work, "index-resumed")
+        killed_at = _interrupted_build(saved, os.path.join(work, f"items-{sizes[-1]}.npy"), resumed_path,
+                                       args.batch_size, sizes[-1])
+        _run_child(args, saved, os.path.join(work, f"items-{sizes[-1]}.npy"), resumed_path, args.batch_size)
+        identical = all(open(os.path.join(resumed_path, name), "rb").read() ==
+                        open(os.path.join(largest["path"], name), "rb").read() for name in ("codes.bin", "ids.bin"))
+        print(f"resume: killed with {killed_at:,} of {sizes[-1]:,} items recorded; rerun gives byte-identical codes "
+              f"and ids: {identical}", flush=True)
+
+        load_seconds = min(_timed(lambda: index.load(largest["path"])) for _ in range(3))
+        exact = index.load(largest["path"])
+        queries = hasher.encode(queries_x)
+        exact.search(queries[:2], 100)  # compiles the kernel (or loads it from Numba's cache): not timed
+        start = time.perf_counter()
+        _, truth = exact.search(queries, 100)
+        rows = [{"index": "exact (HammingIndex, memory-mapped)", "build_s": 0.0, "bytes": largest["index_bytes"],
+                 "queries_per_s": QUERIES / (time.perf_counter() - start), "recall@10": 1.0, "recall@100": 1.0}]
+        rows[0]["p50_ms"], rows[0]["p99_ms"] = _latency_ms(exact, queries)
+        codes, ids = np.asarray(exact._codes), np.asarray(exact._ids)
+        for kind, options in (("ivf", {}), ("hnsw", {}), ("multihash", {"multihash_flips": 1})):
+            start = time.perf_counter()
+            approximate = index.make_index(args.bits, "faiss", kind=kind, **options).add(codes, ids=ids)
+            build = time.perf_counter() - start
+            approximate.save(os.path.join(work, f"faiss-{kind}"))
+            start = time.perf_counter()
+            _, found = approximate.search(queries, 100)
+            rate = QUERIES / (time.perf_counter() - start)
+            # Ties at the cut make the exact ids one valid answer among several: recall is a lower bound.
+            recall = {f"recall@{k}": float(np.mean([np.isin(f[:k], t[:k]).mean() for f, t in zip(found, truth)]))
+                      for k in (10, 100)}
+            p50, p99 = _latency_ms(approximate, queries)
+            rows.append({"index": f"faiss {kind} {options or ''}".strip(), "build_s": build,
+                         "bytes": _directory_bytes(os.path.join(work, f"faiss-{kind}")), "queries_per_s": rate,
+                         **recall, "p50_ms": p50, "p99_ms": p99})
+        print(f"\nsaved index of {sizes[-1]:,} codes: loads in {1000 * load_seconds:.1f} ms (memory-mapped)\n")
+        print(evaluation.markdown_table(rows, list(rows[0])))
+        print()
+        print(evaluation.markdown_table(
+            [{k: b[k] for k in ("source", "count", "seconds", "peak_rss_mb", "rss_before_mb", "index_bytes")} for b in builds],
+            ["source", "count", "seconds", "peak_rss_mb", "rss_before_mb", "index_bytes"]))
+        print(evaluation.json_line({
+            "benchmark": "collection", "bits": args.bits, "epochs": args.epochs, "batch_size": args.batch_size,
+            "encode_items_per_s": rates, "savedmodel_over_keras": rates["SavedModel"] / rates["keras (in memory)"],
+            "builds": [{k: v for k, v in b.items() if k != "path"} for b in builds],
+            "peak_rss_largest_over_smallest_npy": builds[-1]["peak_rss_mb"] / builds[1]["peak_rss_mb"],
+            "resume": {"killed_at": killed_at, "identical": identical}, "load_seconds": load_seconds,
+            "search": rows, "machine": _common.machine(),
+        }))
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
