@@ -139,6 +139,11 @@ def test_build_from_an_array_and_a_npy_file_gives_the_encoders_codes(items, tmp_
         np.testing.assert_array_equal(np.asarray(built._codes), encoder.encode(items))
         np.testing.assert_array_equal(np.asarray(built._ids), np.arange(len(items)))
     assert sorted(os.listdir(tmp_path)) == ["a", "b", "items.npy"]  # the working directories are gone
+    keys = np.arange(len(items), dtype=np.int64) * 7 + 3  # a key column of the user's
+    keyed = index.build(encoder, items, tmp_path / "keyed", ids=keys, progress=False)
+    np.testing.assert_array_equal(keyed.search(encoder.encode(items[5:6]), 1)[1][0], keys[5:6])
+    with pytest.raises(ValueError, match=r"`ids` must be 1-D integers, one per item of the source \(1000\)"):
+        index.build(encoder, items, tmp_path / "d", ids=keys[:10], progress=False)
     with pytest.raises(ValueError, match=r"holds items of shape \(20,\); the encoder takes \(5, 4, 1\)"):
         index.build(encoder, items.reshape(1000, 20), tmp_path / "c", progress=False)
     assert not os.path.exists(tmp_path / "c")

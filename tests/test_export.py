@@ -272,3 +272,12 @@ def test_exports_carry_the_encoders_fingerprint(trained, tmp_path):
     quantised = tfhash.load(export.export_tflite(hasher, str(tmp_path / "q.tflite"), quantization="float16"))
     assert len(hasher.fingerprint) == 64 and saved.fingerprint == tflite.fingerprint == hasher.fingerprint
     assert quantised.fingerprint != hasher.fingerprint  # its codes may differ
+
+
+def test_an_index_built_through_a_tflite_export_holds_its_codes(trained, tmp_path):
+    hasher, split = trained
+    path = export.export_tflite(hasher, str(tmp_path / "encoder.tflite"))
+    items = split.query_x[:300]
+    built = tfhash.index.build(path, items, tmp_path / "index", batch_size=64, progress=False)
+    np.testing.assert_array_equal(np.asarray(built._codes), tfhash.load(path).encode(items))
+    tfhash.index.load(tmp_path / "index", encoder=hasher)  # one fingerprint for the model and its exports

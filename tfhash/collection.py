@@ -70,7 +70,7 @@ def _resume_state(work, expected, resume):
     if not resume:
         raise ValueError(f"an interrupted build of this index is in {work!r}; pass resume=True to finish it (or "
                          "delete that directory to start again).")
-    for key in ("source", "encoder", "bits", "batch_size"):
+    for key in ("source", "encoder", "bits", "batch_size", "ids"):
         if state.get(key) != expected[key]:
             raise ValueError(f"the interrupted build in {work!r} was made with another {key} ({state.get(key)!r}, "
                              f"now {expected[key]!r}); it cannot be resumed with this one. Delete that directory "
@@ -78,8 +78,8 @@ def _resume_state(work, expected, resume):
     return state
 
 
-def build(encoder, source, path, *, batch_size=256, backend="numpy", overwrite=False, resume=True, progress=True,
-          data_dir=None, image_feature="image", **index_options):
+def build(encoder, source, path, *, ids=None, batch_size=256, backend="numpy", overwrite=False, resume=True,
+          progress=True, data_dir=None, image_feature="image", **index_options):
     """Encodes every item of ``source`` with ``encoder`` into a saved index at ``path``; returns the index
     (opened with :func:`tfhash.index.load`).
 
@@ -91,13 +91,15 @@ def build(encoder, source, path, *, batch_size=256, backend="numpy", overwrite=F
             to the encoder's input shape.
         path: the directory to create (as ``index.save``: new or empty, or a previous index with
             ``overwrite=True``).
+        ids: the id of each item of the source, in its order (an integer array, memory-mapped or not, e.g. a
+            database's key column); default: the items' positions in the source.
         batch_size: items encoded at once; memory stays bounded by it whatever the collection's size.
         backend, index_options: the saved index's backend and options (``tfhash.index.make_index``). The
             exact ``"numpy"`` index is written as it is built; a Faiss index is built from the finished codes.
         resume: finish an interrupted build of the same source, encoder and batch size (``False``: refuse).
         progress: a progress bar (items/s, time left).
 
-    Ids are the items' positions in the source. Items that cannot be decoded are skipped, warned about
+    Items that cannot be decoded are skipped, warned about
     and listed in the manifest (``details["skipped"]``), never dropped silently.
     """
     from tfhash import serving
@@ -110,6 +112,7 @@ def build(encoder, source, path, *, batch_size=256, backend="numpy", overwrite=F
     description = index_lib.encoder_description(encoder)
     item_shape = tuple(getattr(encoder, "item_shape", None) or encoder.model.item_shape)
     source = sources.open_source(source, item_shape, data_dir=data_dir, image_feature=image_feature)
+    ids = _check_ids(ids, source.count)
     if backend != "numpy":
         index_lib.make_index(encoder.bits, backend, **index_options)  # refuse bad options before encoding
 
@@ -117,7 +120,9 @@ def build(encoder, source, path, *, batch_size=256, backend="numpy", overwrite=F
     work = _working_directory(target)
     os.makedirs(work, exist_ok=True)
     width = (encoder.bits + 7) // 8
-    expected = {"source": source.describe(), "encoder": description, "bits": encoder.bits, "batch_size": batch_size}
+    expected = {"source": source.describe(), "encoder": description, "bits": encoder.bits, "batch_size": batch_size,
+                "ids": None if ids is None else {"count": int(ids.shape[0]), "first": int(ids[0]) if ids.size else None,
+                                                 "last": int(ids[-1]) if ids.size else None}}
     with _exclusive(work):
         state = _resume_state(work, expected, resume)
         codes_path, ids_path = os.path.join(work, index_lib.CODES_FILE), os.path.join(work, index_lib.IDS_FILE)
@@ -125,7 +130,7 @@ def build(encoder, source, path, *, batch_size=256, backend="numpy", overwrite=F
             # Anything written after the last recorded flush is cut off and encoded again.
             codes_file.truncate(state["written"] * width)
             ids_file.truncate(state["written"] * 8)
-            _encode_into(encoder, source, state, work, codes_file, ids_file, batch_size, progress)
+            _encode_into(encoder, source, ids, state, work, codes_file, ids_file, batch_size, progress)
         skipped = state["skipped"]
         for entry in skipped:
             warnings.warn(f"skipped {entry['item']} (id {entry['id']}): {entry['error']}", stacklevel=2)
@@ -133,7 +138,21 @@ def build(encoder, source, path, *, batch_size=256, backend="numpy", overwrite=F
     return index_lib.load(path)
 
 
-def _encode_into(encoder, source, state, work, codes_file, ids_file, batch_size, progress):
+def _check_ids(ids, count):
+    """The user's ids as an int64 array (not copied when it already is one), one per source item."""
+    if ids is None:
+        return None
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.shape[0] != count or ids.dtype.kind not in "iu":
+        raise ValueError(f"`ids` must be 1-D integers, one per item of the source ({count}), got dtype {ids.dtype} "
+                         f"and shape {ids.shape}.")
+    if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(np.int64).max):
+        raise ValueError(f"`ids` must be in [0, 2**63 - 1] (-1 marks an empty result), got values in "
+                         f"[{ids.min()}, {ids.max()}].")
+    return ids
+
+
+def _encode_into(encoder, source, ids, state, work, codes_file, ids_file, batch_size, progress):
     bar = _progress_bar(source.count, state["consumed"], progress)
     last_flush = time.monotonic()
     try:
@@ -141,7 +160,7 @@ def _encode_into(encoder, source, state, work, codes_file, ids_file, batch_size,
             _note_skipped(source, state, state["consumed"], positions)
             codes = np.ascontiguousarray(encoder.encode(items, batch_size=batch_size), dtype=np.uint8)
             codes_file.write(codes.tobytes())
-            ids_file.write(positions.astype("<i8").tobytes())
+            ids_file.write((positions if ids is None else ids[positions]).astype("<i8").tobytes())
             state["written"] += int(positions.size)
             state["consumed"] = int(positions[-1]) + 1 if positions.size else state["consumed"]
             if bar is not None:

@@ -26,6 +26,7 @@ flags.DEFINE_string("input", None, "The collection: a folder of images, a .npy /
 flags.DEFINE_string("index", None, "The index directory to build (with --input) or to search.")
 flags.DEFINE_string("data_dir", None, "TFDS data directory for --input=tfds:... (prepared there; nothing is downloaded).")
 flags.DEFINE_string("image_feature", "image", "The encoded image feature of TFRecord / TFDS examples.")
+flags.DEFINE_string("ids", None, "A .npy of integer ids, one per item of --input in its order (default: positions).")
 flags.DEFINE_integer("batch_size", 256, "Items encoded at once (memory is bounded by it).")
 flags.DEFINE_enum("backend", "numpy", ["numpy", "faiss"], "Index backend (numpy: exact, memory-mapped when loaded).")
 flags.DEFINE_enum("kind", "flat", ["flat", "ivf", "hnsw"], "Faiss index kind for --backend=faiss.")
@@ -87,12 +88,15 @@ def _run():
         raise app.UsageError("nothing to do: give --input (with --export) to build, --query to search, or both.")
     if FLAGS.query_ids and (FLAGS.query or not FLAGS.input or not FLAGS.export):
         raise app.UsageError("--query_ids names items of --input (encoded with --export), instead of --query.")
+    import numpy as np
+
     import tfhash
 
     encoder = tfhash.load(FLAGS.export) if FLAGS.export else None
     if FLAGS.input:
         options = {"kind": FLAGS.kind} if FLAGS.backend == "faiss" else {}
-        index = tfhash.index.build(encoder, _input(), FLAGS.index, batch_size=FLAGS.batch_size,
+        ids = np.load(FLAGS.ids, mmap_mode="r", allow_pickle=False) if FLAGS.ids else None
+        index = tfhash.index.build(encoder, _input(), FLAGS.index, ids=ids, batch_size=FLAGS.batch_size,
                                    backend=FLAGS.backend, overwrite=FLAGS.overwrite, data_dir=FLAGS.data_dir,
                                    image_feature=FLAGS.image_feature, **options)
         skipped = tfhash.index.read_manifest(FLAGS.index)["details"].get("skipped", [])
