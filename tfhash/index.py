@@ -243,6 +243,8 @@ class FaissIndex(_SearchIndex):
             first ``add`` must hold at least ``nlist`` codes.
         nprobe: IVF lists visited per query.
         hnsw_neighbors: HNSW graph degree M.
+        hnsw_search_depth: HNSW candidates kept while searching (efSearch; at least k is used): higher finds
+            more of the true neighbours, slower.
         multihash_tables, multihash_bits, multihash_flips: the multi-hash tables, the bits each hashes
             (``multihash_tables * multihash_bits <= bits``; default: as many 16-bit tables as fit, at least
             one) and the bits flipped when probing them.
@@ -251,8 +253,8 @@ class FaissIndex(_SearchIndex):
     KINDS = ("flat", "ivf", "hnsw", "multihash")
     backend = "faiss"
 
-    def __init__(self, bits, kind="flat", *, nlist=None, nprobe=16, hnsw_neighbors=16, multihash_tables=None,
-                 multihash_bits=None, multihash_flips=0):
+    def __init__(self, bits, kind="flat", *, nlist=None, nprobe=16, hnsw_neighbors=16, hnsw_search_depth=128,
+                 multihash_tables=None, multihash_bits=None, multihash_flips=0):
         super().__init__(bits)
         try:
             import faiss
@@ -263,6 +265,7 @@ class FaissIndex(_SearchIndex):
         self.nlist = None if nlist is None else _validation.check_positive_int(nlist, "nlist")
         self.nprobe = _validation.check_positive_int(nprobe, "nprobe")
         self.hnsw_neighbors = _validation.check_positive_int(hnsw_neighbors, "hnsw_neighbors")
+        self.hnsw_search_depth = _validation.check_positive_int(hnsw_search_depth, "hnsw_search_depth")
         dim = 8 * self.width
         self.multihash_bits = _validation.check_positive_int(multihash_bits or min(16, dim), "multihash_bits")
         self.multihash_tables = _validation.check_positive_int(
@@ -278,6 +281,7 @@ class FaissIndex(_SearchIndex):
             self._inner = faiss.IndexBinaryFlat(dim)
         elif self.kind == "hnsw":
             self._inner = faiss.IndexBinaryHNSW(dim, self.hnsw_neighbors)
+            self._inner.hnsw.efSearch = self.hnsw_search_depth
         elif self.kind == "multihash":
             self._inner = faiss.IndexBinaryMultiHash(dim, self.multihash_tables, self.multihash_bits)
             self._inner.nflip = self.multihash_flips
@@ -332,7 +336,8 @@ class FaissIndex(_SearchIndex):
             self._faiss.write_index_binary(self._index, os.path.join(directory, FAISS_FILE))
             files["faiss"] = {"name": FAISS_FILE, "bytes": os.path.getsize(os.path.join(directory, FAISS_FILE))}
         return files, {"kind": self.kind, "nlist": self.nlist, "nprobe": self.nprobe,
-                       "hnsw_neighbors": self.hnsw_neighbors, "multihash_tables": self.multihash_tables,
+                       "hnsw_neighbors": self.hnsw_neighbors, "hnsw_search_depth": self.hnsw_search_depth,
+                       "multihash_tables": self.multihash_tables,
                        "multihash_bits": self.multihash_bits, "multihash_flips": self.multihash_flips}
 
     def _open_files(self, directory, manifest):
@@ -355,6 +360,8 @@ class FaissIndex(_SearchIndex):
             index.nprobe = self.nprobe
         if self.kind == "multihash":
             index.nflip = self.multihash_flips
+        if self.kind == "hnsw":
+            index.hnsw.efSearch = self.hnsw_search_depth
         self._inner = self._index = index
         self._id_parts = [ids]
 
@@ -364,6 +371,8 @@ class FaissIndex(_SearchIndex):
             k = self._capped_k(k)
             if k == 0:
                 return np.empty((queries.shape[0], 0), np.int32), np.empty((queries.shape[0], 0), np.int64)
+            if self.kind == "hnsw":  # fewer candidates than k would leave result slots empty
+                self._index.hnsw.efSearch = max(self.hnsw_search_depth, k)
             distances, positions = self._index.search(queries, k)
             ids = self._all_ids()
         distances = np.where(positions < 0, PAD_DISTANCE, distances).astype(np.int32)
