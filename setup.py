@@ -35,9 +35,12 @@ setup(
     ],
     extras_require={
         "faiss": ["faiss-cpu>=1.8"],
+        # Milvus Lite 3.x refuses binary vectors ("MilvusLite does not support"); 2.5.1 with pymilvus 2.6
+        # stores and searches them with exact Hamming distances.
+        "milvus": ["pymilvus>=2.6,<2.7", "milvus-lite==2.5.1"],
         "tflite": ["ai-edge-litert>=1.2"],
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6", "faiss-cpu>=1.8", "ai-edge-litert>=1.2", "nbclient>=0.10", "nbformat>=5.10",
-                "ipykernel>=6.29"],
+                "ipykernel>=6.29", "pymilvus>=2.6,<2.7", "milvus-lite==2.5.1"],
     },
     classifiers=[
         "Programming Language :: Python :: 3.11",

@@ -113,7 +113,7 @@ def build(encoder, source, path, *, ids=None, batch_size=256, backend="numpy", o
     item_shape = tuple(getattr(encoder, "item_shape", None) or encoder.model.item_shape)
     source = sources.open_source(source, item_shape, data_dir=data_dir, image_feature=image_feature)
     ids = _check_ids(ids, source.count)
-    if backend != "numpy":
+    if backend == "faiss":
         index_lib.make_index(encoder.bits, backend, **index_options)  # refuse bad options before encoding
 
     target = os.path.abspath(path)

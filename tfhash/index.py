@@ -400,11 +400,160 @@ class FaissIndex(_SearchIndex):
         return lims, distances[order], ids[positions[order]]
 
 
-BACKENDS = {"numpy": HammingIndex, "faiss": FaissIndex}
+class MilvusIndex(_SearchIndex):
+    """Codes in a Milvus collection (needs the ``[milvus]`` extra: ``pip install "tfhash[milvus]"``).
+
+    The codes live in Milvus, not in this process: ``uri`` is a local ``.db`` file (Milvus Lite, for tests and
+    laptops) or a server's address (a standalone or distributed deployment, with ``token``). The collection
+    holds a ``BINARY_VECTOR`` field searched with the ``HAMMING`` metric (``BIN_FLAT``, exact, or
+    ``BIN_IVF_FLAT``, approximate), the id of each code, and its insertion number, by which equal distances
+    are ordered as in every index (among the codes Milvus returns; at the k-th distance Milvus may return
+    other codes at that distance). ``save`` writes a manifest that names the uri and collection; the codes
+    stay in Milvus. An existing collection is never dropped or changed by creating an index: name a new one,
+    or open it with :func:`load`.
+
+    Args:
+        bits: code length.
+        uri: ``"path/to/file.db"`` (Milvus Lite) or ``"http://host:19530"``.
+        collection: the collection to create (or, from :func:`load`, to open).
+        kind: ``"flat"`` (exact) or ``"ivf"`` (``nlist`` lists, ``nprobe`` visited per query; a server only:
+            Milvus Lite indexes binary vectors with ``BIN_FLAT`` only).
+        token: credentials for a server (``"user:password"`` or an API key).
+    """
+
+    backend = "milvus"
+    KINDS = ("flat", "ivf")
+    MAX_RESULTS = 16384  # Milvus returns at most this many results per query (its topk limit)
+
+    def __init__(self, bits, uri, *, collection="tfhash", kind="flat", nlist=1024, nprobe=16, token=None,
+                 _open_existing=False):
+        super().__init__(bits)
+        try:
+            from pymilvus import DataType, MilvusClient
+        except ImportError as err:
+            raise ImportError('MilvusIndex needs pymilvus (and Milvus Lite for local files): '
+                              'pip install "tfhash[milvus]".') from err
+        if not isinstance(uri, (str, os.PathLike)) or not os.fspath(uri).strip():
+            raise ValueError(f"`uri` must be a Milvus Lite file (*.db) or a server address, got {uri!r}.")
+        self.uri = os.fspath(uri)
+        if "://" not in self.uri:
+            if not self.uri.endswith(".db"):
+                raise ValueError(f"`uri` must end in .db for Milvus Lite (a local file) or be a server address "
+                                 f"such as http://localhost:19530, got {self.uri!r}.")
+            self.uri = os.path.abspath(self.uri)
+        self.collection = str(collection)
+        self.kind = _validation.check_choice(kind, "kind", self.KINDS)
+        self.nlist = _validation.check_positive_int(nlist, "nlist")
+        self.nprobe = _validation.check_positive_int(nprobe, "nprobe")
+        self.token = token
+        if self.kind == "ivf" and "://" not in self.uri:
+            raise ValueError("`kind`='ivf' (BIN_IVF_FLAT) needs a Milvus server: Milvus Lite (a local .db file) "
+                             "indexes binary vectors with BIN_FLAT only; use kind='flat' there.")
+        self._client = MilvusClient(uri=self.uri, **({"token": token} if token else {}))
+        exists = self._client.has_collection(self.collection)
+        if _open_existing:
+            if not exists:
+                raise ValueError(f"`collection` {self.collection!r} does not exist at {self.uri!r}.")
+            self._client.load_collection(self.collection)
+            self._count = self._row_count()
+            return
+        if exists:
+            raise ValueError(f"`collection` {self.collection!r} already exists at {self.uri!r}; an index never "
+                             "replaces one. Name a new collection, or open this one with tfhash.index.load.")
+        schema = self._client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("seq", DataType.INT64, is_primary=True)  # insertion order: the tie order
+        schema.add_field("item_id", DataType.INT64)
+        schema.add_field("code", DataType.BINARY_VECTOR, dim=8 * self.width)
+        index_params = self._client.prepare_index_params()
+        if self.kind == "flat":
+            index_params.add_index(field_name="code", index_type="BIN_FLAT", metric_type="HAMMING")
+        else:
+            index_params.add_index(field_name="code", index_type="BIN_IVF_FLAT", metric_type="HAMMING",
+                                   params={"nlist": self.nlist})
+        self._client.create_collection(self.collection, schema=schema, index_params=index_params)
+        self._client.load_collection(self.collection)
+        self._count = 0
+
+    def _row_count(self):
+        self._client.flush(self.collection)
+        return int(self._client.get_collection_stats(self.collection)["row_count"])
+
+    @property
+    def ntotal(self):
+        with self._lock:
+            return self._count
+
+    def add(self, codes: ArrayLike, ids: ArrayLike | None = None) -> MilvusIndex:
+        codes = self._check(codes, "codes")
+        with self._lock:
+            ids = self._check_ids(ids, codes.shape[0])
+            for start in range(0, codes.shape[0], 10_000):
+                rows = [{"seq": self._count + start + i, "item_id": int(item), "code": code.tobytes()}
+                        for i, (code, item) in enumerate(zip(codes[start:start + 10_000], ids[start:start + 10_000]))]
+                self._client.insert(self.collection, rows)
+            self._count += codes.shape[0]
+        return self
+
+    def _search(self, queries, limit, params):
+        search_params = {"metric_type": "HAMMING", "params": {"nprobe": self.nprobe, **params}}
+        return self._client.search(self.collection, data=[q.tobytes() for q in queries], limit=limit,
+                                   anns_field="code", search_params=search_params, output_fields=["item_id"])
+
+    @staticmethod
+    def _ordered(hits):
+        """Distances and ids of one query's hits, by distance, then insertion number."""
+        hits = sorted(hits, key=lambda h: (h["distance"], h["id"]))
+        return (np.array([int(h["distance"]) for h in hits], np.int32),
+                np.array([int(h["entity"]["item_id"]) for h in hits], np.int64))
+
+    def search(self, queries: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
+        queries = self._check(queries, "queries")
+        with self._lock:
+            k = self._capped_k(k)
+            if k > self.MAX_RESULTS:
+                raise ValueError(f"`k` must be at most {self.MAX_RESULTS} for a Milvus index (Milvus's limit), got {k}.")
+            out_dist = np.full((queries.shape[0], k), PAD_DISTANCE, np.int32)
+            out_ids = np.full((queries.shape[0], k), -1, np.int64)
+            if k == 0 or queries.shape[0] == 0:
+                return out_dist, out_ids
+            for row, hits in enumerate(self._search(queries, k, {})):
+                distances, ids = self._ordered(hits)
+                out_dist[row, :len(ids)], out_ids[row, :len(ids)] = distances, ids
+        return out_dist, out_ids
+
+    def range_search(self, queries: ArrayLike, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        queries = self._check(queries, "queries")
+        radius = self._check_radius(radius)
+        with self._lock:
+            if self._count == 0 or queries.shape[0] == 0:
+                return np.zeros(queries.shape[0] + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
+            # Milvus's range keeps range_filter <= distance < radius; ours is inclusive.
+            results = self._search(queries, min(self.MAX_RESULTS, self._count), {"radius": radius + 1, "range_filter": 0})
+        parts = [self._ordered(hits) for hits in results]
+        full = [row for row, (d, _) in enumerate(parts) if d.shape[0] >= self.MAX_RESULTS and self._count > self.MAX_RESULTS]
+        if full:
+            raise ValueError(f"query {full[0]} has at least {self.MAX_RESULTS} codes within radius {radius}, more than "
+                             "Milvus returns at once; use a smaller radius (or search with k).")
+        lims = np.concatenate([[0], np.cumsum([d.shape[0] for d, _ in parts])]).astype(np.int64)
+        return (lims, np.concatenate([d for d, _ in parts]).astype(np.int32),
+                np.concatenate([i for _, i in parts]).astype(np.int64))
+
+    def _write_files(self, directory):
+        return {}, {"uri": self.uri, "collection": self.collection, "kind": self.kind, "nlist": self.nlist,
+                    "nprobe": self.nprobe}
+
+    def _open_files(self, directory, manifest):
+        if self._count != manifest["count"]:
+            raise ValueError(f"`path` {directory!r}: the Milvus collection {self.collection!r} at {self.uri!r} holds "
+                             f"{self._count} codes, the manifest says {manifest['count']}.")
 
 
-def make_index(bits: int, backend: str = "numpy", **options) -> HammingIndex | FaissIndex:
-    """An empty index: ``backend="numpy"`` (:class:`HammingIndex`) or ``"faiss"`` (:class:`FaissIndex`)."""
+BACKENDS = {"numpy": HammingIndex, "faiss": FaissIndex, "milvus": MilvusIndex}
+
+
+def make_index(bits: int, backend: str = "numpy", **options) -> HammingIndex | FaissIndex | MilvusIndex:
+    """An empty index: ``backend="numpy"`` (:class:`HammingIndex`), ``"faiss"`` (:class:`FaissIndex`) or
+    ``"milvus"`` (:class:`MilvusIndex`, which needs ``uri``)."""
     _validation.check_choice(backend, "backend", BACKENDS)
     return BACKENDS[backend](bits, **options)
 
@@ -557,6 +706,8 @@ def load(path: str | os.PathLike, *, encoder=None, **options) -> HammingIndex | 
     manifest = read_manifest(path)
     check_encoder(manifest, encoder, path)
     saved = {key: value for key, value in (manifest.get("options") or {}).items() if value is not None}
+    if manifest["backend"] == "milvus":
+        saved["_open_existing"] = True  # the codes are in the collection the manifest names
     index = make_index(manifest["bits"], manifest["backend"], **{**saved, **options})
     index._open_files(path, manifest)
     return index

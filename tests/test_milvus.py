@@ -1,0 +1,69 @@
+"""The Milvus backend against Milvus Lite (a local server process started by pymilvus): `pytest -m milvus`."""
+
+import os
+
+import numpy as np
+import pytest
+
+from tests.helpers import MNIST_10K
+from tfhash import baselines, codes, datasets, index
+
+pytestmark = pytest.mark.milvus
+pytest.importorskip("pymilvus")
+
+
+@pytest.fixture(scope="module")
+def real_codes():
+    """64-bit ITQ codes of real images: mnist-10k (digits when the shared data is absent)."""
+    if os.path.isdir(MNIST_10K):
+        x, _ = datasets.load_mnist_idx(os.path.join(MNIST_10K, "t10k-images-idx3-ubyte.gz"),
+                                       os.path.join(MNIST_10K, "t10k-labels-idx1-ubyte.gz"))
+    else:
+        x, _ = datasets.load_digits()
+    flat = x.reshape(len(x), -1)
+    return baselines.ITQ(bits=64, seed=0).fit(flat).encode(flat)
+
+
+def test_milvus_exact_search_gives_the_exact_index_distances(real_codes, tmp_path):
+    database, queries = real_codes, real_codes[::100][:100]
+    ids = np.arange(len(database)) * 5 + 1
+    exact = index.make_index(64).add(database, ids=ids)
+    milvus = index.make_index(64, "milvus", uri=str(tmp_path / "codes.db"), collection="codes").add(database, ids=ids)
+    assert len(milvus) == len(database)
+    want_d, want_i = exact.search(queries, 20)
+    got_d, got_i = milvus.search(queries, 20)
+    np.testing.assert_array_equal(got_d, want_d)
+    # Ids agree up to ties at the 20th distance (Milvus may return other codes at that distance).
+    below = want_d < want_d[:, -1:]
+    np.testing.assert_array_equal(np.where(below, got_i, 0), np.where(below, want_i, 0))
+    for got, want in zip(milvus.range_search(queries[:10], 12), exact.range_search(queries[:10], 12)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_milvus_index_saves_loads_and_never_replaces_a_collection(real_codes, tmp_path):
+    uri = str(tmp_path / "codes.db")
+    with pytest.raises(ValueError, match="needs a Milvus server"):
+        index.make_index(64, "milvus", uri=uri, collection="codes", kind="ivf")
+    milvus = index.make_index(64, "milvus", uri=uri, collection="codes")
+    milvus.add(real_codes[:2000])
+    milvus.save(tmp_path / "idx")
+    before = milvus.search(real_codes[:5], 10)
+    del milvus
+    loaded = index.load(tmp_path / "idx")
+    assert isinstance(loaded, index.MilvusIndex) and len(loaded) == 2000 and loaded.collection == "codes"
+    for got, want in zip(loaded.search(real_codes[:5], 10), before):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="already exists .* an index never replaces one"):
+        index.make_index(64, "milvus", uri=uri, collection="codes")
+    assert len(index.load(tmp_path / "idx")) == 2000  # still there
+    with pytest.raises(ValueError, match="must end in .db"):
+        index.make_index(64, "milvus", uri=str(tmp_path / "codes.sqlite"))
+
+
+def test_milvus_refuses_what_it_cannot_answer(tmp_path):
+    milvus = index.make_index(16, "milvus", uri=str(tmp_path / "c.db"))
+    milvus.add(codes.pack(np.ones((20000, 16), np.uint8)))
+    with pytest.raises(ValueError, match="at most 16384 for a Milvus index"):
+        milvus.search(codes.pack(np.ones((1, 16), np.uint8)), 20000)
+    with pytest.raises(ValueError, match="more than Milvus returns at once"):
+        milvus.range_search(codes.pack(np.ones((1, 16), np.uint8)), 0)
