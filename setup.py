@@ -38,9 +38,11 @@ setup(
         # Milvus Lite 3.x refuses binary vectors ("MilvusLite does not support"); 2.5.1 with pymilvus 2.6
         # stores and searches them with exact Hamming distances.
         "milvus": ["pymilvus>=2.6,<2.7", "milvus-lite==2.5.1"],
+        # Beam 2.77 brings protobuf 6.33 (TensorFlow 2.21 accepts >=6.31.1,<8); the suite passes with it.
+        "beam": ["apache-beam>=2.77,<3"],
         "tflite": ["ai-edge-litert>=1.2"],
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6", "faiss-cpu>=1.8", "ai-edge-litert>=1.2", "nbclient>=0.10", "nbformat>=5.10",
-                "ipykernel>=6.29", "pymilvus>=2.6,<2.7", "milvus-lite==2.5.1"],
+                "ipykernel>=6.29", "pymilvus>=2.6,<2.7", "milvus-lite==2.5.1", "apache-beam>=2.77,<3"],
     },
     classifiers=[
         "Programming Language :: Python :: 3.11",

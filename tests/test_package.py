@@ -31,7 +31,7 @@ def test_readme_quickstart_has_three_commands_and_ci_runs_the_test_one():
         ci = f.read()
     test_command = commands[1].replace("pip install", "python3 -m pip install").replace("python -m pytest", "python3 -m pytest")
     assert test_command.replace("python3 -m pytest", "tier python3 -m pytest") in ci
-    tiers = re.search(r"two tiers, and the Milvus backend's tests beside them; CI runs all three:\n\n```bash\n(.*?)```",
+    tiers = re.search(r"two tiers, and the Milvus and Beam tests beside them; CI runs all four:\n\n```bash\n(.*?)```",
                       _readme(), re.S).group(1)
     for line in tiers.splitlines():  # each tier's command, as the README shows it, is run by CI
         assert "tier " + line.split("#")[0].strip().replace("python -m", "python3 -m") in ci, line
