@@ -74,3 +74,13 @@ def test_train_step_benchmark_times_plain_and_xla_steps_in_fit_and_bare():
         # fit's per-step time is a difference of two timings: over 4 steps only its sign can wobble.
         assert np.isfinite(figures["sigah"][mode]["fit_ms"]) and figures["sigah"][mode]["bare_ms"] > 0
     assert "| sigah |" in result.stdout and "no XLA kernel" in result.stdout
+
+
+def test_search_benchmark_compares_the_exact_index_with_faiss_and_the_scan_limit():
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.search", "--database", "20000", "--queries", "50", "--repeats", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert payload["identical_topk"] is True and payload["ours_over_faiss"] > 0 and payload["limit_qps"] > 0
+    assert "of the limit of an exact scan" in result.stdout
