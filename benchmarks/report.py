@@ -8,7 +8,8 @@ and BENCHMARKS.md show between ``<!-- headline:begin -->`` and ``<!-- headline:e
     python -m benchmarks.report --write    # rewrite the block in README.md and BENCHMARKS.md
     python -m benchmarks.report --check    # exit 1 when a block differs from the results file
 
-A cell is the test mAP of a scheme's default preset (or a baseline) at the table's code length, mean ±
+A cell is the test mAP of a scheme's default preset (or a baseline) at the table's code length (a run whose
+overrides only set values the current default preset now has counts as the default), mean ±
 sample standard deviation over the run's seeds, with its ratio to ITQ trained in the same run. When several
 runs hold the same cell, the one over the most seeds wins, and the last line of the file among those. Runs on a subset of the training items
 (``--train-size``) or with a few labels (``--labelled-per-class``) are diagnostics, never headline cells.
@@ -60,6 +61,16 @@ def _default_presets() -> dict[str, str]:
     return {name: schemes.get(name).default_preset for name in schemes.names()}
 
 
+def _restates_the_default(scheme: str, bits: int, overrides: dict) -> bool:
+    """Whether every override sets a hyperparameter to the value the scheme's current default preset gives
+    it at ``bits`` (a run made before a default took that value, with the value set by hand)."""
+    from tfhash import schemes
+
+    cls = schemes.get(scheme)
+    default = cls.presets[cls.default_preset].settings(bits)["hyperparameters"]
+    return all(key in default and default[key] == value for key, value in overrides.items())
+
+
 def _given(record: dict, option: str) -> bool:
     """Whether the run's command set ``option`` (records that predate the field: read from the command)."""
     if option in record:
@@ -75,7 +86,9 @@ def run_method(record: dict, run: dict, defaults: dict[str, str]) -> str | None:
     if run.get("compared"):  # trained beside the candidates with its default preset
         return None if _given(record, "compare_epochs") else run.get("scheme") or run["method"].split()[0]
     scheme = record["scheme"]
-    changed = run.get("overrides") or _given(record, "epochs") or _given(record, "batch_size")
+    overrides = run.get("overrides") or {}
+    changed = ((overrides and not _restates_the_default(scheme, run["bits"], overrides))
+               or _given(record, "epochs") or _given(record, "batch_size"))
     if run.get("preset") == defaults.get(scheme) and not changed:
         return scheme
     return None

@@ -62,6 +62,22 @@ def test_only_default_presets_and_full_size_runs_with_itq_make_cells():
     assert np.allclose(cells[("mnist10k", "itq")]["test"], [0.5, 0.5])
 
 
+def test_overrides_that_restate_the_current_default_keep_a_run_default():
+    from tfhash import schemes
+
+    itq = _seeds("mnist10k", "itq", [0.5], **ITQ)
+    restating = _record(itq + _seeds("mnist10k", "neighbours", [0.8], baseline=False, preset="neighbours",
+                                     overrides={"positive_weight": 10.0}))  # the default's own value at 32 bits
+    assert report.headline_cells([restating])[("mnist10k", "bgan")]["test"] == [0.8]
+    differing = _record(itq + _seeds("mnist10k", "neighbours", [0.9], baseline=False, preset="neighbours",
+                                     overrides={"positive_weight": 11.0}))
+    assert ("mnist10k", "bgan") not in report.headline_cells([differing])
+    unknown = _record(itq + _seeds("mnist10k", "neighbours", [0.9], baseline=False, preset="neighbours",
+                                   overrides={"k1": 20}))  # not a value the default sets
+    assert ("mnist10k", "bgan") not in report.headline_cells([unknown])
+    assert schemes.get("bgan").presets["neighbours"].settings(32)["hyperparameters"]["positive_weight"] == 10.0
+
+
 def test_the_last_record_over_the_most_seeds_holding_a_cell_wins():
     first = _record(_seeds("digits", "itq", [0.5], **ITQ) + _seeds("digits", "neighbours", [0.1], **DEFAULT_BGAN))
     second = _record(_seeds("digits", "itq", [0.6], **ITQ) + _seeds("digits", "neighbours", [0.9], **DEFAULT_BGAN))
