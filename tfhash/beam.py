@@ -32,11 +32,12 @@ from tfhash import index, sources
 SHARD_PREFIX = "codes"
 ENCODER_FILE = "encoder.json"
 SKIPPED_COUNTER = "skipped_items"
+NPY_BLOCK = 256  # rows of an array shard per Beam element
 
 
 class ExportModelHandler(ModelHandler):
-    """RunInference's handler for a tfhash export (SavedModel directory or ``.tflite``): a batch of items
-    in, their packed codes out."""
+    """RunInference's handler for a tfhash export (SavedModel directory or ``.tflite``): a batch of blocks of
+    items in, each block's packed codes out."""
 
     def __init__(self, export, min_batch_size=32, max_batch_size=512):
         super().__init__()
@@ -49,8 +50,11 @@ class ExportModelHandler(ModelHandler):
         return serving.load(self.export)
 
     def run_inference(self, batch, model, inference_args=None):
-        codes = model.encode(np.stack(batch), batch_size=len(batch))
-        return [bytes(code) for code in codes]
+        # Each element is a block of items [n, ...] (one item, or a slice of an array shard); a block's codes
+        # come back as one [n, width] array.
+        sizes = [len(block) for block in batch]
+        codes = model.encode(np.concatenate(batch), batch_size=max(sum(sizes), 1))
+        return np.split(codes, np.cumsum(sizes)[:-1])
 
     def batch_elements_kwargs(self):
         return {"min_batch_size": self.min_batch_size, "max_batch_size": self.max_batch_size}
@@ -76,7 +80,7 @@ class _ReadImages(beam.DoFn):
             beam.metrics.Metrics.counter("tfhash", SKIPPED_COUNTER).inc()
             yield beam.pvalue.TaggedOutput("skipped", {"id": position, "item": path, "error": str(err)[:500]})
             return
-        yield position, image
+        yield position, image[None]
 
 
 class _ReadRecords(beam.DoFn):
@@ -97,26 +101,27 @@ class _ReadRecords(beam.DoFn):
                 yield beam.pvalue.TaggedOutput("skipped", {"id": first + offset, "item": f"{path} record {offset}",
                                                            "error": str(err)[:500]})
                 continue
-            yield first + offset, image
+            yield first + offset, image[None]
 
 
-def _read_npy_rows(element, chunk=4096):
+def _read_npy_blocks(element, block=NPY_BLOCK):
+    """``(id of the first row, rows [n, ...])`` blocks of one ``.npy`` shard: one element per block, not per
+    row, so Beam's per-element work is paid once for every ``block`` items."""
     first, path = element
     if "://" in path:  # object storage: read the shard whole
         with FileSystems.open(path) as f:
             array = np.load(f, allow_pickle=False)
     else:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
-    for start in range(0, array.shape[0], chunk):
-        part = np.asarray(array[start:start + chunk])
-        for offset, row in enumerate(part):
-            yield first + start + offset, row
+    for start in range(0, array.shape[0], block):
+        yield first + start, np.array(array[start:start + block])
 
 
-def _record(element):
-    """One shard record: the id as 8 little-endian bytes, then the code."""
-    position, code = element
-    return int(position).to_bytes(8, "little", signed=True) + code
+def _records(element):
+    """The shard records of a block's codes: each an id as 8 little-endian bytes, then its code."""
+    first, codes = element
+    for offset, code in enumerate(codes):
+        yield int(first + offset).to_bytes(8, "little", signed=True) + code.tobytes()
 
 
 class EncodeToShards(beam.PTransform):
@@ -133,7 +138,6 @@ class EncodeToShards(beam.PTransform):
         encoder = serving.load(export)  # checked once here; workers load their own copy
         self.export, self.input, self.output = os.fspath(export), str(input), str(output)
         self.item_shape, self.image_feature = tuple(encoder.item_shape), image_feature
-        self.handler = ExportModelHandler(export, min_batch_size, max_batch_size)
         files = _listing(self.input)
         if not files:
             raise ValueError(f"`input` {self.input!r} matches no files.")
@@ -141,6 +145,9 @@ class EncodeToShards(beam.PTransform):
         lower = files[0].lower()
         self.kind = ("npy" if lower.endswith(".npy") else
                      "tfrecord" if ".tfrecord" in lower else "images")
+        if self.kind == "npy":  # elements are blocks of NPY_BLOCK rows already
+            min_batch_size, max_batch_size = 1, max(1, max_batch_size // NPY_BLOCK)
+        self.handler = ExportModelHandler(export, min_batch_size, max_batch_size)
         if not FileSystems.exists(self.output):
             FileSystems.mkdirs(self.output)
         with FileSystems.create(FileSystems.join(self.output, ENCODER_FILE)) as f:
@@ -171,14 +178,14 @@ class EncodeToShards(beam.PTransform):
                                    np.lib.format.read_array_header_2_0)
                     counts.append(read_header(f)[0][0])
             listed = pipeline | "List" >> beam.Create(self._numbered(counts))
-            read = {"items": listed | "Rows" >> beam.FlatMap(_read_npy_rows),
+            read = {"items": listed | "Blocks" >> beam.FlatMap(_read_npy_blocks),
                     "skipped": pipeline | "NoneSkipped" >> beam.Create([])}
         items, skipped = read["items"], read["skipped"]
         codes = (items | "Reshuffle" >> beam.Reshuffle()
                  | "Encode" >> RunInference(KeyedModelHandler(self.handler)))
         _ = (skipped | "SkippedJson" >> beam.Map(json.dumps)
              | "WriteSkipped" >> beam.io.WriteToText(FileSystems.join(self.output, "skipped"), file_name_suffix=".jsonl"))
-        return (codes | "Record" >> beam.Map(_record)
+        return (codes | "Records" >> beam.FlatMap(_records)
                 | "Write" >> beam.io.WriteToTFRecord(FileSystems.join(self.output, SHARD_PREFIX),
                                                      file_name_suffix=".tfrecord"))
 
