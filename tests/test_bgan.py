@@ -121,8 +121,11 @@ def test_pair_lookup_is_a_lower_bound_whose_memory_follows_the_queries():
 
 def test_neighbour_pair_weight_follows_the_training_set_size_when_asked():
     x = np.random.default_rng(0).random((120, 8, 8, 1)).astype(np.float32)
-    fixed = tfhash.fit("bgan", x, bits=8, epochs=1, batch_size=40, verbose=0, positive_weight=10.0, k1=3, k2=4)
+    fixed = tfhash.fit("bgan", x, bits=8, epochs=1, batch_size=40, verbose=0, positive_weight=10.0, k1=3, k2=4,
+                       positive_weight_items=None)
     assert fixed.model.neighbour_pair_weight == 10.0
+    default = tfhash.fit("bgan", x, bits=8, epochs=1, batch_size=40, verbose=0, positive_weight=10.0, k1=3, k2=4)
+    assert default.model.neighbour_pair_weight == 10.0 * 120 / 9000  # the default preset scales from 9,000 items
     scaled = tfhash.fit("bgan", x, bits=8, epochs=1, batch_size=40, verbose=0, positive_weight=10.0, k1=3, k2=4,
                         positive_weight_items=40)
     assert scaled.model.neighbour_pair_weight == 30.0  # three times the items: neighbour pairs 3x rarer per batch
