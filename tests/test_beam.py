@@ -59,3 +59,17 @@ def test_images_on_beam_skip_and_count_a_corrupt_file_like_the_local_build(expor
     skipped = tfhash.index.read_manifest(beam_index)["details"]["skipped"]
     assert len(skipped) == 1 and skipped[0]["item"].endswith("0100-broken.png")
     assert skipped[0]["id"] == tfhash.index.read_manifest(tmp_path / "local")["details"]["skipped"][0]["id"]
+
+
+def test_shards_are_never_written_over_someone_elses_files(exported, tmp_path):
+    import tfhash.beam
+
+    export, x = exported
+    np.save(tmp_path / "shard-0.npy", x[:10])
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "encoder.json").write_text("mine")
+    (output / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"holds files an encoding run does not write \(notes.txt\)"):
+        tfhash.beam.EncodeToShards(export, str(tmp_path / "shard-*.npy"), str(output))
+    assert (output / "encoder.json").read_text() == "mine"

@@ -232,6 +232,15 @@ def test_tfds_source_reads_a_prepared_split(tmp_path):
     assert batch.shape == (4, 5, 4, 1) and batch.min() >= 0 and batch.max() <= 1
 
 
+def test_a_build_never_writes_into_a_directory_of_someone_elses(items, tmp_path):
+    theirs = tmp_path / ".idx.build"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="holds files no build writes \\(notes.txt\\)"):
+        index.build(ThresholdEncoder(), items, tmp_path / "idx", progress=False)
+    assert sorted(os.listdir(theirs)) == ["notes.txt"] and not os.path.exists(tmp_path / "idx")
+
+
 def test_two_builds_of_one_index_cannot_both_run(items, tmp_path):
     work = tmp_path / ".idx.build"
     work.mkdir()

@@ -60,6 +60,12 @@ class ExportModelHandler(ModelHandler):
         return {"min_batch_size": self.min_batch_size, "max_batch_size": self.max_batch_size}
 
 
+def _is_ours(name):
+    """Whether a file name is one an encoding run writes (shards, skipped lists, the encoder description)."""
+    return name == ENCODER_FILE or (name.startswith((f"{SHARD_PREFIX}-", "skipped-")) and
+                                    name.endswith((".tfrecord", ".jsonl")))
+
+
 def _listing(pattern):
     """The files a glob (local or any Beam file system) names, sorted."""
     matches = FileSystems.match([pattern])[0].metadata_list
@@ -148,7 +154,13 @@ class EncodeToShards(beam.PTransform):
         if self.kind == "npy":  # elements are blocks of NPY_BLOCK rows already
             min_batch_size, max_batch_size = 1, max(1, max_batch_size // NPY_BLOCK)
         self.handler = ExportModelHandler(export, min_batch_size, max_batch_size)
-        if not FileSystems.exists(self.output):
+        if FileSystems.exists(self.output):
+            held = [m.path for m in FileSystems.match([FileSystems.join(self.output, "*")])[0].metadata_list]
+            foreign = sorted(os.path.basename(p) for p in held if not _is_ours(os.path.basename(p)))
+            if foreign:  # shards and encoder.json are written by name: never over someone else's files
+                raise ValueError(f"`output` {self.output!r} holds files an encoding run does not write "
+                                 f"({', '.join(foreign[:5])}); choose a new or empty directory.")
+        else:
             FileSystems.mkdirs(self.output)
         with FileSystems.create(FileSystems.join(self.output, ENCODER_FILE)) as f:
             f.write(json.dumps({"export": self.export, **index.encoder_description(encoder)}).encode())

@@ -24,6 +24,7 @@ from tfhash import index as index_lib
 PROGRESS_FILE = "build.json"
 LOCK_FILE = "build.lock"
 FLUSH_SECONDS = 2.0
+WORK_ENTRIES = {PROGRESS_FILE, LOCK_FILE, index_lib.CODES_FILE, index_lib.IDS_FILE, index_lib.MANIFEST}
 
 
 def _working_directory(target):
@@ -119,6 +120,10 @@ def build(encoder, source, path, *, ids=None, batch_size=256, backend="numpy", o
     target = os.path.abspath(path)
     work = _working_directory(target)
     os.makedirs(work, exist_ok=True)
+    foreign = sorted(set(os.listdir(work)) - WORK_ENTRIES)
+    if foreign:  # not a build's working directory: never write into (or later move) someone else's files
+        raise ValueError(f"`path` {path!r}: the build's working directory {work!r} exists and holds files no build "
+                         f"writes ({', '.join(foreign[:5])}); move it away or choose another path.")
     width = (encoder.bits + 7) // 8
     expected = {"source": source.describe(), "encoder": description, "bits": encoder.bits, "batch_size": batch_size,
                 "ids": None if ids is None else {"count": int(ids.shape[0]), "first": int(ids[0]) if ids.size else None,
