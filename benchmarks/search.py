@@ -37,17 +37,9 @@ def _scan_only(queries, database, start, stop):
         rows = min(first + _kernels.QUERY_BLOCK, stop) - first
         for offset in range(0, count, block):
             size = min(block, count - offset)
-            for j in range(size):
-                for w in range(words):
-                    columns[w, j] = database[offset + j, w]
+            _kernels.transpose_block(database, offset, size, columns)
             for r in range(rows):
-                column, word = columns[0], queries[first + r, 0]
-                for j in range(size):
-                    distances[j] = _kernels._popcount(word ^ column[j])
-                for w in range(1, words):
-                    column, word = columns[w], queries[first + r, w]
-                    for j in range(size):
-                        distances[j] += _kernels._popcount(word ^ column[j])
+                _kernels.block_distances(queries, first + r, columns, size, distances)
                 for j in range(size):
                     total += distances[j]
     return total

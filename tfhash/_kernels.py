@@ -29,6 +29,28 @@ def _popcount(typingctx, word):
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
+def transpose_block(database, offset, size, columns):
+    """Codes ``offset .. offset + size`` of ``database [nb, words]`` into ``columns [words, >= size]``: one
+    contiguous row per word, which the distance loop reads as vectors."""
+    for j in range(size):
+        for w in range(database.shape[1]):
+            columns[w, j] = database[offset + j, w]
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def block_distances(queries, row, columns, size, distances):
+    """Hamming distances of query ``row`` to the ``size`` codes held in ``columns`` (see
+    :func:`transpose_block`), into ``distances[:size]``."""
+    column, word = columns[0], queries[row, 0]
+    for j in range(size):
+        distances[j] = _popcount(word ^ column[j])
+    for w in range(1, columns.shape[0]):
+        column, word = columns[w], queries[row, w]
+        for j in range(size):
+            distances[j] += _popcount(word ^ column[j])
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
 def knn(queries, database, k, out_distances, out_positions, start, stop):
     """Fills rows ``start:stop`` of ``out_distances`` / ``out_positions`` ``[nq, k]`` with the k nearest
     database positions of those queries (``queries [nq, words]``, ``database [nb, words]``, one unsigned
@@ -49,22 +71,12 @@ def knn(queries, database, k, out_distances, out_positions, start, stop):
         held = np.zeros(rows, np.int64)
         for offset in range(0, count, block):
             size = min(block, count - offset)
-            for j in range(size):
-                for w in range(words):
-                    columns[w, j] = database[offset + j, w]
+            transpose_block(database, offset, size, columns)
             for r in range(rows):
                 limit = bound[r]
                 if limit < 0:
                     continue  # k codes at distance 0 already: nothing later can enter
-                column = columns[0]
-                word = queries[first + r, 0]
-                for j in range(size):
-                    distances[j] = _popcount(word ^ column[j])
-                for w in range(1, words):
-                    column = columns[w]
-                    word = queries[first + r, w]
-                    for j in range(size):
-                        distances[j] += _popcount(word ^ column[j])
+                block_distances(queries, first + r, columns, size, distances)
                 hits = 0
                 for j in range(size):
                     hits += distances[j] <= limit

@@ -113,7 +113,7 @@ def build(encoder, source, path, *, ids=None, batch_size=256, backend="numpy", o
     description = index_lib.encoder_description(encoder)
     item_shape = tuple(getattr(encoder, "item_shape", None) or encoder.model.item_shape)
     source = sources.open_source(source, item_shape, data_dir=data_dir, image_feature=image_feature)
-    ids = _check_ids(ids, source.count)
+    ids = None if ids is None else index_lib.check_ids(ids, source.count, "one per item of the source")
     if backend == "faiss":
         index_lib.make_index(encoder.bits, backend, **index_options)  # refuse bad options before encoding
 
@@ -141,20 +141,6 @@ def build(encoder, source, path, *, ids=None, batch_size=256, backend="numpy", o
             warnings.warn(f"skipped {entry['item']} (id {entry['id']}): {entry['error']}", stacklevel=2)
         _finish(work, target, encoder, backend, index_options, state, overwrite)
     return index_lib.load(path)
-
-
-def _check_ids(ids, count):
-    """The user's ids as an int64 array (not copied when it already is one), one per source item."""
-    if ids is None:
-        return None
-    ids = np.asarray(ids)
-    if ids.ndim != 1 or ids.shape[0] != count or ids.dtype.kind not in "iu":
-        raise ValueError(f"`ids` must be 1-D integers, one per item of the source ({count}), got dtype {ids.dtype} "
-                         f"and shape {ids.shape}.")
-    if ids.size and (ids.min() < 0 or ids.max() > np.iinfo(np.int64).max):
-        raise ValueError(f"`ids` must be in [0, 2**63 - 1] (-1 marks an empty result), got values in "
-                         f"[{ids.min()}, {ids.max()}].")
-    return ids
 
 
 def _encode_into(encoder, source, ids, state, work, codes_file, ids_file, batch_size, progress):

@@ -41,6 +41,20 @@ CODES_FILE, IDS_FILE, FAISS_FILE = "codes.bin", "ids.bin", "faiss.index"
 INDEX_ENTRIES = {MANIFEST, CODES_FILE, IDS_FILE, FAISS_FILE}
 
 
+def check_ids(ids, count, what):
+    """``ids`` as an array of ``count`` non-negative integers (``what`` says what they belong to)."""
+    ids = np.asarray(ids)
+    if ids.ndim != 1 or ids.shape[0] != count or ids.dtype.kind not in "iu":
+        raise ValueError(f"`ids` must be 1-D integers, {what} ({count}), got dtype {ids.dtype} and shape {ids.shape}.")
+    if ids.size:
+        # Ids are stored as int64 with -1 marking an empty result slot: refuse what cannot be told apart.
+        low, high = ids.min(), ids.max()
+        if low < 0 or high > np.iinfo(np.int64).max:
+            raise ValueError(f"`ids` must be in [0, 2**63 - 1] (-1 marks an empty result), got values in "
+                             f"[{low}, {high}].")
+    return ids
+
+
 class _SearchIndex:
     """Argument checks and id bookkeeping shared by the backends."""
 
@@ -56,17 +70,7 @@ class _SearchIndex:
     def _check_ids(self, ids, count):
         if ids is None:
             return np.arange(self.ntotal, self.ntotal + count, dtype=np.int64)
-        ids = np.asarray(ids)
-        if ids.ndim != 1 or ids.shape[0] != count or ids.dtype.kind not in "iu":
-            raise ValueError(f"`ids` must be 1-D integers, one per code ({count}), got dtype {ids.dtype} "
-                             f"and shape {ids.shape}.")
-        if ids.size:
-            # Ids are stored as int64 with -1 marking an empty result slot: refuse what cannot be told apart.
-            low, high = ids.min(), ids.max()
-            if low < 0 or high > np.iinfo(np.int64).max:
-                raise ValueError(f"`ids` must be in [0, 2**63 - 1] (-1 marks an empty result), got values in "
-                                 f"[{low}, {high}].")
-        return ids.astype(np.int64, copy=False)
+        return check_ids(ids, count, "one per code").astype(np.int64, copy=False)
 
     def _capped_k(self, k):
         return min(_validation.check_positive_int(k, "k"), self.ntotal)
