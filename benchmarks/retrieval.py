@@ -4,6 +4,7 @@
     python -m benchmarks.retrieval --scheme SCHEME --data fashion10k digits --bits 32 --presets NAME
     python -m benchmarks.retrieval --scheme SCHEME --data mnist10k --bits 32 --grid weight_entropy=0.05,0.1
     python -m benchmarks.retrieval --scheme SCHEME --data mnist10k --bits 32 --ablation --seeds 0
+    python -m benchmarks.retrieval --scheme hashgan --data mnist10k --bits 32 "--ablation=-adversarial -feature -L2"
     python -m benchmarks.retrieval --scheme bgan --data mnist10k --bits 32 --compare hashgan --compare-epochs 30
     python -m benchmarks.retrieval --scheme dshgan --data mnist10k --labelled-per-class 50 --ablation --compare hashgan
     python -m benchmarks.retrieval --scheme hashgan --data mnist10k fashion10k digits --bits 16 32 64 --deep-baselines
@@ -26,8 +27,9 @@ other 69,000 are database and training set, the papers' MNIST protocol), digits 
 
 Metric (``--protocol``, default: the scheme's ``retrieval_protocol``): **labels** (same class is relevant):
 mAP over the whole database; **euclidean** (the true top-N Euclidean neighbours are relevant, N = 1,000,
-or a tenth of the database when it holds fewer than 5,000 items): mAP. Ends with one JSON line holding
-every run.
+or a tenth of the database when it holds fewer than 5,000 items): mAP. Each run also records the other test
+figures the papers print (``test_details``: labels: mAP@1000, precision@1000 and @100, NMI and accuracy of
+k-means on the database codes; euclidean: precision@100). Ends with one JSON line holding every run.
 """
 
 import argparse
@@ -60,7 +62,11 @@ def load_split(data, seed, train_size=None):
 
 
 class Scorer:
-    """The protocol's figure for codes of one split (labels: mAP; euclidean: mAP against true neighbours)."""
+    """The protocol's figure for codes of one split (labels: mAP; euclidean: mAP against true neighbours).
+
+    ``bits`` (the code length) asks for the other figures the papers print: labels: mAP@1000, precision@1000 and @100, and k-means
+    (k = classes) on the database codes scored by NMI and accuracy (HashGAN Table 3); euclidean: precision@100.
+    """
 
     def __init__(self, split, protocol):
         self.split, self.protocol = split, protocol
@@ -70,11 +76,29 @@ class Scorer:
             n = 1000 if len(database) >= 5000 else max(1, len(database) // 10)
             self.truth = metrics.euclidean_ground_truth(split.query_x.reshape(len(split.query_x), -1), database, n)
 
-    def __call__(self, encode):
+    def __call__(self, encode, bits=None):
         query, database = encode(self.split.query_x), encode(self.split.database_x)
         if self.protocol == "euclidean":
-            return metrics.ann_mean_average_precision(query, database, self.truth)
-        return metrics.mean_average_precision(query, database, self.split.query_y, self.split.database_y)
+            figure = metrics.ann_mean_average_precision(query, database, self.truth)
+            extra = {} if bits is None else {"precision@100": metrics.ann_precision_at_k(query, database, self.truth, 100)}
+        else:
+            labelled = (query, database, self.split.query_y, self.split.database_y)
+            figure = metrics.mean_average_precision(*labelled)
+            extra = {}
+            if bits is not None:
+                extra = {"mAP@1000": metrics.mean_average_precision(*labelled, top_k=1000),
+                         "precision@1000": metrics.precision_at_k(*labelled, 1000),
+                         "precision@100": metrics.precision_at_k(*labelled, 100)}
+                if np.ndim(self.split.database_y) == 1:
+                    clusters = metrics.kmeans_scores(database, self.split.database_y, bits=bits, seed=0)
+                    extra.update({"kmeans_nmi": clusters["nmi"], "kmeans_acc": clusters["acc"]})
+        return figure if bits is None else (figure, extra)
+
+
+def score(scorers, encode, bits):
+    """``{"validation": figure, "test": figure, "test_details": {...}}`` for one trained encoder."""
+    test, details = scorers["test"](encode, bits)
+    return {"validation": scorers["validation"](encode), "test": test, "test_details": details}
 
 
 def parse_grid(items, scheme_cls):
@@ -90,16 +114,22 @@ def parse_grid(items, scheme_cls):
 
 
 def candidates(scheme_cls, preset_names, grid, overrides, ablation):
-    """``[(label, preset name, hyperparameter overrides)]``."""
+    """``[(label, preset name, hyperparameter overrides)]``; ``ablation``: None, or the names of the scheme's
+    ablations to add to every candidate (empty: all of them)."""
+    ablations = scheme_cls.spec.ablations
+    if ablation:
+        unknown = [name for name in ablation if name not in ablations]
+        if unknown:
+            raise SystemExit(f"--ablation names must be among {sorted(ablations)}, got {unknown}")
+        ablations = {name: ablations[name] for name in ablation}
     out = []
     for name in preset_names:
         for point in grid:
             values = {**overrides, **point}
             label = name + "".join(f" {k}={v}" for k, v in point.items())
             out.append((label, name, values))
-            if ablation:
-                out += [(f"{label} {term}", name, {**values, **removed})
-                        for term, removed in scheme_cls.spec.ablations.items()]
+            if ablation is not None:
+                out += [(f"{label} {term}", name, {**values, **removed}) for term, removed in ablations.items()]
     return out
 
 
@@ -131,7 +161,8 @@ def summary(values):
     return float(values.mean()), spread
 
 
-def main():
+def build_parser():
+    """The command line (also used by ``benchmarks.reproduce`` to read the commands stored with results)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scheme", required=True, choices=schemes.names())
     parser.add_argument("--data", nargs="+", default=["mnist10k"], choices=DATA)
@@ -147,7 +178,9 @@ def main():
     parser.add_argument("--batch-size", type=int, default=None, help="default: each preset's")
     parser.add_argument("--protocol", default=None, choices=["labels", "euclidean"])
     parser.add_argument("--baselines", nargs="+", default=None, help="default: the paper's baselines (ITQ always)")
-    parser.add_argument("--ablation", action="store_true", help="also train with the scheme's ablations")
+    parser.add_argument("--ablation", nargs="*", default=None, metavar="NAME",
+                        help="also train each candidate without the terms of the scheme's ablations: all of them, or "
+                        "those named (a name beginning with '-' as --ablation=NAME)")
     parser.add_argument("--compare", nargs="+", default=[], choices=schemes.names(),
                         help="other schemes trained in the same run with their default preset (reported, never chosen)")
     parser.add_argument("--compare-epochs", type=int, default=None, help="epochs of the --compare schemes "
@@ -163,7 +196,11 @@ def main():
                         help="also append the closing JSON line, with the command, commit and wall time, to this file")
     parser.add_argument("--train-size", type=int, default=None, metavar="N",
                         help="real image data: train on N random database items (queries and database unchanged)")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
     started = time.perf_counter()
 
     scheme_cls = schemes.get(args.scheme)
@@ -195,7 +232,7 @@ def main():
                 for name in baseline_names:
                     start = time.perf_counter()
                     method = baselines.get(name)(bits=bits, seed=seed).fit(split.train_x)
-                    scores = {part: scorer(method.encode) for part, scorer in scorers.items()}
+                    scores = score(scorers, method.encode, bits)
                     results.append({"data": data, "bits": bits, "seed": seed, "method": name, "baseline": True,
                                     **scores, "train_seconds": time.perf_counter() - start})
                     print(f"  {data} {bits} bits seed {seed} {name}: validation {scores['validation']:.4f}, "
@@ -205,7 +242,7 @@ def main():
                     hasher = tfhash.fit(other, *training_data(split, other, labels), bits=bits,
                                         epochs=args.compare_epochs, seed=seed, verbose=0, jit_compile=jit_compile)
                     seconds = time.perf_counter() - start
-                    scores = {part: scorer(hasher.encode) for part, scorer in scorers.items()}
+                    scores = score(scorers, hasher.encode, bits)
                     results.append({"data": data, "bits": bits, "seed": seed, "method": compare_label(other, hasher),
                                     "scheme": other, "preset": hasher.preset, "baseline": True, "compared": True,
                                     **scores, "train_seconds": seconds})
@@ -217,7 +254,7 @@ def main():
                                         preset=preset, epochs=args.epochs, batch_size=args.batch_size, seed=seed,
                                         verbose=0, jit_compile=jit_compile, **values)
                     seconds = time.perf_counter() - start
-                    scores = {part: scorer(hasher.encode) for part, scorer in scorers.items()}
+                    scores = score(scorers, hasher.encode, bits)
                     shape = code_shape(hasher, split.database_x)
                     results.append({"data": data, "bits": bits, "seed": seed, "method": label, "baseline": False,
                                     "preset": preset, "overrides": values, "epochs": hasher.epoch,
@@ -258,7 +295,7 @@ def main():
               "train_size": args.train_size, "epochs": args.epochs, "batch_size": args.batch_size,
               "compare_epochs": args.compare_epochs, "jit_compile": args.jit_compile,
               "candidates": [{"label": l, "preset": p, "overrides": v} for l, p, v in runs],
-              "runs": results, "machine": _common.machine()}
+              "runs": results, "machine": _common.machine(), "peak_rss_mb": round(_common.peak_rss_mb(), 1)}
     print(evaluation.json_line(record))
     if args.results:
         _common.append_result(args.results, record, time.perf_counter() - started)

@@ -1,0 +1,623 @@
+"""REPRODUCTION.md: each paper's tables as printed, our figure in the same cell, and the verdict on the GANs.
+
+    python -m benchmarks.reproduce --list                 # every job: its command, and whether it has run
+    python -m benchmarks.reproduce --run JOB [JOB ...]    # run jobs; each appends its record when it ends
+    python -m benchmarks.reproduce --run-missing          # every job the results file does not hold yet, in order
+    python -m benchmarks.reproduce --report               # rewrite REPRODUCTION.md from the results file
+    python -m benchmarks.reproduce --check                # exit 1 when REPRODUCTION.md differs from it
+
+A **job** is one ``benchmarks.retrieval`` command on one data set at one code length (small enough that an
+interrupted session loses at most one of them); it appends one JSON record to ``benchmarks/results.jsonl``
+with its command, commit, seeds, wall time and peak memory. A record belongs to a job when its command
+parses to the same arguments. Nothing in REPRODUCTION.md is typed by hand except the papers' own figures,
+copied as printed from ``../shared/papers`` (the section is named beside each table), and the tables' notes on
+what differs from the paper's protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+
+from benchmarks import _common, report
+
+DOCUMENT = os.path.join(_common.ROOT, "REPRODUCTION.md")
+PREFIX = "python -m benchmarks.retrieval "
+
+
+# --- what to run -----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    name: str
+    group: str
+    data: str
+    bits: int
+    args: tuple  # benchmarks.retrieval arguments, without --data, --bits and --results
+
+    @property
+    def argv(self) -> list:
+        return ["--scheme", *self.args[:1], "--data", self.data, "--bits", str(self.bits), *self.args[1:]]
+
+    @property
+    def command(self) -> str:
+        return PREFIX + shlex.join(self.argv)
+
+
+def group(name, scheme, data, bits, *args):
+    """One job per data set and code length: ``{name}-{data}-{bits}``."""
+    return [Job(f"{name}-{d}-{b}", name, d, b, (scheme, *args)) for d in data for b in bits]
+
+
+SEEDS = ("--seeds", "0", "1", "2")
+TWO_DATA = ("mnist10k", "fashion10k")
+HASHGAN_GAN_OFF = "-adversarial -feature -L2"  # Fig. 5: the adversarial loss goes with feature matching and L2
+
+# In the order --run-missing takes them: the verdict's jobs first, then each paper's tables.
+JOBS = [
+    *group("nonadv", "cibhash", TWO_DATA, (16, 32, 64), *SEEDS, "--baselines", "itq", "--compare", "bgan"),
+    *group("sigah", "sigah", TWO_DATA + ("gmm100k",), (16, 32, 64), "--presets", "paper", "itq_start", *SEEDS,
+           "--ablation=-discriminator"),
+    *group("sigah-labels", "sigah", ("mnist10k",), (32, 64), "--presets", "paper", "itq_start", *SEEDS,
+           "--protocol", "labels"),
+    *group("bgan-gan", "bgan", TWO_DATA, (16, 32, 64), *SEEDS, "--baselines", "itq",
+           "--set", "weight_content=0.1", "--set", "weight_adversarial=0.1"),
+    *group("hashgan", "hashgan", TWO_DATA, (16, 32, 64), *SEEDS, f"--ablation={HASHGAN_GAN_OFF}"),
+    *group("dshgan-50", "dshgan", TWO_DATA, (16, 32, 64), "--presets", "semi", *SEEDS, "--baselines", "itq",
+           "--labelled-per-class", "50", "--ablation"),
+    *group("dshgan-10", "dshgan", TWO_DATA, (16, 32, 64), "--presets", "semi", *SEEDS, "--baselines", "itq",
+           "--labelled-per-class", "10", "--ablation"),
+    *group("hashgan", "hashgan", ("digits",), (32,), *SEEDS, f"--ablation={HASHGAN_GAN_OFF}"),  # Table 3's USPS
+    *group("hashgan-fig5", "hashgan", ("mnist10k",), (32,), *SEEDS, "--baselines", "itq", "--ablation"),
+    *group("bgan-neighbours", "bgan", ("cifar6k",), (24, 32, 48), *SEEDS),
+    *group("bgan-table4", "bgan", ("cifar6k",), (24, 32, 48), "--presets", "paper", "--seeds", "0",
+           "--ablation", "two-step (relaxed, sign after)", "tanh continuation"),
+    *group("bgan-table2", "bgan", ("cifar6k",), (32,), "--presets", "paper", "--seeds", "0", "--baselines", "itq",
+           "--grid", "weight_content=0,0.1", "--grid", "weight_adversarial=0,0.1"),
+    # The papers' data volume: already measured for issue-sized runs (BENCHMARKS (m)).
+    *group("hashgan-70k", "hashgan", ("fashion70k",), (32,), "--seeds", "0", "--baselines", "itq"),
+    *group("cibhash-70k", "cibhash", ("fashion70k",), (32,), *SEEDS, "--baselines", "itq", "--compare",
+           "greedyhash"),
+    *group("bgan-70k", "bgan", ("fashion70k",), (32,), *SEEDS, "--baselines", "itq",
+           "--set", "positive_weight_items=9000"),
+]
+JOBS_BY_NAME = {job.name: job for job in JOBS}
+JOBS_BY_CELL = {(job.group, job.data, job.bits): job for job in JOBS}
+assert len(JOBS_BY_NAME) == len(JOBS) == len(JOBS_BY_CELL), "job names and cells must be unique"
+
+
+# --- what to show ----------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Ours:
+    """Our figure for a row: run ``method`` of job group ``group`` (a baseline's name, a candidate's label, or
+    a ``--compare`` scheme's name); with ``minus``, the per-seed difference from that method of the same runs."""
+
+    group: str
+    method: str
+    minus: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    heading: str
+    data: str
+    bits: int
+    metric: str = "mAP"  # "mAP" is the run's test figure; others are keys of its test_details
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    label: str
+    paper: tuple = ()  # the paper's figures as printed, one per column ("" where the paper has none)
+    ours: Ours | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Table:
+    anchor: str
+    title: str
+    notes: str
+    columns: tuple
+    rows: tuple
+    percent: bool = False  # the paper prints percentages: ours are shown the same way
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    scheme: str
+    on: Ours
+    off: Ours
+    reference: tuple  # non-adversarial methods: the best of them, per cell
+    data: tuple = TWO_DATA
+    bits: tuple = (16, 32, 64)
+    note: str = ""
+
+
+def _columns(metric_bits, data, heading=""):
+    return tuple(Column(f"{heading}{metric} {b}", data, b, metric) for metric, b in metric_bits)
+
+
+HASHGAN_MNIST = _columns([("mAP", 16), ("mAP", 32), ("mAP", 64), ("mAP@1000", 16), ("mAP@1000", 32),
+                          ("mAP@1000", 64)], "mnist10k")
+
+TABLES = [
+    Table("hashgan-table-1", "HashGAN, Table 1: mAP and mAP@1000 on MNIST (%)",
+          "Paper (Sec. 4.1): MNIST, 1,000 queries (100 per class) against the other 69,000 images, average of 5 "
+          "experiments; CIFAR-10 columns not shown (its 60,000 images are not here). Ours: mnist-10k, 1,000 "
+          "test queries (100 per class) against the other 9,000 images, which are also the training set; "
+          "`paper` preset (Sec. 4 settings; 100 epochs, batch 100: the paper states neither). K-means hashing, "
+          "DH, DeepBit and UTH are not in tfhash.",
+          HASHGAN_MNIST,
+          (Row("KMH", ("32.12", "33.29", "35.78", "59.12*", "70.32*", "67.62*")),
+           Row("SphH", ("25.81", "30.77", "34.75", "52.97*", "65.45*", "65.45*"), Ours("hashgan", "sph")),
+           Row("SpeH", ("26.64", "25.72", "24.10", "59.72*", "64.37*", "67.60*"), Ours("hashgan", "sh")),
+           Row("PCAH", ("27.33", "24.85", "21.47", "60.98*", "64.47*", "63.31*"), Ours("hashgan", "pcah")),
+           Row("LSH", ("20.88", "25.83", "31.71", "42.10*", "50.45*", "66.23*"), Ours("hashgan", "lsh")),
+           Row("ITQ", ("41.18", "43.82", "45.37", "70.06*", "76.86*", "80.23*"), Ours("hashgan", "itq")),
+           Row("DH", ("43.14", "44.97", "46.74", "-", "-", "-")),
+           Row("DeepBit", ("-", "-", "-", "28.18", "32.02", "44.53")),
+           Row("UTH", ("-", "-", "-", "43.15", "46.58", "49.88")),
+           Row("HashGAN", ("91.13", "92.70", "93.93", "94.31", "95.48", "96.37"), Ours("hashgan", "paper")),
+           Row("HashGAN without adversarial, feature-matching and L2 terms", (),
+               Ours("hashgan", f"paper {HASHGAN_GAN_OFF}"))),
+          percent=True),
+    Table("hashgan-table-2", "HashGAN, Table 2: precision@1000 on MNIST (%)",
+          "Protocol as in Table 1.",
+          _columns([("precision@1000", 16), ("precision@1000", 32), ("precision@1000", 64)], "mnist10k"),
+          (Row("KMH", ("51.08*", "53.82*", "54.13*")),
+           Row("SphH", ("46.31*", "54.74*", "62.50*"), Ours("hashgan", "sph")),
+           Row("SpeH", ("51.08*", "53.75*", "54.13*"), Ours("hashgan", "sh")),
+           Row("PCAH", ("51.79*", "51.90*", "48.36*"), Ours("hashgan", "pcah")),
+           Row("LSH", ("31.95*", "45.05*", "55.31*"), Ours("hashgan", "lsh")),
+           Row("ITQ", ("61.94*", "68.80*", "71.00*"), Ours("hashgan", "itq")),
+           Row("HashGAN", ("93.52", "94.83", "95.60"), Ours("hashgan", "paper")),
+           Row("HashGAN without adversarial, feature-matching and L2 terms", (),
+               Ours("hashgan", f"paper {HASHGAN_GAN_OFF}"))),
+          percent=True),
+    Table("hashgan-70k", "HashGAN at the paper's data volume: 69,000 training images, mAP at 32 bits (%)",
+          "The paper's MNIST protocol (1,000 queries, 100 per class, against the other 69,000 images, which are "
+          "also the training set) on the 70,000 Fashion-MNIST images (`fashion-mnist-10k` + "
+          "`fashion-mnist-train-60k`): the paper's figures are MNIST's, a different and easier data set. HashGAN's "
+          "default preset is `paper`, so the paper's settings are also the best validated ones. One seed for "
+          "HashGAN: a run takes about 2 hours here.",
+          (Column("mAP 32 (paper: MNIST; ours: Fashion-MNIST)", "fashion70k", 32),),
+          (Row("ITQ", ("43.82",), Ours("hashgan-70k", "itq")),
+           Row("HashGAN (`paper`, the default)", ("92.70",), Ours("hashgan-70k", "paper")),
+           Row("ITQ (3 seeds)", (), Ours("cibhash-70k", "itq")),
+           Row("CIBHash (`scratch`, the default)", (), Ours("cibhash-70k", "scratch")),
+           Row("GreedyHash (`scratch`, the default)", (), Ours("cibhash-70k", "greedyhash")),
+           Row("BGAN's neighbour loss (`neighbours`, the default)", (),
+               Ours("bgan-70k", "neighbours")),
+           Row("ITQ (beside BGAN)", (), Ours("bgan-70k", "itq"))),
+          percent=True),
+    Table("hashgan-figure-5", "HashGAN, Figure 5: change in precision@1000 when one loss term is removed (MNIST, "
+          "32 bits, %)",
+          "The paper shows these differences as bars (Fig. 5) without printing their values; it reports every "
+          "term helping, the adversarial group most. Ours: mnist-10k, difference from the full `paper` preset "
+          "on the same seeds (mean ± spread of the per-seed differences); negative means the term helped.",
+          (Column("Δ precision@1000, 32 bits", "mnist10k", 32, "precision@1000"),),
+          tuple(Row(f"without {term.lstrip('-')}", ("bar",), Ours("hashgan-fig5", f"paper {term}", minus="paper"))
+                for term in ("-independence", "-collaborative (L2)", "-consistency", "-uniform frequency",
+                             "-entropy", HASHGAN_GAN_OFF)),
+          percent=True),
+    Table("hashgan-table-3", "HashGAN, Table 3: k-means on the codes (NMI, ACC)",
+          "Paper (Sec. 4.3): k-means on HashGAN's codes, k = classes, MNIST (70,000 images) and USPS (11,000 "
+          "16x16 digits); code length not stated. Ours: 32-bit codes of the 9,000 database images of mnist-10k "
+          "and of scikit-learn's digits (1,797 8x8 images: the nearest set to USPS we have), k-means with k = 10 "
+          "and 10 restarts on the bits. FRGC and STL-10 are not here.",
+          (Column("MNIST NMI", "mnist10k", 32, "kmeans_nmi"), Column("MNIST ACC", "mnist10k", 32, "kmeans_acc"),
+           Column("USPS NMI (ours: digits)", "digits", 32, "kmeans_nmi"),
+           Column("USPS ACC (ours: digits)", "digits", 32, "kmeans_acc")),
+          (Row("K-means (on pixels)", ("0.500", "0.534", "0.450", "0.460")),
+           Row("DEC", ("0.816", "0.844", "0.586", "0.619")),
+           Row("DEPICT", ("0.917", "0.965", "0.927", "0.964")),
+           Row("ITQ + k-means", ("", "", "", ""), Ours("hashgan", "itq")),
+           Row("HashGAN + k-means", ("0.913", "0.965", "0.920", "0.958"), Ours("hashgan", "paper")))),
+    Table("bgan-table-3", "BGAN, Table 3: mAP on CIFAR-10",
+          "Paper (Sec. 4.1): CIFAR-10 (60,000 images; 1,000 queries), the VGG-style network of Table 1 trained on "
+          "the images. Ours: cifar10-6k (6,102 real CIFAR-10 images: 1,000 test queries, 5,102 database and "
+          "training images), the `paper` preset (Sec. 4.1.4 settings) and the best validated one (`neighbours`). "
+          "The 12-bit column and the VGG-feature rows (ImageNet weights cannot be downloaded here) are not run.",
+          _columns([("mAP", 24), ("mAP", 32), ("mAP", 48)], "cifar6k"),
+          (Row("ITQ", ("0.169", "0.172", "0.175"), Ours("bgan-neighbours", "itq")),
+           Row("SH", ("0.135", "0.133", "0.130"), Ours("bgan-neighbours", "sh")),
+           Row("LSH", ("0.126", "0.120", "0.120"), Ours("bgan-neighbours", "lsh")),
+           Row("Spherical", ("0.141", "0.146", "0.150"), Ours("bgan-neighbours", "sph")),
+           Row("BGAN (`paper`, one seed)", ("0.512", "0.531", "0.558"), Ours("bgan-table4", "paper")),
+           Row("BGAN's neighbour loss (`neighbours`, the default)", (), Ours("bgan-neighbours", "neighbours")))),
+    Table("bgan-table-2", "BGAN, Table 2: the loss terms (CIFAR-10 mAP)",
+          "Paper (Sec. 4.2). Ours: cifar10-6k, 32 bits, the `paper` preset with each combination of the content "
+          "(l_C) and adversarial (l_A) terms switched on or off; one seed (a run of the paper's networks at "
+          "full width takes about an hour here). Rows without l_N learn one code for every image in the paper "
+          "and are not run.",
+          _columns([("mAP", 24), ("mAP", 32), ("mAP", 48)], "cifar6k"),
+          (Row("l_N", ("0.487", "0.511", "0.543"),
+               Ours("bgan-table2", "paper weight_content=0 weight_adversarial=0")),
+           Row("l_N + l_C", ("0.247", "0.379", "0.497"),
+               Ours("bgan-table2", "paper weight_content=0.1 weight_adversarial=0")),
+           Row("l_N + l_A", ("0.472", "0.503", "0.534"),
+               Ours("bgan-table2", "paper weight_content=0 weight_adversarial=0.1")),
+           Row("l_N + l_C + l_A", ("0.512", "0.531", "0.558"),
+               Ours("bgan-table2", "paper weight_content=0.1 weight_adversarial=0.1")))),
+    Table("bgan-table-4", "BGAN, Table 4: binary optimisation (CIFAR-10 mAP)",
+          "Paper (Sec. 4.3); its two-step row repeats Table 2's full model exactly, while its text says the "
+          "continuation variants improve on the two-step solution. Ours: cifar10-6k, the `paper` preset (app "
+          "continuation) and its two variants, one seed.",
+          _columns([("mAP", 24), ("mAP", 32), ("mAP", 48)], "cifar6k"),
+          (Row("two-step (relaxed, sign after)", ("0.512", "0.531", "0.558"),
+               Ours("bgan-table4", "paper two-step (relaxed, sign after)")),
+           Row("sgn = lim tanh(beta z)", ("0.542", "0.577", "0.586"), Ours("bgan-table4", "paper tanh continuation")),
+           Row("sgn = lim app(beta z)", ("0.537", "0.563", "0.581"), Ours("bgan-table4", "paper")))),
+    Table("dshgan-table-1", "DSH-GANs, Table 1 as printed: CIFAR-10 mAP",
+          "Paper (Sec. 4): CIFAR-10 with 5,000 labelled training images, AlexNet-sized networks on 224x224 "
+          "images, hand-crafted methods on 512-d GIST. Neither the data nor the image size is runnable here: "
+          "our ablation on the data we have follows.",
+          _columns([("mAP", 12), ("mAP", 24), ("mAP", 32), ("mAP", 48)], "cifar6k"),
+          (Row("LSH", ("0.121", "0.126", "0.120", "0.120")), Row("SH", ("0.127", "0.128", "0.126", "0.129")),
+           Row("ITQ", ("0.162", "0.169", "0.172", "0.175")), Row("ITQ+CNN", ("0.212", "0.230", "0.234", "0.240")),
+           Row("DPSH", ("0.713", "0.727", "0.744", "0.757")), Row("DSH-GANs^-", ("0.726", "0.769", "0.772", "0.783")),
+           Row("DSH-GANs", ("0.735", "0.781", "0.787", "0.802")))),
+    *[Table(f"dshgan-ablation-{labels}", f"DSH-GANs, the paper's ablation with {labels} labels per class (mAP)",
+            f"{labels} labelled training images per class (drawn per seed; the rest unlabelled), the `semi` preset "
+            "(the best GAN setting, chosen on validation queries) and its two ablations: without the "
+            "classification stream (DSH-GANs^-) and without the GAN (triplets of real labelled images only).",
+            tuple(Column(f"{d} {b}", d, b) for d in TWO_DATA for b in (16, 32, 64)),
+            (Row("ITQ", (), Ours(f"dshgan-{labels}", "itq")),
+             Row("DSH-GANs (`semi`)", (), Ours(f"dshgan-{labels}", "semi")),
+             Row("DSH-GANs^-", (), Ours(f"dshgan-{labels}", "semi DSH-GANs^- (no classification stream)")),
+             Row("same network, no GAN", (), Ours(f"dshgan-{labels}", "semi no GAN (real triplets)"))))
+      for labels in (50, 10)],
+    Table("sigah-table-2", "SiGAH, Table 2: semantic retrieval on MNIST (mAP, precision@100)",
+          "Paper (Sec. 5.3): MNIST, label protocol, features: pixels. Ours: mnist-10k, label protocol, the "
+          "`paper` preset (Sec. 4 settings) and the best validated one (`itq_start`). BA, SGH and OCH are not "
+          "in tfhash.",
+          _columns([("mAP", 32), ("mAP", 64), ("precision@100", 32), ("precision@100", 64)], "mnist10k"),
+          (Row("LSH", ("0.2148", "0.3598", "0.4952", "0.7450"), Ours("sigah-labels", "lsh")),
+           Row("ITQ", ("0.4223", "0.4681", "0.8255", "0.9267"), Ours("sigah-labels", "itq")),
+           Row("SpH", ("0.3462", "0.4894", "0.6786", "0.8467"), Ours("sigah-labels", "sph")),
+           Row("BA", ("0.3897", "0.4156", "0.8045", "0.9086")), Row("SGH", ("0.4195", "0.4920", "0.8101", "0.9124")),
+           Row("OCH", ("0.4191", "0.4550", "0.7649", "0.8835")),
+           Row("SiGAH (`paper`)", ("0.4320", "0.5014", "0.8255", "0.9294"), Ours("sigah-labels", "paper")),
+           Row("SiGAH (`itq_start`, the default)", (), Ours("sigah-labels", "itq_start")))),
+    Table("sigah-tables-1-4", "SiGAH, Tables 1 and 4 on the data we have: Euclidean neighbours (mAP, "
+          "precision@100)",
+          "Paper (Sec. 5.2, 5.5): GIST1M, Deep1M and Tiny100K (true top-1,000 Euclidean neighbours relevant); "
+          "none of them is here. Its Table 4 (mAP without / with the discriminator): GIST1M 0.1976 / 0.2076 and "
+          "0.2594 / 0.2594, Deep1M 0.2024 / 0.2156 and 0.3118 / 0.3307, Tiny100K 0.1576 / 0.1576 and 0.2348 / "
+          "0.2425 at 32 / 64 bits. Ours: the same protocol on gmm100k (100,000 synthetic 256-d points from a "
+          "Gaussian mixture) and mnist-10k pixels.",
+          (*_columns([("mAP", 32), ("mAP", 64), ("precision@100", 32), ("precision@100", 64)], "gmm100k",
+                     "gmm100k "),
+           *_columns([("mAP", 32), ("mAP", 64)], "mnist10k", "mnist-10k ")),
+          (Row("ITQ", (), Ours("sigah", "itq")), Row("LSH", (), Ours("sigah", "lsh")),
+           Row("SpH", (), Ours("sigah", "sph")),
+           Row("SiGAH (`paper`)", (), Ours("sigah", "paper")),
+           Row("SiGAH (`paper`) without the discriminator", (), Ours("sigah", "paper -discriminator")),
+           Row("SiGAH (`itq_start`, the default)", (), Ours("sigah", "itq_start")),
+           Row("SiGAH (`itq_start`) without the discriminator", (), Ours("sigah", "itq_start -discriminator")))),
+]
+
+NON_ADVERSARIAL = (Ours("nonadv", "itq"), Ours("nonadv", "scratch"), Ours("nonadv", "bgan"))
+NON_ADVERSARIAL_NAMES = {"itq": "ITQ", "scratch": "CIBHash", "bgan": "BGAN l_N"}
+
+VERDICTS = [
+    Verdict("HashGAN", Ours("hashgan", "paper"), Ours("hashgan", f"paper {HASHGAN_GAN_OFF}"), NON_ADVERSARIAL,
+            note="`paper` preset (the default) with and without the adversarial, feature-matching and L2 terms"),
+    Verdict("BGAN", Ours("bgan-gan", "neighbours"),
+            Ours("nonadv", "bgan"), NON_ADVERSARIAL,
+            note="`neighbours` (the default: l_N alone) with and without the paper's content and adversarial "
+                 "terms (weights 0.1)"),
+    Verdict("DSH-GANs", Ours("dshgan-50", "semi"), Ours("dshgan-50", "semi no GAN (real triplets)"),
+            NON_ADVERSARIAL, note="`semi` (the best GAN setting) with and without the GAN, 50 labels per class; "
+                                  "the non-adversarial references use no labels"),
+    Verdict("SiGAH", Ours("sigah", "itq_start"), Ours("sigah", "itq_start -discriminator"), (Ours("sigah", "itq"),),
+            note="`itq_start` (the default) with and without the discriminator; Euclidean protocol (its paper's), "
+                 "so its reference is ITQ on the same protocol"),
+]
+
+
+# --- reading the results -----------------------------------------------------------------------------
+
+
+def _arguments(argv):
+    from benchmarks import retrieval
+
+    values = vars(retrieval.build_parser().parse_args(argv))
+    values.pop("results")
+    return values
+
+
+def record_arguments(record):
+    """The parsed arguments of a record's command, or None when it is not a retrieval command we can read."""
+    command = record.get("command", "")
+    if record.get("benchmark") != "retrieval" or not command.startswith(PREFIX):
+        return None
+    try:
+        return _arguments(shlex.split(command[len(PREFIX):]))
+    except SystemExit:  # a command line of an older version of the script
+        return None
+
+
+def job_records(records):
+    """``{job name: record}``: the last record of each job in the results file."""
+    wanted = {job.name: _arguments(job.argv) for job in JOBS}
+    found = {}
+    for record in records:
+        arguments = record_arguments(record)
+        if arguments is None:
+            continue
+        for name, expected in wanted.items():
+            if arguments == expected:
+                found[name] = record
+    return found
+
+
+def _job(group_name, data, bits):
+    return JOBS_BY_CELL.get((group_name, data, bits))
+
+
+def per_seed(found, ours, data, bits, metric):
+    """``{seed: value}`` of ``ours`` in its job's record (empty when the job has not run)."""
+    job = _job(ours.group, data, bits)
+    record = found.get(job.name) if job else None
+    if record is None:
+        return {}
+
+    def values(method):
+        out = {}
+        for run in record["runs"]:
+            if run["data"] != data or run["bits"] != bits:
+                continue
+            if run["method"] != method and not (run.get("compared") and run.get("scheme") == method):
+                continue
+            value = run["test"] if metric == "mAP" else run.get("test_details", {}).get(metric)
+            if value is not None:
+                out[run["seed"]] = float(value)
+        return out
+
+    mine = values(ours.method)
+    if ours.minus is None:
+        return mine
+    base = values(ours.minus)
+    return {seed: mine[seed] - base[seed] for seed in mine if seed in base}
+
+
+def _number(value, percent, signed=False):
+    text = f"{value * 100:.2f}" if percent else f"{value:.3f}"
+    return ("+" if signed and value >= 0 else "") + text
+
+
+def format_figure(by_seed, percent=False, signed=False):
+    if not by_seed:
+        return "not run"
+    values = np.array([by_seed[s] for s in sorted(by_seed)])
+    if values.size == 1:
+        return f"{_number(values[0], percent, signed)} (1 seed)"
+    return f"{_number(values.mean(), percent, signed)} ± {_number(values.std(ddof=1), percent)}"
+
+
+# --- rendering ------------------------------------------------------------------------------------------
+
+
+def _jobs_of(table_rows, columns):
+    names = []
+    for row in table_rows:
+        if row.ours is None:
+            continue
+        for column in columns:
+            job = _job(row.ours.group, column.data, column.bits)
+            if job and job.name not in names:
+                names.append(job.name)
+    return names
+
+
+def _job_lines(names, found):
+    lines = []
+    for name in names:
+        job, record = JOBS_BY_NAME[name], found.get(name)
+        if record is None:
+            lines.append(f"- `{name}`: not run yet: `{job.command}`")
+        else:
+            memory = record.get("peak_rss_mb")
+            cost = f"{record['wall_seconds'] / 60:.0f} min" + (f", peak {memory:,.0f} MB" if memory else "")
+            lines.append(f"- `{name}`: {cost}, commit {str(record.get('commit'))[:7]}: `{job.command}`")
+    return lines
+
+
+def render_table(table, found):
+    lines = [f'<a id="{table.anchor}"></a>', f"### {table.title}", "", table.notes, "",
+             "Each cell: the paper's figure as printed · ours (mean ± sample standard deviation over the seeds, "
+             "test queries)." if any(row.paper and row.ours for row in table.rows) else
+             "Ours: mean ± sample standard deviation over the seeds, test queries.", "",
+             "| | " + " | ".join(column.heading for column in table.columns) + " |",
+             "|---" * (len(table.columns) + 1) + "|"]
+    for row in table.rows:
+        cells = []
+        for index, column in enumerate(table.columns):
+            paper = row.paper[index] if row.paper else ""
+            ours = ""
+            if row.ours is not None and _job(row.ours.group, column.data, column.bits) is not None:
+                ours = format_figure(per_seed(found, row.ours, column.data, column.bits, column.metric),
+                                     table.percent, signed=row.ours.minus is not None)
+            cells.append(" · ".join(part for part in (paper, ours) if part) or "")
+        lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
+    jobs = _jobs_of(table.rows, table.columns)
+    if jobs:
+        lines += ["", "Runs:", *_job_lines(jobs, found)]
+    return "\n".join(lines)
+
+
+def _best_reference(found, references, data, bits):
+    best = None
+    for ours in references:
+        values = per_seed(found, ours, data, bits, "mAP")
+        if values and (best is None or np.mean(list(values.values())) > np.mean(list(best[1].values()))):
+            best = (ours.method, values)
+    return best
+
+
+def verdict_rows(found, verdict):
+    """One row per (data, bits): on, off, the paired difference and the best non-adversarial method."""
+    rows = []
+    for data in verdict.data:
+        for bits in verdict.bits:
+            on = per_seed(found, verdict.on, data, bits, "mAP")
+            off = per_seed(found, verdict.off, data, bits, "mAP")
+            delta = {s: on[s] - off[s] for s in on if s in off}
+            best = _best_reference(found, verdict.reference, data, bits)
+            rows.append({"data": data, "bits": bits, "on": on, "off": off, "delta": delta, "best": best})
+    return rows
+
+
+def verdict_sentence(name, rows):
+    """Plain words from the figures: in how many cells the GAN helped or hurt by more than its spread."""
+    measured = [r for r in rows if len(r["delta"]) > 1]
+    if not measured:
+        return f"**{name}**: not measured yet."
+    helped, hurt = [], []
+    for r in measured:
+        values = np.array(list(r["delta"].values()))
+        mean, spread = values.mean(), values.std(ddof=1)
+        where = f"{r['data']} {r['bits']} bits ({mean:+.3f})"
+        if mean > spread:
+            helped.append(where)
+        elif mean < -spread:
+            hurt.append(where)
+    means = [np.mean(list(r["delta"].values())) for r in measured]
+    text = (f"**{name}**: over {len(measured)} of {len(rows)} cells, the adversarial part changes mAP by "
+            f"{min(means):+.3f} to {max(means):+.3f}.")
+    text += f" It helps beyond the spread in {', '.join(helped)}." if helped else " It helps beyond the spread nowhere."
+    text += f" It hurts beyond the spread in {', '.join(hurt)}." if hurt else " It hurts beyond the spread nowhere."
+    return text
+
+
+def render_verdict(found):
+    lines = ['<a id="verdict"></a>', "## The verdict: does the adversarial part pull its weight?", "",
+             "Each scheme's best validated setting with its adversarial terms on and off, everything else equal "
+             "(same seeds, same data, same epochs); test mAP, label protocol unless stated, mean ± sample standard "
+             "deviation over seeds 0, 1, 2; Δ is on − off, its spread that of the per-seed differences. Beside "
+             "it, the best non-adversarial method of the library on the same seeds (ITQ, CIBHash's default, "
+             "BGAN's neighbour loss alone).", ""]
+    sentences = []
+    for verdict in VERDICTS:
+        rows = verdict_rows(found, verdict)
+        sentences.append(verdict_sentence(verdict.scheme, rows))
+    lines += [f"- {s}" for s in sentences]
+    lines += ["", "| scheme | data | bits | GAN on | GAN off | Δ (on − off) | best non-adversarial |",
+              "|---|---|---|---|---|---|---|"]
+    for verdict in VERDICTS:
+        anchor = f'<a id="verdict-{verdict.scheme.lower().replace("-", "")}"></a>'
+        for index, r in enumerate(verdict_rows(found, verdict)):
+            label = f"{anchor}{verdict.scheme}" if index == 0 else verdict.scheme
+            best = "not run"
+            if r["best"]:
+                method, values = r["best"]
+                best = f"{format_figure(values)} ({NON_ADVERSARIAL_NAMES.get(method, method)})"
+            lines.append(f"| {label} | {r['data']} | {r['bits']} | {format_figure(r['on'])} | "
+                         f"{format_figure(r['off'])} | {format_figure(r['delta'], signed=True)} | {best} |")
+    lines += ["", "What each row compares:", *[f"- **{v.scheme}**: {v.note}." for v in VERDICTS]]
+    names = []
+    for verdict in VERDICTS:
+        for ours in (verdict.on, verdict.off, *verdict.reference):
+            for data in verdict.data:
+                for bits in verdict.bits:
+                    job = _job(ours.group, data, bits)
+                    if job and job.name not in names:
+                        names.append(job.name)
+    lines += ["", "Runs:", *_job_lines(names, found)]
+    return "\n".join(lines)
+
+
+SECTIONS = (("HashGAN", "hashgan"), ("BGAN", "bgan"), ("DSH-GANs", "dshgan"), ("SiGAH", "sigah"))
+
+
+def render(records):
+    found = job_records(records)
+    done = sum(name in found for name in JOBS_BY_NAME)
+    lines = ["# Reproduction report", "",
+             "The four papers' tables as printed, our figure in the same cell where the same measurement can be "
+             "made here, and a verdict on what the adversarial part of each scheme is worth. Generated by "
+             "`python -m benchmarks.reproduce --report` from `benchmarks/results.jsonl` (each record holds its "
+             "command, commit, seeds, wall time and peak memory); only the papers' figures and the notes are "
+             "typed. Settings are chosen on validation queries drawn from the training items, never on the "
+             "test queries reported; ITQ is trained in the same run as every figure beside it.", "",
+             f"Jobs run: {done} of {len(JOBS)} (`python -m benchmarks.reproduce --list`). A cell reading "
+             "\"not run\" names its job under the table; figures marked * in the papers were measured by their "
+             "authors with others' code.", "",
+             render_verdict(found), ""]
+    for title, prefix in SECTIONS:
+        lines += [f"## {title}", ""]
+        for table in TABLES:
+            if table.anchor.startswith(prefix + "-"):
+                lines += [render_table(table, found), ""]
+    lines += ["## Earlier records", "",
+              "Settings explored before these jobs existed, and the figures of the engineering benchmarks (speed, "
+              "memory), are in [BENCHMARKS.md](BENCHMARKS.md) and "
+              "[BENCHMARKS_EXPLORATION.md](BENCHMARKS_EXPLORATION.md).", ""]
+    return "\n".join(lines)
+
+
+# --- command line -----------------------------------------------------------------------------------------
+
+
+def run_job(job, results):
+    print(f"[{job.name}] {job.command}", flush=True)
+    completed = subprocess.run([sys.executable, "-m", "benchmarks.retrieval", *job.argv, "--results", results],
+                               cwd=_common.ROOT)
+    return completed.returncode
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", default=report.RESULTS, help="the results file (JSON lines)")
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--list", action="store_true", help="every job, its command and whether it has run")
+    action.add_argument("--run", nargs="+", metavar="JOB", help="run these jobs")
+    action.add_argument("--run-missing", action="store_true", help="run every job without a record, in order")
+    action.add_argument("--report", action="store_true", help="rewrite REPRODUCTION.md")
+    action.add_argument("--check", action="store_true", help="exit 1 when REPRODUCTION.md differs")
+    args = parser.parse_args(argv)
+
+    records = report.load_results(args.results) if os.path.exists(args.results) else []
+    found = job_records(records)
+    if args.list:
+        for job in JOBS:
+            status = "done" if job.name in found else "missing"
+            print(f"{status:8} {job.name:28} {job.command}")
+        return 0
+    if args.run or args.run_missing:
+        unknown = [name for name in args.run or [] if name not in JOBS_BY_NAME]
+        if unknown:
+            parser.error(f"--run takes job names (see --list), got {unknown}")
+        jobs = [JOBS_BY_NAME[n] for n in args.run] if args.run else [j for j in JOBS if j.name not in found]
+        for job in jobs:
+            if run_job(job, args.results) != 0:
+                print(f"[{job.name}] failed", file=sys.stderr)
+                return 1
+        return 0
+    text = render(records)
+    if args.check:
+        with open(DOCUMENT, encoding="utf-8") as f:
+            if f.read() != text:
+                print(f"{DOCUMENT} differs from {args.results} (run python -m benchmarks.reproduce --report)",
+                      file=sys.stderr)
+                return 1
+        return 0
+    with open(DOCUMENT + ".tmp", "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(DOCUMENT + ".tmp", DOCUMENT)
+    print(f"wrote {DOCUMENT}: {sum(n in found for n in JOBS_BY_NAME)} of {len(JOBS)} jobs have figures")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
