@@ -2,11 +2,13 @@
 
 ``benchmarks/results.jsonl`` holds one JSON line per run of ``benchmarks.retrieval --results`` (with the
 command, commit and wall time). This script turns it into the one table of headline figures that README.md
-and BENCHMARKS.md show between ``<!-- headline:begin -->`` and ``<!-- headline:end -->``:
+shows between ``<!-- headline:begin -->`` and ``<!-- headline:end -->``:
 
     python -m benchmarks.report            # print the table
-    python -m benchmarks.report --write    # rewrite the block in README.md and BENCHMARKS.md
-    python -m benchmarks.report --check    # exit 1 when a block differs from the results file
+    python -m benchmarks.report --write    # rewrite the block in README.md
+    python -m benchmarks.report --check    # exit 1 when the block differs from the results file
+
+REPRODUCTION.md (``benchmarks.reproduce``) renders the same table at its top.
 
 A cell is the test mAP of a scheme's default preset (or a baseline) at the table's code length (a run whose
 overrides only set values the current default preset now has counts as the default), mean ±
@@ -29,7 +31,7 @@ import numpy as np
 from benchmarks import _common
 
 RESULTS = os.path.join(_common.ROOT, "benchmarks", "results.jsonl")
-DOCUMENTS = ("README.md", "BENCHMARKS.md")
+DOCUMENTS = ("README.md",)
 BEGIN, END = "<!-- headline:begin -->", "<!-- headline:end -->"
 
 BITS = 32
@@ -162,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default=RESULTS, help="the results file (JSON lines)")
     action = parser.add_mutually_exclusive_group()
-    action.add_argument("--write", action="store_true", help="rewrite the headline block of README.md and BENCHMARKS.md")
+    action.add_argument("--write", action="store_true", help="rewrite the headline block of README.md")
     action.add_argument("--check", action="store_true", help="exit 1 when a document's block differs")
     args = parser.parse_args(argv)
 

@@ -10,8 +10,9 @@ A **job** is one ``benchmarks.retrieval`` command on one data set at one code le
 interrupted session loses at most one of them); it appends one JSON record to ``benchmarks/results.jsonl``
 with its command, commit, seeds, wall time and peak memory. A record belongs to a job when its command
 parses to the same arguments. Nothing in REPRODUCTION.md is typed by hand except the papers' own figures,
-copied as printed from ``../shared/papers`` (the section is named beside each table), and the tables' notes on
-what differs from the paper's protocol.
+copied as printed from ``../shared/papers`` (the section is named beside each table), the tables' notes on
+what differs from the paper's protocol, and the appendix of records made before these jobs
+(``benchmarks/quality_records.md``, included verbatim).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from benchmarks import _common, report
 
 DOCUMENT = os.path.join(_common.ROOT, "REPRODUCTION.md")
+APPENDIX = os.path.join(_common.ROOT, "benchmarks", "quality_records.md")  # earlier records, moved here verbatim
 PREFIX = "python -m benchmarks.retrieval "
 
 
@@ -81,7 +83,7 @@ JOBS = [
            "--ablation", "two-step (relaxed, sign after)", "tanh continuation"),
     *group("bgan-table2", "bgan", ("cifar6k",), (32,), "--presets", "paper", "--seeds", "0", "--baselines", "itq",
            "--grid", "weight_content=0,0.1", "--grid", "weight_adversarial=0,0.1"),
-    # The papers' data volume: already measured for issue-sized runs (BENCHMARKS (m)).
+    # The papers' data volume: already measured for issue-sized runs (REPRODUCTION (m)).
     *group("hashgan-70k", "hashgan", ("fashion70k",), (32,), "--seeds", "0", "--baselines", "itq"),
     *group("cibhash-70k", "cibhash", ("fashion70k",), (32,), *SEEDS, "--baselines", "itq", "--compare",
            "greedyhash"),
@@ -553,16 +555,20 @@ def render(records):
              f"Jobs run: {done} of {len(JOBS)} (`python -m benchmarks.reproduce --list`). A cell reading "
              "\"not run\" names its job under the table; figures marked * in the papers were measured by their "
              "authors with others' code.", "",
+             "## Headline figures", "", report.headline_table(records), "",
              render_verdict(found), ""]
     for title, prefix in SECTIONS:
         lines += [f"## {title}", ""]
         for table in TABLES:
             if table.anchor.startswith(prefix + "-"):
                 lines += [render_table(table, found), ""]
-    lines += ["## Earlier records", "",
-              "Settings explored before these jobs existed, and the figures of the engineering benchmarks (speed, "
-              "memory), are in [BENCHMARKS.md](BENCHMARKS.md) and "
-              "[BENCHMARKS_EXPLORATION.md](BENCHMARKS_EXPLORATION.md).", ""]
+    with open(APPENDIX, encoding="utf-8") as f:
+        records_text = f.read()
+    lines += ["## Appendix: quality records made before these jobs", "",
+              "Measured before the jobs above existed, each with the command that printed it (the section letters "
+              "are those other pages cite). The exploration records (what was tried before and while choosing "
+              "settings; not results) are in [BENCHMARKS_EXPLORATION.md](BENCHMARKS_EXPLORATION.md); speed and "
+              "memory in [BENCHMARKS.md](BENCHMARKS.md).", "", records_text]
     return "\n".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""The headline figures of README.md and BENCHMARKS.md are the results file's, rendered by benchmarks.report."""
+"""The headline figures of README.md (and REPRODUCTION.md) are the results file's, rendered by benchmarks.report."""
 
 import json
 

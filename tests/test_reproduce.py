@@ -55,7 +55,8 @@ def test_every_cell_names_a_job_and_a_method_that_job_trains():
 
 def _record(job, runs, commit="abc1234"):
     return {"benchmark": "retrieval", "command": job.command + " --results benchmarks/results.jsonl",
-            "commit": commit, "wall_seconds": 600.0, "peak_rss_mb": 1234.5, "protocol": "labels", "runs": runs}
+            "commit": commit, "wall_seconds": 600.0, "peak_rss_mb": 1234.5, "protocol": "labels", "runs": runs,
+            "scheme": job.args[0], "train_size": None, "labelled_per_class": None}
 
 
 def _run(job, method, seed, test, **extra):

@@ -148,10 +148,10 @@ class BGAN(HashingScheme):
             epochs=40, batch_size=256,
             selected_on="exploration on mnist-10k validation queries (seed 0, 32 bits), then the positive weight "
                         "chosen among 10 / 20 per code length on mnist-10k validation queries, 3 seeds: 10 at 16 "
-                        "and 32 bits, 20 at 64 (BENCHMARKS.md (i)); its scaling with the training set's size "
+                        "and 32 bits, 20 at 64 (REPRODUCTION.md (i)); its scaling with the training set's size "
                         "chosen on validation queries at 32 bits, 3 seeds, against the fixed weight: fashion70k "
                         "(69,000 items) and digits (1,697) gain, mnist-10k and fashion-mnist-10k (9,000) are "
-                        "unchanged by construction (BENCHMARKS.md (m))"),
+                        "unchanged by construction (REPRODUCTION.md (m))"),
     )
     default_preset = "neighbours"
 

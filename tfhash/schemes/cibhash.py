@@ -91,7 +91,7 @@ class CIBHash(HashingScheme):
             epochs=10, batch_size=128, training_items=9000,
             selected_on="validation queries of mnist-10k (16 settings at 32 bits, seed 0; then 3 seeds) and of "
                         "fashion-mnist-10k (KL weight 0.02-0.2 at 32 bits), ranked on the smaller of the two ratios "
-                        "to ITQ; digits was not used (BENCHMARKS.md (l))"),
+                        "to ITQ; digits was not used (REPRODUCTION.md (l))"),
     )
     default_preset = "scratch"
 

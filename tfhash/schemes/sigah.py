@@ -163,7 +163,7 @@ class SiGAH(HashingScheme):
                         "and the learning rate decayed linearly to 1e-4; not a setting of the paper.",
             hyperparameters={"weight_quantization": 5.0, "final_learning_rate": 1e-4},
             epochs=10, batch_size=500,
-            selected_on="mnist-10k validation queries, 16/32/64 bits, 3 seeds, against `paper` (BENCHMARKS.md (h)); "
+            selected_on="mnist-10k validation queries, 16/32/64 bits, 3 seeds, against `paper` (REPRODUCTION.md (h)); "
                         "first found on the seed-0 test queries. It loses to `paper` on fashion-mnist-10k and "
                         "digits, so it is not the default"),
         itq_start=Preset(
@@ -177,7 +177,7 @@ class SiGAH(HashingScheme):
             epochs=10, batch_size=500,
             selected_on="mnist-10k seed-0 validation queries, 32 bits, among ~20 settings of the ITQ start; "
                         "then against `paper` and `ann` on the validation queries of 3 seeds at 32 and 64 bits on "
-                        "mnist-10k, and best on fashion-mnist-10k too (BENCHMARKS.md (k)). Level with ITQ on test, "
+                        "mnist-10k, and best on fashion-mnist-10k too (REPRODUCTION.md (k)). Level with ITQ on test, "
                         "not above it"),
     )
     default_preset = "itq_start"
