@@ -84,3 +84,25 @@ def test_search_benchmark_compares_the_exact_index_with_faiss_and_the_scan_limit
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["identical_topk"] is True and payload["ours_over_faiss"] > 0 and payload["limit_qps"] > 0
     assert "of the limit of an exact scan" in result.stdout
+
+
+def test_a_reproduction_job_runs_appends_its_record_and_fills_its_cells(tmp_path, monkeypatch):
+    from benchmarks import reproduce
+
+    job = reproduce.Job("tiny-digits-8", "tiny", "digits", 8, ("sigah", "--seeds", "0", "--epochs", "1",
+                                                              "--baselines", "itq", "--ablation=-discriminator"))
+    monkeypatch.setattr(reproduce, "JOBS", [job])
+    monkeypatch.setattr(reproduce, "JOBS_BY_NAME", {job.name: job})
+    monkeypatch.setattr(reproduce, "JOBS_BY_CELL", {(job.group, job.data, job.bits): job})
+    results = tmp_path / "results.jsonl"
+    assert reproduce.main(["--run-missing", "--results", str(results)]) == 0
+    records = report.load_results(str(results))
+    assert len(records) == 1 and records[0]["peak_rss_mb"] > 0
+    found = reproduce.job_records(records)
+    assert list(found) == [job.name]
+    on = reproduce.per_seed(found, reproduce.Ours("tiny", "itq_start"), "digits", 8, "mAP")
+    precision = reproduce.per_seed(found, reproduce.Ours("tiny", "itq"), "digits", 8, "precision@100")
+    assert list(on) == [0] and 0 < on[0] <= 1 and 0 < precision[0] <= 1
+    # Nothing left to run: a second call starts nothing and appends nothing.
+    assert reproduce.main(["--run-missing", "--results", str(results)]) == 0
+    assert len(report.load_results(str(results))) == 1
