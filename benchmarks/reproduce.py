@@ -69,8 +69,10 @@ JOBS = [
            "--ablation=-discriminator"),
     *group("sigah-labels", "sigah", ("mnist10k",), (32, 64), "--presets", "paper", "itq_start", *SEEDS,
            "--protocol", "labels"),
+    # The generator and discriminator at a quarter of the paper's channels: at full width the pair takes about
+    # 100 s per epoch of mnist-10k here (REPRODUCTION.md (i)), 40 epochs x 18 runs.
     *group("bgan-gan", "bgan", TWO_DATA, (16, 32, 64), *SEEDS, "--baselines", "itq",
-           "--set", "weight_content=0.1", "--set", "weight_adversarial=0.1"),
+           "--set", "weight_content=0.1", "--set", "weight_adversarial=0.1", "--set", "width=0.25"),
     *group("hashgan", "hashgan", TWO_DATA, (16, 32, 64), *SEEDS, f"--ablation={HASHGAN_GAN_OFF}"),
     *group("dshgan-50", "dshgan", TWO_DATA, (16, 32, 64), "--presets", "semi", *SEEDS, "--baselines", "itq",
            "--labelled-per-class", "50", "--ablation"),
@@ -317,7 +319,8 @@ VERDICTS = [
     Verdict("BGAN", Ours("bgan-gan", "neighbours"),
             Ours("nonadv", "bgan"), NON_ADVERSARIAL,
             note="`neighbours` (the default: l_N alone) with and without the paper's content and adversarial "
-                 "terms (weights 0.1)"),
+                 "terms (weights 0.1; generator and discriminator at a quarter of the paper's channel widths, "
+                 "which take about 100 s per epoch here at full width)"),
     Verdict("DSH-GANs", Ours("dshgan-50", "semi"), Ours("dshgan-50", "semi no GAN (real triplets)"),
             NON_ADVERSARIAL, note="`semi` (the best GAN setting) with and without the GAN, 50 labels per class; "
                                   "the non-adversarial references use no labels"),
