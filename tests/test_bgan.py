@@ -129,5 +129,10 @@ def test_neighbour_pair_weight_follows_the_training_set_size_when_asked():
     scaled = tfhash.fit("bgan", x, bits=8, epochs=1, batch_size=40, verbose=0, positive_weight=10.0, k1=3, k2=4,
                         positive_weight_items=40)
     assert scaled.model.neighbour_pair_weight == 30.0  # three times the items: neighbour pairs 3x rarer per batch
+    steeper = tfhash.fit("bgan", x, bits=8, epochs=1, batch_size=40, verbose=0, positive_weight=10.0, k1=3, k2=4,
+                         positive_weight_items=40, positive_weight_exponent=2.0)
+    assert steeper.model.neighbour_pair_weight == pytest.approx(90.0)
+    with pytest.raises(ValueError, match="`positive_weight_exponent` must be"):
+        tfhash.fit("bgan", x, bits=8, positive_weight_exponent=0)
     with pytest.raises(ValueError, match="`positive_weight_items` must be a positive integer"):
         tfhash.fit("bgan", x, bits=8, positive_weight_items=0)

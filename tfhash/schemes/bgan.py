@@ -98,8 +98,11 @@ class BGAN(HashingScheme):
             non-neighbour pairs than neighbour pairs.
         positive_weight_items: the training set size ``positive_weight`` was chosen at, or None. Each item keeps
             about the same number of neighbours, so a batch of a set n items large holds fewer neighbour pairs
-            as n grows; with a size here the weight used is ``positive_weight * n / positive_weight_items``,
-            which keeps their share of l_N (None: ``positive_weight`` at any size).
+            as n grows; with a size here the weight used is
+            ``positive_weight * (n / positive_weight_items) ** positive_weight_exponent`` (None:
+            ``positive_weight`` at any size).
+        positive_weight_exponent: 1 keeps the neighbour pairs' share of l_N as n grows; larger exponents weight
+            them more on larger sets.
         weight_content, weight_adversarial: lambda1 and lambda2 of Eq. 9; 0 removes the term (Table 2).
         generator_loss: ``"minimax"`` (Eq. 19 as written) or ``"non_saturating"``.
         optimizer_type: ``"sgd"`` (Sec. 4.1.4) or ``"adam"``; ``learning_rate`` for every player.
@@ -165,13 +168,14 @@ class BGAN(HashingScheme):
             "positive_weight", "weight_content", "weight_adversarial", "learning_rate", "momentum")},
         "generator_loss": settings.Choice(losses.GENERATOR_LOSSES), "optimizer_type": settings.Choice(OPTIMIZERS),
         "positive_weight_items": settings.Optional(settings.PositiveInt()),
+        "positive_weight_exponent": settings.Positive(),
     }
 
     def __init__(self, bits=32, input_shape=None, seed=0, network="auto", encoder_units=(1024, 1024), width=1.0,
                  k1=20, k2=30, graph_features="pixels", activation="app", beta_stages=(1.0, 2.0, 5.0, 10.0),
                  negative_similarity=-1.0, positive_weight=1.0, weight_content=0.1, weight_adversarial=0.1,
                  generator_loss="minimax", optimizer_type="sgd", learning_rate=0.01, momentum=0.0,
-                 positive_weight_items=None, **kwargs):
+                 positive_weight_items=None, positive_weight_exponent=1.0, **kwargs):
         self.set_hyperparameters(locals())
         self._graph = None
         self._pair_keys = None
@@ -313,7 +317,7 @@ class BGAN(HashingScheme):
         """``positive_weight``, scaled to the training set's size when ``positive_weight_items`` is set."""
         if self.positive_weight_items is None or self._graph is None:
             return self.positive_weight
-        return self.positive_weight * self._num_items / self.positive_weight_items
+        return self.positive_weight * (self._num_items / self.positive_weight_items) ** self.positive_weight_exponent
 
     @property
     def graph(self):
