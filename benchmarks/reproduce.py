@@ -89,8 +89,7 @@ JOBS = [
     *group("hashgan-70k", "hashgan", ("fashion70k",), (32,), "--seeds", "0", "--baselines", "itq"),
     *group("cibhash-70k", "cibhash", ("fashion70k",), (32,), *SEEDS, "--baselines", "itq", "--compare",
            "greedyhash"),
-    *group("bgan-70k", "bgan", ("fashion70k",), (32,), *SEEDS, "--baselines", "itq",
-           "--set", "positive_weight_items=9000"),
+    *group("bgan-70k", "bgan", ("fashion70k",), (32,), *SEEDS, "--baselines", "itq"),
     *group("sigah-70k", "sigah", ("fashion70k",), (32,), *SEEDS, "--baselines", "itq"),
     *group("dshgan-70k", "dshgan", ("fashion70k",), (32,), "--seeds", "0", "--baselines", "itq"),
 ]

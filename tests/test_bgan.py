@@ -125,9 +125,10 @@ def test_neighbour_pair_weight_follows_the_training_set_size_when_asked():
                        positive_weight_items=None)
     assert fixed.model.neighbour_pair_weight == 10.0
     default = tfhash.fit("bgan", x, bits=8, epochs=1, batch_size=40, verbose=0, positive_weight=10.0, k1=3, k2=4)
-    assert default.model.neighbour_pair_weight == 10.0 * 120 / 9000  # the default preset scales from 9,000 items
+    # The default preset scales the weight from 9,000 items, more steeply than the pairs' share.
+    assert default.model.neighbour_pair_weight == pytest.approx(10.0 * (120 / 9000) ** 1.68)
     scaled = tfhash.fit("bgan", x, bits=8, epochs=1, batch_size=40, verbose=0, positive_weight=10.0, k1=3, k2=4,
-                        positive_weight_items=40)
+                        positive_weight_items=40, positive_weight_exponent=1.0)
     assert scaled.model.neighbour_pair_weight == 30.0  # three times the items: neighbour pairs 3x rarer per batch
     steeper = tfhash.fit("bgan", x, bits=8, epochs=1, batch_size=40, verbose=0, positive_weight=10.0, k1=3, k2=4,
                          positive_weight_items=40, positive_weight_exponent=2.0)
