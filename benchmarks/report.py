@@ -73,6 +73,19 @@ def _restates_the_default(scheme: str, bits: int, overrides: dict) -> bool:
     return all(key in default and default[key] == value for key, value in overrides.items())
 
 
+def _trained_as_the_default_now(scheme: str, run: dict) -> bool:
+    """Whether a run that recorded its hyperparameters trained with every value the scheme's current default
+    preset sets at its code length (runs that predate the field: assumed so)."""
+    recorded = run.get("hyperparameters")
+    if recorded is None:
+        return True
+    from tfhash import schemes
+
+    cls = schemes.get(scheme)
+    preset = cls.presets[cls.default_preset].settings(run["bits"])["hyperparameters"]
+    return all(recorded.get(key) == cls.config_value(key, value) for key, value in preset.items())
+
+
 def _given(record: dict, option: str) -> bool:
     """Whether the run's command set ``option`` (records that predate the field: read from the command)."""
     if option in record:
@@ -90,7 +103,8 @@ def run_method(record: dict, run: dict, defaults: dict[str, str]) -> str | None:
     scheme = record["scheme"]
     overrides = run.get("overrides") or {}
     changed = ((overrides and not _restates_the_default(scheme, run["bits"], overrides))
-               or _given(record, "epochs") or _given(record, "batch_size"))
+               or _given(record, "epochs") or _given(record, "batch_size")
+               or not _trained_as_the_default_now(scheme, run))
     if run.get("preset") == defaults.get(scheme) and not changed:
         return scheme
     return None

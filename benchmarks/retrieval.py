@@ -143,6 +143,13 @@ def code_shape(hasher, database_x):
             "bit_freq_min": float(frequencies.min()), "bit_freq_max": float(frequencies.max())}
 
 
+def resolved_hyperparameters(hasher):
+    """Every hyperparameter the run trained with (the preset's, the overrides and the constructor's), so a
+    record still says what it measured after a preset changes."""
+    config = hasher.model.get_config()
+    return {name: value for name, value in config.items() if name not in ("bits", "input_shape", "seed")}
+
+
 def training_data(split, scheme, labels):
     """``tfhash.fit``'s data arguments: the split, or its training items with ``labels`` for a scheme that trains on
     labels when only some are given."""
@@ -258,6 +265,7 @@ def main(argv=None):
                     shape = code_shape(hasher, split.database_x)
                     results.append({"data": data, "bits": bits, "seed": seed, "method": label, "baseline": False,
                                     "preset": preset, "overrides": values, "epochs": hasher.epoch,
+                                    "hyperparameters": resolved_hyperparameters(hasher),
                                     "batch_size": hasher.training["batch_size"], **scores, **shape,
                                     "train_seconds": seconds})
                     print(f"  {data} {bits} bits seed {seed} {label}: validation {scores['validation']:.4f}, "

@@ -78,6 +78,20 @@ def test_overrides_that_restate_the_current_default_keep_a_run_default():
     assert schemes.get("bgan").presets["neighbours"].settings(32)["hyperparameters"]["positive_weight"] == 10.0
 
 
+def test_a_run_that_recorded_what_it_trained_with_is_the_default_only_if_the_default_still_trains_so():
+    from tfhash import schemes
+
+    cls = schemes.get("bgan")
+    now = {**cls.default_hyperparameters(), **cls.presets["neighbours"].settings(32)["hyperparameters"]}
+    itq = _seeds("mnist10k", "itq", [0.5], **ITQ)
+    current = _record(itq + _seeds("mnist10k", "neighbours", [0.8], **DEFAULT_BGAN, hyperparameters=now))
+    assert report.headline_cells([current])[("mnist10k", "bgan")]["test"] == [0.8]
+    # A preset that changed since the run (here: its weight rule) no longer counts the run as its default.
+    before = _record(itq + _seeds("mnist10k", "neighbours", [0.9], **DEFAULT_BGAN,
+                                  hyperparameters={**now, "positive_weight_exponent": 1.0}))
+    assert ("mnist10k", "bgan") not in report.headline_cells([before])
+
+
 def test_the_last_record_over_the_most_seeds_holding_a_cell_wins():
     first = _record(_seeds("digits", "itq", [0.5], **ITQ) + _seeds("digits", "neighbours", [0.1], **DEFAULT_BGAN))
     second = _record(_seeds("digits", "itq", [0.6], **ITQ) + _seeds("digits", "neighbours", [0.9], **DEFAULT_BGAN))
