@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import os
 import shlex
 import subprocess
@@ -350,10 +351,15 @@ VERDICTS = [
 # --- reading the results -----------------------------------------------------------------------------
 
 
-def _arguments(argv):
+@functools.lru_cache(maxsize=1)
+def _parser():
     from benchmarks import retrieval
 
-    values = vars(retrieval.build_parser().parse_args(argv))
+    return retrieval.build_parser()
+
+
+def _arguments(argv):
+    values = vars(_parser().parse_args(argv))
     values.pop("results")
     return values
 
@@ -430,15 +436,13 @@ def format_figure(by_seed, percent=False, signed=False):
 # --- rendering ------------------------------------------------------------------------------------------
 
 
-def _jobs_of(table_rows, columns):
+def _job_names(cells):
+    """The names of the jobs behind ``(Ours, data, bits)`` cells, in order, each once (cells without a job: none)."""
     names = []
-    for row in table_rows:
-        if row.ours is None:
-            continue
-        for column in columns:
-            job = _job(row.ours.group, column.data, column.bits)
-            if job and job.name not in names:
-                names.append(job.name)
+    for ours, data, bits in cells:
+        job = _job(ours.group, data, bits)
+        if job and job.name not in names:
+            names.append(job.name)
     return names
 
 
@@ -470,12 +474,14 @@ def render_table(table, found):
             if row.ours is not None and _job(row.ours.group, column.data, column.bits) is not None:
                 values = per_seed(found, row.ours, column.data, column.bits, column.metric)
                 ours = format_figure(values, table.percent, signed=row.ours.minus is not None)
-                itq = per_seed(found, Ours(row.ours.group, "itq"), column.data, column.bits, column.metric)
-                if row.ours.versus_itq and values and itq:
-                    ours += f" ({np.mean(list(values.values())) / np.mean(list(itq.values())):.2f}x ITQ)"
+                if row.ours.versus_itq and values:
+                    itq = per_seed(found, Ours(row.ours.group, "itq"), column.data, column.bits, column.metric)
+                    if itq:
+                        ours += f" ({np.mean(list(values.values())) / np.mean(list(itq.values())):.2f}x ITQ)"
             cells.append(" · ".join(part for part in (paper, ours) if part) or "")
         lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
-    jobs = _jobs_of(table.rows, table.columns)
+    jobs = _job_names((row.ours, column.data, column.bits) for row in table.rows if row.ours is not None
+                      for column in table.columns)
     if jobs:
         lines += ["", "Runs:", *_job_lines(jobs, found)]
     return "\n".join(lines)
@@ -532,16 +538,13 @@ def render_verdict(found):
              "deviation over seeds 0, 1, 2; Δ is on − off, its spread that of the per-seed differences. Beside "
              "it, the best non-adversarial method of the library on the same seeds (ITQ, CIBHash's default, "
              "BGAN's neighbour loss alone).", ""]
-    sentences = []
-    for verdict in VERDICTS:
-        rows = verdict_rows(found, verdict)
-        sentences.append(verdict_sentence(verdict.scheme, rows))
-    lines += [f"- {s}" for s in sentences]
+    rows_of = {verdict.scheme: verdict_rows(found, verdict) for verdict in VERDICTS}
+    lines += [f"- {verdict_sentence(scheme, rows)}" for scheme, rows in rows_of.items()]
     lines += ["", "| scheme | data | bits | GAN on | GAN off | Δ (on − off) | best non-adversarial |",
               "|---|---|---|---|---|---|---|"]
     for verdict in VERDICTS:
         anchor = f'<a id="verdict-{verdict.scheme.lower().replace("-", "")}"></a>'
-        for index, r in enumerate(verdict_rows(found, verdict)):
+        for index, r in enumerate(rows_of[verdict.scheme]):
             label = f"{anchor}{verdict.scheme}" if index == 0 else verdict.scheme
             best = "not run"
             if r["best"]:
@@ -550,14 +553,9 @@ def render_verdict(found):
             lines.append(f"| {label} | {r['data']} | {r['bits']} | {format_figure(r['on'])} | "
                          f"{format_figure(r['off'])} | {format_figure(r['delta'], signed=True)} | {best} |")
     lines += ["", "What each row compares:", *[f"- **{v.scheme}**: {v.note}." for v in VERDICTS]]
-    names = []
-    for verdict in VERDICTS:
-        for ours in (verdict.on, verdict.off, *verdict.reference):
-            for data in verdict.data:
-                for bits in verdict.bits:
-                    job = _job(ours.group, data, bits)
-                    if job and job.name not in names:
-                        names.append(job.name)
+    names = _job_names((ours, data, bits) for verdict in VERDICTS
+                       for ours in (verdict.on, verdict.off, *verdict.reference)
+                       for data in verdict.data for bits in verdict.bits)
     lines += ["", "Runs:", *_job_lines(names, found)]
     return "\n".join(lines)
 
