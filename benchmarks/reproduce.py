@@ -421,7 +421,9 @@ def per_seed(found, ours, data, bits, metric):
 
 def _number(value, percent, signed=False):
     text = f"{value * 100:.2f}" if percent else f"{value:.3f}"
-    return ("+" if signed and value >= 0 else "") + text
+    if float(text) == 0:  # a difference that rounds to nothing carries no sign ("-0.000" reads as a loss)
+        return text.lstrip("-")
+    return ("+" if signed and value > 0 else "") + text
 
 
 def format_figure(by_seed, percent=False, signed=False):
@@ -518,14 +520,15 @@ def verdict_sentence(name, rows):
     for r in measured:
         values = np.array(list(r["delta"].values()))
         mean, spread = values.mean(), values.std(ddof=1)
-        where = f"{r['data']} {r['bits']} bits ({mean:+.3f})"
+        where = f"{r['data']} {r['bits']} bits ({_number(mean, percent=False, signed=True)})"
         if mean > spread:
             helped.append(where)
         elif mean < -spread:
             hurt.append(where)
-    means = [np.mean(list(r["delta"].values())) for r in measured]
-    text = (f"**{name}**: over {len(measured)} of {len(rows)} cells, the adversarial part changes mAP by "
-            f"{min(means):+.3f} to {max(means):+.3f}.")
+    means = [_number(np.mean(list(r["delta"].values())), percent=False, signed=True) for r in measured]
+    low, high = min(means, key=float), max(means, key=float)
+    change = f"by {low}" if low == high else f"by {low} to {high}"
+    text = f"**{name}**: in the {len(measured)} of {len(rows)} cells measured, the adversarial part changes mAP {change}."
     text += f" It helps beyond the spread in {', '.join(helped)}." if helped else " It helps beyond the spread nowhere."
     text += f" It hurts beyond the spread in {', '.join(hurt)}." if hurt else " It hurts beyond the spread nowhere."
     return text

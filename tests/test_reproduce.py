@@ -81,6 +81,7 @@ def test_cells_show_mean_and_spread_paired_differences_and_the_job_cost():
     assert reproduce.format_figure(delta, signed=True) == "-0.100 ± 0.020"
     assert reproduce.format_figure({0: 0.5}) == "0.500 (1 seed)"
     assert reproduce.format_figure({}) == "not run"
+    assert reproduce.format_figure({0: -0.0004, 1: 0.0001}, signed=True) == "0.000 ± 0.000"
 
     text = reproduce.render([_record(job, runs)])
     assert "| HashGAN | 91.13 · not run | 92.70 · 32.00 ± 2.00 | 93.93 · not run |" in text
@@ -88,7 +89,7 @@ def test_cells_show_mean_and_spread_paired_differences_and_the_job_cost():
     # The verdict says in plain words where the GAN hurt, from the same figures.
     verdict = reproduce.verdict_rows(found, reproduce.VERDICTS[0])
     assert reproduce.verdict_sentence("HashGAN", verdict) == (
-        "**HashGAN**: over 1 of 6 cells, the adversarial part changes mAP by -0.100 to -0.100. It helps beyond "
+        "**HashGAN**: in the 1 of 6 cells measured, the adversarial part changes mAP by -0.100. It helps beyond "
         "the spread nowhere. It hurts beyond the spread in mnist10k 32 bits (-0.100).")
 
 
