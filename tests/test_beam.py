@@ -1,5 +1,6 @@
 """Encoding on Apache Beam (DirectRunner, two worker processes) against the local streaming build: `pytest -m beam`."""
 
+import json
 import subprocess
 import sys
 
@@ -73,3 +74,19 @@ def test_shards_are_never_written_over_someone_elses_files(exported, tmp_path):
     with pytest.raises(ValueError, match=r"holds files an encoding run does not write \(notes.txt\)"):
         tfhash.beam.EncodeToShards(export, str(tmp_path / "shard-*.npy"), str(output))
     assert (output / "encoder.json").read_text() == "mine"
+
+
+def test_merging_shards_of_another_width_names_the_sizes_found(tmp_path):
+    import tensorflow as tf
+
+    import tfhash.beam
+
+    output = tmp_path / "out"
+    output.mkdir()
+    (output / "encoder.json").write_text(json.dumps({"scheme": "hashgan", "bits": 32, "fingerprint": "f"}))
+    with tf.io.TFRecordWriter(str(output / "codes-00000-of-00001.tfrecord")) as writer:
+        for item in range(3):
+            writer.write(np.int64(item).tobytes() + bytes(8))  # 64-bit codes under a 32-bit encoder
+    with pytest.raises(ValueError, match=r"records of \[16\] bytes; expected 12"):
+        tfhash.beam.merge_shards(output, tmp_path / "index")
+    assert not (tmp_path / "index").exists()

@@ -214,8 +214,7 @@ def merge_shards(output, path, *, overwrite=False):
     shards = sorted(glob.glob(os.path.join(output, f"{SHARD_PREFIX}-*.tfrecord")))
     if not shards:
         raise ValueError(f"`output` {output!r} holds no {SHARD_PREFIX}-*.tfrecord shards.")
-    records = [np.frombuffer(r, np.uint8) for r in tf.data.TFRecordDataset(shards).as_numpy_iterator()]
-    rows = np.stack(records) if records else np.empty((0, 8 + width), np.uint8)
+    rows = _read_rows(tf.data.TFRecordDataset(shards), 8 + width, output)
     ids = rows[:, :8].copy().view("<i8")[:, 0].astype(np.int64)
     order = np.argsort(ids, kind="stable")
     skipped = []
@@ -228,6 +227,20 @@ def merge_shards(output, path, *, overwrite=False):
                details={"source": {"kind": "beam", "shards": output},
                         "skipped": sorted(skipped, key=lambda s: s["id"])})
     return index.load(path)
+
+
+def _read_rows(records, row_bytes, output, batch=1 << 16):
+    """Every record as one row of an ``(n, row_bytes)`` uint8 array, joined a batch at a time: a few bytes per
+    item rather than a Python object per item."""
+    parts = []
+    for chunk in records.batch(batch).as_numpy_iterator():
+        joined = b"".join(chunk)
+        if len(joined) != len(chunk) * row_bytes:
+            sizes = sorted({len(record) for record in chunk} - {row_bytes})
+            raise ValueError(f"`output` {output!r} holds records of {sizes} bytes; expected {row_bytes} "
+                             "(an 8-byte id and the packed code): shards of another encoder?")
+        parts.append(np.frombuffer(joined, np.uint8).reshape(-1, row_bytes))
+    return np.concatenate(parts) if parts else np.empty((0, row_bytes), np.uint8)
 
 
 class _Described:
