@@ -511,8 +511,13 @@ def verdict_rows(found, verdict):
     return rows
 
 
+# A difference within its spread over seeds, or below half a point of mAP, is called level: seeds move a
+# scheme's mAP by more than that, so smaller differences decide nothing for a user choosing a method.
+LEVEL = 0.005
+
+
 def verdict_sentence(name, rows):
-    """Plain words from the figures: in how many cells the GAN helped or hurt by more than its spread."""
+    """Plain words from the figures: where the GAN helped or hurt by more than its spread and than LEVEL."""
     measured = [r for r in rows if len(r["delta"]) > 1]
     if not measured:
         return f"**{name}**: not measured yet."
@@ -521,16 +526,16 @@ def verdict_sentence(name, rows):
         values = np.array(list(r["delta"].values()))
         mean, spread = values.mean(), values.std(ddof=1)
         where = f"{r['data']} {r['bits']} bits ({_number(mean, percent=False, signed=True)})"
-        if mean > spread:
+        if mean > max(spread, LEVEL):
             helped.append(where)
-        elif mean < -spread:
+        elif mean < -max(spread, LEVEL):
             hurt.append(where)
     means = [_number(np.mean(list(r["delta"].values())), percent=False, signed=True) for r in measured]
     low, high = min(means, key=float), max(means, key=float)
     change = f"by {low}" if low == high else f"by {low} to {high}"
     text = f"**{name}**: in the {len(measured)} of {len(rows)} cells measured, the adversarial part changes mAP {change}."
-    text += f" It helps beyond the spread in {', '.join(helped)}." if helped else " It helps beyond the spread nowhere."
-    text += f" It hurts beyond the spread in {', '.join(hurt)}." if hurt else " It hurts beyond the spread nowhere."
+    text += f" It helps in {', '.join(helped)}." if helped else " It helps nowhere."
+    text += f" It hurts in {', '.join(hurt)}." if hurt else " It hurts nowhere."
     return text
 
 
@@ -540,7 +545,8 @@ def render_verdict(found):
              "(same seeds, same data, same epochs); test mAP, label protocol unless stated, mean ± sample standard "
              "deviation over seeds 0, 1, 2; Δ is on − off, its spread that of the per-seed differences. Beside "
              "it, the best non-adversarial method of the library on the same seeds (ITQ, CIBHash's default, "
-             "BGAN's neighbour loss alone).", ""]
+             "BGAN's neighbour loss alone). The GAN helps or hurts in a cell when Δ exceeds both its spread and "
+             f"{LEVEL} mAP; smaller differences are level.", ""]
     rows_of = {verdict.scheme: verdict_rows(found, verdict) for verdict in VERDICTS}
     lines += [f"- {verdict_sentence(scheme, rows)}" for scheme, rows in rows_of.items()]
     lines += ["", "| scheme | data | bits | GAN on | GAN off | Δ (on − off) | best non-adversarial |",

@@ -89,8 +89,18 @@ def test_cells_show_mean_and_spread_paired_differences_and_the_job_cost():
     # The verdict says in plain words where the GAN hurt, from the same figures.
     verdict = reproduce.verdict_rows(found, reproduce.VERDICTS[0])
     assert reproduce.verdict_sentence("HashGAN", verdict) == (
-        "**HashGAN**: in the 1 of 6 cells measured, the adversarial part changes mAP by -0.100. It helps beyond "
-        "the spread nowhere. It hurts beyond the spread in mnist10k 32 bits (-0.100).")
+        "**HashGAN**: in the 1 of 6 cells measured, the adversarial part changes mAP by -0.100. It helps "
+        "nowhere. It hurts in mnist10k 32 bits (-0.100).")
+
+
+def test_a_difference_within_its_spread_or_below_the_level_is_neither_help_nor_harm():
+    rows = [{"data": "mnist10k", "bits": 16, "delta": {0: -0.0020, 1: -0.0021, 2: -0.0019}},  # steady but tiny
+            {"data": "mnist10k", "bits": 32, "delta": {0: 0.03, 1: -0.02, 2: 0.02}},  # large but within spread
+            {"data": "fashion10k", "bits": 16, "delta": {0: 0.010, 1: 0.012, 2: 0.011}},
+            {"data": "fashion10k", "bits": 32, "delta": {}}]
+    assert reproduce.verdict_sentence("SiGAH", rows) == (
+        "**SiGAH**: in the 3 of 4 cells measured, the adversarial part changes mAP by -0.002 to +0.011. It helps "
+        "in fashion10k 16 bits (+0.011). It hurts nowhere.")
 
 
 def test_a_record_belongs_to_the_job_with_the_same_arguments_and_the_last_one_wins():
