@@ -70,6 +70,22 @@ def check_target_path(path, name):
     return path
 
 
+def check_directory_target(path, overwrite, kind, refusal):
+    """``path`` (see :func:`check_target_path`) for a directory written whole: new, empty, or, with ``overwrite``,
+    one that ``refusal(path)`` finds nothing against (it returns why the directory may not be replaced, or None)."""
+    path = check_target_path(path, "path")
+    if os.path.isfile(path):
+        raise ValueError(f"`path` must be a directory to create, got an existing file {path!r}.")
+    if os.path.isdir(path) and os.listdir(path):
+        if not overwrite:
+            raise ValueError(f"`path` {path!r} exists and is not empty; pass overwrite=True to replace {kind}.")
+        reason = refusal(path)
+        if reason:
+            raise ValueError(f"`path` {path!r} {reason}; overwrite=True only replaces {kind} holding nothing "
+                             "else. Choose another path.")
+    return path
+
+
 def write_new_file(tmp, path, replace):
     """Moves the finished file ``tmp`` to ``path``. Without ``replace``, an existing ``path`` is an error, and of
     writers racing for one new path exactly one succeeds (a hard link never replaces its target)."""

@@ -161,22 +161,17 @@ def _check_trained(hasher):
 
 def _check_exportable(hasher, path, overwrite):
     _check_trained(hasher)
-    path = _io.check_target_path(path, "path")
-    if os.path.isfile(path):
-        raise ValueError(f"`path` must be a directory to create, got an existing file {path!r}.")
-    if os.path.isdir(path) and os.listdir(path):
-        if not overwrite:
-            raise ValueError(f"`path` {path!r} exists and is not empty; pass overwrite=True to replace it.")
-        if not is_export(path):
-            # overwrite=True replaces a previous export only, never a training run or any other directory.
-            raise ValueError(f"`path` {path!r} is not empty and is not a tfhash export (no assets/{METADATA_FILE}); "
-                             "overwrite=True only replaces a previous export. Choose another path.")
-        foreign = _foreign_entries(path)
-        if foreign:
-            raise ValueError(f"`path` {path!r} is a tfhash export that also holds other files ({', '.join(foreign)}"
-                             "), such as a training run's checkpoints; overwrite=True only replaces an export that "
-                             "holds nothing else. Choose another path.")
-    return path
+    # overwrite=True replaces a previous export only, never a training run or any other directory.
+    return _io.check_directory_target(path, overwrite, "a previous export", _refusal)
+
+
+def _refusal(path):
+    if not is_export(path):
+        return f"is not empty and is not a tfhash export (no assets/{METADATA_FILE})"
+    foreign = _foreign_entries(path)
+    if foreign:
+        return f"is a tfhash export that also holds other files ({', '.join(foreign)}), such as a training run's checkpoints"
+    return None
 
 
 def _foreign_entries(path):

@@ -658,16 +658,9 @@ def _is_replaceable_index(path):
 
 
 def _check_index_target(path, overwrite):
-    path = _io.check_target_path(path, "path")
-    if os.path.isfile(path):
-        raise ValueError(f"`path` must be a directory to create, got an existing file {path!r}.")
-    if os.path.isdir(path) and os.listdir(path):
-        if not overwrite:
-            raise ValueError(f"`path` {path!r} exists and is not empty; pass overwrite=True to replace a saved index.")
-        if not _is_replaceable_index(path):
-            raise ValueError(f"`path` {path!r} is not empty and is not a saved tfhash index holding nothing else; "
-                             "overwrite=True only replaces a previous index. Choose another path.")
-    return path
+    return _io.check_directory_target(
+        path, overwrite, "a previous index",
+        lambda p: None if _is_replaceable_index(p) else "is not empty and is not a saved tfhash index holding nothing else")
 
 
 def check_encoder(manifest, encoder, path):
