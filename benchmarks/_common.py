@@ -50,6 +50,7 @@ def append_result(path, record, wall_seconds):
     """Appends ``record`` as one JSON line to ``path``, with the command that made it, the commit and the wall
     time, so a figure taken from the file can always be traced and rerun."""
     import json
+    import shlex
     import subprocess
     import sys
 
@@ -58,7 +59,8 @@ def append_result(path, record, wall_seconds):
                                 check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         commit = None
-    entry = {"command": " ".join(["python -m benchmarks." + os.path.basename(sys.argv[0])[:-3]] + sys.argv[1:]),
+    # quoted as a shell would need it, so an argument holding spaces reads back as one (shlex.split)
+    entry = {"command": f"python -m benchmarks.{os.path.basename(sys.argv[0])[:-3]} {shlex.join(sys.argv[1:])}".rstrip(),
              "commit": commit, "wall_seconds": round(wall_seconds, 1), **record}
     with open(path, "a", encoding="utf-8") as f:  # one line per run, appended whole
         f.write(json.dumps(entry, sort_keys=True, default=float) + "\n")

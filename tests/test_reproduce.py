@@ -1,6 +1,7 @@
 """REPRODUCTION.md: generated from the results file alone, every cell pointing at a figure its job records."""
 
 import os
+import sys
 
 import pytest
 
@@ -96,11 +97,13 @@ def test_cells_show_mean_and_spread_paired_differences_and_the_job_cost():
 def test_a_difference_within_its_spread_or_below_the_level_is_neither_help_nor_harm():
     rows = [{"data": "mnist10k", "bits": 16, "delta": {0: -0.0020, 1: -0.0021, 2: -0.0019}},  # steady but tiny
             {"data": "mnist10k", "bits": 32, "delta": {0: 0.03, 1: -0.02, 2: 0.02}},  # large but within spread
-            {"data": "fashion10k", "bits": 16, "delta": {0: 0.010, 1: 0.012, 2: 0.011}},
+            {"data": "fashion10k", "bits": 16, "delta": {0: 0.010, 1: 0.012, 2: 0.011},
+             "on": {0: 0.5, 1: 0.5, 2: 0.5}, "best": ("itq", {0: 0.6, 1: 0.6, 2: 0.6})},
             {"data": "fashion10k", "bits": 32, "delta": {}}]
     assert reproduce.verdict_sentence("SiGAH", rows) == (
         "**SiGAH**: in the 3 of 4 cells measured, the adversarial part changes mAP by -0.002 to +0.011. It helps "
-        "in fashion10k 16 bits (+0.011). It hurts nowhere.")
+        "in fashion10k 16 bits (+0.011). It hurts nowhere. With it on, the scheme is above the best "
+        "non-adversarial method in 0 of those 1 cells (on − best: -0.100).")
 
 
 def test_a_record_belongs_to_the_job_with_the_same_arguments_and_the_last_one_wins():
@@ -126,3 +129,14 @@ def test_the_command_line_checks_and_lists(tmp_path, capsys):
         reproduce.main(["--run", "no-such-job", "--results", str(results)])
     assert "no-such-job" in capsys.readouterr().err
     assert os.path.exists(reproduce.DOCUMENT)
+
+
+def test_a_recorded_command_reads_back_to_its_job_when_an_argument_holds_spaces(tmp_path, monkeypatch):
+    from benchmarks import _common
+
+    job = reproduce.JOBS_BY_CELL[("hashgan", "mnist10k", 32)]  # '--ablation=-adversarial -feature -L2'
+    monkeypatch.setattr(sys, "argv", ["benchmarks/retrieval.py", *job.argv])
+    _common.append_result(str(tmp_path / "results.jsonl"), {"benchmark": "retrieval", "runs": []}, 1.0)
+    records = report.load_results(str(tmp_path / "results.jsonl"))
+    assert records[0]["command"] == job.command
+    assert list(reproduce.job_records(records)) == [job.name]
