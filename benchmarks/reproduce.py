@@ -521,17 +521,18 @@ def verdict_sentence(name, rows):
     measured = [r for r in rows if len(r["delta"]) > 1]
     if not measured:
         return f"**{name}**: not measured yet."
-    helped, hurt = [], []
+    helped, hurt, means = [], [], []
     for r in measured:
         values = np.array(list(r["delta"].values()))
         mean, spread = values.mean(), values.std(ddof=1)
+        means.append(mean)
         where = f"{r['data']} {r['bits']} bits ({_number(mean, percent=False, signed=True)})"
         if mean > max(spread, LEVEL):
             helped.append(where)
         elif mean < -max(spread, LEVEL):
             hurt.append(where)
-    change = _span([np.mean(list(r["delta"].values())) for r in measured])
-    text = f"**{name}**: in the {len(measured)} of {len(rows)} cells measured, the adversarial part changes mAP by {change}."
+    text = (f"**{name}**: in the {len(measured)} of {len(rows)} cells measured, the adversarial part changes mAP "
+            f"by {_span(means)}.")
     text += f" It helps in {', '.join(helped)}." if helped else " It helps nowhere."
     text += f" It hurts in {', '.join(hurt)}." if hurt else " It hurts nowhere."
     # Against the best non-adversarial method: does the scheme with its GAN beat what needs no GAN at all?

@@ -162,10 +162,11 @@ def _check_trained(hasher):
 def _check_exportable(hasher, path, overwrite):
     _check_trained(hasher)
     # overwrite=True replaces a previous export only, never a training run or any other directory.
-    return _io.check_directory_target(path, overwrite, "a previous export", _refusal)
+    return _io.check_directory_target(path, overwrite, "a previous export", _why_not_replaceable)
 
 
-def _refusal(path):
+def _why_not_replaceable(path):
+    """Why ``path`` is not an export that overwrite=True may replace, or None when it is."""
     if not is_export(path):
         return f"is not empty and is not a tfhash export (no assets/{METADATA_FILE})"
     foreign = _foreign_entries(path)
@@ -184,7 +185,7 @@ def _foreign_entries(path):
 
 
 def _replaceable(path):
-    return is_export(path) and not _foreign_entries(path)
+    return _why_not_replaceable(path) is None
 
 
 def read_metadata(path):
