@@ -41,7 +41,7 @@ import numpy as np
 import tfhash
 from benchmarks import _common
 from tfhash import baselines, datasets, evaluation, metrics, schemes
-from trainers.config import parse_set_flags
+from trainers.config import JIT_COMPILE, parse_set_flags
 
 DATA = ("mnist10k", "fashion10k", "fashion70k", "digits", "cifar6k", "gmm100k")
 
@@ -180,7 +180,7 @@ def build_parser():
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="applied to every candidate")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=None, help="default: each preset's")
-    parser.add_argument("--jit-compile", choices=("auto", "true", "false"), default="auto",
+    parser.add_argument("--jit-compile", choices=tuple(JIT_COMPILE), default="auto",
                         help="tfhash.fit's jit_compile for every scheme trained (true: XLA, as Keras on one GPU)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: each preset's")
     parser.add_argument("--protocol", default=None, choices=["labels", "euclidean"])
@@ -227,7 +227,7 @@ def main(argv=None):
     print(f"{args.scheme}: {len(runs)} candidate(s) x seeds {args.seeds} on {args.data}, bits {args.bits}; "
           f"protocol {protocol}; selection on validation queries{labelled}", flush=True)
 
-    jit_compile = {"auto": "auto", "true": True, "false": False}[args.jit_compile]
+    jit_compile = JIT_COMPILE[args.jit_compile]
     results = []  # one dict per (data, bits, seed, method)
     for data in args.data:
         for seed in args.seeds:

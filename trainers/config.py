@@ -13,6 +13,8 @@ from tfhash import _validation, baselines, datasets, schemes
 from tfhash.schemes import presets as presets_lib
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+# Command-line spelling of ``tfhash.fit``'s ``jit_compile`` (Keras's "auto" / True / False).
+JIT_COMPILE = {"auto": "auto", "true": True, "false": False}
 DEFAULT_EVAL_EVERY = 10
 
 

@@ -51,7 +51,7 @@ flags.DEFINE_integer("seed", 0, "Seeds the query draw, initialisation, shuffling
 flags.DEFINE_enum("strategy", "default", list(run_config.STRATEGIES),
                   "Distribution: default (one device), mirrored (all local GPUs), multi_worker (TF_CONFIG), tpu.")
 flags.DEFINE_string("tpu", "", "TPU name or grpc:// address for --strategy=tpu (empty: the local TPU).")
-flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+flags.DEFINE_enum("jit_compile", "auto", list(run_config.JIT_COMPILE),
                   "XLA compilation of the training step, passed to Keras (auto: Keras's rule, on with one GPU).")
 flags.DEFINE_boolean("export", True, "Export the encoder (SavedModel, TF Serving layout) after training.")
 flags.DEFINE_integer("verbose", 1, "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch.")
@@ -115,8 +115,7 @@ def main(argv):
                             epochs=config["epochs"] if config["epochs_given"] else None,
                             batch_size=config["batch_size"], strategy=strategy,
                             callbacks=callbacks, seed=FLAGS.seed, checkpoint_dir=checkpoint_dir,
-                            verbose=FLAGS.verbose, jit_compile={"auto": "auto", "true": True, "false": False}[
-                                FLAGS.jit_compile], **config["hyperparameters"])
+                            verbose=FLAGS.verbose, jit_compile=run_config.JIT_COMPILE[FLAGS.jit_compile], **config["hyperparameters"])
     except (ValueError, FloatingPointError) as err:
         sys.exit(f"error: {err}")
     if not is_chief:
