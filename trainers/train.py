@@ -115,7 +115,8 @@ def main(argv):
                             epochs=config["epochs"] if config["epochs_given"] else None,
                             batch_size=config["batch_size"], strategy=strategy,
                             callbacks=callbacks, seed=FLAGS.seed, checkpoint_dir=checkpoint_dir,
-                            verbose=FLAGS.verbose, jit_compile=run_config.JIT_COMPILE[FLAGS.jit_compile], **config["hyperparameters"])
+                            verbose=FLAGS.verbose, jit_compile=run_config.JIT_COMPILE[FLAGS.jit_compile],
+                            **config["hyperparameters"])
     except (ValueError, FloatingPointError) as err:
         sys.exit(f"error: {err}")
     if not is_chief:
