@@ -99,6 +99,24 @@ def test_saving_never_replaces_what_is_not_an_index(rng, tmp_path):
     assert (tmp_path / "idx" / "extra.txt").exists()
 
 
+def test_an_index_that_gains_a_file_while_it_is_saved_over_is_kept(rng, tmp_path, monkeypatch):
+    built = index.make_index(BITS).add(rng.integers(0, 16, (50, 3), dtype=np.uint8))
+    built.save(tmp_path / "idx")
+    honour_umask = tfhash._io.honour_umask
+
+    def user_writes_meanwhile(path):  # the new index is finished; the user drops a file into the old one
+        honour_umask(path)
+        (tmp_path / "idx" / "notes.txt").write_text("mine")
+
+    monkeypatch.setattr(tfhash._io, "honour_umask", user_writes_meanwhile)
+    with pytest.raises(FileExistsError, match=r"no longer only a previous index \(it is a saved tfhash index "
+                                              r"that also holds other files \(notes.txt\)\); nothing was replaced"):
+        built.save(tmp_path / "idx", overwrite=True)
+    assert (tmp_path / "idx" / "notes.txt").read_text() == "mine"
+    assert len(index.load(tmp_path / "idx")) == 50
+    assert sorted(os.listdir(tmp_path)) == ["idx"]  # neither the new index nor the moved-aside one is left
+
+
 def test_damaged_indexes_are_refused_with_what_is_wrong(rng, tmp_path):
     index.make_index(BITS).add(rng.integers(0, 16, (100, 3), dtype=np.uint8)).save(tmp_path / "idx")
     with open(tmp_path / "idx" / "codes.bin", "r+b") as f:

@@ -230,6 +230,24 @@ def test_a_training_run_is_never_written_into_or_replaced_with_an_export(trained
     assert _tree(export) == before
 
 
+def test_an_export_that_gains_a_file_while_it_is_replaced_is_kept(trained, tmp_path, monkeypatch):
+    hasher, _, _ = trained
+    target = tmp_path / "encoder"
+    hasher.export(str(target))
+    write = tfhash.export._write_saved_model
+
+    def run_saved_meanwhile(*args):  # a training run writes its checkpoint into the old export meanwhile
+        tmp = write(*args)
+        (target / "checkpoint").write_text("run")
+        return tmp
+
+    monkeypatch.setattr(tfhash.export, "_write_saved_model", run_saved_meanwhile)
+    with pytest.raises(FileExistsError, match=r"no longer only a previous export .*checkpoint.*nothing was replaced"):
+        hasher.export(str(target), overwrite=True)
+    assert (target / "checkpoint").read_text() == "run" and tfhash.export.is_export(str(target))
+    assert sorted(os.listdir(tmp_path)) == ["encoder"]
+
+
 def _racing(monkeypatch, module, name, writers):
     """Makes ``writers`` threads reach ``module.name`` together (after their checks), one at a time inside it."""
     original, barrier, lock = getattr(module, name), threading.Barrier(writers, timeout=120), threading.Lock()

@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import tempfile
+from typing import Callable, NamedTuple, Optional
 
 
 def current_umask():
@@ -70,19 +71,29 @@ def check_target_path(path, name):
     return path
 
 
-def check_directory_target(path, overwrite, kind, refusal):
+class Replaceable(NamedTuple):
+    """What ``overwrite=True`` may replace: ``kind`` names it ("a previous export") and ``refusal(path)`` says why
+    a directory is not one (or returns None when it is). Each writer states this once, for both checks: before
+    the work starts and again when the finished directory takes the old one's place."""
+
+    kind: str
+    refusal: Callable[[str], Optional[str]]
+
+
+def check_directory_target(path, overwrite, replaceable):
     """``path`` (see :func:`check_target_path`) for a directory written whole: new, empty, or, with ``overwrite``,
-    one that ``refusal(path)`` finds nothing against (it returns why the directory may not be replaced, or None)."""
+    a directory that ``replaceable`` (a :class:`Replaceable`) finds nothing against."""
     path = check_target_path(path, "path")
     if os.path.isfile(path):
         raise ValueError(f"`path` must be a directory to create, got an existing file {path!r}.")
     if os.path.isdir(path) and os.listdir(path):
         if not overwrite:
-            raise ValueError(f"`path` {path!r} exists and is not empty; pass overwrite=True to replace {kind}.")
-        reason = refusal(path)
+            raise ValueError(f"`path` {path!r} exists and is not empty; pass overwrite=True to replace "
+                             f"{replaceable.kind}.")
+        reason = replaceable.refusal(path)
         if reason:
-            raise ValueError(f"`path` {path!r} {reason}; overwrite=True only replaces {kind} holding nothing "
-                             "else. Choose another path.")
+            raise ValueError(f"`path` {path!r} {reason}; overwrite=True only replaces {replaceable.kind} holding "
+                             "nothing else. Choose another path.")
     return path
 
 
@@ -112,9 +123,9 @@ def place_directory(tmp, path, replaceable=None):
     """Renames the finished directory ``tmp`` to ``path``.
 
     A ``path`` that does not exist or is an empty directory is taken by one atomic rename, which fails when
-    another writer filled it first: of writers racing for one path exactly one succeeds. An existing
-    ``path`` is replaced only when ``replaceable(directory)`` holds for it once moved aside (so nothing
-    written into it meanwhile is lost); the old directory is then removed.
+    another writer filled it first: of writers racing for one path exactly one succeeds. With ``replaceable``
+    (a :class:`Replaceable`), an existing ``path`` is replaced only when nothing is found against it once it
+    is moved aside (so nothing written into it meanwhile is lost); the old directory is then removed.
     """
     try:
         os.rename(tmp, path)
@@ -126,17 +137,18 @@ def place_directory(tmp, path, replaceable=None):
     old = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=f".{os.path.basename(path)}.old-")
     os.rmdir(old)
     os.rename(path, old)
-    if not replaceable(old):
+    reason = replaceable.refusal(old)
+    if reason:
         os.rename(old, path)
-        raise FileExistsError(f"`path` {path!r} changed while this export was written and is no longer only a "
-                              "previous export; nothing was replaced.")
+        raise FileExistsError(f"`path` {path!r} changed while it was being written and is no longer only "
+                              f"{replaceable.kind} (it {reason}); nothing was replaced.")
     try:
         os.rename(tmp, path)
     except OSError:
         try:
-            os.rename(old, path)  # another writer took the path meanwhile: put the old export back if we can
+            os.rename(old, path)  # another writer took the path meanwhile: put the old directory back if we can
         except OSError:
-            shutil.rmtree(old, ignore_errors=True)  # superseded by that writer's export
-        raise FileExistsError(f"`path` {path!r} was replaced by another writer meanwhile; this export was not "
-                              "written.") from None
+            shutil.rmtree(old, ignore_errors=True)  # superseded by that writer's directory
+        raise FileExistsError(f"`path` {path!r} was replaced by another writer meanwhile; nothing was "
+                              "written there.") from None
     shutil.rmtree(old, ignore_errors=True)

@@ -197,7 +197,7 @@ def _finish(work, target, encoder, backend, index_options, state, overwrite):
         os.remove(os.path.join(work, PROGRESS_FILE))
         os.remove(os.path.join(work, LOCK_FILE))
         _io.honour_umask(work)
-        _io.place_directory(work, target, index_lib._is_replaceable_index if overwrite else None)
+        _io.place_directory(work, target, index_lib.PREVIOUS_INDEX if overwrite else None)
         return
     # A Faiss index is built from the finished codes, then saved like any index.
     exact = index_lib.HammingIndex(encoder.bits)

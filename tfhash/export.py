@@ -161,8 +161,7 @@ def _check_trained(hasher):
 
 def _check_exportable(hasher, path, overwrite):
     _check_trained(hasher)
-    # overwrite=True replaces a previous export only, never a training run or any other directory.
-    return _io.check_directory_target(path, overwrite, "a previous export", _why_not_replaceable)
+    return _io.check_directory_target(path, overwrite, PREVIOUS_EXPORT)
 
 
 def _why_not_replaceable(path):
@@ -184,8 +183,8 @@ def _foreign_entries(path):
     return foreign
 
 
-def _replaceable(path):
-    return _why_not_replaceable(path) is None
+# overwrite=True replaces a previous export only, never a training run or any other directory.
+PREVIOUS_EXPORT = _io.Replaceable("a previous export", _why_not_replaceable)
 
 
 def read_metadata(path):
@@ -249,7 +248,7 @@ def export_saved_model(hasher, path, *, overwrite=False):
     target = os.path.abspath(path)
     tmp = _write_saved_model(hasher, os.path.dirname(target), os.path.basename(target))
     try:
-        _io.place_directory(tmp, target, _replaceable if overwrite else None)
+        _io.place_directory(tmp, target, PREVIOUS_EXPORT if overwrite else None)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -104,7 +104,7 @@ class _SearchIndex:
             manifest = _manifest(self.backend, self.bits, count, options, files, encoder_description(encoder), details)
             _io.write_json_atomically(os.path.join(tmp, MANIFEST), manifest)
             _io.honour_umask(tmp)
-            _io.place_directory(tmp, target, _is_replaceable_index if overwrite else None)
+            _io.place_directory(tmp, target, PREVIOUS_INDEX if overwrite else None)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -649,18 +649,23 @@ def read_manifest(path):
     return manifest
 
 
-def _is_replaceable_index(path):
+def _why_not_replaceable(path):
+    """Why ``path`` is not a saved index that overwrite=True may replace, or None when it is."""
     try:
         read_manifest(path)
     except (OSError, ValueError):
-        return False
-    return set(os.listdir(path)) <= INDEX_ENTRIES
+        return "is not empty and is not a saved tfhash index"
+    foreign = sorted(set(os.listdir(path)) - INDEX_ENTRIES)
+    if foreign:
+        return f"is a saved tfhash index that also holds other files ({', '.join(foreign)})"
+    return None
+
+
+PREVIOUS_INDEX = _io.Replaceable("a previous index", _why_not_replaceable)
 
 
 def _check_index_target(path, overwrite):
-    return _io.check_directory_target(
-        path, overwrite, "a previous index",
-        lambda p: None if _is_replaceable_index(p) else "is not empty and is not a saved tfhash index holding nothing else")
+    return _io.check_directory_target(path, overwrite, PREVIOUS_INDEX)
 
 
 def check_encoder(manifest, encoder, path):
