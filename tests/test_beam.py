@@ -1,11 +1,16 @@
 """Encoding on Apache Beam (DirectRunner, two worker processes) against the local streaming build: `pytest -m beam`."""
 
 import json
+import os
+import pathlib
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import tfhash
@@ -90,3 +95,76 @@ def test_merging_shards_of_another_width_names_the_sizes_found(tmp_path):
     with pytest.raises(ValueError, match=r"records of \[16\] bytes; expected 12"):
         tfhash.beam.merge_shards(output, tmp_path / "index")
     assert not (tmp_path / "index").exists()
+
+
+def _write_shards(output, ids, codes, shards, bits=12, skipped=()):
+    """Hand-written ``codes-SSSSS-of-NNNNN.tfrecord`` shards of (id, code) records, as EncodeToShards writes."""
+    import tensorflow as tf
+
+    output.mkdir(exist_ok=True)
+    (output / "encoder.json").write_text(json.dumps({"scheme": "greedyhash", "bits": bits, "fingerprint": "f"}))
+    for shard, part in enumerate(np.array_split(np.arange(len(ids)), shards)):
+        with tf.io.TFRecordWriter(str(output / f"codes-{shard:05d}-of-{shards:05d}.tfrecord")) as writer:
+            for i in part:
+                writer.write(np.int64(ids[i]).astype("<i8").tobytes() + codes[i].tobytes())
+    if skipped:
+        (output / "skipped-00000-of-00001.jsonl").write_text("".join(json.dumps(s) + "\n" for s in skipped))
+
+
+@settings(max_examples=15)
+@given(n=st.integers(0, 60), shards=st.integers(1, 4), rows_in_memory=st.integers(1, 70), seed=st.integers(0, 999))
+def test_merging_in_bounded_runs_writes_every_item_once_sorted_by_id(n, shards, rows_in_memory, seed):
+    import tfhash.beam
+
+    rng = np.random.default_rng(seed)
+    ids = rng.choice(10 * n + 1, n, replace=False) - 5 * n  # unique, shuffled, some negative
+    codes = rng.integers(0, 256, (n, 2), dtype=np.uint8)
+    with tempfile.TemporaryDirectory() as tmp:
+        output = pathlib.Path(tmp) / "out"
+        _write_shards(output, ids, codes, shards, skipped=[{"id": 3, "item": "b", "error": "x"}])
+        merged = tfhash.beam.merge_shards(output, pathlib.Path(tmp) / "index", rows_in_memory=rows_in_memory)
+        order = np.argsort(ids)
+        np.testing.assert_array_equal(np.asarray(merged._ids), ids[order])
+        np.testing.assert_array_equal(np.asarray(merged._codes), codes[order])
+        manifest = tfhash.index.read_manifest(pathlib.Path(tmp) / "index")
+        assert manifest["count"] == n and manifest["details"]["skipped"][0]["item"] == "b"
+        assert sorted(os.listdir(tmp)) == ["index", "out"]  # no run files or working directory left
+
+
+def test_merging_refuses_shards_of_two_runs_and_ids_seen_twice(tmp_path):
+    import tfhash.beam
+
+    codes = np.zeros((6, 2), np.uint8)
+    output = tmp_path / "out"
+    _write_shards(output, np.arange(6), codes, 2)
+    _write_shards(output, np.arange(6), codes, 3)  # a second run with another shard count, same directory
+    with pytest.raises(ValueError, match=r"not one complete set \(2 of 2; 3 of 3\)"):
+        tfhash.beam.merge_shards(output, tmp_path / "index")
+    (output / "codes-00000-of-00002.tfrecord").unlink()
+    (output / "codes-00001-of-00002.tfrecord").unlink()
+    (output / "codes-00002-of-00003.tfrecord").unlink()  # a run that did not finish
+    with pytest.raises(ValueError, match=r"not one complete set \(2 of 3\)"):
+        tfhash.beam.merge_shards(output, tmp_path / "index")
+    _write_shards(output, np.array([0, 1, 2, 3, 2, 5]), codes, 3)
+    with pytest.raises(ValueError, match="holds id 2 twice"):
+        tfhash.beam.merge_shards(output, tmp_path / "index", rows_in_memory=2)
+    assert sorted(os.listdir(tmp_path)) == ["out"]  # nothing written beside it
+    _write_shards(output, np.arange(6), codes, 3)
+    tfhash.beam.merge_shards(output, tmp_path / "index")
+    with pytest.raises(ValueError, match="pass overwrite=True"):
+        tfhash.beam.merge_shards(output, tmp_path / "index")
+    assert len(tfhash.beam.merge_shards(output, tmp_path / "index", overwrite=True)) == 6
+
+
+def test_a_refused_index_stops_the_command_before_any_encoding(exported, tmp_path, capsys):
+    from trainers import encode_beam
+
+    export, x = exported
+    np.save(tmp_path / "shard-0.npy", x[:10])
+    user = tmp_path / "photos.index"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match=r"error: `path` .*photos.index' exists and is not empty"):
+        encode_beam.main([f"--export={export}", f"--input={tmp_path / 'shard-*.npy'}",
+                          f"--output={tmp_path / 'out'}", f"--index={user}", "--runner=DirectRunner"])
+    assert not (tmp_path / "out").exists() and (user / "notes.txt").read_text() == "mine"

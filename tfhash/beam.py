@@ -12,22 +12,25 @@ which workers happen to process it. Images are decoded and resized exactly as th
 (:func:`tfhash.sources.decode_image`); an item that cannot be read is skipped and counted in the Beam
 counter ``tfhash:skipped_items`` (and listed in ``skipped-*.jsonl`` beside the shards). The export runs
 in Beam's RunInference (batched, one model per worker process) through a small model handler around the
-export's serving function. :func:`merge_shards` writes the saved index, sorted by id: the same bytes as a
-local build of the same items.
+export's serving function. :func:`merge_shards` writes the saved index, sorted by id in bounded runs on
+disk: the same bytes as a local build of the same items.
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import os
+import re
+import shutil
+import tempfile
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
-from tfhash import index, sources
+from tfhash import _io, _validation, index, sources
+from tfhash import codes as codes_lib
 
 SHARD_PREFIX = "codes"
 ENCODER_FILE = "encoder.json"
@@ -202,45 +205,154 @@ class EncodeToShards(beam.PTransform):
                                                      file_name_suffix=".tfrecord"))
 
 
-def merge_shards(output, path, *, overwrite=False):
+def merge_shards(output, path, *, overwrite=False, rows_in_memory=1 << 22):
     """Writes the saved index (exact, numpy backend) of the shards in ``output``, sorted by id; returns it
-    (opened with :func:`tfhash.index.load`). Skipped items are listed in its manifest."""
+    (opened with :func:`tfhash.index.load`). Skipped items are listed in its manifest.
+
+    The shards are sorted in runs of at most ``rows_in_memory`` records, written beside ``path``, and the runs
+    merged into the index's files, so memory stays bounded however many items the shards hold (disk needs
+    about twice the index's size meanwhile). Shards of two encoding runs in one directory, or an id found
+    twice, are refused.
+    """
     import tensorflow as tf
 
     output = os.fspath(output)
+    rows_in_memory = _validation.check_positive_int(rows_in_memory, "rows_in_memory")
     with open(os.path.join(output, ENCODER_FILE), encoding="utf-8") as f:
         encoder = json.load(f)
-    width = (int(encoder["bits"]) + 7) // 8
-    shards = sorted(glob.glob(os.path.join(output, f"{SHARD_PREFIX}-*.tfrecord")))
+    bits = int(encoder["bits"])
+    shards = _one_run_of(output, SHARD_PREFIX, ".tfrecord")
     if not shards:
         raise ValueError(f"`output` {output!r} holds no {SHARD_PREFIX}-*.tfrecord shards.")
-    rows = _read_rows(tf.data.TFRecordDataset(shards), 8 + width, output)
-    ids = rows[:, :8].copy().view("<i8")[:, 0].astype(np.int64)
-    order = np.argsort(ids, kind="stable")
     skipped = []
-    for name in sorted(glob.glob(os.path.join(output, "skipped-*.jsonl"))):
+    for name in _one_run_of(output, "skipped", ".jsonl"):
         with open(name, encoding="utf-8") as f:
             skipped += [json.loads(line) for line in f if line.strip()]
-    built = index.HammingIndex(int(encoder["bits"])).add(np.ascontiguousarray(rows[order, 8:]), ids=ids[order])
-    description = {k: encoder[k] for k in ("scheme", "bits", "fingerprint")}
-    built.save(path, encoder=_Described(description), overwrite=overwrite,
-               details={"source": {"kind": "beam", "shards": output},
-                        "skipped": sorted(skipped, key=lambda s: s["id"])})
+    path = index.check_save_target(path, overwrite)
+    target = os.path.abspath(path)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    work = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.merge-")
+    try:
+        row_bytes = 8 + codes_lib.num_bytes(bits)
+        runs = _sorted_runs(tf.data.TFRecordDataset(shards), row_bytes, output, work, rows_in_memory)
+        count = _merge_runs(runs, row_bytes, work, rows_in_memory, output)
+        files = {key: {"name": name, "bytes": os.path.getsize(os.path.join(work, name))}
+                 for key, name in (("codes", index.CODES_FILE), ("ids", index.IDS_FILE))}
+        description = {k: encoder[k] for k in ("scheme", "bits", "fingerprint")}
+        details = {"source": {"kind": "beam", "shards": output}, "skipped": sorted(skipped, key=lambda s: s["id"])}
+        _io.write_json_atomically(os.path.join(work, index.MANIFEST),
+                                  index._manifest("numpy", bits, count, {}, files, description, details))
+        _io.honour_umask(work)
+        _io.place_directory(work, target, index.PREVIOUS_INDEX if overwrite else None)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return index.load(path)
 
 
-def _read_rows(records, row_bytes, output, batch=1 << 16):
-    """Every record as one row of an ``(n, row_bytes)`` uint8 array, joined a batch at a time: a few bytes per
+def _one_run_of(output, prefix, suffix):
+    """The files ``prefix-SSSSS-of-NNNNN<suffix>`` in ``output``, sorted: all N of one set, never a mix of the
+    sets of two runs (a run with another shard count leaves its files beside the new ones)."""
+    pattern = re.compile(rf"{re.escape(prefix)}-(\d+)-of-(\d+){re.escape(suffix)}")
+    found = {}
+    for name in sorted(os.listdir(output)):
+        match = pattern.fullmatch(name)
+        if match:
+            found.setdefault(int(match.group(2)), set()).add(int(match.group(1)))
+    if not found:
+        return []
+    total, numbers = next(iter(found.items()))
+    if len(found) > 1 or numbers != set(range(total)):
+        sets = "; ".join(f"{len(n)} of {t}" for t, n in sorted(found.items()))
+        raise ValueError(f"`output` {output!r} holds {prefix}-*-of-*{suffix} files that are not one complete "
+                         f"set ({sets}): shards of more than one encoding run, or a run that did not finish. "
+                         "Encode into a new directory.")
+    return [os.path.join(output, f"{prefix}-{i:05d}-of-{total:05d}{suffix}") for i in range(total)]
+
+
+def _sorted_runs(records, row_bytes, output, work, rows_in_memory, batch=1 << 16):
+    """Writes the records, ``rows_in_memory`` at a time sorted by id, to run files in ``work``; returns
+    ``(path, rows)`` of each run. A record is read into a row of bytes, a batch at a time: a few bytes per
     item rather than a Python object per item."""
-    parts = []
-    for chunk in records.batch(batch).as_numpy_iterator():
+    runs, parts, held = [], [], 0
+
+    def write_run():
+        rows = np.concatenate(parts)
+        rows = rows[np.argsort(_ids(rows), kind="stable")]
+        name = os.path.join(work, f"run-{len(runs):06d}")
+        with open(name, "wb") as f:
+            f.write(rows.tobytes())
+        runs.append((name, rows.shape[0]))
+
+    for chunk in records.batch(min(batch, rows_in_memory)).as_numpy_iterator():
         joined = b"".join(chunk)
         if len(joined) != len(chunk) * row_bytes:
             sizes = sorted({len(record) for record in chunk} - {row_bytes})
             raise ValueError(f"`output` {output!r} holds records of {sizes} bytes; expected {row_bytes} "
                              "(an 8-byte id and the packed code): shards of another encoder?")
-        parts.append(np.frombuffer(joined, np.uint8).reshape(-1, row_bytes))
-    return np.concatenate(parts) if parts else np.empty((0, row_bytes), np.uint8)
+        rows = np.frombuffer(joined, np.uint8).reshape(-1, row_bytes)
+        while rows.shape[0]:
+            take = min(rows.shape[0], rows_in_memory - held)
+            parts.append(rows[:take])
+            held, rows = held + take, rows[take:]
+            if held == rows_in_memory:
+                write_run()
+                parts, held = [], 0
+    if held:
+        write_run()
+    return runs
+
+
+def _ids(rows):
+    return rows[:, :8].copy().view("<i8")[:, 0]
+
+
+def _merge_runs(runs, row_bytes, work, rows_in_memory, output):
+    """Merges the sorted runs into the index's codes and ids files in ``work`` (and removes the runs); returns
+    the number of items. Each round reads the next block of every run whose block is used up,
+    then writes every held row whose id is at most the smallest last id among runs with rows left to read:
+    no row still unread can come before them."""
+    block = max(1, rows_in_memory // max(1, len(runs)))
+    maps = [np.memmap(name, np.uint8, "r", shape=(rows, row_bytes)) if rows else None for name, rows in runs]
+    read = [0] * len(runs)
+    held = [np.empty((0, row_bytes), np.uint8) for _ in runs]
+    count, last_id = 0, None
+    with open(os.path.join(work, index.CODES_FILE), "wb") as codes_file, \
+            open(os.path.join(work, index.IDS_FILE), "wb") as ids_file:
+        while True:
+            for r, (_, rows) in enumerate(runs):
+                if not held[r].shape[0] and read[r] < rows:
+                    held[r] = np.array(maps[r][read[r]:read[r] + block])
+                    read[r] += held[r].shape[0]
+            waiting = [r for r, (_, rows) in enumerate(runs) if read[r] < rows]
+            bound = min((int(_ids(held[r][-1:])[0]) for r in waiting), default=None)
+            ready = []
+            for r in range(len(runs)):
+                ids = _ids(held[r])
+                cut = ids.shape[0] if bound is None else int(np.searchsorted(ids, bound, side="right"))
+                ready.append(held[r][:cut])
+                held[r] = held[r][cut:]
+            rows = np.concatenate(ready) if ready else np.empty((0, row_bytes), np.uint8)
+            if rows.shape[0]:
+                rows = rows[np.argsort(_ids(rows), kind="stable")]
+                ids = _ids(rows)
+                repeated = np.flatnonzero(ids[1:] == ids[:-1])
+                if repeated.size or (last_id is not None and ids[0] == last_id):
+                    twice = ids[repeated[0]] if repeated.size else last_id
+                    raise ValueError(f"`output` {output!r} holds id {int(twice)} twice: shards of two encoding "
+                                     "runs of the same items? Encode into a new directory.")
+                codes_file.write(rows[:, 8:].tobytes())
+                ids_file.write(ids.astype("<i8").tobytes())
+                count, last_id = count + rows.shape[0], ids[-1]
+            if bound is None:
+                break
+        for handle in (codes_file, ids_file):
+            handle.flush()
+            os.fsync(handle.fileno())
+    del maps
+    for name, _ in runs:
+        os.remove(name)
+    return count
 
 
 class _Described:

@@ -107,7 +107,7 @@ def build(encoder, source, path, *, ids=None, batch_size=256, backend="numpy", o
 
     batch_size = _validation.check_positive_int(batch_size, "batch_size")
     _validation.check_choice(backend, "backend", index_lib.BACKENDS)
-    path = index_lib._check_index_target(path, overwrite)
+    path = index_lib.check_save_target(path, overwrite)
     if isinstance(encoder, (str, os.PathLike)):
         encoder = serving.load(encoder)
     description = index_lib.encoder_description(encoder)

@@ -93,7 +93,7 @@ class _SearchIndex:
         :func:`load` can refuse codes from another encoder. ``details``: JSON facts kept in the manifest
         (:func:`build` records its source and any skipped items there).
         """
-        path = _check_index_target(path, overwrite)
+        path = check_save_target(path, overwrite)
         target = os.path.abspath(path)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         tmp = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.tmp-")
@@ -664,7 +664,9 @@ def _why_not_replaceable(path):
 PREVIOUS_INDEX = _io.Replaceable("a previous index", _why_not_replaceable)
 
 
-def _check_index_target(path, overwrite):
+def check_save_target(path, overwrite=False):
+    """``path`` if an index may be saved there (new, an empty directory, or with ``overwrite`` a previous index
+    holding nothing else); else a ValueError that says why. For callers that do long work before saving."""
     return _io.check_directory_target(path, overwrite, PREVIOUS_INDEX)
 
 
