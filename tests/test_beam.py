@@ -167,4 +167,19 @@ def test_a_refused_index_stops_the_command_before_any_encoding(exported, tmp_pat
     with pytest.raises(SystemExit, match=r"error: `path` .*photos.index' exists and is not empty"):
         encode_beam.main([f"--export={export}", f"--input={tmp_path / 'shard-*.npy'}",
                           f"--output={tmp_path / 'out'}", f"--index={user}", "--runner=DirectRunner"])
+    with pytest.raises(SystemExit, match=r"--rows_in_memory.* 0"):
+        encode_beam.main([f"--export={export}", f"--input={tmp_path / 'shard-*.npy'}",
+                          f"--output={tmp_path / 'out'}", f"--index={tmp_path / 'new.index'}", "--rows_in_memory=0"])
     assert not (tmp_path / "out").exists() and (user / "notes.txt").read_text() == "mine"
+
+
+def test_merge_benchmark_measures_each_run_size_and_finds_the_same_bytes(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "benchmarks.merge", "--items", "5000", "--bits", "20",
+                             "--rows-in-memory", "700", "--results", str(tmp_path / "r.jsonl")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    record = json.loads(result.stdout.strip().splitlines()[-1])
+    assert record["identical"] is True and sorted(record["runs"]) == ["5000", "700"]
+    assert all(run["items"] == 5000 and run["seconds"] > 0 for run in record["runs"].values())
+    assert "runs of 700" in result.stdout and "all in one run" in result.stdout
+    assert json.loads((tmp_path / "r.jsonl").read_text())["command"].startswith("python -m benchmarks.merge")

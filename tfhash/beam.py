@@ -36,6 +36,8 @@ SHARD_PREFIX = "codes"
 ENCODER_FILE = "encoder.json"
 SKIPPED_COUNTER = "skipped_items"
 NPY_BLOCK = 256  # rows of an array shard per Beam element
+# records merge_shards sorts in memory at a time: about 100 MB for 64-bit codes (benchmarks/merge.py)
+ROWS_IN_MEMORY = 1 << 20
 
 
 class ExportModelHandler(ModelHandler):
@@ -205,7 +207,7 @@ class EncodeToShards(beam.PTransform):
                                                      file_name_suffix=".tfrecord"))
 
 
-def merge_shards(output, path, *, overwrite=False, rows_in_memory=1 << 22):
+def merge_shards(output, path, *, overwrite=False, rows_in_memory=ROWS_IN_MEMORY):
     """Writes the saved index (exact, numpy backend) of the shards in ``output``, sorted by id; returns it
     (opened with :func:`tfhash.index.load`). Skipped items are listed in its manifest.
 

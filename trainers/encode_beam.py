@@ -24,14 +24,16 @@ def main(argv=None):
     parser.add_argument("--index", help="merge the shards into a saved index here when the pipeline is done")
     parser.add_argument("--image_feature", default="image", help="the encoded image feature of TFRecord examples")
     parser.add_argument("--overwrite", action="store_true", help="replace a previous index at --index")
-    parser.add_argument("--rows_in_memory", type=int, default=1 << 22,
-                        help="records sorted in memory at a time while merging the shards (the rest waits on disk)")
+    parser.add_argument("--rows_in_memory", type=int, default=None,
+                        help="records sorted in memory at a time while merging the shards (the rest waits on disk; "
+                        "default: tfhash.beam.ROWS_IN_MEMORY)")
     args, pipeline_args = parser.parse_known_args(argv)
     try:
         import apache_beam as beam
         from apache_beam.metrics.metric import MetricsFilter
         from apache_beam.options.pipeline_options import PipelineOptions
 
+        from tfhash import _validation as tfhash_validation
         from tfhash import beam as tfhash_beam
         from tfhash import index as tfhash_index
     except ImportError as err:
@@ -39,6 +41,8 @@ def main(argv=None):
     try:
         if args.index:  # before the pipeline: a refused --index would otherwise fail only after all the encoding
             tfhash_index.check_save_target(args.index, args.overwrite)
+            rows = tfhash_beam.ROWS_IN_MEMORY if args.rows_in_memory is None else args.rows_in_memory
+            rows = tfhash_validation.check_positive_int(rows, "--rows_in_memory")
         with beam.Pipeline(options=PipelineOptions(pipeline_args)) as pipeline:
             _ = pipeline | tfhash_beam.EncodeToShards(args.export, args.input, args.output,
                                                       image_feature=args.image_feature)
@@ -47,8 +51,7 @@ def main(argv=None):
         skipped = sum(c.committed or 0 for c in counters)
         print(f"wrote shards to {args.output}" + (f"; skipped {skipped} item(s) that could not be read" if skipped else ""))
         if args.index:
-            built = tfhash_beam.merge_shards(args.output, args.index, overwrite=args.overwrite,
-                                               rows_in_memory=args.rows_in_memory)
+            built = tfhash_beam.merge_shards(args.output, args.index, overwrite=args.overwrite, rows_in_memory=rows)
             print(f"wrote {args.index}: {len(built)} codes of {built.bits} bits")
     except (ValueError, FileExistsError) as err:
         sys.exit(f"error: {err}")
