@@ -103,7 +103,7 @@ def test_a_difference_within_its_spread_or_below_the_level_is_neither_help_nor_h
     assert reproduce.verdict_sentence("SiGAH", rows) == (
         "**SiGAH**: in the 3 of 4 cells measured, the adversarial part changes mAP by -0.002 to +0.011. It helps "
         "in fashion10k 16 bits (+0.011). It hurts nowhere. With it on, the scheme is above the best "
-        "non-adversarial method in 0 of those 1 cells (on − best: -0.100).")
+        "non-adversarial method by more than 0.005 mAP in 0 of those 1 cells (on − best: -0.100).")
 
 
 def test_a_record_belongs_to_the_job_with_the_same_arguments_and_the_last_one_wins():
