@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tests.helpers import MNIST_10K
-from tfhash import baselines, codes, datasets, index
+from tfhash import baselines, datasets, index
 
 pytestmark = pytest.mark.milvus
 pytest.importorskip("pymilvus")
@@ -61,10 +61,16 @@ def test_milvus_index_saves_loads_and_never_replaces_a_collection(real_codes, tm
         index.make_index(64, "milvus", uri=str(tmp_path / "codes.sqlite"))
 
 
-def test_milvus_refuses_what_it_cannot_answer(tmp_path):
-    milvus = index.make_index(16, "milvus", uri=str(tmp_path / "c.db"))
-    milvus.add(codes.pack(np.ones((20000, 16), np.uint8)))
+def test_milvus_refuses_a_k_beyond_its_limit_and_pages_a_fuller_range(tmp_path):
+    database = np.random.default_rng(0).integers(0, 256, (20000, 2), dtype=np.uint8)
+    ids = np.arange(20000) * 3 + 7
+    milvus = index.make_index(16, "milvus", uri=str(tmp_path / "c.db")).add(database, ids=ids)
     with pytest.raises(ValueError, match="at most 16384 for a Milvus index"):
-        milvus.search(codes.pack(np.ones((1, 16), np.uint8)), 20000)
-    with pytest.raises(ValueError, match="more than Milvus returns at once"):
-        milvus.range_search(codes.pack(np.ones((1, 16), np.uint8)), 0)
+        milvus.search(database[:1], 20000)
+    exact = index.make_index(16).add(database, ids=ids)
+    queries = database[:3]
+    for radius in (3, 10, 16):  # hundreds of codes in each ball; more than 16,384; every code
+        got, want = milvus.range_search(queries, radius), exact.range_search(queries, radius)
+        for got_part, want_part in zip(got, want):
+            np.testing.assert_array_equal(got_part, want_part)
+    assert np.diff(want[0]).min() == 20000 and np.diff(exact.range_search(queries, 10)[0]).min() > 16384

@@ -412,7 +412,8 @@ class MilvusIndex(_SearchIndex):
     holds a ``BINARY_VECTOR`` field searched with the ``HAMMING`` metric (``BIN_FLAT``, exact, or
     ``BIN_IVF_FLAT``, approximate), the id of each code, and its insertion number, by which equal distances
     are ordered as in every index (among the codes Milvus returns; at the k-th distance Milvus may return
-    other codes at that distance). ``save`` writes a manifest that names the uri and collection; the codes
+    other codes at that distance). A range search returns every code in the ball (a query with more than
+    ``MAX_RESULTS`` in it is paged through Milvus's search iterator). ``save`` writes a manifest that names the uri and collection; the codes
     stay in Milvus. An existing collection is never dropped or changed by creating an index: name a new one,
     or open it with :func:`load`.
 
@@ -528,19 +529,32 @@ class MilvusIndex(_SearchIndex):
     def range_search(self, queries: ArrayLike, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         queries = self._check(queries, "queries")
         radius = self._check_radius(radius)
+        # Milvus's range keeps range_filter <= distance < radius; ours is inclusive.
+        params = {"radius": radius + 1, "range_filter": 0}
         with self._lock:
             if self._count == 0 or queries.shape[0] == 0:
                 return np.zeros(queries.shape[0] + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
-            # Milvus's range keeps range_filter <= distance < radius; ours is inclusive.
-            results = self._search(queries, min(self.MAX_RESULTS, self._count), {"radius": radius + 1, "range_filter": 0})
-        parts = [self._ordered(hits) for hits in results]
-        full = [row for row, (d, _) in enumerate(parts) if d.shape[0] >= self.MAX_RESULTS and self._count > self.MAX_RESULTS]
-        if full:
-            raise ValueError(f"query {full[0]} has at least {self.MAX_RESULTS} codes within radius {radius}, more than "
-                             "Milvus returns at once; use a smaller radius (or search with k).")
+            parts = [self._ordered(hits) for hits in self._search(queries, min(self.MAX_RESULTS, self._count), params)]
+            for row, (distances, _) in enumerate(parts):
+                if distances.shape[0] >= self.MAX_RESULTS and self._count > self.MAX_RESULTS:
+                    # more than one search returns: page through this query's ball with Milvus's iterator
+                    parts[row] = self._ordered(self._every_hit(queries[row], params))
         lims = np.concatenate([[0], np.cumsum([d.shape[0] for d, _ in parts])]).astype(np.int64)
         return (lims, np.concatenate([d for d, _ in parts]).astype(np.int32),
                 np.concatenate([i for _, i in parts]).astype(np.int64))
+
+    def _every_hit(self, query, params):
+        iterator = self._client.search_iterator(
+            self.collection, data=[query.tobytes()], batch_size=self.MAX_RESULTS, limit=-1, anns_field="code",
+            search_params={"metric_type": "HAMMING", "params": {"nprobe": self.nprobe, **params}},
+            output_fields=["item_id"])
+        hits = []
+        try:
+            while page := iterator.next():
+                hits += page
+        finally:
+            iterator.close()
+        return hits
 
     def _write_files(self, directory):
         return {}, {"uri": self.uri, "collection": self.collection, "kind": self.kind, "nlist": self.nlist,
