@@ -4,7 +4,8 @@
 
 tfhash's exact ``HammingIndex`` against Faiss ``IndexBinaryFlat`` in the same run (both exact, ties by
 database index). Reports queries/s (best of --repeats runs), whether the top-k ids are identical, and
-the approximate Faiss backends' recall@k against the exact answer. Ends with one JSON line.
+the approximate Faiss backends' recall@k against the exact answer; then the same for a range search (every
+code within ``--radius``, inclusive) of the exact index and Faiss ``IndexBinaryFlat``. Ends with one JSON line.
 
 **The speed limit.** No exact search can beat computing every query-code distance once, so the run also
 times that alone: the same blocked, transposed XOR + popcount loop as the index's kernel over every code
@@ -73,6 +74,8 @@ def main():
     parser.add_argument("--database", type=int, default=1_000_000)
     parser.add_argument("--bits", type=int, default=64)
     parser.add_argument("--k", type=int, default=100)
+    parser.add_argument("--radius", type=int, default=20,
+                        help="range search radius (20 of 64 bits: about a thousand random codes per query per million)")
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     try:
@@ -116,15 +119,35 @@ def main():
                      "queries_per_s": args.queries / seconds, "seconds": seconds, "recall@k": recall,
                      "build_seconds": build})
 
+    ours_range = index.HammingIndex(args.bits).add(database)
+    ours_range.range_search(queries[:2], args.radius)  # compiles the kernel (or loads it): not timed
+    flat_range = index.FaissIndex(args.bits, kind="flat").add(database)
+    range_seconds, range_answers = {}, {}
+    for name, idx in (("ours", ours_range), ("faiss", flat_range)):
+        best = float("inf")
+        for _ in range(args.repeats):
+            start = time.perf_counter()
+            range_answers[name] = idx.range_search(queries, args.radius)
+            best = min(best, time.perf_counter() - start)
+        range_seconds[name] = best
+    range_identical = all(np.array_equal(a, b) for a, b in zip(range_answers["ours"], range_answers["faiss"]))
+    hits = int(range_answers["ours"][0][-1])
+    range_ratio = range_seconds["faiss"] / range_seconds["ours"]
+
     ratio = faiss_seconds / ours_seconds
     print(evaluation.markdown_table(rows, ["index", "queries_per_s", "seconds", "recall@k", "build_seconds"]))
     print(f"\nHammingIndex: {ratio:.2f}x Faiss IndexBinaryFlat's queries/s, {limit_seconds / ours_seconds:.0%} of the "
           f"limit of an exact scan; identical top-{args.k} ids and distances: {identical}")
+    print(f"range search (radius {args.radius}, {hits / args.queries:.0f} codes per query): HammingIndex "
+          f"{args.queries / range_seconds['ours']:.0f} queries/s, Faiss IndexBinaryFlat "
+          f"{args.queries / range_seconds['faiss']:.0f} ({range_ratio:.2f}x); identical answers: {range_identical}")
     print(evaluation.json_line({
         "benchmark": "search", "queries": args.queries, "database": args.database, "bits": args.bits,
         "k": args.k, "ours_qps": args.queries / ours_seconds, "faiss_flat_qps": args.queries / faiss_seconds,
         "limit_qps": args.queries / limit_seconds, "ours_over_faiss": ratio, "identical_topk": identical,
-        "rows": rows,
+        "rows": rows, "radius": args.radius, "range_hits_per_query": hits / args.queries,
+        "range_ours_qps": args.queries / range_seconds["ours"], "range_faiss_qps": args.queries / range_seconds["faiss"],
+        "range_ours_over_faiss": range_ratio, "range_identical": range_identical,
         "faiss_threads": faiss.omp_get_max_threads(), "machine": _common.machine(),
     }))
 

@@ -83,6 +83,7 @@ def test_search_benchmark_compares_the_exact_index_with_faiss_and_the_scan_limit
     assert result.returncode == 0, result.stderr[-3000:]
     payload = json.loads(result.stdout.strip().splitlines()[-1])
     assert payload["identical_topk"] is True and payload["ours_over_faiss"] > 0 and payload["limit_qps"] > 0
+    assert payload["range_identical"] is True and payload["range_hits_per_query"] > 0 and payload["range_ours_qps"] > 0
     assert "of the limit of an exact scan" in result.stdout
 
 

@@ -81,6 +81,19 @@ def test_a_loaded_index_takes_more_codes_and_saves_again(rng, tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
+def test_an_index_saved_with_an_option_since_retired_still_loads(rng, tmp_path):
+    database = rng.integers(0, 16, (200, 3), dtype=np.uint8)
+    index.make_index(BITS).add(database).save(tmp_path / "idx")
+    manifest = json.loads((tmp_path / "idx" / "index.json").read_text())
+    manifest["options"] = {"chunk_size": 2097152, "n_jobs": 1}  # as versions before the range-search kernel wrote
+    (tmp_path / "idx" / "index.json").write_text(json.dumps(manifest))
+    loaded = index.load(tmp_path / "idx")
+    assert loaded.n_jobs == 1 and not hasattr(loaded, "chunk_size")
+    for got, want in zip(loaded.range_search(database[:5], 4), index.make_index(BITS).add(database).range_search(
+            database[:5], 4)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_saving_never_replaces_what_is_not_an_index(rng, tmp_path):
     built = index.make_index(BITS).add(rng.integers(0, 16, (50, 3), dtype=np.uint8))
     user = tmp_path / "work"

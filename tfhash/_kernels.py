@@ -127,3 +127,74 @@ def knn(queries, database, k, out_distances, out_positions, start, stop):
                 if place < k:
                     out_distances[first + r, place] = d
                     out_positions[first + r, place] = kept_position[r, j]
+
+
+@njit(nogil=True, cache=True)
+def _grown(array, size):
+    """``array`` copied into one at least ``size`` long (doubling, so appends cost O(1) on average)."""
+    grown = np.empty(max(size, 2 * array.shape[0]), array.dtype)
+    grown[:array.shape[0]] = array
+    return grown
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def within_radius(queries, database, radius, start, stop):
+    """Every database code within Hamming distance ``radius`` (inclusive) of queries ``start:stop``:
+    ``(counts [stop - start], distances, positions)``, the hits of those queries in turn, each query's by
+    ascending distance, ties by position. Same blocked scan as :func:`knn`; the hits of a block of queries
+    are ordered by one counting sort on (query, distance), which keeps positions ascending. Releases the
+    GIL: threads may take disjoint query ranges at once."""
+    count, words = database.shape
+    bits = 8 * database.itemsize * words
+    block = DATABASE_BLOCK
+    distances = np.empty(block, np.int64)
+    columns = np.empty((words, block), database.dtype)
+    counts = np.zeros(stop - start, np.int64)
+    hit_distance = np.empty(1024, np.int32)
+    hit_position = np.empty(1024, np.int64)
+    hit_row = np.empty(1024, np.int64)
+    out_distance = np.empty(1024, np.int32)
+    out_position = np.empty(1024, np.int64)
+    written = 0
+    slots = np.empty(QUERY_BLOCK * (bits + 1) + 1, np.int64)
+    for first in range(start, stop, QUERY_BLOCK):
+        rows = min(first + QUERY_BLOCK, stop) - first
+        held = 0
+        for offset in range(0, count, block):
+            size = min(block, count - offset)
+            transpose_block(database, offset, size, columns)
+            for r in range(rows):
+                block_distances(queries, first + r, columns, size, distances)
+                hits = 0
+                for j in range(size):  # counted first: a loop without stores vectorises
+                    hits += distances[j] <= radius
+                if hits == 0:
+                    continue
+                if held + hits > hit_distance.shape[0]:
+                    hit_distance = _grown(hit_distance, held + hits)
+                    hit_position = _grown(hit_position, held + hits)
+                    hit_row = _grown(hit_row, held + hits)
+                for j in range(size):
+                    if distances[j] <= radius:
+                        hit_distance[held] = distances[j]
+                        hit_position[held] = offset + j
+                        hit_row[held] = r
+                        held += 1
+        buckets = rows * (bits + 1)
+        slots[:buckets + 1] = 0
+        for h in range(held):
+            slots[hit_row[h] * (bits + 1) + hit_distance[h] + 1] += 1
+            counts[first - start + hit_row[h]] += 1
+        for v in range(1, buckets + 1):
+            slots[v] += slots[v - 1]
+        if written + held > out_distance.shape[0]:
+            out_distance = _grown(out_distance, written + held)
+            out_position = _grown(out_position, written + held)
+        for h in range(held):
+            key = hit_row[h] * (bits + 1) + hit_distance[h]
+            place = written + slots[key]
+            slots[key] += 1
+            out_distance[place] = hit_distance[h]
+            out_position[place] = hit_position[h]
+        written += held
+    return counts, out_distance[:written], out_position[:written]

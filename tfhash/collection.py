@@ -191,8 +191,8 @@ def _finish(work, target, encoder, backend, index_options, state, overwrite):
     files = {"codes": {"name": index_lib.CODES_FILE, "bytes": count * width},
              "ids": {"name": index_lib.IDS_FILE, "bytes": count * 8}}
     if backend == "numpy":
-        options = {key: value for key, value in index_options.items() if key == "chunk_size"}
-        manifest = index_lib._manifest("numpy", encoder.bits, count, options, files, state["encoder"], details)
+        manifest = index_lib._manifest("numpy", encoder.bits, count, dict(index_options), files, state["encoder"],
+                                       details)
         _io.write_json_atomically(os.path.join(work, index_lib.MANIFEST), manifest)
         os.remove(os.path.join(work, PROGRESS_FILE))
         os.remove(os.path.join(work, LOCK_FILE))

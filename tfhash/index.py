@@ -21,6 +21,7 @@ started, or also some added during it; every added code is in the index once ``a
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
 import json
 import os
 import shutil
@@ -112,22 +113,19 @@ class _SearchIndex:
 
 
 class HammingIndex(_SearchIndex):
-    """Exact search by brute-force Hamming distance: a compiled counting-select kernel for ``search``
-    (``tfhash._kernels``), numpy for ``range_search``.
+    """Exact search by brute-force Hamming distance, with compiled kernels (``tfhash._kernels``): counting
+    selection for ``search``, a counting sort of the hits for ``range_search``. Both scan the database in
+    cache-sized blocks, so their memory is that of their results.
 
     Args:
         bits: code length; codes must be ``ceil(bits / 8)`` bytes wide.
-        chunk_size: database items ``range_search`` scans at once; bounds its memory at about 10 bytes per
-            item per worker thread, whatever the database size (``search`` needs memory for its k
-            results per query only).
         n_jobs: worker threads (queries are split between them); ``None`` uses every core.
     """
 
     backend = "numpy"
 
-    def __init__(self, bits, *, chunk_size=1 << 21, n_jobs=None):
+    def __init__(self, bits, *, n_jobs=None):
         super().__init__(bits)
-        self.chunk_size = _validation.check_positive_int(chunk_size, "chunk_size")
         self.n_jobs = n_jobs
         self._parts, self._id_parts = [], []
         self._codes = np.empty((0, self.width), np.uint8)
@@ -137,7 +135,7 @@ class HammingIndex(_SearchIndex):
         codes, ids = self._consolidate()
         files = {"codes": _write_array(directory, CODES_FILE, codes),
                  "ids": _write_array(directory, IDS_FILE, ids.astype("<i8", copy=False))}
-        return files, {"chunk_size": self.chunk_size, "n_jobs": self.n_jobs}
+        return files, {"n_jobs": self.n_jobs}
 
     def _open_files(self, directory, manifest):
         """Memory-maps the saved codes and ids (adding to the index later copies them into memory)."""
@@ -204,28 +202,17 @@ class HammingIndex(_SearchIndex):
         queries = self._check(queries, "queries")
         radius = self._check_radius(radius)
         codes, ids = self._consolidate()
-        results = [None] * queries.shape[0]
         query_words = codes_lib.as_words(queries)
+        database_words = codes_lib.as_words(np.asarray(codes))
 
         def worker(start, stop):
-            parts = [[] for _ in range(stop - start)]
-            for c0 in range(0, codes.shape[0], self.chunk_size):
-                computer = codes_lib.HammingComputer(codes[c0:c0 + self.chunk_size])
-                for i in range(start, stop):
-                    d = computer(query_words[i])
-                    hit = np.flatnonzero(d <= radius)
-                    parts[i - start].append((d[hit].astype(np.int32), hit + c0))
-            for i in range(start, stop):
-                dist = np.concatenate([p[0] for p in parts[i - start]]) if parts[i - start] else np.empty(0, np.int32)
-                pos = np.concatenate([p[1] for p in parts[i - start]]) if parts[i - start] else np.empty(0, np.int64)
-                order = np.argsort(dist, kind="stable")
-                results[i] = (dist[order], ids[pos[order]])
+            return _kernels.within_radius(query_words, database_words, radius, start, stop)
 
-        self._run(queries, worker)
-        lims = np.concatenate([[0], np.cumsum([r[0].shape[0] for r in results])]).astype(np.int64)
-        if not results:
-            return lims, np.empty(0, np.int32), np.empty(0, np.int64)
-        return lims, np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+        parts = self._run(queries, worker)
+        counts = np.concatenate([part[0] for part in parts])
+        lims = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        positions = np.concatenate([part[2] for part in parts])
+        return lims, np.concatenate([part[1] for part in parts]), np.asarray(ids)[positions]
 
 
 class FaissIndex(_SearchIndex):
@@ -723,7 +710,11 @@ def load(path: str | os.PathLike, *, encoder=None, **options) -> HammingIndex | 
     path = os.fspath(path)
     manifest = read_manifest(path)
     check_encoder(manifest, encoder, path)
-    saved = {key: value for key, value in (manifest.get("options") or {}).items() if value is not None}
+    # Saved options this version no longer takes (e.g. the exact index's retired chunk_size) are search
+    # settings, not part of the codes: they are left out rather than refusing the index.
+    taken = inspect.signature(BACKENDS[manifest["backend"]]).parameters
+    saved = {key: value for key, value in (manifest.get("options") or {}).items()
+             if value is not None and key in taken}
     if manifest["backend"] == "milvus":
         saved["_open_existing"] = True  # the codes are in the collection the manifest names
     index = make_index(manifest["bits"], manifest["backend"], **{**saved, **options})
