@@ -183,3 +183,17 @@ def test_merge_benchmark_measures_each_run_size_and_finds_the_same_bytes(tmp_pat
     assert all(run["items"] == 5000 and run["seconds"] > 0 for run in record["runs"].values())
     assert "runs of 700" in result.stdout and "all in one run" in result.stdout
     assert json.loads((tmp_path / "r.jsonl").read_text())["command"].startswith("python -m benchmarks.merge")
+
+
+@pytest.mark.parametrize("order", ["C", "F"])
+def test_a_block_of_an_npy_shard_is_read_alone_with_its_first_id(tmp_path, order):
+    import tfhash.beam
+
+    array = np.asarray(np.arange(700 * 6, dtype=np.float32).reshape(700, 3, 2), order=order)
+    np.save(tmp_path / "shard.npy", array)
+    blocks = list(tfhash.beam._npy_blocks((1000, str(tmp_path / "shard.npy"))))
+    assert [b[0] for b in blocks] == [1000, 1256, 1512] and blocks[-1][2:] == (512, 700)
+    for block in blocks:
+        first, rows = tfhash.beam._read_npy_block(block)
+        np.testing.assert_array_equal(rows, array[block[2]:block[3]])
+        assert first == block[0] and rows.dtype == np.float32

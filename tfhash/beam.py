@@ -115,17 +115,42 @@ class _ReadRecords(beam.DoFn):
             yield first + offset, image[None]
 
 
-def _read_npy_blocks(element, block=NPY_BLOCK):
-    """``(id of the first row, rows [n, ...])`` blocks of one ``.npy`` shard: one element per block, not per
-    row, so Beam's per-element work is paid once for every ``block`` items."""
+def _npy_blocks(element, block=NPY_BLOCK):
+    """``(id of the first row, path, start, stop)`` of each block of one ``.npy`` shard: one element per block,
+    not per row, so Beam's per-element work is paid once for every ``block`` items. Only these few values
+    cross the shuffle; the rows are read where they are encoded."""
     first, path = element
-    if "://" in path:  # object storage: read the shard whole
-        with FileSystems.open(path) as f:
-            array = np.load(f, allow_pickle=False)
-    else:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
-    for start in range(0, array.shape[0], block):
-        yield first + start, np.array(array[start:start + block])
+    with FileSystems.open(path) as f:
+        rows = _npy_rows(f)
+    for start in range(0, rows, block):
+        yield first + start, path, start, min(start + block, rows)
+
+
+def _npy_header(f):
+    """``(shape, fortran_order, dtype)`` of the ``.npy`` file open at its start; leaves ``f`` at the data."""
+    version = np.lib.format.read_magic(f)
+    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
+                   np.lib.format.read_array_header_2_0)
+    return read_header(f)
+
+
+def _npy_rows(f):
+    return _npy_header(f)[0][0]
+
+
+def _read_npy_block(element):
+    """``(id of the first row, rows [n, ...])`` of a block named by :func:`_npy_blocks`: only its bytes are
+    read (a seek past the rows before it), from a local file or object storage alike."""
+    first, path, start, stop = element
+    with FileSystems.open(path) as f:
+        shape, fortran_order, dtype = _npy_header(f)
+        if fortran_order:  # rows are not contiguous: read the shard, keep the block
+            f.seek(0)
+            return first, np.load(f, allow_pickle=False)[start:stop]
+        row_bytes = dtype.itemsize * int(np.prod(shape[1:], dtype=np.int64))
+        f.seek(f.tell() + start * row_bytes)
+        data = f.read((stop - start) * row_bytes)
+    return first, np.frombuffer(data, dtype).reshape((stop - start,) + tuple(shape[1:]))
 
 
 def _records(element):
@@ -139,7 +164,9 @@ class EncodeToShards(beam.PTransform):
     """Reads ``input`` (an image-file glob, ``.npy`` shards by glob, or TFRecord files by glob), encodes every
     item with ``export`` in RunInference and writes ``(id, code)`` records to ``output/codes-*.tfrecord``.
 
-    The listing happens when the pipeline is built, here, so ids do not depend on the workers.
+    The listing happens when the pipeline is built, here, so ids do not depend on the workers. The work is
+    spread over the workers by image file, TFRecord file or block of ``NPY_BLOCK`` rows: a shuffle moves
+    these descriptors, never pixels, and each worker reads what it encodes.
     """
 
     def __init__(self, export, input, output, *, image_feature="image", min_batch_size=32, max_batch_size=512):
@@ -177,29 +204,28 @@ class EncodeToShards(beam.PTransform):
 
     def expand(self, pipeline):
         if self.kind == "images":
-            listed = pipeline | "List" >> beam.Create(list(enumerate(self.files)))
+            listed = pipeline | "List" >> beam.Create(list(enumerate(self.files))) | "Reshuffle" >> beam.Reshuffle()
             read = listed | "Decode" >> beam.ParDo(_ReadImages(self.item_shape)).with_outputs("skipped", main="items")
         elif self.kind == "tfrecord":
             import tensorflow as tf
 
             counts = [int(tf.data.TFRecordDataset([p]).reduce(np.int64(0), lambda n, _: n + 1)) for p in self.files]
-            listed = pipeline | "List" >> beam.Create(self._numbered(counts))
+            listed = pipeline | "List" >> beam.Create(self._numbered(counts)) | "Reshuffle" >> beam.Reshuffle()
             read = listed | "Decode" >> beam.ParDo(_ReadRecords(self.item_shape, self.image_feature)).with_outputs(
                 "skipped", main="items")
         else:
             counts = []
             for path in self.files:
                 with FileSystems.open(path) as f:
-                    version = np.lib.format.read_magic(f)
-                    read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0) else
-                                   np.lib.format.read_array_header_2_0)
-                    counts.append(read_header(f)[0][0])
+                    counts.append(_npy_rows(f))
             listed = pipeline | "List" >> beam.Create(self._numbered(counts))
-            read = {"items": listed | "Blocks" >> beam.FlatMap(_read_npy_blocks),
+            blocks = listed | "Blocks" >> beam.FlatMap(_npy_blocks) | "Reshuffle" >> beam.Reshuffle()
+            read = {"items": blocks | "Read" >> beam.Map(_read_npy_block),
                     "skipped": pipeline | "NoneSkipped" >> beam.Create([])}
         items, skipped = read["items"], read["skipped"]
-        codes = (items | "Reshuffle" >> beam.Reshuffle()
-                 | "Encode" >> RunInference(KeyedModelHandler(self.handler)))
+        # The work was spread by the Reshuffle of its descriptors (paths, blocks) above: pixels never
+        # cross a shuffle, each worker reads what it encodes.
+        codes = items | "Encode" >> RunInference(KeyedModelHandler(self.handler))
         _ = (skipped | "SkippedJson" >> beam.Map(json.dumps)
              | "WriteSkipped" >> beam.io.WriteToText(FileSystems.join(self.output, "skipped"), file_name_suffix=".jsonl"))
         return (codes | "Records" >> beam.FlatMap(_records)
