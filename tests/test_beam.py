@@ -79,6 +79,11 @@ def test_shards_are_never_written_over_someone_elses_files(exported, tmp_path):
     with pytest.raises(ValueError, match=r"holds files an encoding run does not write \(notes.txt\)"):
         tfhash.beam.EncodeToShards(export, str(tmp_path / "shard-*.npy"), str(output))
     assert (output / "encoder.json").read_text() == "mine"
+    (output / "notes.txt").unlink()
+    (output / "codes-00000-of-00002.tfrecord").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"holds the shards of an earlier encoding run \(codes-00000-of-00002"):
+        tfhash.beam.EncodeToShards(export, str(tmp_path / "shard-*.npy"), str(output))
+    assert (output / "encoder.json").read_text() == "mine"
 
 
 def test_merging_shards_of_another_width_names_the_sizes_found(tmp_path):

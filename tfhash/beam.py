@@ -188,10 +188,16 @@ class EncodeToShards(beam.PTransform):
         self.handler = ExportModelHandler(export, min_batch_size, max_batch_size)
         if FileSystems.exists(self.output):
             held = [m.path for m in FileSystems.match([FileSystems.join(self.output, "*")])[0].metadata_list]
-            foreign = sorted(os.path.basename(p) for p in held if not _is_ours(os.path.basename(p)))
+            names = sorted(os.path.basename(p) for p in held)
+            foreign = [name for name in names if not _is_ours(name)]
             if foreign:  # shards and encoder.json are written by name: never over someone else's files
                 raise ValueError(f"`output` {self.output!r} holds files an encoding run does not write "
                                  f"({', '.join(foreign[:5])}); choose a new or empty directory.")
+            earlier = [name for name in names if name != ENCODER_FILE]
+            if earlier:  # a run with another shard count would leave these beside its own, and the merge mix them
+                raise ValueError(f"`output` {self.output!r} holds the shards of an earlier encoding run "
+                                 f"({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}); encode into a new "
+                                 "directory, or delete them to encode again.")
         else:
             FileSystems.mkdirs(self.output)
         with FileSystems.create(FileSystems.join(self.output, ENCODER_FILE)) as f:
