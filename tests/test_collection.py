@@ -94,6 +94,27 @@ def test_an_index_saved_with_an_option_since_retired_still_loads(rng, tmp_path):
         np.testing.assert_array_equal(got, want)
 
 
+def test_codes_added_to_a_loaded_index_are_held_beside_the_mapped_ones(rng, tmp_path):
+    database = rng.integers(0, 4, (3000, 3), dtype=np.uint8)  # few distinct codes: ties across both parts
+    ids = rng.permutation(10**6)[:3000]
+    index.make_index(BITS).add(database[:2000], ids=ids[:2000]).save(tmp_path / "a")
+    loaded = index.load(tmp_path / "a").add(database[2000:2500], ids=ids[2000:2500])
+    loaded.search(database[:1], 5)  # the first addition is joined; a second one joins it later
+    loaded.add(database[2500:], ids=ids[2500:])
+    whole = index.make_index(BITS).add(database, ids=ids)
+    queries = database[::97]
+    for k in (7, 1500, 3000):
+        for got, want in zip(loaded.search(queries, k), whole.search(queries, k)):
+            np.testing.assert_array_equal(got, want)
+    for got, want in zip(loaded.range_search(queries, 3), whole.range_search(queries, 3)):
+        np.testing.assert_array_equal(got, want)
+    assert isinstance(loaded._codes, np.memmap) and len(loaded._codes) == 2000 and len(loaded) == 3000
+    loaded.save(tmp_path / "b")
+    whole.save(tmp_path / "c")
+    for name in (index.CODES_FILE, index.IDS_FILE):
+        assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "c" / name).read_bytes()
+
+
 def test_saving_never_replaces_what_is_not_an_index(rng, tmp_path):
     built = index.make_index(BITS).add(rng.integers(0, 16, (50, 3), dtype=np.uint8))
     user = tmp_path / "work"

@@ -128,17 +128,22 @@ class HammingIndex(_SearchIndex):
         super().__init__(bits)
         self.n_jobs = n_jobs
         self._parts, self._id_parts = [], []
+        # The codes held: the saved ones (memory-mapped by load, or every code of an index built in memory),
+        # then those added since load, in memory beside them; neither array changes once made.
         self._codes = np.empty((0, self.width), np.uint8)
         self._ids = np.empty(0, np.int64)
+        self._added = np.empty((0, self.width), np.uint8)
+        self._added_ids = np.empty(0, np.int64)
 
     def _write_files(self, directory):
-        codes, ids = self._consolidate()
-        files = {"codes": _write_array(directory, CODES_FILE, codes),
-                 "ids": _write_array(directory, IDS_FILE, ids.astype("<i8", copy=False))}
+        segments = self._segments()
+        files = {"codes": _write_arrays(directory, CODES_FILE, [codes for codes, _ in segments]),
+                 "ids": _write_arrays(directory, IDS_FILE, [ids.astype("<i8", copy=False) for _, ids in segments])}
         return files, {"n_jobs": self.n_jobs}
 
     def _open_files(self, directory, manifest):
-        """Memory-maps the saved codes and ids (adding to the index later copies them into memory)."""
+        """Memory-maps the saved codes and ids: they are read as searches scan them, never whole, also after
+        more codes are added (those are held in memory beside them)."""
         count = manifest["count"]
         self._codes = _map_array(directory, manifest, "codes", np.uint8, (count, self.width))
         self._ids = _map_array(directory, manifest, "ids", np.dtype("<i8"), (count,))
@@ -146,7 +151,7 @@ class HammingIndex(_SearchIndex):
     @property
     def ntotal(self):
         with self._lock:
-            return int(self._codes.shape[0] + sum(p.shape[0] for p in self._parts))
+            return int(self._codes.shape[0] + self._added.shape[0] + sum(p.shape[0] for p in self._parts))
 
     def add(self, codes: ArrayLike, ids: ArrayLike | None = None) -> HammingIndex:
         """Adds packed codes (with optional int ids; default: running positions)."""
@@ -157,15 +162,21 @@ class HammingIndex(_SearchIndex):
             self._id_parts.append(ids)
         return self
 
-    def _consolidate(self):
-        """The codes and ids held now, as two arrays that are never changed afterwards (a snapshot that a
-        search may read while other threads add)."""
+    def _segments(self):
+        """The codes and ids held now, in insertion order, as one or two ``(codes, ids)`` pairs of arrays that
+        are never changed afterwards (a snapshot that a search may read while other threads add). Codes added
+        to a memory-mapped index are joined in memory beside the mapped ones, which stay on disk."""
         with self._lock:
             if self._parts:
-                self._codes = np.concatenate([self._codes] + self._parts)
-                self._ids = np.concatenate([self._ids] + self._id_parts)
+                if isinstance(self._codes, np.memmap):
+                    self._added = np.concatenate([self._added] + self._parts)
+                    self._added_ids = np.concatenate([self._added_ids] + self._id_parts)
+                else:
+                    self._codes = np.concatenate([self._codes] + self._parts)
+                    self._ids = np.concatenate([self._ids] + self._id_parts)
                 self._parts, self._id_parts = [], []
-            return self._codes, self._ids
+            segments = [(self._codes, self._ids), (self._added, self._added_ids)]
+            return [segment for segment in segments if segment[0].shape[0]] or segments[:1]
 
     def _run(self, queries, worker):
         """Splits the queries over threads; ``worker(start, stop)`` fills its rows of the outputs."""
@@ -181,36 +192,55 @@ class HammingIndex(_SearchIndex):
     def search(self, queries: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
         """The k nearest codes of each query: ``(distances int32 [nq, k'], ids int64 [nq, k'])``, k' = min(k, len)."""
         queries = self._check(queries, "queries")
-        codes, ids = self._consolidate()
-        k = min(_validation.check_positive_int(k, "k"), codes.shape[0])
-        num_queries = queries.shape[0]
-        out_dist = np.full((num_queries, k), PAD_DISTANCE, dtype=np.int32)
-        out_pos = np.full((num_queries, k), -1, dtype=np.int64)
-        if k == 0 or num_queries == 0:
-            return out_dist, out_pos
+        segments = self._segments()
+        k = min(_validation.check_positive_int(k, "k"), sum(codes.shape[0] for codes, _ in segments))
+        if k == 0 or queries.shape[0] == 0:
+            return np.full((queries.shape[0], k), PAD_DISTANCE, np.int32), np.full((queries.shape[0], k), -1, np.int64)
         query_words = codes_lib.as_words(queries)
+        found = [self._nearest(query_words, codes, ids, min(k, codes.shape[0])) for codes, ids in segments]
+        if len(found) == 1:
+            return found[0]
+        # Each segment's nearest, joined: a stable sort by distance keeps ties in insertion order.
+        distances = np.concatenate([d for d, _ in found], axis=1)
+        ids = np.concatenate([i for _, i in found], axis=1)
+        order = np.argsort(distances, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(distances, order, axis=1), np.take_along_axis(ids, order, axis=1)
+
+    def _nearest(self, query_words, codes, ids, k):
+        out_dist = np.empty((query_words.shape[0], k), np.int32)
+        out_pos = np.empty((query_words.shape[0], k), np.int64)
         database_words = codes_lib.as_words(np.asarray(codes))  # a memory-mapped index is read as it is scanned
 
         def worker(start, stop):
             _kernels.knn(query_words, database_words, k, out_dist, out_pos, start, stop)
 
-        self._run(queries, worker)
+        self._run(query_words, worker)
         return out_dist, np.asarray(ids)[out_pos]
 
     def range_search(self, queries: ArrayLike, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """All codes within Hamming distance ``radius`` (inclusive): ``(lims, distances, ids)``."""
         queries = self._check(queries, "queries")
         radius = self._check_radius(radius)
-        codes, ids = self._consolidate()
         query_words = codes_lib.as_words(queries)
+        found = [self._within(query_words, codes, ids, radius) for codes, ids in self._segments()]
+        if len(found) == 1:
+            return found[0]
+        # Each segment's balls, joined per query: a stable sort by (query, distance) keeps insertion order.
+        query = np.concatenate([np.repeat(np.arange(queries.shape[0]), np.diff(lims)) for lims, _, _ in found])
+        distances = np.concatenate([d for _, d, _ in found])
+        ids = np.concatenate([i for _, _, i in found])
+        order = np.lexsort((distances, query))
+        lims = np.concatenate([[0], np.cumsum(np.bincount(query, minlength=queries.shape[0]))]).astype(np.int64)
+        return lims, distances[order], ids[order]
+
+    def _within(self, query_words, codes, ids, radius):
         database_words = codes_lib.as_words(np.asarray(codes))
 
         def worker(start, stop):
             return _kernels.within_radius(query_words, database_words, radius, start, stop)
 
-        parts = self._run(queries, worker)
-        counts = np.concatenate([part[0] for part in parts])
-        lims = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        parts = self._run(query_words, worker)
+        lims = np.concatenate([[0], np.cumsum(np.concatenate([part[0] for part in parts]))]).astype(np.int64)
         positions = np.concatenate([part[2] for part in parts])
         return lims, np.concatenate([part[1] for part in parts]), np.asarray(ids)[positions]
 
@@ -322,7 +352,7 @@ class FaissIndex(_SearchIndex):
         return self
 
     def _write_files(self, directory):
-        files = {"ids": _write_array(directory, IDS_FILE, self._all_ids().astype("<i8", copy=False))}
+        files = {"ids": _write_arrays(directory, IDS_FILE, [self._all_ids().astype("<i8", copy=False)])}
         if self._index is not None:
             self._faiss.write_index_binary(self._index, os.path.join(directory, FAISS_FILE))
             files["faiss"] = {"name": FAISS_FILE, "bytes": os.path.getsize(os.path.join(directory, FAISS_FILE))}
@@ -585,14 +615,15 @@ def _manifest(backend, bits, count, options, files, encoder, details=None):
             "details": details or {}}
 
 
-def _write_array(directory, name, array):
-    """Writes ``array``'s bytes (C order) to ``directory/name``, in pieces so a memory-mapped array is
-    streamed; returns the manifest's entry for the file."""
+def _write_arrays(directory, name, arrays):
+    """Writes the arrays' bytes (C order), one after another, to ``directory/name``, in pieces so a
+    memory-mapped array is streamed; returns the manifest's entry for the file."""
     path = os.path.join(directory, name)
-    rows = max(1, (64 << 20) // max(1, array.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))))
     with open(path, "wb") as f:
-        for start in range(0, array.shape[0], rows):
-            f.write(np.ascontiguousarray(array[start:start + rows]).tobytes())
+        for array in arrays:
+            rows = max(1, (64 << 20) // max(1, array.itemsize * int(np.prod(array.shape[1:], dtype=np.int64))))
+            for start in range(0, array.shape[0], rows):
+                f.write(np.ascontiguousarray(array[start:start + rows]).tobytes())
         f.flush()
         os.fsync(f.fileno())
     return {"name": name, "bytes": os.path.getsize(path)}
