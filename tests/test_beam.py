@@ -122,7 +122,7 @@ def test_merging_in_bounded_runs_writes_every_item_once_sorted_by_id(n, shards, 
     import tfhash.beam
 
     rng = np.random.default_rng(seed)
-    ids = rng.choice(10 * n + 1, n, replace=False) - 5 * n  # unique, shuffled, some negative
+    ids = rng.choice(10 * n + 1, n, replace=False)  # unique, shuffled, sparse
     codes = rng.integers(0, 256, (n, 2), dtype=np.uint8)
     with tempfile.TemporaryDirectory() as tmp:
         output = pathlib.Path(tmp) / "out"
@@ -152,6 +152,9 @@ def test_merging_refuses_shards_of_two_runs_and_ids_seen_twice(tmp_path):
         tfhash.beam.merge_shards(output, tmp_path / "index")
     _write_shards(output, np.array([0, 1, 2, 3, 2, 5]), codes, 3)
     with pytest.raises(ValueError, match="holds id 2 twice"):
+        tfhash.beam.merge_shards(output, tmp_path / "index", rows_in_memory=2)
+    _write_shards(output, np.array([0, 1, 2, 3, -4, 5]), codes, 3)
+    with pytest.raises(ValueError, match="holds id -4; ids must be non-negative"):
         tfhash.beam.merge_shards(output, tmp_path / "index", rows_in_memory=2)
     assert sorted(os.listdir(tmp_path)) == ["out"]  # nothing written beside it
     _write_shards(output, np.arange(6), codes, 3)

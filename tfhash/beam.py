@@ -370,6 +370,8 @@ def _merge_runs(runs, row_bytes, work, rows_in_memory, output):
             if rows.shape[0]:
                 rows = rows[np.argsort(_ids(rows), kind="stable")]
                 ids = _ids(rows)
+                if ids[0] < 0:  # -1 marks an empty result slot in every index
+                    raise ValueError(f"`output` {output!r} holds id {int(ids[0])}; ids must be non-negative.")
                 repeated = np.flatnonzero(ids[1:] == ids[:-1])
                 if repeated.size or (last_id is not None and ids[0] == last_id):
                     twice = ids[repeated[0]] if repeated.size else last_id
