@@ -516,10 +516,13 @@ class MilvusIndex(_SearchIndex):
             self._count += codes.shape[0]
         return self
 
+    def _search_params(self, params):
+        return {"metric_type": "HAMMING", "params": {"nprobe": self.nprobe, **params}}
+
     def _search(self, queries, limit, params):
-        search_params = {"metric_type": "HAMMING", "params": {"nprobe": self.nprobe, **params}}
         return self._client.search(self.collection, data=[q.tobytes() for q in queries], limit=limit,
-                                   anns_field="code", search_params=search_params, output_fields=["item_id"])
+                                   anns_field="code", search_params=self._search_params(params),
+                                   output_fields=["item_id"])
 
     @staticmethod
     def _ordered(hits):
@@ -563,8 +566,7 @@ class MilvusIndex(_SearchIndex):
     def _every_hit(self, query, params):
         iterator = self._client.search_iterator(
             self.collection, data=[query.tobytes()], batch_size=self.MAX_RESULTS, limit=-1, anns_field="code",
-            search_params={"metric_type": "HAMMING", "params": {"nprobe": self.nprobe, **params}},
-            output_fields=["item_id"])
+            search_params=self._search_params(params), output_fields=["item_id"])
         hits = []
         try:
             while page := iterator.next():
