@@ -390,9 +390,3 @@ def _merge_runs(runs, row_bytes, work, rows_in_memory, output):
         os.remove(name)
     return count
 
-
-class _Described:
-    """An encoder known by its description only (scheme, bits, fingerprint), for a manifest."""
-
-    def __init__(self, description):
-        self.scheme, self.bits, self.fingerprint = description["scheme"], description["bits"], description["fingerprint"]
