@@ -115,6 +115,27 @@ def test_codes_added_to_a_loaded_index_are_held_beside_the_mapped_ones(rng, tmp_
         assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "c" / name).read_bytes()
 
 
+def test_a_loaded_ivf_index_maps_its_lists_and_still_takes_more_codes(rng, tmp_path):
+    faiss = pytest.importorskip("faiss")
+    database = rng.integers(0, 16, (3000, 3), dtype=np.uint8)
+    built = index.make_index(BITS, "faiss", kind="ivf", nlist=20, nprobe=20).add(database[:2000])
+    built.save(tmp_path / "a")
+    queries = database[::50]
+    before = built.search(queries, 10)
+    loaded = index.load(tmp_path / "a")
+    assert isinstance(faiss.downcast_InvertedLists(loaded._index.invlists), faiss.OnDiskInvertedLists)
+    assert isinstance(loaded._all_ids(), np.memmap)  # opening read neither the lists nor the ids
+    for got, want in zip(loaded.search(queries, 10), before):
+        np.testing.assert_array_equal(got, want)
+    loaded.save(tmp_path / "b")  # written out from the mapped lists
+    loaded.add(database[2000:])
+    built.add(database[2000:])
+    for got, want in zip(loaded.search(queries, 10), built.search(queries, 10)):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(index.load(tmp_path / "b").search(queries, 10), before):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_saving_never_replaces_what_is_not_an_index(rng, tmp_path):
     built = index.make_index(BITS).add(rng.integers(0, 16, (50, 3), dtype=np.uint8))
     user = tmp_path / "work"

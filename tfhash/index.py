@@ -309,6 +309,7 @@ class FaissIndex(_SearchIndex):
         else:
             self._inner = None  # built at the first add, when nlist can follow the data size
         self._index = None
+        self._lists_mapped = False
         self._id_parts = []
 
     @property
@@ -347,13 +348,27 @@ class FaissIndex(_SearchIndex):
                 return self  # nothing to add, and an IVF index cannot train on nothing
             if self._index is None:
                 self._build(codes)
+            self._lists_into_memory()
             self._index.add(codes)
             self._id_parts.append(ids)
         return self
 
+    def _lists_into_memory(self):
+        """Copies the lists of a loaded IVF index, memory-mapped read-only, into memory (where Faiss can add to
+        them or write them out); a no-op for any other index."""
+        if not self._lists_mapped:
+            return
+        faiss, mapped = self._faiss, self._index.invlists
+        lists = faiss.ArrayInvertedLists(mapped.nlist, mapped.code_size)
+        mapped.copy_subset_to(lists, faiss.InvertedLists.SUBSET_TYPE_ID_RANGE, 0, np.iinfo(np.int64).max)
+        self._index.replace_invlists(lists, True)
+        lists.this.disown()  # the index owns the lists now
+        self._lists_mapped = False
+
     def _write_files(self, directory):
         files = {"ids": _write_arrays(directory, IDS_FILE, [self._all_ids().astype("<i8", copy=False)])}
         if self._index is not None:
+            self._lists_into_memory()
             self._faiss.write_index_binary(self._index, os.path.join(directory, FAISS_FILE))
             files["faiss"] = {"name": FAISS_FILE, "bytes": os.path.getsize(os.path.join(directory, FAISS_FILE))}
         return files, {"kind": self.kind, "nlist": self.nlist, "nprobe": self.nprobe,
@@ -363,14 +378,17 @@ class FaissIndex(_SearchIndex):
 
     def _open_files(self, directory, manifest):
         count = manifest["count"]
-        ids = np.array(_map_array(directory, manifest, "ids", np.dtype("<i8"), (count,)), np.int64)
+        ids = _map_array(directory, manifest, "ids", np.dtype("<i8"), (count,))
         if "faiss" not in manifest["files"]:
             if count:
                 raise ValueError(f"`path` {directory!r}: the manifest lists {count} codes but no {FAISS_FILE}.")
             return
         _check_file(directory, manifest, "faiss")
+        # An IVF index's lists, nearly all of its size, are memory-mapped: opening reads the quantizer only,
+        # and a search pages in the lists it probes. (Faiss maps the lists of no other binary index.)
+        flags = self._faiss.IO_FLAG_MMAP if self.kind == "ivf" else 0
         try:
-            index = self._faiss.read_index_binary(os.path.join(directory, FAISS_FILE))
+            index = self._faiss.read_index_binary(os.path.join(directory, FAISS_FILE), flags)
         except RuntimeError as err:
             raise ValueError(f"`path` {directory!r}: {FAISS_FILE} cannot be read by Faiss (damaged?): "
                              f"{_validation.error_summary(err)}") from err
@@ -384,6 +402,7 @@ class FaissIndex(_SearchIndex):
         if self.kind == "hnsw":
             index.hnsw.efSearch = self.hnsw_search_depth
         self._inner = self._index = index
+        self._lists_mapped = self.kind == "ivf"
         self._id_parts = [ids]
 
     def search(self, queries: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
