@@ -9,9 +9,9 @@ non-negative. ``range_search`` returns Faiss-style ``(lims, distances, ids)``: t
 are ``distances[lims[i]:lims[i + 1]]``, ordered like ``search``'s (distance, then insertion order).
 
 **Files.** ``index.save(path)`` writes a directory (a manifest ``index.json`` beside the codes and ids, or
-Faiss's own file) atomically; :func:`load` opens it again, memory-mapping the exact index's codes and ids so
-that opening a large index reads nothing but its manifest. :func:`build` streams a collection through an
-encoder into a saved index.
+Faiss's own file) atomically; :func:`load` opens it again, memory-mapping the exact index's codes and ids
+(and a Faiss IVF index's ids and lists) so that opening a large index reads little more than its manifest.
+:func:`build` streams a collection through an encoder into a saved index.
 
 **Threads.** Every index may be shared by threads: any number may ``search`` and ``range_search`` at once,
 and an ``add`` concurrent with searches loses nothing (each search sees the codes added before it
