@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from benchmarks import report
-from tests.helpers import ROOT
+from tests.helpers import ROOT, SHARED_DATA
 from tfhash import schemes
 
 pytestmark = pytest.mark.e2e  # benchmark scripts end to end
@@ -85,6 +85,23 @@ def test_search_benchmark_compares_the_exact_index_with_faiss_and_the_scan_limit
     assert payload["identical_topk"] is True and payload["ours_over_faiss"] > 0 and payload["limit_qps"] > 0
     assert payload["range_identical"] is True and payload["range_hits_per_query"] > 0 and payload["range_ours_qps"] > 0
     assert "of the limit of an exact scan" in result.stdout
+
+
+@pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, "fashion-mnist-train-60k")),
+                    reason="../shared/data/fashion-mnist-train-60k not present")
+def test_collection_benchmark_builds_resumes_and_searches_a_small_collection():
+    # 200,000 items: a build long enough (a few seconds) to be killed once half of it is recorded
+    result = subprocess.run([sys.executable, "-m", "benchmarks.collection", "--sizes", "2000", "200000", "--epochs", "1"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=900,
+                            env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [b["items"] for b in payload["builds"]] == [2000, 2000, 200000]
+    assert payload["resume"]["identical"] is True and 0 < payload["resume"]["killed_at"] < 200000
+    exact, *approximate = payload["search"]
+    assert exact["recall@10"] == exact["ids@10"] == 1.0 and len(approximate) == 3
+    for row in approximate:  # distance recall counts any tied code: never below the ids' share
+        assert 0 < row["ids@10"] <= row["recall@10"] <= 1 and row["queries_per_s"] > 0
 
 
 def test_a_reproduction_job_runs_appends_its_record_and_fills_its_cells(tmp_path, monkeypatch):
