@@ -1,5 +1,6 @@
 """The Colab notebooks: outputs cleared, public API only; the quickstart runs top to bottom in a kernel."""
 
+import importlib.util
 import json
 import os
 
@@ -9,7 +10,7 @@ from tests.helpers import ROOT
 
 pytestmark = pytest.mark.e2e  # runs a notebook in a kernel
 
-NOTEBOOKS = ("quickstart.ipynb", "hashgan_tfds.ipynb", "export_serving.ipynb")
+NOTEBOOKS = ("quickstart.ipynb", "hashgan_tfds.ipynb", "export_serving.ipynb", "large_collections.ipynb")
 
 
 def _read(name):
@@ -79,3 +80,13 @@ def test_export_serving_notebook_runs(tmp_path, monkeypatch):
     assert os.path.isfile(os.path.join(namespace["version_dir"], "saved_model.pb"))
     assert namespace["differing_bits"] <= 0.001 * namespace["codes"].size * 8
     assert namespace["out"]["codes"].numpy().dtype.name == "uint8"
+
+
+def test_large_collections_notebook_builds_searches_and_matches_beam(tmp_path, monkeypatch):
+    namespace = _exec_notebook("large_collections.ipynb", tmp_path, monkeypatch,
+                               {"TFHASH_NOTEBOOK_EPOCHS": "1", "TFHASH_NOTEBOOK_ITEMS": "20000"})
+    assert len(namespace["built"]) == 20000 and len(namespace["exact"]) == 20100
+    assert namespace["ids"].shape == (5, 10) and namespace["ids"][0, 0] == 0  # the first item finds itself
+    assert 0.5 <= namespace["recall"] <= 1
+    if importlib.util.find_spec("apache_beam") is not None:
+        assert namespace["same"] is True and len(namespace["merged"]) == 20000
