@@ -3,6 +3,8 @@ convention, Hamming distances, every index backend against brute force, and the 
 plain reference. Codes of a few bits make ties the rule, not the exception."""
 
 import importlib.util
+import os
+import tempfile
 
 import numpy as np
 import pytest
@@ -49,16 +51,24 @@ def _reference_search(queries, database, ids, k, radius):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @given(bits=st.integers(1, 20), nd=st.integers(1, 60), nq=st.integers(1, 4), parts=st.integers(1, 3),
-       k=st.integers(1, 70), radius=st.integers(0, 25), custom_ids=st.booleans(), seed=seeds)
+       k=st.integers(1, 70), radius=st.integers(0, 25), custom_ids=st.booleans(), saved_first=st.booleans(),
+       seed=seeds)
 def test_every_index_backend_equals_brute_force_ties_included(backend, bits, nd, nq, parts, k, radius, custom_ids,
-                                                              seed):
+                                                              saved_first, seed):
     rng = np.random.default_rng(seed)
     database_bits, query_bits = _bits01(rng, nd, bits), _bits01(rng, nq, bits)
     database, queries = codes.pack(database_bits), codes.pack(query_bits)
     ids = rng.choice(2**62, nd, replace=False).astype(np.int64) if custom_ids else np.arange(nd, dtype=np.int64)
     idx = index.make_index(bits, backend)
-    for chunk in np.array_split(np.arange(nd), parts):
-        idx.add(database[chunk], ids=ids[chunk] if custom_ids else None)
+    with tempfile.TemporaryDirectory() as directory:
+        for i, chunk in enumerate(np.array_split(np.arange(nd), parts)):
+            idx.add(database[chunk], ids=ids[chunk] if custom_ids else None)
+            if i == 0 and saved_first:  # the rest is added to the saved, reopened (memory-mapped) first part
+                idx = index.load(idx.save(os.path.join(directory, "index")))
+        _check_against_brute_force(idx, query_bits, database_bits, queries, ids, k, radius)
+
+
+def _check_against_brute_force(idx, query_bits, database_bits, queries, ids, k, radius):
     expected_d, expected_ids, balls = _reference_search(query_bits, database_bits, ids, k, radius)
     d, found = idx.search(queries, k)
     np.testing.assert_array_equal(d, expected_d)
