@@ -21,15 +21,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import tempfile
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
-from tfhash import _io, _validation, index, sources
+from tfhash import _validation, index, sources
 from tfhash import codes as codes_lib
 
 SHARD_PREFIX = "codes"
@@ -262,11 +260,7 @@ def merge_shards(output, path, *, overwrite=False, rows_in_memory=ROWS_IN_MEMORY
     for name in _one_run_of(output, "skipped", ".jsonl"):
         with open(name, encoding="utf-8") as f:
             skipped += [json.loads(line) for line in f if line.strip()]
-    path = index.check_save_target(path, overwrite)
-    target = os.path.abspath(path)
-    os.makedirs(os.path.dirname(target), exist_ok=True)
-    work = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.merge-")
-    try:
+    def fill(work):
         row_bytes = 8 + codes_lib.num_bytes(bits)
         runs = _sorted_runs(tf.data.TFRecordDataset(shards), row_bytes, output, work, rows_in_memory)
         count = _merge_runs(runs, row_bytes, work, rows_in_memory, output)
@@ -274,14 +268,9 @@ def merge_shards(output, path, *, overwrite=False, rows_in_memory=ROWS_IN_MEMORY
                  for key, name in (("codes", index.CODES_FILE), ("ids", index.IDS_FILE))}
         description = {k: encoder[k] for k in ("scheme", "bits", "fingerprint")}
         details = {"source": {"kind": "beam", "shards": output}, "skipped": sorted(skipped, key=lambda s: s["id"])}
-        _io.write_json_atomically(os.path.join(work, index.MANIFEST),
-                                  index._manifest("numpy", bits, count, {}, files, description, details))
-        _io.honour_umask(work)
-        _io.place_directory(work, target, index.PREVIOUS_INDEX if overwrite else None)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return index.load(path)
+        return index._manifest("numpy", bits, count, {}, files, description, details)
+
+    return index.load(index._write_directory(path, overwrite, fill, label="merge"))
 
 
 def _one_run_of(output, prefix, suffix):
@@ -347,9 +336,11 @@ def _merge_runs(runs, row_bytes, work, rows_in_memory, output):
     then writes every held row whose id is at most the smallest last id among runs with rows left to read:
     no row still unread can come before them."""
     block = max(1, rows_in_memory // max(1, len(runs)))
-    maps = [np.memmap(name, np.uint8, "r", shape=(rows, row_bytes)) if rows else None for name, rows in runs]
+    maps = [np.memmap(name, np.uint8, "r", shape=(rows, row_bytes)) for name, rows in runs]
     read = [0] * len(runs)
+    # each run's block in memory and its ids (taken once per block; what is written is sliced off both)
     held = [np.empty((0, row_bytes), np.uint8) for _ in runs]
+    held_ids = [np.empty(0, np.int64) for _ in runs]
     count, last_id = 0, None
     with open(os.path.join(work, index.CODES_FILE), "wb") as codes_file, \
             open(os.path.join(work, index.IDS_FILE), "wb") as ids_file:
@@ -357,15 +348,15 @@ def _merge_runs(runs, row_bytes, work, rows_in_memory, output):
             for r, (_, rows) in enumerate(runs):
                 if not held[r].shape[0] and read[r] < rows:
                     held[r] = np.array(maps[r][read[r]:read[r] + block])
+                    held_ids[r] = _ids(held[r])
                     read[r] += held[r].shape[0]
             waiting = [r for r, (_, rows) in enumerate(runs) if read[r] < rows]
-            bound = min((int(_ids(held[r][-1:])[0]) for r in waiting), default=None)
+            bound = min((int(held_ids[r][-1]) for r in waiting), default=None)
             ready = []
             for r in range(len(runs)):
-                ids = _ids(held[r])
-                cut = ids.shape[0] if bound is None else int(np.searchsorted(ids, bound, side="right"))
+                cut = held[r].shape[0] if bound is None else int(np.searchsorted(held_ids[r], bound, side="right"))
                 ready.append(held[r][:cut])
-                held[r] = held[r][cut:]
+                held[r], held_ids[r] = held[r][cut:], held_ids[r][cut:]
             rows = np.concatenate(ready) if ready else np.empty((0, row_bytes), np.uint8)
             if rows.shape[0]:
                 rows = rows[np.argsort(_ids(rows), kind="stable")]

@@ -191,13 +191,10 @@ def _finish(work, target, encoder, backend, index_options, state, overwrite):
     files = {"codes": {"name": index_lib.CODES_FILE, "bytes": count * width},
              "ids": {"name": index_lib.IDS_FILE, "bytes": count * 8}}
     if backend == "numpy":
-        manifest = index_lib._manifest("numpy", encoder.bits, count, dict(index_options), files, state["encoder"],
-                                       details)
-        _io.write_json_atomically(os.path.join(work, index_lib.MANIFEST), manifest)
         os.remove(os.path.join(work, PROGRESS_FILE))
         os.remove(os.path.join(work, LOCK_FILE))
-        _io.honour_umask(work)
-        _io.place_directory(work, target, index_lib.PREVIOUS_INDEX if overwrite else None)
+        index_lib._seal(work, target, overwrite, index_lib._manifest(
+            "numpy", encoder.bits, count, dict(index_options), files, state["encoder"], details))
         return
     # A Faiss index is built from the finished codes, then saved like any index.
     exact = index_lib.HammingIndex(encoder.bits)

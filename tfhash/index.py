@@ -94,22 +94,13 @@ class _SearchIndex:
         :func:`load` can refuse codes from another encoder. ``details``: JSON facts kept in the manifest
         (:func:`build` records its source and any skipped items there).
         """
-        path = check_save_target(path, overwrite)
-        target = os.path.abspath(path)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        tmp = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.tmp-")
-        try:
+        def fill(directory):
             with self._lock:
-                files, options = self._write_files(tmp)
+                files, options = self._write_files(directory)
                 count = self.ntotal
-            manifest = _manifest(self.backend, self.bits, count, options, files, encoder_description(encoder), details)
-            _io.write_json_atomically(os.path.join(tmp, MANIFEST), manifest)
-            _io.honour_umask(tmp)
-            _io.place_directory(tmp, target, PREVIOUS_INDEX if overwrite else None)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+            return _manifest(self.backend, self.bits, count, options, files, encoder_description(encoder), details)
+
+        return _write_directory(path, overwrite, fill)
 
 
 class HammingIndex(_SearchIndex):
@@ -634,6 +625,30 @@ def _manifest(backend, bits, count, options, files, encoder, details=None):
             "code_bytes": codes_lib.num_bytes(bits), "count": int(count), "options": options, "files": files,
             "encoder": encoder, "bit_order": "lsb-first (Faiss layout)", "ids": "int64 little-endian",
             "details": details or {}}
+
+
+def _write_directory(path, overwrite, fill, label="tmp"):
+    """Writes a saved index at ``path`` whole and returns ``path``: ``fill(directory)`` writes the files into a
+    new directory beside it and returns the manifest; :func:`_seal` then renames it into place. The directory
+    is removed if anything fails."""
+    path = check_save_target(path, overwrite)
+    target = os.path.abspath(path)
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    directory = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.{label}-")
+    try:
+        _seal(directory, target, overwrite, fill(directory))
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return path
+
+
+def _seal(directory, target, overwrite, manifest):
+    """Finishes an index written into ``directory``: its manifest, the modes the user's umask gives, then one
+    rename to ``target``, which replaces only a previous index, and only with ``overwrite``."""
+    _io.write_json_atomically(os.path.join(directory, MANIFEST), manifest)
+    _io.honour_umask(directory)
+    _io.place_directory(directory, target, PREVIOUS_INDEX if overwrite else None)
 
 
 def _write_arrays(directory, name, arrays):
