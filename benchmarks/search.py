@@ -59,13 +59,18 @@ class _ScanLimit:
             return sum(pool.map(lambda b: _scan_only(words, self.database, b[0], b[1]), zip(bounds[:-1], bounds[1:])))
 
 
-def timed_search(idx, queries, k, repeats):
+def timed(call, repeats):
+    """The fastest of ``repeats`` calls, in seconds, and the last call's result."""
     best, result = float("inf"), None
     for _ in range(repeats):
         start = time.perf_counter()
-        result = idx.search(queries, k)
+        result = call()
         best = min(best, time.perf_counter() - start)
     return best, result
+
+
+def timed_search(idx, queries, k, repeats):
+    return timed(lambda: idx.search(queries, k), repeats)
 
 
 def main():
@@ -124,12 +129,8 @@ def main():
     flat_range = index.FaissIndex(args.bits, kind="flat").add(database)
     range_seconds, range_answers = {}, {}
     for name, idx in (("ours", ours_range), ("faiss", flat_range)):
-        best = float("inf")
-        for _ in range(args.repeats):
-            start = time.perf_counter()
-            range_answers[name] = idx.range_search(queries, args.radius)
-            best = min(best, time.perf_counter() - start)
-        range_seconds[name] = best
+        range_seconds[name], range_answers[name] = timed(lambda i=idx: i.range_search(queries, args.radius),
+                                                         args.repeats)
     range_identical = all(np.array_equal(a, b) for a, b in zip(range_answers["ours"], range_answers["faiss"]))
     hits = int(range_answers["ours"][0][-1])
     range_ratio = range_seconds["faiss"] / range_seconds["ours"]
