@@ -55,10 +55,24 @@ def _peak_rss_mb():
         return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
 
 
-def _child_build(export, source, path, batch_size):
-    """A build in this (fresh) process; prints its figures as JSON."""
+def _child_build(export, source, path, batch_size, kill_at=None):
+    """A build in this (fresh) process; prints its figures as JSON. With ``kill_at``, the process records its
+    progress after every batch and kills itself (SIGKILL: no cleanup runs) right after the first record of at
+    least ``kill_at`` items, so the interruption falls mid-build however fast the machine is."""
     import tfhash
 
+    if kill_at is not None:
+        from tfhash import collection
+
+        collection.FLUSH_SECONDS = 0
+        record = collection._flush
+
+        def record_then_die(work, state, codes_file, ids_file):
+            record(work, state, codes_file, ids_file)
+            if state["written"] >= kill_at:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+        collection._flush = record_then_die
     encoder = tfhash.load(export)
     before = _rss_mb()
     start = time.perf_counter()
@@ -68,9 +82,13 @@ def _child_build(export, source, path, batch_size):
                       "peak_rss_mb": _peak_rss_mb()}))
 
 
+def _child_command(export, source, path, batch_size, *extra):
+    return [sys.executable, "-m", "benchmarks.collection", "--child", export, str(source), str(path),
+            str(batch_size), *map(str, extra)]
+
+
 def _run_child(args, export, source, path, batch_size):
-    command = [sys.executable, "-m", "benchmarks.collection", "--child", export, str(source), str(path),
-               str(batch_size)]
+    command = _child_command(export, source, path, batch_size)
     result = subprocess.run(command, capture_output=True, text=True, cwd=_common.ROOT)
     if result.returncode:
         raise SystemExit(f"build failed: {result.stderr[-3000:]}")
@@ -78,26 +96,15 @@ def _run_child(args, export, source, path, batch_size):
 
 
 def _interrupted_build(export, source, path, batch_size, count):
-    """Starts a build, kills it once half the items are recorded, builds again; returns the kill point."""
+    """A build killed once half the items are recorded; returns how many its last record holds."""
+    process = subprocess.run(_child_command(export, source, path, batch_size, count // 2), cwd=_common.ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if process.returncode != -signal.SIGKILL:
+        raise SystemExit(f"the build to interrupt ended with exit code {process.returncode}, not killed: "
+                         f"{process.stderr[-3000:]}")
     work = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.build", "build.json")
-    command = [sys.executable, "-m", "benchmarks.collection", "--child", export, str(source), str(path),
-               str(batch_size)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=_common.ROOT)
-    written = 0
-    while process.poll() is None:
-        time.sleep(0.2)
-        try:
-            with open(work) as f:
-                written = json.load(f)["written"]
-        except (OSError, ValueError, KeyError):
-            continue
-        if written >= count // 2:
-            process.send_signal(signal.SIGKILL)
-            process.wait()
-            break
-    if process.returncode == 0:
-        raise SystemExit("the build finished before it could be interrupted; use a larger size")
-    return written
+    with open(work) as f:
+        return json.load(f)["written"]
 
 
 def _tiled_pixels(images, count, seed):
@@ -162,7 +169,7 @@ def _directory_bytes(path):
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--child":
-        _child_build(argv[1], argv[2], argv[3], int(argv[4]))
+        _child_build(argv[1], argv[2], argv[3], int(argv[4]), *(int(a) for a in argv[5:6]))
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
