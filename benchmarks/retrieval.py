@@ -185,9 +185,9 @@ def build_parser():
     parser.add_argument("--batch-size", type=int, default=None, help="default: each preset's")
     parser.add_argument("--protocol", default=None, choices=["labels", "euclidean"])
     parser.add_argument("--baselines", nargs="+", default=None, help="default: the paper's baselines (ITQ always)")
-    parser.add_argument("--ablation", nargs="*", default=None, metavar="NAME",
+    parser.add_argument("--ablation", nargs="*", action="extend", default=None, metavar="NAME",
                         help="also train each candidate without the terms of the scheme's ablations: all of them, or "
-                        "those named (a name beginning with '-' as --ablation=NAME)")
+                        "those named (a name beginning with '-' as --ablation=NAME; repeatable)")
     parser.add_argument("--compare", nargs="+", default=[], choices=schemes.names(),
                         help="other schemes trained in the same run with their default preset (reported, never chosen)")
     parser.add_argument("--compare-epochs", type=int, default=None, help="epochs of the --compare schemes "
