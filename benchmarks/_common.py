@@ -36,6 +36,18 @@ def load_mnist10k():
     return load_real("mnist10k")
 
 
+def timed(call, repeats=1):
+    """The fastest of ``repeats`` calls of ``call()``, in seconds, and the last call's result."""
+    import time
+
+    best, result = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = call()
+        best = min(best, time.perf_counter() - start)
+    return best, result
+
+
 def machine():
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__}
 

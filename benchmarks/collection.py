@@ -87,7 +87,7 @@ def _child_command(export, source, path, batch_size, *extra):
             str(batch_size), *map(str, extra)]
 
 
-def _run_child(args, export, source, path, batch_size):
+def _run_child(export, source, path, batch_size):
     command = _child_command(export, source, path, batch_size)
     result = subprocess.run(command, capture_output=True, text=True, cwd=_common.ROOT)
     if result.returncode:
@@ -147,18 +147,12 @@ def _encode_rates(encoders, items, repeats=3):
     best = {name: float("inf") for name in encoders}
     for _ in range(repeats):
         for name, encoder in encoders.items():
-            best[name] = min(best[name], _timed(lambda e=encoder: e.encode(items, batch_size=256)))
+            best[name] = min(best[name], _common.timed(lambda e=encoder: e.encode(items, batch_size=256))[0])
     return {name: len(items) / seconds for name, seconds in best.items()}
 
 
-def _timed(call):
-    start = time.perf_counter()
-    call()
-    return time.perf_counter() - start
-
-
 def _latency_ms(index, queries):
-    times = [1000 * _timed(lambda q=q: index.search(q[None], 10)) for q in queries[:200]]
+    times = [1000 * _common.timed(lambda q=q: index.search(q[None], 10))[0] for q in queries[:200]]
     return float(np.percentile(times, 50)), float(np.percentile(times, 99))
 
 
@@ -205,7 +199,7 @@ def main(argv=None):
             if source.endswith(".npy"):
                 _write_npy(source, collection_x, count)
             path = os.path.join(work, f"index-{len(builds)}")
-            figures = _run_child(args, saved, source, path, args.batch_size)
+            figures = _run_child(saved, source, path, args.batch_size)
             figures.update(source=label, count=count, index_bytes=_directory_bytes(path), path=path)
             builds.append(figures)
             print(f"build {label}: {figures['items'] / figures['seconds']:.0f} items/s, peak RSS "
@@ -215,13 +209,13 @@ def main(argv=None):
         resumed_path = os.path.join(work, "index-resumed")
         killed_at = _interrupted_build(saved, os.path.join(work, f"items-{sizes[-1]}.npy"), resumed_path,
                                        args.batch_size, sizes[-1])
-        _run_child(args, saved, os.path.join(work, f"items-{sizes[-1]}.npy"), resumed_path, args.batch_size)
+        _run_child(saved, os.path.join(work, f"items-{sizes[-1]}.npy"), resumed_path, args.batch_size)
         identical = all(open(os.path.join(resumed_path, name), "rb").read() ==
                         open(os.path.join(largest["path"], name), "rb").read() for name in ("codes.bin", "ids.bin"))
         print(f"resume: killed with {killed_at:,} of {sizes[-1]:,} items recorded; rerun gives byte-identical codes "
               f"and ids: {identical}", flush=True)
 
-        load_seconds = min(_timed(lambda: index.load(largest["path"])) for _ in range(3))
+        load_seconds, _ = _common.timed(lambda: index.load(largest["path"]), repeats=3)
         exact = index.load(largest["path"])
         queries = hasher.encode(queries_x)
         exact.search(queries[:2], 100)  # compiles the kernel (or loads it from Numba's cache): not timed

@@ -59,18 +59,8 @@ class _ScanLimit:
             return sum(pool.map(lambda b: _scan_only(words, self.database, b[0], b[1]), zip(bounds[:-1], bounds[1:])))
 
 
-def timed(call, repeats):
-    """The fastest of ``repeats`` calls, in seconds, and the last call's result."""
-    best, result = float("inf"), None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = call()
-        best = min(best, time.perf_counter() - start)
-    return best, result
-
-
 def timed_search(idx, queries, k, repeats):
-    return timed(lambda: idx.search(queries, k), repeats)
+    return _common.timed(lambda: idx.search(queries, k), repeats)
 
 
 def main():
@@ -129,8 +119,8 @@ def main():
     flat_range = index.FaissIndex(args.bits, kind="flat").add(database)
     range_seconds, range_answers = {}, {}
     for name, idx in (("ours", ours_range), ("faiss", flat_range)):
-        range_seconds[name], range_answers[name] = timed(lambda i=idx: i.range_search(queries, args.radius),
-                                                         args.repeats)
+        range_seconds[name], range_answers[name] = _common.timed(
+            lambda i=idx: i.range_search(queries, args.radius), args.repeats)
     range_identical = all(np.array_equal(a, b) for a, b in zip(range_answers["ours"], range_answers["faiss"]))
     hits = int(range_answers["ours"][0][-1])
     range_ratio = range_seconds["faiss"] / range_seconds["ours"]
