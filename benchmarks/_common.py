@@ -58,21 +58,26 @@ def peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def commit():
+    """The checked-out commit of the project, or None outside a git checkout."""
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
 def append_result(path, record, wall_seconds):
     """Appends ``record`` as one JSON line to ``path``, with the command that made it, the commit and the wall
     time, so a figure taken from the file can always be traced and rerun."""
     import json
     import shlex
-    import subprocess
     import sys
 
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = None
     # quoted as a shell would need it, so an argument holding spaces reads back as one (shlex.split)
     entry = {"command": f"python -m benchmarks.{os.path.basename(sys.argv[0])[:-3]} {shlex.join(sys.argv[1:])}".rstrip(),
-             "commit": commit, "wall_seconds": round(wall_seconds, 1), **record}
+             "commit": commit(), "wall_seconds": round(wall_seconds, 1), **record}
     with open(path, "a", encoding="utf-8") as f:  # one line per run, appended whole
         f.write(json.dumps(entry, sort_keys=True, default=float) + "\n")

@@ -6,13 +6,15 @@
     python -m benchmarks.reproduce --report               # rewrite REPRODUCTION.md from the results file
     python -m benchmarks.reproduce --check                # exit 1 when REPRODUCTION.md differs from it
 
-A **job** is one ``benchmarks.retrieval`` command on one data set at one code length (small enough that an
-interrupted session loses at most one of them); it appends one JSON record to ``benchmarks/results.jsonl``
-with its command, commit, seeds, wall time and peak memory. A record belongs to a job when its command
-parses to the same arguments. Nothing in REPRODUCTION.md is typed by hand except the papers' own figures,
-copied as printed from ``../shared/papers`` (the section is named beside each table), the tables' notes on
-what differs from the paper's protocol, and the appendix of records made before these jobs
-(``benchmarks/quality_records.md``, included verbatim).
+A **job** is one ``benchmarks.retrieval`` command on one data set at one code length; it appends one JSON
+record to ``benchmarks/results.jsonl`` with its command, commit, seeds, wall time and peak memory. A record
+belongs to a job when its command parses to the same arguments. Until its record is written, a job keeps its
+finished runs and epoch checkpoints in ``checkpoints/JOB`` beside the results file: running it again after an
+interruption resumes it (``benchmarks.retrieval --checkpoint``), and its record then names the commits of the
+runs made before. Nothing in REPRODUCTION.md is typed by hand except the papers' own figures, copied as
+printed from ``../shared/papers`` (the section is named beside each table), the tables' notes on what differs
+from the paper's protocol, and the appendix of records made before these jobs (``benchmarks/quality_records.md``,
+included verbatim).
 """
 
 from __future__ import annotations
@@ -374,6 +376,7 @@ def _parser():
 def _arguments(argv):
     values = vars(_parser().parse_args(argv))
     values.pop("results")
+    values.pop("checkpoint")
     return values
 
 
@@ -470,7 +473,11 @@ def _job_lines(names, found):
         else:
             memory = record.get("peak_rss_mb")
             cost = f"{record['wall_seconds'] / 60:.0f} min" + (f", peak {memory:,.0f} MB" if memory else "")
-            lines.append(f"- `{name}`: {cost}, commit {str(record.get('commit'))[:7]}: `{job.command}`")
+            commits = f"commit {str(record.get('commit'))[:7]}"
+            if record.get("resumed_runs"):
+                earlier = ", ".join(c[:7] for c in record.get("resumed_commits", []))
+                commits += f" (resumed after an interruption: {record['resumed_runs']} runs made before, at {earlier})"
+            lines.append(f"- `{name}`: {cost}, {commits}: `{job.command}`")
     return lines
 
 
@@ -629,10 +636,16 @@ def render(records):
 # --- command line -----------------------------------------------------------------------------------------
 
 
+def checkpoint_directory(job, results):
+    """Where ``job`` keeps its finished runs until its record is written: beside the results file, so running
+    the job again after an interruption resumes it."""
+    return os.path.join(os.path.dirname(os.path.abspath(results)), "checkpoints", job.name)
+
+
 def run_job(job, results):
     print(f"[{job.name}] {job.command}", flush=True)
-    completed = subprocess.run([sys.executable, "-m", "benchmarks.retrieval", *job.argv, "--results", results],
-                               cwd=_common.ROOT)
+    completed = subprocess.run([sys.executable, "-m", "benchmarks.retrieval", *job.argv, "--results", results,
+                                "--checkpoint", checkpoint_directory(job, results)], cwd=_common.ROOT)
     return completed.returncode
 
 

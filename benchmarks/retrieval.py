@@ -30,17 +30,26 @@ mAP over the whole database; **euclidean** (the true top-N Euclidean neighbours 
 or a tenth of the database when it holds fewer than 5,000 items): mAP. Each run also records the other test
 figures the papers print (``test_details``: labels: mAP@1000, precision@1000 and @100, NMI and accuracy of
 k-means on the database codes; euclidean: precision@100). Ends with one JSON line holding every run.
+
+**Resuming** (``--checkpoint DIR``): each finished run is appended to ``DIR/runs.jsonl`` and each deep model
+saves a checkpoint after every epoch; the same command with the same DIR after an interruption reads the
+finished runs back and resumes the unfinished one from its last epoch. The record then says how many runs came
+from earlier invocations and at which commits; DIR is removed once the record is written.
 """
 
 import argparse
+import hashlib
 import itertools
+import json
+import os
+import shutil
 import time
 
 import numpy as np
 
 import tfhash
 from benchmarks import _common
-from tfhash import baselines, datasets, evaluation, metrics, schemes
+from tfhash import _io, baselines, datasets, evaluation, metrics, schemes
 from trainers.config import JIT_COMPILE, parse_set_flags
 
 DATA = ("mnist10k", "fashion10k", "fashion70k", "digits", "cifar6k", "gmm100k")
@@ -99,6 +108,80 @@ def score(scorers, encode, bits):
     """``{"validation": figure, "test": figure, "test_details": {...}}`` for one trained encoder."""
     test, details = scorers["test"](encode, bits)
     return {"validation": scorers["validation"](encode), "test": test, "test_details": details}
+
+
+class RunLog:
+    """The runs a command has finished, kept in ``directory`` so an interrupted command can resume.
+
+    ``directory`` is created here with a ``command.json`` naming the command; a directory without it, or made by
+    another command, is refused rather than reused or overwritten.
+    """
+
+    MARKER = "command.json"
+
+    def __init__(self, directory, arguments):
+        self.directory = directory
+        self.session = f"{os.getpid()}-{time.time():.0f}"
+        self.started = time.perf_counter()
+        marker = os.path.join(directory, self.MARKER)
+        if os.path.isdir(directory) and os.listdir(directory):
+            if not os.path.isfile(marker):
+                raise SystemExit(f"--checkpoint {directory!r} is a directory this benchmark did not make "
+                                 f"(no {self.MARKER}); give a new or empty directory")
+            with open(marker, encoding="utf-8") as f:
+                saved = json.load(f)
+            if saved != arguments:
+                raise SystemExit(f"--checkpoint {directory!r} holds the runs of another command ({saved}); "
+                                 "give another directory")
+        else:
+            os.makedirs(directory, exist_ok=True)
+            _io.write_json_atomically(marker, arguments)
+        self.finished = {}
+        self.earlier = {}  # session -> (seconds it ran until its last finished run, peak MB, commit)
+        path = os.path.join(directory, "runs.jsonl")
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                for line in f:
+                    if not line.endswith("\n"):  # a line cut short by the interruption
+                        continue
+                    entry = json.loads(line)
+                    self.finished[tuple(entry["key"])] = entry["run"]
+                    seconds, memory, _ = self.earlier.get(entry["session"], (0.0, 0.0, None))
+                    self.earlier[entry["session"]] = (max(seconds, entry["elapsed"]), max(memory, entry["peak_rss_mb"]),
+                                                      entry["commit"])
+
+    def get(self, key):
+        return self.finished.get(key)
+
+    def training_directory(self, key):
+        """Where the run ``key`` keeps its epoch checkpoints (``tfhash.fit``'s ``checkpoint_dir``)."""
+        digest = hashlib.sha1(json.dumps(list(key)).encode()).hexdigest()[:12]
+        return os.path.join(self.directory, f"{key[0]}-{key[1]}-{key[2]}-{digest}")
+
+    def add(self, key, run):
+        entry = {"key": list(key), "run": run, "session": self.session, "commit": _common.commit(),
+                 "elapsed": round(time.perf_counter() - self.started, 1), "peak_rss_mb": round(_common.peak_rss_mb(), 1)}
+        with open(os.path.join(self.directory, "runs.jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(entry, sort_keys=True, default=float) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        shutil.rmtree(self.training_directory(key), ignore_errors=True)  # made by tfhash.fit for this run
+
+    def earlier_seconds(self):
+        return sum(seconds for seconds, _, _ in self.earlier.values())
+
+    def summary(self):
+        """The record's fields on resumption: ``{}`` when every run was made by this invocation."""
+        if not self.finished:
+            return {}
+        return {"resumed_runs": len(self.finished),
+                "resumed_commits": sorted({commit for _, _, commit in self.earlier.values() if commit})}
+
+    def peak_rss_mb(self):
+        return max([memory for _, memory, _ in self.earlier.values()] + [_common.peak_rss_mb()])
+
+    def remove(self):
+        shutil.rmtree(self.directory)
 
 
 def parse_grid(items, scheme_cls):
@@ -201,6 +284,9 @@ def build_parser():
                         "items per class, drawn per seed, never validation queries (default: every training label)")
     parser.add_argument("--results", default=None, metavar="FILE.jsonl",
                         help="also append the closing JSON line, with the command, commit and wall time, to this file")
+    parser.add_argument("--checkpoint", default=None, metavar="DIR",
+                        help="keep finished runs and epoch checkpoints in DIR; the same command with the same DIR "
+                        "resumes after an interruption (DIR is removed when the command ends)")
     parser.add_argument("--train-size", type=int, default=None, metavar="N",
                         help="real image data: train on N random database items (queries and database unchanged)")
     return parser
@@ -209,6 +295,7 @@ def build_parser():
 def main(argv=None):
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
+    arguments = {key: value for key, value in vars(args).items() if key not in ("results", "checkpoint")}
 
     scheme_cls = schemes.get(args.scheme)
     if args.deep_baselines:
@@ -228,49 +315,82 @@ def main(argv=None):
           f"protocol {protocol}; selection on validation queries{labelled}", flush=True)
 
     jit_compile = JIT_COMPILE[args.jit_compile]
+    log = None if args.checkpoint is None else RunLog(args.checkpoint, arguments)
+    run_names = baseline_names + [f"compare {other}" for other in args.compare] + [label for label, _, _ in runs]
     results = []  # one dict per (data, bits, seed, method)
+
+    def finished(key):
+        run = log.get(key) if log else None
+        if run is not None:
+            results.append(run)
+        return run is not None
+
+    def keep(key, run, message):
+        results.append(run)
+        if log:
+            log.add(key, run)
+        print(f"  {key[0]} {key[1]} bits seed {key[2]} {message}", flush=True)
+
+    def checkpoint_dir(key):
+        return log.training_directory(key) if log else None
+
     for data in args.data:
         for seed in args.seeds:
+            keys = [(data, bits, seed, name) for bits in args.bits for name in run_names]
+            if log and all(log.get(key) is not None for key in keys):
+                results += [log.get(key) for key in keys]
+                print(f"{data} seed {seed}: every run finished by an earlier invocation", flush=True)
+                continue
             split = load_split(data, seed, args.train_size)
             print(split, flush=True)
             scorers = {"validation": Scorer(split.validation(), protocol), "test": Scorer(split, protocol)}
             labels = None if args.labelled_per_class is None else split.partial_labels(args.labelled_per_class, seed)
             for bits in args.bits:
                 for name in baseline_names:
+                    key = (data, bits, seed, name)
+                    if finished(key):
+                        continue
                     start = time.perf_counter()
                     method = baselines.get(name)(bits=bits, seed=seed).fit(split.train_x)
                     scores = score(scorers, method.encode, bits)
-                    results.append({"data": data, "bits": bits, "seed": seed, "method": name, "baseline": True,
-                                    **scores, "train_seconds": time.perf_counter() - start})
-                    print(f"  {data} {bits} bits seed {seed} {name}: validation {scores['validation']:.4f}, "
-                          f"test {scores['test']:.4f}", flush=True)
+                    keep(key, {"data": data, "bits": bits, "seed": seed, "method": name, "baseline": True,
+                               **scores, "train_seconds": time.perf_counter() - start},
+                         f"{name}: validation {scores['validation']:.4f}, test {scores['test']:.4f}")
                 for other in args.compare:
+                    key = (data, bits, seed, f"compare {other}")
+                    if finished(key):
+                        continue
                     start = time.perf_counter()
                     hasher = tfhash.fit(other, *training_data(split, other, labels), bits=bits,
-                                        epochs=args.compare_epochs, seed=seed, verbose=0, jit_compile=jit_compile)
+                                        epochs=args.compare_epochs, seed=seed, verbose=0, jit_compile=jit_compile,
+                                        checkpoint_dir=checkpoint_dir(key))
                     seconds = time.perf_counter() - start
                     scores = score(scorers, hasher.encode, bits)
-                    results.append({"data": data, "bits": bits, "seed": seed, "method": compare_label(other, hasher),
-                                    "scheme": other, "preset": hasher.preset, "baseline": True, "compared": True,
-                                    **scores, "train_seconds": seconds})
-                    print(f"  {data} {bits} bits seed {seed} {compare_label(other, hasher)}: validation "
-                          f"{scores['validation']:.4f}, test {scores['test']:.4f} ({seconds:.0f} s)", flush=True)
+                    keep(key, {"data": data, "bits": bits, "seed": seed, "method": compare_label(other, hasher),
+                               "scheme": other, "preset": hasher.preset, "baseline": True, "compared": True,
+                               **scores, "train_seconds": seconds},
+                         f"{compare_label(other, hasher)}: validation {scores['validation']:.4f}, "
+                         f"test {scores['test']:.4f} ({seconds:.0f} s)")
                 for label, preset, values in runs:
+                    key = (data, bits, seed, label)
+                    if finished(key):
+                        continue
                     start = time.perf_counter()
                     hasher = tfhash.fit(args.scheme, *training_data(split, args.scheme, labels), bits=bits,
                                         preset=preset, epochs=args.epochs, batch_size=args.batch_size, seed=seed,
-                                        verbose=0, jit_compile=jit_compile, **values)
+                                        verbose=0, jit_compile=jit_compile, checkpoint_dir=checkpoint_dir(key),
+                                        **values)
                     seconds = time.perf_counter() - start
                     scores = score(scorers, hasher.encode, bits)
                     shape = code_shape(hasher, split.database_x)
-                    results.append({"data": data, "bits": bits, "seed": seed, "method": label, "baseline": False,
-                                    "preset": preset, "overrides": values, "epochs": hasher.epoch,
-                                    "hyperparameters": resolved_hyperparameters(hasher),
-                                    "batch_size": hasher.training["batch_size"], **scores, **shape,
-                                    "train_seconds": seconds})
-                    print(f"  {data} {bits} bits seed {seed} {label}: validation {scores['validation']:.4f}, "
-                          f"test {scores['test']:.4f} ({seconds:.0f} s); binary outputs {shape['saturation']:.4f}, "
-                          f"bit frequencies [{shape['bit_freq_min']:.2f}, {shape['bit_freq_max']:.2f}]", flush=True)
+                    keep(key, {"data": data, "bits": bits, "seed": seed, "method": label, "baseline": False,
+                               "preset": preset, "overrides": values, "epochs": hasher.epoch,
+                               "hyperparameters": resolved_hyperparameters(hasher),
+                               "batch_size": hasher.training["batch_size"], **scores, **shape,
+                               "train_seconds": seconds},
+                         f"{label}: validation {scores['validation']:.4f}, test {scores['test']:.4f} ({seconds:.0f} s); "
+                         f"binary outputs {shape['saturation']:.4f}, bit frequencies "
+                         f"[{shape['bit_freq_min']:.2f}, {shape['bit_freq_max']:.2f}]")
 
     rows = []
     for data in args.data:
@@ -303,10 +423,13 @@ def main(argv=None):
               "train_size": args.train_size, "epochs": args.epochs, "batch_size": args.batch_size,
               "compare_epochs": args.compare_epochs, "jit_compile": args.jit_compile,
               "candidates": [{"label": l, "preset": p, "overrides": v} for l, p, v in runs],
-              "runs": results, "machine": _common.machine(), "peak_rss_mb": round(_common.peak_rss_mb(), 1)}
+              "runs": results, "machine": _common.machine(),
+              "peak_rss_mb": round(log.peak_rss_mb() if log else _common.peak_rss_mb(), 1), **(log.summary() if log else {})}
     print(evaluation.json_line(record))
     if args.results:
-        _common.append_result(args.results, record, time.perf_counter() - started)
+        _common.append_result(args.results, record, time.perf_counter() - started + (log.earlier_seconds() if log else 0))
+    if log:
+        log.remove()
 
 
 if __name__ == "__main__":

@@ -140,3 +140,47 @@ def test_a_recorded_command_reads_back_to_its_job_when_an_argument_holds_spaces(
     records = report.load_results(str(tmp_path / "results.jsonl"))
     assert records[0]["command"] == job.command
     assert list(reproduce.job_records(records)) == [job.name]
+
+
+def test_an_interrupted_job_resumes_from_its_finished_runs_and_its_record_says_so(tmp_path, monkeypatch):
+    import tfhash
+
+    real_fit, calls = tfhash.fit, []
+
+    def fit(*args, checkpoint_dir=None, interrupt_at=None, **kwargs):
+        calls.append(checkpoint_dir)
+        if len(calls) == interrupt_at:
+            raise KeyboardInterrupt  # the session ends while this run trains
+        return real_fit(*args, checkpoint_dir=checkpoint_dir, **kwargs)
+
+    directory, results = tmp_path / "job", tmp_path / "results.jsonl"
+    argv = ["--scheme", "sigah", "--data", "digits", "--bits", "8", "--seeds", "0", "1", "--epochs", "1",
+            "--baselines", "lsh", "--results", str(results), "--checkpoint", str(directory)]
+    monkeypatch.setattr(sys, "argv", ["benchmarks/retrieval.py", *argv])
+    monkeypatch.setattr(tfhash, "fit", lambda *a, **k: fit(*a, interrupt_at=2, **k))
+    with pytest.raises(KeyboardInterrupt):
+        retrieval.main(argv)
+    assert not results.exists() and (directory / "runs.jsonl").read_text().count("\n") == 5  # 2 seeds' baselines, 1 run
+    interrupted_at = calls[-1]
+    assert os.path.dirname(interrupted_at) == str(directory)
+
+    # Another command is refused the directory, and so is a directory this benchmark did not make.
+    with pytest.raises(SystemExit, match="another command"):
+        retrieval.main([*argv[:-2], "--bits", "16", "--checkpoint", str(directory)])
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(SystemExit, match="did not make"):
+        retrieval.main([*argv[:-2], "--checkpoint", str(tmp_path / "mine")])
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+
+    calls.clear()
+    monkeypatch.setattr(tfhash, "fit", fit)
+    retrieval.main(argv)
+    assert calls == [interrupted_at]  # only the unfinished run trains, in the epoch checkpoints it had begun
+    record = report.load_results(str(results))[0]
+    assert record["resumed_runs"] == 5 and record["resumed_commits"] == [record["commit"]]
+    assert [(r["seed"], r["method"]) for r in record["runs"]] == [
+        (0, "itq"), (0, "lsh"), (0, "itq_start"), (1, "itq"), (1, "lsh"), (1, "itq_start")]
+    assert not directory.exists()  # removed once the record is written
+    assert reproduce.record_arguments(record) == reproduce.record_arguments(
+        dict(record, command=record["command"].replace(f" --checkpoint {directory}", "")))
