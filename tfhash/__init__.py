@@ -11,7 +11,7 @@ trained scheme), ``training`` (``fit``), ``export`` (SavedModel / TF Serving / T
 and returns a ``Hasher``; ``load`` reads an export back.
 """
 
-from tfhash import (  # noqa: E402  # noqa: E402
+from tfhash import (
            baselines,
            codes,
            collection,
@@ -30,9 +30,9 @@ from tfhash import (  # noqa: E402  # noqa: E402
            training,
 )
 from tfhash._version import __version__
-from tfhash.hasher import Hasher  # noqa: E402
-from tfhash.serving import load  # noqa: E402
-from tfhash.training import fit  # noqa: E402
+from tfhash.hasher import Hasher
+from tfhash.serving import load
+from tfhash.training import fit
 
 __all__ = ["__version__", "Hasher", "baselines", "codes", "collection", "datasets", "evaluation", "export", "fit", "hasher",
            "index", "load", "losses", "metrics", "neighbours", "schemes", "serving", "sources", "summaries",
