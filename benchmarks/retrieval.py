@@ -124,6 +124,8 @@ class RunLog:
         self.session = f"{os.getpid()}-{time.time():.0f}"
         self.started = time.perf_counter()
         marker = os.path.join(directory, self.MARKER)
+        if os.path.exists(directory) and not os.path.isdir(directory):
+            raise SystemExit(f"--checkpoint must be a directory, got the file {directory!r}")
         if os.path.isdir(directory) and os.listdir(directory):
             if not os.path.isfile(marker):
                 raise SystemExit(f"--checkpoint {directory!r} is a directory this benchmark did not make "

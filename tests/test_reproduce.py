@@ -172,6 +172,8 @@ def test_an_interrupted_job_resumes_from_its_finished_runs_and_its_record_says_s
     with pytest.raises(SystemExit, match="did not make"):
         retrieval.main([*argv[:-2], "--checkpoint", str(tmp_path / "mine")])
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    with pytest.raises(SystemExit, match="must be a directory"):
+        retrieval.main([*argv[:-2], "--checkpoint", str(tmp_path / "mine" / "notes.txt")])
 
     calls.clear()
     monkeypatch.setattr(tfhash, "fit", fit)
