@@ -325,6 +325,7 @@ def main(argv=None):
         run = log.get(key) if log else None
         if run is not None:
             results.append(run)
+            print(f"  {key[0]} {key[1]} bits seed {key[2]} {key[3]}: test {run['test']:.4f} (finished earlier)", flush=True)
         return run is not None
 
     def keep(key, run, message):
