@@ -38,6 +38,7 @@ from earlier invocations and at which commits; DIR is removed once the record is
 """
 
 import argparse
+import fcntl
 import hashlib
 import itertools
 import json
@@ -113,8 +114,9 @@ def score(scorers, encode, bits):
 class RunLog:
     """The runs a command has finished, kept in ``directory`` so an interrupted command can resume.
 
-    ``directory`` is created here with a ``command.json`` naming the command; a directory without it, or made by
-    another command, is refused rather than reused or overwritten.
+    ``directory`` is created here, with a ``command.json`` naming the command, and removed with everything in it
+    once the command's record is written. An existing directory without that file (even an empty one), another
+    command's directory, or one a running command holds is refused rather than reused, overwritten or removed.
     """
 
     MARKER = "command.json"
@@ -126,18 +128,25 @@ class RunLog:
         marker = os.path.join(directory, self.MARKER)
         if os.path.exists(directory) and not os.path.isdir(directory):
             raise SystemExit(f"--checkpoint must be a directory, got the file {directory!r}")
-        if os.path.isdir(directory) and os.listdir(directory):
+        try:
+            os.makedirs(directory)
+            _io.write_json_atomically(marker, arguments)
+        except FileExistsError:  # made before: this command's, interrupted, or not ours at all
             if not os.path.isfile(marker):
                 raise SystemExit(f"--checkpoint {directory!r} is a directory this benchmark did not make "
-                                 f"(no {self.MARKER}); give a new or empty directory")
+                                 f"(no {self.MARKER}); give a path that does not exist yet") from None
             with open(marker, encoding="utf-8") as f:
                 saved = json.load(f)
             if saved != arguments:
                 raise SystemExit(f"--checkpoint {directory!r} holds the runs of another command ({saved}); "
-                                 "give another directory")
-        else:
-            os.makedirs(directory, exist_ok=True)
-            _io.write_json_atomically(marker, arguments)
+                                 "give another directory") from None
+        # Held until the process ends, however it ends: a second invocation on the directory is refused.
+        self._lock = open(os.path.join(directory, "lock"), "a")  # noqa: SIM115
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise SystemExit(f"--checkpoint {directory!r} is in use by another running command") from None
         self.finished = {}
         self.earlier = {}  # session -> (seconds it ran until its last finished run, peak MB, commit)
         path = os.path.join(directory, "runs.jsonl")
@@ -184,6 +193,7 @@ class RunLog:
 
     def remove(self):
         shutil.rmtree(self.directory)
+        self._lock.close()
 
 
 def parse_grid(items, scheme_cls):

@@ -1,5 +1,6 @@
 """REPRODUCTION.md: generated from the results file alone, every cell pointing at a figure its job records."""
 
+import json
 import os
 import sys
 
@@ -174,6 +175,15 @@ def test_an_interrupted_job_resumes_from_its_finished_runs_and_its_record_says_s
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
     with pytest.raises(SystemExit, match="must be a directory"):
         retrieval.main([*argv[:-2], "--checkpoint", str(tmp_path / "mine" / "notes.txt")])
+    (tmp_path / "empty").mkdir()  # not made by the benchmark: never filled, so never removed
+    with pytest.raises(SystemExit, match="did not make"):
+        retrieval.main([*argv[:-2], "--checkpoint", str(tmp_path / "empty")])
+    assert (tmp_path / "empty").is_dir()
+    arguments = json.loads((directory / "command.json").read_text())
+    holder = retrieval.RunLog(str(directory), arguments)  # a command still running on the directory
+    with pytest.raises(SystemExit, match="in use"):
+        retrieval.main(argv)
+    holder._lock.close()
 
     calls.clear()
     monkeypatch.setattr(tfhash, "fit", fit)
