@@ -151,10 +151,10 @@ class RunLog:
         self.earlier = {}  # session -> (seconds it ran until its last finished run, peak MB, commit)
         path = os.path.join(directory, "runs.jsonl")
         if os.path.exists(path):
+            with open(path, "rb+") as f:  # a last line cut short by the interruption is dropped
+                f.truncate(f.read().rfind(b"\n") + 1)
             with open(path, encoding="utf-8") as f:
                 for line in f:
-                    if not line.endswith("\n"):  # a line cut short by the interruption
-                        continue
                     entry = json.loads(line)
                     self.finished[tuple(entry["key"])] = entry["run"]
                     seconds, memory, _ = self.earlier.get(entry["session"], (0.0, 0.0, None))

@@ -185,6 +185,8 @@ def test_an_interrupted_job_resumes_from_its_finished_runs_and_its_record_says_s
         retrieval.main(argv)
     holder._lock.close()
 
+    with open(directory / "runs.jsonl", "a") as f:
+        f.write('{"key": ["digits", 8, 1, "itq_st')  # the interruption cut the last line short
     calls.clear()
     monkeypatch.setattr(tfhash, "fit", fit)
     retrieval.main(argv)
