@@ -38,7 +38,7 @@ from earlier invocations and at which commits; DIR is removed once the record is
 """
 
 import argparse
-import fcntl
+import contextlib
 import hashlib
 import itertools
 import json
@@ -140,13 +140,13 @@ class RunLog:
             if saved != arguments:
                 raise SystemExit(f"--checkpoint {directory!r} holds the runs of another command ({saved}); "
                                  "give another directory") from None
-        # Held until the process ends, however it ends: a second invocation on the directory is refused.
-        self._lock = open(os.path.join(directory, "lock"), "a")  # noqa: SIM115
+        # Held until the record is written or the process ends: a second invocation on the directory is refused.
+        self._lock = contextlib.ExitStack()
         try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise SystemExit(f"--checkpoint {directory!r} is in use by another running command") from None
+            self._lock.enter_context(_io.exclusive_lock(os.path.join(directory, "lock"), "command on it"))
+        except FileExistsError as error:
+            raise SystemExit(f"--checkpoint {directory!r} is in use: {error}") from None
+        self.commit = _common.commit()
         self.finished = {}
         self.earlier = {}  # session -> (seconds it ran until its last finished run, peak MB, commit)
         path = os.path.join(directory, "runs.jsonl")
@@ -170,7 +170,7 @@ class RunLog:
         return os.path.join(self.directory, f"{key[0]}-{key[1]}-{key[2]}-{digest}")
 
     def add(self, key, run):
-        entry = {"key": list(key), "run": run, "session": self.session, "commit": _common.commit(),
+        entry = {"key": list(key), "run": run, "session": self.session, "commit": self.commit,
                  "elapsed": round(time.perf_counter() - self.started, 1), "peak_rss_mb": round(_common.peak_rss_mb(), 1)}
         with open(os.path.join(self.directory, "runs.jsonl"), "a", encoding="utf-8") as f:
             f.write(json.dumps(entry, sort_keys=True, default=float) + "\n")

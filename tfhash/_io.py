@@ -1,6 +1,7 @@
 """File writing that never leaves a half-written file behind, with the permissions any file the user
 writes would get (temporary files start private; they are opened to the umask before they are renamed)."""
 
+import contextlib
 import json
 import os
 import shutil
@@ -152,3 +153,24 @@ def place_directory(tmp, path, replaceable=None):
         raise FileExistsError(f"`path` {path!r} was replaced by another writer meanwhile; nothing was "
                               "written there.") from None
     shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path, holder):
+    """Holds an advisory lock on the file ``path`` (created if missing) while the block runs: a second holder
+    fails at once with ``FileExistsError`` naming ``holder``. The lock goes with the process, so a killed
+    holder leaves nothing that blocks the next one."""
+    handle = open(path, "a+")  # noqa: SIM115 - held for the whole block
+    try:
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this platform
+            yield
+            return
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise FileExistsError(f"another {holder} is running (it holds {path!r}); nothing was written.") from None
+        yield
+    finally:
+        handle.close()

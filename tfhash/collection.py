@@ -9,7 +9,6 @@ no item is missing or twice. The finished directory is then renamed to the targe
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -31,26 +30,10 @@ def _working_directory(target):
     return os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.build")
 
 
-@contextlib.contextmanager
 def _exclusive(directory):
     """Holds an exclusive lock on the working directory: a second build of the same index fails at once
     (the lock goes with the process, so a killed build leaves nothing that blocks its resumption)."""
-    path = os.path.join(directory, LOCK_FILE)
-    handle = open(path, "a+")  # noqa: SIM115 - held for the whole build
-    try:
-        try:
-            import fcntl
-        except ImportError:  # no advisory locks on this platform
-            yield
-            return
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise FileExistsError(f"another build of this index is running (it holds {path!r}); nothing was "
-                                  "written.") from None
-        yield
-    finally:
-        handle.close()
+    return _io.exclusive_lock(os.path.join(directory, LOCK_FILE), "build of this index")
 
 
 def _progress_bar(total, initial, enabled):
