@@ -435,7 +435,7 @@ def main(argv=None):
               "seeds": args.seeds, "selection": "validation", "labelled_per_class": args.labelled_per_class,
               "train_size": args.train_size, "epochs": args.epochs, "batch_size": args.batch_size,
               "compare_epochs": args.compare_epochs, "jit_compile": args.jit_compile,
-              "candidates": [{"label": l, "preset": p, "overrides": v} for l, p, v in runs],
+              "candidates": [{"label": label, "preset": p, "overrides": v} for label, p, v in runs],
               "runs": results, "machine": _common.machine(),
               "peak_rss_mb": round(log.peak_rss_mb() if log else _common.peak_rss_mb(), 1), **(log.summary() if log else {})}
     print(evaluation.json_line(record))

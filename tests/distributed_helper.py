@@ -13,17 +13,17 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+import numpy as np
+import tensorflow as tf
 
 if sys.argv[1] != "worker":
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-import tfhash  # noqa: E402
-from tests.helpers import scheme_labels  # noqa: E402
-from tests.probe_scheme import LabelIndexProbe, expected_table  # noqa: E402
-from tfhash import stateless  # noqa: E402
+import tfhash
+from tests.helpers import scheme_labels
+from tests.probe_scheme import LabelIndexProbe, expected_table
+from tfhash import stateless
 
 
 def data(scheme_cls, n=64):

@@ -160,7 +160,7 @@ def exclusive_lock(path, holder):
     """Holds an advisory lock on the file ``path`` (created if missing) while the block runs: a second holder
     fails at once with ``FileExistsError`` naming ``holder``. The lock goes with the process, so a killed
     holder leaves nothing that blocks the next one."""
-    handle = open(path, "a+")  # noqa: SIM115 - held for the whole block
+    handle = open(path, "a+")  # held for the whole block
     try:
         try:
             import fcntl

@@ -112,7 +112,7 @@ def cosine_knn(features, k, *, block_size=1024, backend="auto", progress=None):
     _validation.check_choice(backend, "backend", ("auto", "faiss", "numpy"))
     if backend == "auto":
         try:
-            import faiss  # noqa: F401
+            import faiss
             backend = "faiss"
         except ImportError:
             backend = "numpy"

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from tfhash import _validation
 from tfhash.codes import num_bytes
-from tfhash.export import METADATA_FILE, SERVING_SIGNATURE, TFLITE_MAGIC, is_tflite, read_metadata, read_tflite_metadata  # noqa: F401
+from tfhash.export import METADATA_FILE, SERVING_SIGNATURE, TFLITE_MAGIC, is_tflite, read_metadata, read_tflite_metadata
 from tfhash.hasher import BaseHasher
 from tfhash.schemes.base import check_items, encode_in_batches
 
@@ -82,7 +82,7 @@ class TFLiteHasher(_ServedHasher):
                              "4-8): a damaged or foreign file.")
         try:
             self._runner = Interpreter(model_path=self.path).get_signature_runner()
-        except Exception as err:  # noqa: BLE001 - the interpreter raises ValueError / RuntimeError on bad files
+        except Exception as err:  # the interpreter raises ValueError / RuntimeError on bad files
             raise ValueError(f"`path` {path!r} is a damaged TFLite model: {_validation.error_summary(err)}") from err
         inputs, outputs = self._runner.get_input_details(), self._runner.get_output_details()
         if set(outputs) != {"codes", "probabilities"} or len(inputs) != 1:
@@ -113,7 +113,7 @@ def _check_serves(hasher):
     try:
         outputs = hasher._serve_batch(probe)
         codes, probabilities = np.asarray(outputs["codes"]), np.asarray(outputs["probabilities"])
-    except Exception as err:  # noqa: BLE001 - whatever the runtime raises, name the file
+    except Exception as err:  # whatever the runtime raises, name the file
         raise ValueError(f"`path` {hasher.path!r} cannot encode an item of shape {hasher.item_shape}: "
                          f"{_validation.error_summary(err)}") from err
     expected = {"codes": (1, num_bytes(hasher.bits)), "probabilities": (1, hasher.bits)}
@@ -135,7 +135,7 @@ def load(path: str | os.PathLike) -> ExportedHasher | TFLiteHasher:
     description = read_metadata(path)
     try:
         loaded = tf.saved_model.load(os.fspath(path))
-    except Exception as err:  # noqa: BLE001 - truncated .pb / variables raise several error types
+    except Exception as err:  # truncated .pb / variables raise several error types
         raise ValueError(f"`path` {path!r} holds a damaged SavedModel (saved_model.pb or variables/ cannot be "
                          f"read): {_validation.error_summary(err)}") from err
     if SERVING_SIGNATURE not in loaded.signatures:

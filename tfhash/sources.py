@@ -248,7 +248,7 @@ class TFDSSource(_DecodedSource):
                 self.count = int(splits[self.split].num_examples)
             else:  # a split the metadata does not size: count its records once (nothing is decoded)
                 self.count = int(self._images().reduce(np.int64(0), lambda n, _: n + 1))
-        except Exception as err:  # noqa: BLE001 - tfds raises several types for unknown names and splits
+        except Exception as err:  # tfds raises several types for unknown names and splits
             raise ValueError(f"`source` tfds:{self.dataset_name}:{self.split} cannot be opened in data_dir "
                              f"{data_dir!r}: {_validation.error_summary(err)}") from err
 

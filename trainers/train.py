@@ -18,11 +18,11 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # keep TensorFlow's C++ start-up notes off the progress output
 
-from absl import app, flags, logging  # noqa: E402
+from absl import app, flags, logging
 
-import tfhash  # noqa: E402
+import tfhash
 from tfhash import _io, datasets, evaluation, export, schemes, summaries
-from trainers import config as run_config  # noqa: E402
+from trainers import config as run_config
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("scheme", "hashgan", f"Hashing scheme: one of {schemes.names()}.")

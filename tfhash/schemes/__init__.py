@@ -36,11 +36,11 @@ def get(name):
     return _REGISTRY[key]
 
 
-from tfhash.schemes import (
-    bgan,  # noqa: E402,F401  (registers "bgan")
-    cibhash,  # noqa: E402,F401  (registers "cibhash")
-    dshgan,  # noqa: E402,F401  (registers "dshgan")
-    greedyhash,  # noqa: E402,F401  (registers "greedyhash")
-    hashgan,  # noqa: E402,F401  (registers "hashgan")
-    sigah,  # noqa: E402,F401  (registers "sigah")
+from tfhash.schemes import (  # noqa: E402 - the registry above must exist before the schemes register
+    bgan,  # noqa: F401  (registers "bgan")
+    cibhash,  # noqa: F401  (registers "cibhash")
+    dshgan,  # noqa: F401  (registers "dshgan")
+    greedyhash,  # noqa: F401  (registers "greedyhash")
+    hashgan,  # noqa: F401  (registers "hashgan")
+    sigah,  # noqa: F401  (registers "sigah")
 )
