@@ -11,7 +11,8 @@ record to ``benchmarks/results.jsonl`` with its command, commit, seeds, wall tim
 belongs to a job when its command parses to the same arguments. Until its record is written, a job keeps its
 finished runs and epoch checkpoints in ``checkpoints/JOB`` beside the results file: running it again after an
 interruption resumes it (``benchmarks.retrieval --checkpoint``), and its record then names the commits of the
-runs made before. Nothing in REPRODUCTION.md is typed by hand except the papers' own figures, copied as
+runs made before. The finished runs (``command.json`` and ``runs.jsonl``; git ignores the epoch checkpoints)
+can be committed, so a job longer than a sitting resumes in another clone from its last finished run. Nothing in REPRODUCTION.md is typed by hand except the papers' own figures, copied as
 printed from ``../shared/papers`` (the section is named beside each table), the tables' notes on what differs
 from the paper's protocol, and the appendix of records made before these jobs (``benchmarks/quality_records.md``,
 included verbatim).
@@ -642,6 +643,15 @@ def checkpoint_directory(job, results):
     return os.path.join(os.path.dirname(os.path.abspath(results)), "checkpoints", job.name)
 
 
+def finished_runs(job, results):
+    """How many runs ``job`` has finished towards its record (0 when it has not started or has its record)."""
+    path = os.path.join(checkpoint_directory(job, results), "runs.jsonl")
+    if not os.path.isfile(path):
+        return 0
+    with open(path, encoding="utf-8") as f:
+        return sum(line.endswith("\n") for line in f)  # a line cut short by an interruption is not a run
+
+
 def run_job(job, results):
     print(f"[{job.name}] {job.command}", flush=True)
     completed = subprocess.run([sys.executable, "-m", "benchmarks.retrieval", *job.argv, "--results", results,
@@ -664,8 +674,9 @@ def main(argv=None):
     found = job_records(records)
     if args.list:
         for job in JOBS:
-            status = "done" if job.name in found else "missing"
-            print(f"{status:8} {job.name:28} {job.command}")
+            runs = 0 if job.name in found else finished_runs(job, args.results)
+            status = "done" if job.name in found else "started" if runs else "missing"
+            print(f"{status:8} {job.name:28} {job.command}" + (f"  # {runs} runs finished" if runs else ""))
         return 0
     if args.run or args.run_missing:
         unknown = [name for name in args.run or [] if name not in JOBS_BY_NAME]

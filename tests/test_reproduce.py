@@ -198,3 +198,60 @@ def test_an_interrupted_job_resumes_from_its_finished_runs_and_its_record_says_s
     assert not directory.exists()  # removed once the record is written
     assert reproduce.record_arguments(record) == reproduce.record_arguments(
         dict(record, command=record["command"].replace(f" --checkpoint {directory}", "")))
+
+
+def test_a_job_carried_to_another_clone_by_its_committed_files_resumes_from_its_finished_runs(tmp_path, monkeypatch,
+                                                                                             capsys):
+    import subprocess
+
+    import tfhash
+
+    real_fit, calls = tfhash.fit, []
+
+    def fit(*args, checkpoint_dir=None, interrupt=False, **kwargs):
+        calls.append(checkpoint_dir)
+        hasher = real_fit(*args, checkpoint_dir=checkpoint_dir, **kwargs)
+        if interrupt and len(calls) == 2:
+            raise KeyboardInterrupt  # the sitting ends after the second deep run's epochs, before its figures
+        return hasher
+
+    job = reproduce.JOBS_BY_CELL[("sigah", "mnist10k", 32)]  # its directory, with a small run in it
+    argv = ["--scheme", "sigah", "--data", "digits", "--bits", "8", "--seeds", "0", "1", "--epochs", "1",
+            "--baselines", "lsh"]
+    here, there = tmp_path / "here" / "results.jsonl", tmp_path / "there" / "results.jsonl"
+    directory = reproduce.checkpoint_directory(job, str(here))
+    monkeypatch.setattr(sys, "argv", ["benchmarks/retrieval.py", *argv])
+    monkeypatch.setattr(tfhash, "fit", lambda *a, **k: fit(*a, interrupt=True, **k))
+    with pytest.raises(KeyboardInterrupt):
+        retrieval.main([*argv, "--results", str(here), "--checkpoint", directory])
+    assert os.listdir(calls[-1])  # the interrupted run had saved epoch checkpoints: they stay behind
+
+    # What git keeps of the directory (command.json, runs.jsonl; not the epoch checkpoints or the lock) is all
+    # the other clone gets.
+    root = os.path.dirname(os.path.dirname(os.path.abspath(reproduce.__file__)))
+    mapped = {name: os.path.join("benchmarks", "checkpoints", job.name, name)  # a directory's path ends in /
+              + ("/" if os.path.isdir(os.path.join(directory, name)) else "") for name in os.listdir(directory)}
+    listing = subprocess.run(["git", "check-ignore", "--no-index", *mapped.values()], cwd=root,
+                             capture_output=True, text=True)
+    if listing.returncode > 1:
+        pytest.skip(f"not a git checkout: {listing.stderr.strip()}")
+    ignored = set(listing.stdout.split())
+    kept = sorted(name for name, path in mapped.items() if path not in ignored)
+    assert kept == ["command.json", "runs.jsonl"]
+    carried = reproduce.checkpoint_directory(job, str(there))
+    os.makedirs(carried)
+    for name in kept:
+        with open(os.path.join(directory, name), "rb") as source, open(os.path.join(carried, name), "wb") as copy:
+            copy.write(source.read())
+
+    reproduce.main(["--list", "--results", str(there)])
+    listed = [line for line in capsys.readouterr().out.splitlines() if f" {job.name} " in line]
+    assert listed[0].startswith("started") and listed[0].endswith("# 5 runs finished")
+    calls.clear()
+    monkeypatch.setattr(tfhash, "fit", fit)
+    retrieval.main([*argv, "--results", str(there), "--checkpoint", carried])
+    assert len(calls) == 1 and os.path.dirname(calls[0]) == carried  # only the unfinished run trains
+    record = report.load_results(str(there))[0]
+    assert record["resumed_runs"] == 5 and [(r["seed"], r["method"]) for r in record["runs"]] == [
+        (0, "itq"), (0, "lsh"), (0, "itq_start"), (1, "itq"), (1, "lsh"), (1, "itq_start")]
+    assert not os.path.exists(carried)
