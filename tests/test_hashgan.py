@@ -163,6 +163,12 @@ def test_neighbour_radius_is_a_multiple_of_the_distance_to_the_t_th_training_nei
     flat = x.reshape(300, -1)
     distances = np.sort(np.sqrt(((flat[:5, None] - flat[None]) ** 2).sum(-1)), axis=1)
     np.testing.assert_allclose(model._neighbour_radius(tf.constant(x[:5])).numpy(), 0.25 * distances[:, 10], rtol=1e-4)
+    # Far from the origin, float32 rounding of the distance expansion leaves an item's distance to itself well
+    # above 0 (about 1e-2 here) on any processor: the item must still be skipped, not counted as a neighbour.
+    model.adapt(x + 50.0)
+    np.testing.assert_allclose(model._neighbour_radius(tf.constant(x[:5] + 50.0)).numpy(), 0.25 * distances[:, 10],
+                               rtol=1e-4)
+    model.adapt(x)
     moved = model._transform(tf.constant(x[:5]), tf.constant([1, 2], tf.int64)).numpy()
     np.testing.assert_allclose(np.sqrt(((moved - x[:5]) ** 2).sum(axis=(1, 2, 3))), 0.25 * distances[:, 10], rtol=1e-3)
     with pytest.raises(ValueError, match=r"`radius_neighbour` must be smaller than the number of training items \(300\)"):

@@ -135,7 +135,7 @@ class HashGAN(HashingScheme):
                  radius_neighbour=10, warmup_fraction=0.1, learning_rate=9e-4,
                  final_learning_rate=3e-4, **kwargs):
         self.set_hyperparameters(locals())
-        self._radius_bank, self._bank_rank = None, None
+        self._radius_bank, self._bank_centre, self._bank_rank = None, None, None
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
 
     # --- networks ------------------------------------------------------------------------------
@@ -233,7 +233,10 @@ class HashGAN(HashingScheme):
             raise ValueError(f"`radius_neighbour` must be smaller than the number of training items ({count}), got "
                              f"{self.radius_neighbour}.")
         bank = np.concatenate(bank)
-        self._radius_bank = tf.constant(bank)
+        # Distances are taken about the bank's mean: they do not change, and the float32 expansion below loses
+        # less to cancellation on small norms than on large ones.
+        self._bank_centre = tf.constant(bank.mean(0, dtype=np.float64).astype(np.float32))
+        self._radius_bank = tf.constant(bank - self._bank_centre.numpy())
         # Rank t among n items is about rank t * m / n among m of them drawn alike.
         self._bank_rank = max(1, min(len(bank) - 1, round(self.radius_neighbour * len(bank) / count)))
 
@@ -243,11 +246,12 @@ class HashGAN(HashingScheme):
         if self._radius_bank is None:
             raise ValueError("adversarial_radius='neighbour' measures radii against training items kept by "
                              "adapt(x); tfhash.fit calls it before training.")
-        flat = tf.reshape(x, [tf.shape(x)[0], -1])
-        squared = (tf.reduce_sum(tf.square(flat), 1, keepdims=True) - 2.0 * tf.matmul(flat, self._radius_bank,
-                                                                                      transpose_b=True)
-                   + tf.reduce_sum(tf.square(self._radius_bank), 1)[None, :])
-        squared = tf.where(squared < 1e-6, tf.constant(np.inf, squared.dtype), squared)
+        flat = tf.reshape(x, [tf.shape(x)[0], -1]) - self._bank_centre
+        norms = tf.reduce_sum(tf.square(flat), 1, keepdims=True) + tf.reduce_sum(tf.square(self._radius_bank), 1)
+        squared = norms - 2.0 * tf.matmul(flat, self._radius_bank, transpose_b=True)
+        # In float32 an item's squared distance to itself comes out as a small multiple of the norms' rounding
+        # (how small depends on the processor's kernels), not 0: anything within 1e-4 of the norms is a zero.
+        squared = tf.where(squared <= 1e-4 * norms, tf.constant(np.inf, squared.dtype), squared)
         nearest = -tf.math.top_k(-squared, k=self._bank_rank).values
         return self.adversarial_epsilon * tf.sqrt(tf.maximum(nearest[:, -1], 0.0))
 
