@@ -48,8 +48,28 @@ def timed(call, repeats=1):
     return best, result
 
 
+# The vector extensions TensorFlow's CPU kernels choose between: the same seed and commit train to different
+# figures where they differ, so a figure's record says which ran it.
+VECTOR_EXTENSIONS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile", "asimd", "sve")
+
+
+def cpu(cpuinfo="/proc/cpuinfo"):
+    """The processor's model name and vector extensions, e.g. ``"AMD EPYC (avx2 fma)"``."""
+    fields = {}
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:  # the first processor's fields; "Features" on ARM
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    return f"{name} ({' '.join(x for x in VECTOR_EXTENSIONS if x in flags)})"
+
+
 def machine():
-    return {"cpus": os.cpu_count(), "python": platform.python_version(), "numpy": np.__version__}
+    return {"cpus": os.cpu_count(), "cpu": cpu(), "python": platform.python_version(), "numpy": np.__version__}
 
 
 def peak_rss_mb():

@@ -146,9 +146,10 @@ class RunLog:
             self._lock.enter_context(_io.exclusive_lock(os.path.join(directory, "lock"), "command on it"))
         except FileExistsError as error:
             raise SystemExit(f"--checkpoint {directory!r} is in use: {error}") from None
-        self.commit = _common.commit()
+        self.commit, self.machine = _common.commit(), _common.machine()
         self.finished = {}
         self.earlier = {}  # session -> (seconds it ran until its last finished run, peak MB, commit)
+        self.earlier_machines = {}  # session -> its machine (None: made before runs recorded it)
         path = os.path.join(directory, "runs.jsonl")
         if os.path.exists(path):
             with open(path, "rb+") as f:  # a last line cut short by the interruption is dropped
@@ -160,6 +161,7 @@ class RunLog:
                     seconds, memory, _ = self.earlier.get(entry["session"], (0.0, 0.0, None))
                     self.earlier[entry["session"]] = (max(seconds, entry["elapsed"]), max(memory, entry["peak_rss_mb"]),
                                                       entry["commit"])
+                    self.earlier_machines[entry["session"]] = entry.get("machine")
 
     def get(self, key):
         return self.finished.get(key)
@@ -170,7 +172,7 @@ class RunLog:
         return os.path.join(self.directory, f"{key[0]}-{key[1]}-{key[2]}-{digest}")
 
     def add(self, key, run):
-        entry = {"key": list(key), "run": run, "session": self.session, "commit": self.commit,
+        entry = {"key": list(key), "run": run, "session": self.session, "commit": self.commit, "machine": self.machine,
                  "elapsed": round(time.perf_counter() - self.started, 1), "peak_rss_mb": round(_common.peak_rss_mb(), 1)}
         with open(os.path.join(self.directory, "runs.jsonl"), "a", encoding="utf-8") as f:
             f.write(json.dumps(entry, sort_keys=True, default=float) + "\n")
@@ -185,8 +187,10 @@ class RunLog:
         """The record's fields on resumption: ``{}`` when every run was made by this invocation."""
         if not self.finished:
             return {}
+        machines = {json.dumps(m, sort_keys=True) for m in self.earlier_machines.values()}
         return {"resumed_runs": len(self.finished),
-                "resumed_commits": sorted({commit for _, _, commit in self.earlier.values() if commit})}
+                "resumed_commits": sorted({commit for _, _, commit in self.earlier.values() if commit}),
+                "resumed_machines": [json.loads(m) for m in sorted(machines)]}
 
     def peak_rss_mb(self):
         return max([memory for _, memory, _ in self.earlier.values()] + [_common.peak_rss_mb()])

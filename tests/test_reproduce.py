@@ -193,6 +193,7 @@ def test_an_interrupted_job_resumes_from_its_finished_runs_and_its_record_says_s
     assert calls == [interrupted_at]  # only the unfinished run trains, in the epoch checkpoints it had begun
     record = report.load_results(str(results))[0]
     assert record["resumed_runs"] == 5 and record["resumed_commits"] == [record["commit"]]
+    assert record["resumed_machines"] == [record["machine"]]
     assert [(r["seed"], r["method"]) for r in record["runs"]] == [
         (0, "itq"), (0, "lsh"), (0, "itq_start"), (1, "itq"), (1, "lsh"), (1, "itq_start")]
     assert not directory.exists()  # removed once the record is written
@@ -243,6 +244,11 @@ def test_a_job_carried_to_another_clone_by_its_committed_files_resumes_from_its_
     for name in kept:
         with open(os.path.join(directory, name), "rb") as source, open(os.path.join(carried, name), "wb") as copy:
             copy.write(source.read())
+    other = {"cpus": 64, "cpu": "Other CPU (avx2 fma avx512f)", "python": "3.12.0", "numpy": "2.0.0"}
+    with open(os.path.join(carried, "runs.jsonl"), encoding="utf-8") as f:  # the runs were made on another machine
+        entries = [dict(json.loads(line), machine=other) for line in f]
+    with open(os.path.join(carried, "runs.jsonl"), "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(entry) + "\n" for entry in entries)
 
     reproduce.main(["--list", "--results", str(there)])
     listed = [line for line in capsys.readouterr().out.splitlines() if f" {job.name} " in line]
@@ -255,3 +261,18 @@ def test_a_job_carried_to_another_clone_by_its_committed_files_resumes_from_its_
     assert record["resumed_runs"] == 5 and [(r["seed"], r["method"]) for r in record["runs"]] == [
         (0, "itq"), (0, "lsh"), (0, "itq_start"), (1, "itq"), (1, "lsh"), (1, "itq_start")]
     assert not os.path.exists(carried)
+    assert record["resumed_machines"] == [other] and record["machine"]["cpu"] != other["cpu"]
+    line, = reproduce._job_lines([job.name], {job.name: record})
+    assert f"5 runs made before, at {record['commit'][:7]}, on another machine (Other CPU (avx2 fma avx512f)))" in line
+
+
+def test_a_record_names_the_processor_and_the_vector_extensions_its_kernels_could_use(tmp_path):
+    from benchmarks import _common
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC 9B14\nflags\t\t: fpu sse2 avx avx2 fma avx512f "
+                       "avx512bw\n\nprocessor\t: 1\nmodel name\t: other\nflags\t\t: fpu\n")
+    assert _common.cpu(str(cpuinfo)) == "AMD EPYC 9B14 (avx2 fma avx512f)"
+    cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd sve\n")  # ARM: "Features", no model name
+    assert _common.cpu(str(cpuinfo)).endswith(" (asimd sve)")
+    assert _common.cpu(str(tmp_path / "absent")).endswith(" ()")
