@@ -74,3 +74,31 @@ def test_milvus_refuses_a_k_beyond_its_limit_and_pages_a_fuller_range(tmp_path):
         for got_part, want_part in zip(got, want):
             np.testing.assert_array_equal(got_part, want_part)
     assert np.diff(want[0]).min() == 20000 and np.diff(exact.range_search(queries, 10)[0]).min() > 16384
+
+
+def test_a_local_file_waits_for_a_slow_milvus_lite_start_and_a_server_address_does_not(tmp_path, monkeypatch):
+    import pymilvus
+    from pymilvus.exceptions import MilvusException
+
+    real, calls = pymilvus.MilvusClient, []
+
+    def slow_start(*args, **kwargs):  # the server's socket appears only at the third attempt
+        calls.append(kwargs["uri"])
+        if len(calls) < 3:
+            raise MilvusException(code=2, message="Fail connecting to server on unix:/tmp/x.sock")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pymilvus, "MilvusClient", slow_start)
+    codes = np.arange(16, dtype=np.uint8).reshape(2, 8)
+    milvus = index.make_index(64, "milvus", uri=str(tmp_path / "codes.db"), collection="codes").add(codes)
+    assert len(calls) == 3 and len(milvus) == 2
+
+    def refused(*args, **kwargs):
+        calls.append(kwargs["uri"])
+        raise MilvusException(code=2, message="Fail connecting to server on localhost:1")
+
+    calls.clear()
+    monkeypatch.setattr(pymilvus, "MilvusClient", refused)
+    with pytest.raises(MilvusException, match="localhost:1"):
+        index.make_index(64, "milvus", uri="http://localhost:1", collection="codes")
+    assert calls == ["http://localhost:1"]  # a server that refuses is reported at once

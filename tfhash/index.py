@@ -27,6 +27,7 @@ import os
 import shutil
 import tempfile
 import threading
+import time
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -457,6 +458,22 @@ class MilvusIndex(_SearchIndex):
     KINDS = ("flat", "ivf")
     MAX_RESULTS = 16384  # Milvus returns at most this many results per query (its topk limit)
 
+    # Milvus Lite gives the server process it starts for a local file half a second; on a loaded machine or a
+    # cold disk its socket comes later and the first connection fails. A local file is retried this long.
+    LITE_START_SECONDS = 30.0
+
+    def _connect(self, client_class):
+        from pymilvus.exceptions import MilvusException
+
+        deadline = time.monotonic() + (self.LITE_START_SECONDS if "://" not in self.uri else 0.0)
+        while True:
+            try:
+                return client_class(uri=self.uri, **({"token": self.token} if self.token else {}))
+            except MilvusException as err:
+                if err.code != 2 or time.monotonic() >= deadline:  # 2: CONNECT_FAILED
+                    raise
+            time.sleep(0.5)
+
     def __init__(self, bits, uri, *, collection="tfhash", kind="flat", nlist=1024, nprobe=16, token=None,
                  _open_existing=False):
         super().__init__(bits)
@@ -481,7 +498,7 @@ class MilvusIndex(_SearchIndex):
         if self.kind == "ivf" and "://" not in self.uri:
             raise ValueError("`kind`='ivf' (BIN_IVF_FLAT) needs a Milvus server: Milvus Lite (a local .db file) "
                              "indexes binary vectors with BIN_FLAT only; use kind='flat' there.")
-        self._client = MilvusClient(uri=self.uri, **({"token": token} if token else {}))
+        self._client = self._connect(MilvusClient)
         exists = self._client.has_collection(self.collection)
         if _open_existing:
             if not exists:
