@@ -462,18 +462,6 @@ class MilvusIndex(_SearchIndex):
     # cold disk its socket comes later and the first connection fails. A local file is retried this long.
     LITE_START_SECONDS = 30.0
 
-    def _connect(self, client_class):
-        from pymilvus.exceptions import MilvusException
-
-        deadline = time.monotonic() + (self.LITE_START_SECONDS if "://" not in self.uri else 0.0)
-        while True:
-            try:
-                return client_class(uri=self.uri, **({"token": self.token} if self.token else {}))
-            except MilvusException as err:
-                if err.code != 2 or time.monotonic() >= deadline:  # 2: CONNECT_FAILED
-                    raise
-            time.sleep(0.5)
-
     def __init__(self, bits, uri, *, collection="tfhash", kind="flat", nlist=1024, nprobe=16, token=None,
                  _open_existing=False):
         super().__init__(bits)
@@ -522,6 +510,18 @@ class MilvusIndex(_SearchIndex):
         self._client.create_collection(self.collection, schema=schema, index_params=index_params)
         self._client.load_collection(self.collection)
         self._count = 0
+
+    def _connect(self, client_class):
+        from pymilvus import MilvusException, Status
+
+        deadline = time.monotonic() + (self.LITE_START_SECONDS if "://" not in self.uri else 0.0)
+        while True:
+            try:
+                return client_class(uri=self.uri, **({"token": self.token} if self.token else {}))
+            except MilvusException as err:
+                if err.code != Status.CONNECT_FAILED or time.monotonic() >= deadline:
+                    raise
+            time.sleep(0.5)
 
     def _row_count(self):
         self._client.flush(self.collection)
