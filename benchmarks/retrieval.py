@@ -148,8 +148,9 @@ class RunLog:
             raise SystemExit(f"--checkpoint {directory!r} is in use: {error}") from None
         self.commit, self.machine = _common.commit(), _common.machine()
         self.finished = {}
-        self.earlier = {}  # session -> (seconds it ran until its last finished run, peak MB, commit)
-        self.earlier_machines = {}  # session -> its machine (None: made before runs recorded it)
+        # session -> (seconds it ran until its last finished run, peak MB, commit, machine or None when its runs
+        # were logged before they named one)
+        self.earlier = {}
         path = os.path.join(directory, "runs.jsonl")
         if os.path.exists(path):
             with open(path, "rb+") as f:  # a last line cut short by the interruption is dropped
@@ -158,10 +159,9 @@ class RunLog:
                 for line in f:
                     entry = json.loads(line)
                     self.finished[tuple(entry["key"])] = entry["run"]
-                    seconds, memory, _ = self.earlier.get(entry["session"], (0.0, 0.0, None))
+                    seconds, memory, _, _ = self.earlier.get(entry["session"], (0.0, 0.0, None, None))
                     self.earlier[entry["session"]] = (max(seconds, entry["elapsed"]), max(memory, entry["peak_rss_mb"]),
-                                                      entry["commit"])
-                    self.earlier_machines[entry["session"]] = entry.get("machine")
+                                                      entry["commit"], entry.get("machine"))
 
     def get(self, key):
         return self.finished.get(key)
@@ -181,19 +181,19 @@ class RunLog:
         shutil.rmtree(self.training_directory(key), ignore_errors=True)  # made by tfhash.fit for this run
 
     def earlier_seconds(self):
-        return sum(seconds for seconds, _, _ in self.earlier.values())
+        return sum(seconds for seconds, _, _, _ in self.earlier.values())
 
     def summary(self):
         """The record's fields on resumption: ``{}`` when every run was made by this invocation."""
         if not self.finished:
             return {}
-        machines = {json.dumps(m, sort_keys=True) for m in self.earlier_machines.values()}
+        machines = {json.dumps(machine, sort_keys=True) for _, _, _, machine in self.earlier.values()}
         return {"resumed_runs": len(self.finished),
-                "resumed_commits": sorted({commit for _, _, commit in self.earlier.values() if commit}),
+                "resumed_commits": sorted({commit for _, _, commit, _ in self.earlier.values() if commit}),
                 "resumed_machines": [json.loads(m) for m in sorted(machines)]}
 
     def peak_rss_mb(self):
-        return max([memory for _, memory, _ in self.earlier.values()] + [_common.peak_rss_mb()])
+        return max([memory for _, memory, _, _ in self.earlier.values()] + [_common.peak_rss_mb()])
 
     def remove(self):
         shutil.rmtree(self.directory)
@@ -440,7 +440,7 @@ def main(argv=None):
               "train_size": args.train_size, "epochs": args.epochs, "batch_size": args.batch_size,
               "compare_epochs": args.compare_epochs, "jit_compile": args.jit_compile,
               "candidates": [{"label": label, "preset": p, "overrides": v} for label, p, v in runs],
-              "runs": results, "machine": _common.machine(),
+              "runs": results, "machine": log.machine if log else _common.machine(),
               "peak_rss_mb": round(log.peak_rss_mb() if log else _common.peak_rss_mb(), 1), **(log.summary() if log else {})}
     print(evaluation.json_line(record))
     if args.results:
