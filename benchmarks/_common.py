@@ -68,8 +68,23 @@ def cpu(cpuinfo="/proc/cpuinfo"):
     return f"{name} ({' '.join(x for x in VECTOR_EXTENSIONS if x in flags)})"
 
 
+def onednn():
+    """Whether TensorFlow runs its oneDNN kernels in this process; None when TensorFlow is not imported (or cannot
+    say). Its figures differ in rounding with them, and convolutions run at another speed."""
+    import sys
+
+    if "tensorflow" not in sys.modules:
+        return None
+    try:  # TensorFlow's own answer: its default depends on the processor, TF_ENABLE_ONEDNN_OPTS overrides it
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
 def machine():
-    return {"cpus": os.cpu_count(), "cpu": cpu(), "python": platform.python_version(), "numpy": np.__version__}
+    return {"cpus": os.cpu_count(), "cpu": cpu(), "onednn": onednn(), "python": platform.python_version(),
+            "numpy": np.__version__}
 
 
 def peak_rss_mb():

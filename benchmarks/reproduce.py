@@ -481,12 +481,21 @@ def _job_lines(names, found):
                 earlier = ", ".join(c[:7] for c in record.get("resumed_commits", []))
                 # The same seed and commit train to other figures on other processors: say where runs were made.
                 elsewhere = [m for m in record.get("resumed_machines", []) if m != record.get("machine")]
-                where = "".join(f", on another machine ({m['cpu']})" if m and m.get("cpu") else
-                                ", on a machine not recorded" for m in elsewhere)
+                where = "".join(_elsewhere(m, record.get("machine") or {}) for m in elsewhere)
                 commits += (f" (resumed after an interruption: {record['resumed_runs']} runs made before, at "
                             f"{earlier}{where})")
             lines.append(f"- `{name}`: {cost}, {commits}: `{job.command}`")
     return lines
+
+
+def _elsewhere(machine, current):
+    """How the machine of earlier runs differs from the record's, in the words of a job line."""
+    if not machine or not machine.get("cpu"):
+        return ", on a machine not recorded"
+    if machine["cpu"] == current.get("cpu") and machine.get("onednn") != current.get("onednn"):
+        state = {True: "on", False: "off"}.get(machine.get("onednn"), "not recorded")
+        return f", with TensorFlow's oneDNN kernels {state}"
+    return f", on another machine ({machine['cpu']})"
 
 
 def render_table(table, found):
@@ -661,8 +670,12 @@ def finished_runs(job, results):
 
 def run_job(job, results):
     print(f"[{job.name}] {job.command}", flush=True)
+    # TensorFlow turns its oneDNN kernels on by itself only on processors with AVX-512 VNNI, BF16 or AMX; elsewhere
+    # the papers' convolutional networks train about twice as slowly without them (BENCHMARKS.md, "oneDNN"). A
+    # TF_ENABLE_ONEDNN_OPTS already set is kept; the record says which ran (machine.onednn).
+    env = {"TF_ENABLE_ONEDNN_OPTS": "1", **os.environ}
     completed = subprocess.run([sys.executable, "-m", "benchmarks.retrieval", *job.argv, "--results", results,
-                                "--checkpoint", checkpoint_directory(job, results)], cwd=_common.ROOT)
+                                "--checkpoint", checkpoint_directory(job, results)], cwd=_common.ROOT, env=env)
     return completed.returncode
 
 

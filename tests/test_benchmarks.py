@@ -76,6 +76,20 @@ def test_train_step_benchmark_times_plain_and_xla_steps_in_fit_and_bare():
     assert "| sigah |" in result.stdout and "no XLA kernel" in result.stdout
 
 
+def test_onednn_benchmark_times_each_setting_in_its_own_process():
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.onednn", "--schemes", "greedyhash", "sigah", "--preset", "default",
+         "--shapes", "8x8x1", "--items", "512", "--repeats", "1"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    payload = json.loads(result.stdout.strip().splitlines()[-1])
+    assert set(payload["epochs"]) == {"greedyhash 8x8x1", "sigah 8x8x1"}
+    for row in payload["epochs"].values():
+        assert row["off_seconds"] > 0 and row["on_seconds"] > 0
+        assert row["speedup"] == pytest.approx(row["off_seconds"] / row["on_seconds"])
+    assert "oneDNN reported on: off False, on True" in result.stdout  # each child really ran its setting
+
+
 def test_search_benchmark_compares_the_exact_index_with_faiss_and_the_scan_limit():
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.search", "--database", "20000", "--queries", "50", "--repeats", "1"],

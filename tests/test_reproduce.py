@@ -276,3 +276,47 @@ def test_a_record_names_the_processor_and_the_vector_extensions_its_kernels_coul
     cpuinfo.write_text("processor\t: 0\nFeatures\t: fp asimd sve\n")  # ARM: "Features", no model name
     assert _common.cpu(str(cpuinfo)).endswith(" (asimd sve)")
     assert _common.cpu(str(tmp_path / "absent")).endswith(" ()")
+
+
+def test_a_record_says_whether_tensorflow_ran_its_onednn_kernels():
+    import subprocess
+
+    from benchmarks import _common
+
+    probe = "from benchmarks import _common; before = _common.onednn(); import tensorflow; print(before, _common.onednn())"
+    for setting, expected in (("1", "None True"), ("0", "None False")):
+        shown = subprocess.run([sys.executable, "-c", probe], cwd=_common.ROOT, capture_output=True, text=True,
+                               env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS=setting), check=True).stdout.split("\n")
+        assert shown[-2] == expected, (setting, shown)
+    assert _common.machine()["onednn"] in (True, False)  # this process has imported TensorFlow
+
+
+def test_jobs_run_with_onednn_unless_the_caller_chose(tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr(reproduce.subprocess, "run",
+                        lambda argv, **kwargs: seen.append(kwargs["env"]["TF_ENABLE_ONEDNN_OPTS"]) or
+                        reproduce.subprocess.CompletedProcess(argv, 0))
+    job = reproduce.JOBS[0]
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    reproduce.run_job(job, str(tmp_path / "results.jsonl"))
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    reproduce.run_job(job, str(tmp_path / "results.jsonl"))
+    assert seen == ["1", "0"]
+
+
+def test_a_job_line_says_how_the_earlier_runs_machine_differed():
+    here = {"cpus": 2, "cpu": "AMD EPYC (avx2 fma)", "onednn": True, "python": "3.11.7", "numpy": "2.4.6"}
+    record = {"wall_seconds": 600, "commit": "a" * 40, "machine": here, "resumed_runs": 2,
+              "resumed_commits": ["b" * 40]}
+    name = reproduce.JOBS[0].name
+
+    def where(*machines):
+        line, = reproduce._job_lines([name], {name: dict(record, resumed_machines=list(machines))})
+        return line.split(f"at {'b' * 7}")[1].split("): `")[0]
+
+    assert where(here) == ""
+    assert where(dict(here, onednn=False)) == ", with TensorFlow's oneDNN kernels off"
+    assert where({k: v for k, v in here.items() if k != "onednn"}) == ", with TensorFlow's oneDNN kernels not recorded"
+    assert where(dict(here, cpu="Other (avx512f)", onednn=False)) == ", on another machine (Other (avx512f))"
+    assert where(None, dict(here, onednn=False)) == (", on a machine not recorded, with TensorFlow's oneDNN "
+                                                     "kernels off")
