@@ -671,8 +671,8 @@ def finished_runs(job, results):
 def run_job(job, results):
     print(f"[{job.name}] {job.command}", flush=True)
     # TensorFlow turns its oneDNN kernels on by itself only on processors with AVX-512 VNNI, BF16 or AMX; elsewhere
-    # the papers' convolutional networks train about twice as slowly without them (BENCHMARKS.md, "oneDNN"). A
-    # TF_ENABLE_ONEDNN_OPTS already set is kept; the record says which ran (machine.onednn).
+    # BGAN's paper networks train 2.3-2.9x as slowly without them (BENCHMARKS.md (q)). A TF_ENABLE_ONEDNN_OPTS
+    # already set is kept; the record says which ran (machine.onednn).
     env = {"TF_ENABLE_ONEDNN_OPTS": "1", **os.environ}
     completed = subprocess.run([sys.executable, "-m", "benchmarks.retrieval", *job.argv, "--results", results,
                                 "--checkpoint", checkpoint_directory(job, results)], cwd=_common.ROOT, env=env)
