@@ -278,6 +278,7 @@ def test_a_record_names_the_processor_and_the_vector_extensions_its_kernels_coul
     assert _common.cpu(str(tmp_path / "absent")).endswith(" ()")
 
 
+@pytest.mark.e2e  # two TensorFlow start-ups (about 20 s): kept out of the fast loop
 def test_a_record_says_whether_tensorflow_ran_its_onednn_kernels():
     import subprocess
 
