@@ -93,9 +93,14 @@ JOBS = [
     *[job for part, terms in HASHGAN_FIG5_JOBS.items()
       for job in group(part, "hashgan", ("mnist10k",), (32,), *SEEDS, "--baselines", "itq",
                        *(f"--ablation={term}" for term in terms))],
-    *group("bgan-neighbours", "bgan", ("cifar6k",), (24, 32, 48), *SEEDS),
-    # BGAN's paper networks at full width: one run (40 epochs, about an hour here) per job, so that each job
-    # lands within a working session. Table 2's full model is the `paper` preset, which Table 4's jobs run.
+    # The neighbour loss trains the paper's encoder on the images: about 80 min per run of cifar10-6k on a
+    # 2-core machine without AVX-512, so 3 seeds at 32 bits and one at 24 and 48 (the cells say "1 seed").
+    *group("bgan-neighbours", "bgan", ("cifar6k",), (32,), *SEEDS),
+    *group("bgan-neighbours", "bgan", ("cifar6k",), (24, 48), "--seeds", "0"),
+    # BGAN's paper networks at full width, one run (40 epochs) per job: about an hour on the machine that made
+    # the first ones, about three hours on a 2-core processor without AVX-512 even with oneDNN on (each job
+    # line gives its cost); a job that outlasts a session resumes from its epoch checkpoints. Table 2's full
+    # model is the `paper` preset, which Table 4's jobs run.
     *group("bgan-table4", "bgan", ("cifar6k",), (24, 32, 48), *PAPER_ONE_SEED),
     *group("bgan-table4-tanh", "bgan", ("cifar6k",), (24, 32, 48), *PAPER_ONE_SEED, "--grid", "activation=tanh"),
     *group("bgan-table4-twostep", "bgan", ("cifar6k",), (24, 32, 48), *PAPER_ONE_SEED, "--grid", "activation=tanh",
@@ -264,7 +269,8 @@ TABLES = [
     Table("bgan-table-3", "BGAN, Table 3: mAP on CIFAR-10",
           "Paper (Sec. 4.1): CIFAR-10 (60,000 images; 1,000 queries), the VGG-style network of Table 1 trained on "
           "the images. Ours: cifar10-6k (6,102 real CIFAR-10 images: 1,000 test queries, 5,102 database and "
-          "training images), the `paper` preset (Sec. 4.1.4 settings) and the best validated one (`neighbours`). "
+          "training images), the `paper` preset (Sec. 4.1.4 settings) and the best validated one (`neighbours`; "
+          "3 seeds at 32 bits, one at 24 and 48, as a run of its encoder takes over an hour here). "
           "The 12-bit column and the VGG-feature rows (ImageNet weights cannot be downloaded here) are not run.",
           _columns([("mAP", 24), ("mAP", 32), ("mAP", 48)], "cifar6k"),
           (Row("ITQ", ("0.169", "0.172", "0.175"), Ours("bgan-neighbours", "itq")),
@@ -276,7 +282,7 @@ TABLES = [
     Table("bgan-table-2", "BGAN, Table 2: the loss terms (CIFAR-10 mAP)",
           "Paper (Sec. 4.2). Ours: cifar10-6k, 32 bits, the `paper` preset with each combination of the content "
           "(l_C) and adversarial (l_A) terms switched on or off; one seed (a run of the paper's networks at "
-          "full width takes about an hour here). The full model is the `paper` preset: its row is the run of "
+          "full width takes one to three hours here: see the job lines). The full model is the `paper` preset: its row is the run of "
           "Table 4's jobs, which also fills its 24 and 48-bit cells. Rows without l_N learn one code for every "
           "image in the paper and are not run.",
           _columns([("mAP", 24), ("mAP", 32), ("mAP", 48)], "cifar6k"),
