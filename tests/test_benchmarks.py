@@ -138,3 +138,16 @@ def test_a_reproduction_job_runs_appends_its_record_and_fills_its_cells(tmp_path
     # Nothing left to run: a second call starts nothing and appends nothing.
     assert reproduce.main(["--run-missing", "--results", str(results)]) == 0
     assert len(report.load_results(str(results))) == 1
+
+
+def test_graph_benchmark_appends_its_record_with_the_feature_kind(tmp_path):
+    from benchmarks import graph
+
+    results = tmp_path / "results.jsonl"
+    record = graph.main(["--items", "300", "--dim", "16", "--k1", "5", "--k2", "5", "--features", "pca",
+                         "--results", str(results)])
+    assert (record["features"], record["data"], record["dim"], record["items"]) == ("pca", "random", 16, 300)
+    written = json.loads(results.read_text())
+    assert written["benchmark"] == "graph" and written["mean_list"] == record["mean_list"] and written["commit"]
+    with pytest.raises(SystemExit):
+        graph.main(["--items", "300", "--results", str(tmp_path / "missing" / "results.jsonl")])

@@ -81,3 +81,16 @@ def test_bad_input_is_named_before_any_work(rng):
     bad[2, 1] = np.nan
     with pytest.raises(ValueError, match="`features` must be finite"):
         neighbours.neighbourhood_graph(bad, k1=3, k2=3)
+
+
+def test_pca_features_keep_the_directions_that_vary_most(rng):
+    # Items on a line through a 5-d space: one component holds all the variance, in the order along the line.
+    t = rng.standard_normal(40)
+    x = np.outer(t, [1.0, 2.0, 0.0, -1.0, 0.5]) + 3.0
+    features = neighbours.pca_features(x.reshape(40, 5, 1), components=128, seed=0)
+    assert features.shape == (40, 5)  # no more components than the items have dimensions
+    assert np.allclose(np.abs(features[:, 0]), np.abs(t - t.mean()) * np.linalg.norm([1.0, 2.0, 0.0, -1.0, 0.5]))
+    assert np.allclose(features[:, 1:], 0.0, atol=1e-9)
+    assert neighbours.pca_features(x[:3], components=128).shape[1] == 3  # nor more than there are items
+    with pytest.raises(ValueError, match="`components`"):
+        neighbours.pca_features(x, components=0)

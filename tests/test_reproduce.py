@@ -321,3 +321,19 @@ def test_a_job_line_says_how_the_earlier_runs_machine_differed():
     assert where(dict(here, cpu="Other (avx512f)", onednn=False)) == ", on another machine (Other (avx512f))"
     assert where(None, dict(here, onednn=False)) == (", on a machine not recorded, with TensorFlow's oneDNN "
                                                      "kernels off")
+
+
+def test_the_bgan_section_shows_the_last_graph_record_of_each_data_set_and_feature_kind():
+    def graph(data, features, same, k1=20):
+        return {"benchmark": "graph", "data": data, "features": features, "items": 5102, "k1": k1, "k2": 30,
+                "same_class_k1": same, "same_class_expanded": same - 0.05, "mean_list": 166.9}
+
+    records = [graph("cifar6k", "pca", 0.30), graph("cifar6k", "pixels", 0.222), graph("mnist10k", "pca", 0.891),
+               graph("cifar6k", "pca", 0.25), graph("cifar6k", "pixels", 0.9, k1=5), graph("random", "pixels", 0.5)]
+    text = reproduce.render_graph_lists(records)
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "%" in line]
+    assert rows == ["| mnist10k | pca | 5,102 | 89.1% | 84.1% (167) |",
+                    "| cifar6k | pixels | 5,102 | 22.2% | 17.2% (167) |",
+                    "| cifar6k | pca | 5,102 | 25.0% | 20.0% (167) |"]
+    assert "| not run |" in reproduce.render_graph_lists([])
+    assert '<a id="bgan-graph"></a>' in reproduce.render(records)

@@ -287,11 +287,7 @@ class BGAN(HashingScheme):
                 raise ValueError(f"`graph_features` model must map the {n} training items to features [n, d], got "
                                  f"output of shape {features.shape}.")
         elif source == "pca":
-            from sklearn.decomposition import PCA
-
-            flat = x.reshape(n, -1)
-            components = min(PCA_COMPONENTS, flat.shape[1], n)
-            features = PCA(n_components=components, random_state=self.seed).fit_transform(flat)
+            features = neighbours.pca_features(x, PCA_COMPONENTS, seed=self.seed)
         else:
             features = x.reshape(n, -1)
         features = _validation.check_features(features, "graph_features")
