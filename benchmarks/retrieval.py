@@ -121,7 +121,9 @@ class RunLog:
 
     MARKER = "command.json"
 
-    def __init__(self, directory, arguments):
+    def __init__(self, directory, arguments, defaults=None):
+        """``defaults``: the default of each argument; an option added since the directory was made counts as
+        the same command when it is left at its default (a new option's default keeps the old behaviour)."""
         self.directory = directory
         self.session = f"{os.getpid()}-{time.time():.0f}"
         self.started = time.perf_counter()
@@ -137,7 +139,8 @@ class RunLog:
                                  f"(no {self.MARKER}); give a path that does not exist yet") from None
             with open(marker, encoding="utf-8") as f:
                 saved = json.load(f)
-            if saved != arguments:
+            added_since = {key: value for key, value in (defaults or {}).items() if key not in saved}
+            if {**added_since, **saved} != arguments:
                 raise SystemExit(f"--checkpoint {directory!r} holds the runs of another command ({saved}); "
                                  "give another directory") from None
         # Held until the record is written or the process ends: a second invocation on the directory is refused.
@@ -309,7 +312,8 @@ def build_parser():
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     started = time.perf_counter()
     arguments = {key: value for key, value in vars(args).items() if key not in ("results", "checkpoint")}
 
@@ -331,7 +335,8 @@ def main(argv=None):
           f"protocol {protocol}; selection on validation queries{labelled}", flush=True)
 
     jit_compile = JIT_COMPILE[args.jit_compile]
-    log = None if args.checkpoint is None else RunLog(args.checkpoint, arguments)
+    log = None if args.checkpoint is None else RunLog(args.checkpoint, arguments,
+                                                      {key: parser.get_default(key) for key in arguments})
     run_names = baseline_names + [f"compare {other}" for other in args.compare] + [label for label, _, _ in runs]
     results = []  # one dict per (data, bits, seed, method)
 

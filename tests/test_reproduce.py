@@ -185,6 +185,11 @@ def test_an_interrupted_job_resumes_from_its_finished_runs_and_its_record_says_s
         retrieval.main(argv)
     holder._lock.close()
 
+    # A directory made before an option existed is the same command while that option keeps its default.
+    del arguments["train_size"]
+    (directory / "command.json").write_text(json.dumps(arguments))
+    with pytest.raises(SystemExit, match="another command"):
+        retrieval.main([*argv, "--train-size", "100"])
     with open(directory / "runs.jsonl", "a") as f:
         f.write('{"key": ["digits", 8, 1, "itq_st')  # the interruption cut the last line short
     calls.clear()
