@@ -294,3 +294,31 @@ def test_steps_per_execution_trains_as_one_step_per_call():
     np.testing.assert_array_equal(runs[1].encode(x), runs[0].encode(x))
     with pytest.raises(ValueError, match="`steps_per_execution` must be a positive integer, got int 0"):
         tfhash.fit(name, x, bits=8, steps_per_execution=0)
+
+
+def test_constant_bits_are_counted_on_packed_codes():
+    codes = np.packbits(np.array([[1, 0, 1, 1, 0, 0, 1, 0, 1, 1],
+                                  [1, 1, 0, 1, 0, 0, 1, 0, 1, 0],
+                                  [1, 0, 1, 1, 0, 1, 1, 0, 1, 1]], np.uint8), axis=1)
+    # bits 0, 3, 4, 6, 7, 8 never change; the padding bits past the 10th are not counted
+    assert tfhash.training.constant_bits(codes, 10) == 6
+    assert tfhash.training.constant_bits(codes[:1], 10) == 10
+
+
+class _ZeroWeightsAtTheEnd(keras.callbacks.Callback):
+    def on_train_end(self, logs=None):
+        self.model.set_weights([np.zeros_like(w) for w in self.model.get_weights()])
+
+
+@pytest.mark.parametrize("form", ["arrays", "dataset"])
+def test_fit_warns_when_bits_are_the_same_for_every_training_item(form):
+    x = np.random.default_rng(0).random((600, 16), dtype=np.float32)
+    data = x if form == "arrays" else tf.data.Dataset.from_tensor_slices(x).batch(100)
+    if form == "arrays":
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # a run whose bits all vary warns nothing
+            tfhash.fit("greedyhash", data, bits=8, epochs=1, batch_size=100, verbose=0)
+    with pytest.warns(RuntimeWarning, match=r"8 of 8 bits are the same for all 600 training items checked "
+                                            r"\(every item has the same code: training collapsed\)"):
+        tfhash.fit("greedyhash", data, bits=8, epochs=1, batch_size=100, verbose=0,
+                   callbacks=[_ZeroWeightsAtTheEnd()])

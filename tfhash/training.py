@@ -440,4 +440,39 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
     if guard.message is not None:
         where = f"; the last good checkpoint is in {checkpoint_dir!r}" if checkpoint_dir else ""
         raise FloatingPointError(f"training stopped: {guard.message}{where}.")
+    if initial_epoch < epochs:
+        _warn_on_constant_bits(hasher, data)
     return hasher
+
+
+CONSTANT_BITS_SAMPLE = 1024  # training items encoded after training to look for bits that never change
+
+
+def constant_bits(codes, bits):
+    """How many of the ``bits`` code bits take one value in every row of packed uint8 ``codes``."""
+    unpacked = np.unpackbits(np.asarray(codes, np.uint8), axis=1)[:, :bits]
+    return int(np.sum(unpacked.min(axis=0) == unpacked.max(axis=0)))
+
+
+def _warn_on_constant_bits(hasher, data):
+    """Warns when some bits are the same for every training item checked: they tell no items apart, and all of
+    them at once means training collapsed (a typical cause: ReLUs killed by too high a learning rate)."""
+    if data.x is not None:
+        sample = data.x[:CONSTANT_BITS_SAMPLE]
+    else:
+        batches, count = [], 0
+        for batch in data.dataset:  # the first batches only: a dataset may never end
+            batches.append(batch["x"].numpy())
+            count += len(batches[-1])
+            if count >= CONSTANT_BITS_SAMPLE:
+                break
+        sample = np.concatenate(batches)[:CONSTANT_BITS_SAMPLE] if batches else np.zeros((0,))
+    if len(sample) < 2:
+        return
+    bits = hasher.model.bits
+    constant = constant_bits(hasher.encode(sample), bits)
+    if constant:
+        everything = " (every item has the same code: training collapsed)" if constant == bits else ""
+        warnings.warn(f"tfhash.fit: {constant} of {bits} bits are the same for all {len(sample)} training items "
+                      f"checked{everything}; such bits tell no items apart. Look at the losses in hasher.history; a "
+                      "lower learning_rate or another preset may train.", RuntimeWarning, stacklevel=3)
