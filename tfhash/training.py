@@ -457,8 +457,8 @@ def constant_bits(codes, bits):
 def _warn_on_constant_bits(hasher, data):
     """Warns when some bits are the same for every training item checked: they tell no items apart, and all of
     them at once means training collapsed (a typical cause: ReLUs killed by too high a learning rate)."""
-    if data.x is not None:
-        sample = data.x[:CONSTANT_BITS_SAMPLE]
+    if data.x is not None:  # spread over the array: items sorted by class would share bits over a run of them
+        sample = data.x[::max(1, len(data.x) // CONSTANT_BITS_SAMPLE)][:CONSTANT_BITS_SAMPLE]
     else:
         batches, count = [], 0
         for batch in data.dataset:  # the first batches only: a dataset may never end
