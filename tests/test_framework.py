@@ -297,9 +297,9 @@ def test_steps_per_execution_trains_as_one_step_per_call():
 
 
 def test_constant_bits_are_counted_on_packed_codes():
-    codes = np.packbits(np.array([[1, 0, 1, 1, 0, 0, 1, 0, 1, 1],
-                                  [1, 1, 0, 1, 0, 0, 1, 0, 1, 0],
-                                  [1, 0, 1, 1, 0, 1, 1, 0, 1, 1]], np.uint8), axis=1)
+    codes = tfhash.codes.pack(np.array([[1, 0, 1, 1, 0, 0, 1, 0, 1, 1],
+                                        [1, 1, 0, 1, 0, 0, 1, 0, 1, 0],
+                                        [1, 0, 1, 1, 0, 1, 1, 0, 1, 1]], np.uint8))  # the library's bit order
     # bits 0, 3, 4, 6, 7, 8 never change; the padding bits past the 10th are not counted
     assert tfhash.training.constant_bits(codes, 10) == 6
     assert tfhash.training.constant_bits(codes[:1], 10) == 10

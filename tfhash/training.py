@@ -21,6 +21,7 @@ from numpy.typing import ArrayLike
 from tensorflow.core.framework import graph_pb2
 
 from tfhash import _io, _validation, datasets, schemes
+from tfhash import codes as codes_lib
 from tfhash.hasher import CONFIG_FILE, Hasher, check_run_directory, checkpoint_manager, read_description, restore
 from tfhash.schemes import presets as presets_lib
 from tfhash.schemes.base import IMAGE_RANGE_TOLERANCE, PIXEL_SCALE, check_image_range, check_items
@@ -450,7 +451,7 @@ CONSTANT_BITS_SAMPLE = 1024  # training items encoded after training to look for
 
 def constant_bits(codes, bits):
     """How many of the ``bits`` code bits take one value in every row of packed uint8 ``codes``."""
-    unpacked = np.unpackbits(np.asarray(codes, np.uint8), axis=1)[:, :bits]
+    unpacked = codes_lib.unpack(codes, bits)
     return int(np.sum(unpacked.min(axis=0) == unpacked.max(axis=0)))
 
 
