@@ -22,7 +22,7 @@ import numpy as np
 
 from benchmarks import _common
 from tfhash import datasets, evaluation, neighbours
-from tfhash.schemes.bgan import GRAPH_FEATURE_KINDS, PCA_COMPONENTS
+from tfhash.schemes.bgan import GRAPH_FEATURE_KINDS
 
 
 def main(argv=None):
@@ -52,7 +52,7 @@ def main(argv=None):
         x = np.clip(centres[rng.integers(0, 100, args.items)]
                     + 0.15 * rng.standard_normal((args.items, args.dim), dtype=np.float32), 0, 1)
     if args.features == "pca":
-        x = neighbours.pca_features(x, PCA_COMPONENTS, seed=0).astype(np.float32)
+        x = neighbours.pca_features(x, seed=0).astype(np.float32)
     before = _common.peak_rss_mb()
     start = time.perf_counter()
     graph = neighbours.neighbourhood_graph(x, args.k1, args.k2, backend=args.backend, progress=True)

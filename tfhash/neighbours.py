@@ -180,7 +180,10 @@ def expand_neighbourhood(first_lists, k2, *, block_size=4096, progress=None):
     return indptr, indices
 
 
-def pca_features(x, components=128, seed=0):
+PCA_COMPONENTS = 128  # BGAN's `graph_features="pca"`
+
+
+def pca_features(x, components=PCA_COMPONENTS, seed=0):
     """The first ``components`` principal components of the flattened items (fewer when the items have fewer
     dimensions, or there are fewer items): a graph built on them ranks by the directions that vary most
     rather than by every pixel alike."""

@@ -40,7 +40,6 @@ from tfhash.schemes.presets import Preset, named
 
 ACTIVATIONS = ("app", "tanh")
 GRAPH_FEATURE_KINDS = ("pixels", "pca")
-PCA_COMPONENTS = 128
 
 
 def describe_graph_features(value):
@@ -287,7 +286,7 @@ class BGAN(HashingScheme):
                 raise ValueError(f"`graph_features` model must map the {n} training items to features [n, d], got "
                                  f"output of shape {features.shape}.")
         elif source == "pca":
-            features = neighbours.pca_features(x, PCA_COMPONENTS, seed=self.seed)
+            features = neighbours.pca_features(x, seed=self.seed)
         else:
             features = x.reshape(n, -1)
         features = _validation.check_features(features, "graph_features")
