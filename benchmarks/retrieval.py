@@ -33,8 +33,9 @@ k-means on the database codes; euclidean: precision@100). Ends with one JSON lin
 
 **Resuming** (``--checkpoint DIR``): each finished run is appended to ``DIR/runs.jsonl`` and each deep model
 saves a checkpoint after every epoch; the same command with the same DIR after an interruption reads the
-finished runs back and resumes the unfinished one from its last epoch. The record then says how many runs came
-from earlier invocations and at which commits; DIR is removed once the record is written.
+finished runs back and resumes the unfinished one from its last epoch. A finished run whose hyperparameters or
+batch size differ from what the command now asks for (its preset changed since) is trained again. The record then
+says how many runs came from earlier invocations and at which commits; DIR is removed once the record is written.
 """
 
 import argparse
@@ -50,7 +51,7 @@ import numpy as np
 
 import tfhash
 from benchmarks import _common
-from tfhash import _io, baselines, datasets, evaluation, metrics, schemes
+from tfhash import _io, baselines, datasets, evaluation, metrics, schemes, training
 from trainers.config import JIT_COMPILE, parse_set_flags
 
 DATA = ("mnist10k", "fashion10k", "fashion70k", "digits", "cifar6k", "gmm100k")
@@ -169,6 +170,10 @@ class RunLog:
     def get(self, key):
         return self.finished.get(key)
 
+    def forget(self, key):
+        """Trains ``key`` again: its logged run no longer counts (its line stays; a newer line for it wins)."""
+        del self.finished[key]
+
     def training_directory(self, key):
         """Where the run ``key`` keeps its epoch checkpoints (``tfhash.fit``'s ``checkpoint_dir``)."""
         digest = hashlib.sha1(json.dumps(list(key)).encode()).hexdigest()[:12]
@@ -233,6 +238,23 @@ def candidates(scheme_cls, preset_names, grid, overrides, ablation):
             if ablation is not None:
                 out += [(f"{label} {term}", name, {**values, **removed}) for term, removed in ablations.items()]
     return out
+
+
+def changed_settings(scheme_cls, runs, batch_size, key, run):
+    """``{setting: (logged, asked)}`` where a logged run of this command was trained with other settings than the
+    command asks for now (a preset changed since): its hyperparameters and batch size. Empty for baselines and
+    runs logged before they recorded their hyperparameters."""
+    asked = {label: (preset, values) for label, preset, values in runs}
+    if key[3] not in asked or "hyperparameters" not in run:
+        return {}
+    preset, values = asked[key[3]]
+    settings = scheme_cls.presets[preset].settings(key[1])
+    differing = training.differing_settings(scheme_cls, run["hyperparameters"],
+                                            {**settings["hyperparameters"], **values})
+    batch_size = batch_size or settings["batch_size"]
+    if run.get("batch_size", batch_size) != batch_size:
+        differing["batch_size"] = (run["batch_size"], batch_size)
+    return differing
 
 
 def code_shape(hasher, database_x):
@@ -337,6 +359,13 @@ def main(argv=None):
     jit_compile = JIT_COMPILE[args.jit_compile]
     log = None if args.checkpoint is None else RunLog(args.checkpoint, arguments,
                                                       {key: parser.get_default(key) for key in arguments})
+    for key, run in list(log.finished.items() if log else ()):
+        differing = changed_settings(scheme_cls, runs, args.batch_size, key, run)
+        if differing:
+            log.forget(key)
+            details = ", ".join(f"{name}: logged {a!r}, asked {b!r}" for name, (a, b) in sorted(differing.items()))
+            print(f"  {key[0]} {key[1]} bits seed {key[2]} {key[3]}: finished earlier with other settings "
+                  f"({details}); trained again", flush=True)
     run_names = baseline_names + [f"compare {other}" for other in args.compare] + [label for label, _, _ in runs]
     results = []  # one dict per (data, bits, seed, method)
 

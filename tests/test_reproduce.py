@@ -206,6 +206,59 @@ def test_an_interrupted_job_resumes_from_its_finished_runs_and_its_record_says_s
         dict(record, command=record["command"].replace(f" --checkpoint {directory}", "")))
 
 
+def test_a_logged_run_of_settings_the_command_no_longer_asks_for_is_trained_again(tmp_path, monkeypatch, capsys):
+    import tfhash
+
+    real_fit, calls = tfhash.fit, []
+
+    def fit(*args, checkpoint_dir=None, interrupt=False, **kwargs):
+        calls.append(checkpoint_dir)
+        if interrupt and len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_fit(*args, checkpoint_dir=checkpoint_dir, **kwargs)
+
+    directory, results = tmp_path / "job", tmp_path / "results.jsonl"
+    argv = ["--scheme", "sigah", "--data", "digits", "--bits", "8", "--seeds", "0", "1", "--epochs", "1",
+            "--baselines", "lsh", "--results", str(results), "--checkpoint", str(directory)]
+    monkeypatch.setattr(tfhash, "fit", lambda *a, **k: fit(*a, interrupt=True, **k))
+    with pytest.raises(KeyboardInterrupt):
+        retrieval.main(argv)
+    # Seed 0's run was trained by an earlier preset, whose learning rate was 0.02.
+    entries = [json.loads(line) for line in (directory / "runs.jsonl").read_text().splitlines()]
+    (trained,) = [entry for entry in entries if entry["key"] == ["digits", 8, 0, "itq_start"]]
+    asked = trained["run"]["hyperparameters"]["learning_rate"]
+    trained["run"]["hyperparameters"]["learning_rate"] = 0.02
+    (directory / "runs.jsonl").write_text("".join(json.dumps(entry) + "\n" for entry in entries))
+    calls.clear()
+    capsys.readouterr()
+    monkeypatch.setattr(tfhash, "fit", fit)
+    retrieval.main(argv)
+    assert len(calls) == 2  # seed 0's run again, then seed 1's unfinished one
+    assert (f"digits 8 bits seed 0 itq_start: finished earlier with other settings (learning_rate: logged 0.02, "
+            f"asked {asked!r}); trained again") in capsys.readouterr().out
+    record = report.load_results(str(results))[0]
+    assert record["resumed_runs"] == 4  # the four baseline runs
+    assert [run["hyperparameters"]["learning_rate"] for run in record["runs"] if not run["baseline"]] == [asked] * 2
+
+
+def test_changed_settings_compare_what_a_run_recorded_with_what_the_command_asks_for():
+    cls = schemes.get("bgan")
+    runs = retrieval.candidates(cls, ["neighbours"], [{}], {"k1": 10, "momentum": 0.0}, None)
+    settings = cls.presets["neighbours"].settings(32)
+    recorded = {**cls.default_hyperparameters(), **settings["hyperparameters"], "k1": 10, "momentum": 0.0}
+    run = {"hyperparameters": recorded, "batch_size": settings["batch_size"]}
+    key = ("cifar6k", 32, 0, "neighbours")
+    assert retrieval.changed_settings(cls, runs, None, key, run) == {}
+    assert retrieval.changed_settings(cls, runs, 128, key, run) == {"batch_size": (256, 128)}
+    older = {name: value for name, value in recorded.items() if name != "momentum"}  # logged before it existed
+    assert retrieval.changed_settings(cls, runs, None, key, dict(run, hyperparameters=older)) == {}
+    runs = retrieval.candidates(cls, ["neighbours"], [{}], {"k1": 10, "momentum": 0.5}, None)
+    assert retrieval.changed_settings(cls, runs, None, key, dict(run, hyperparameters=older)) == {"momentum": (0.0, 0.5)}
+    other = dict(run, hyperparameters={**recorded, "k1": 20, "learning_rate": 0.01, "momentum": 0.5})
+    assert retrieval.changed_settings(cls, runs, None, key, other) == {"k1": (20, 10), "learning_rate": (0.01, 1e-3)}
+    assert retrieval.changed_settings(cls, runs, None, ("cifar6k", 32, 0, "itq"), {"test": 0.1}) == {}
+
+
 def test_a_job_carried_to_another_clone_by_its_committed_files_resumes_from_its_finished_runs(tmp_path, monkeypatch,
                                                                                              capsys):
     import subprocess

@@ -69,6 +69,20 @@ def _same_setting(saved, asked):
     return saved == asked
 
 
+def differing_settings(scheme_cls, saved, asked):
+    """``{name: (saved value, asked value)}`` for each hyperparameter of ``asked`` that ``saved`` (a model's
+    ``get_config``, as a checkpoint or a benchmark record keeps it) holds another value of. A name ``saved`` lacks
+    (a hyperparameter added to the scheme since) counts as its constructor default, the behaviour it was made with."""
+    defaults = scheme_cls.default_hyperparameters()
+    differing = {}
+    for name, value in asked.items():
+        value = scheme_cls.config_value(name, value)
+        before = saved.get(name, defaults.get(name))
+        if not _same_setting(before, value):
+            differing[name] = (before, value)
+    return differing
+
+
 @dataclasses.dataclass
 class _TrainingData:
     """Items, labels and indices as the scheme asks for them: arrays (``x``, ``y``) or a dataset of dicts."""
@@ -291,9 +305,7 @@ def _check_resumable(description, checkpoint_dir, scheme_cls, bits, item_shape, 
         raise ValueError(f"`checkpoint_dir` {checkpoint_dir!r} holds a {description['scheme']!r} model with bits="
                          f"{config['bits']} and input shape {tuple(config['input_shape'])}; this call asks for "
                          f"{scheme_cls.key!r}, bits={bits}, input shape {item_shape}. Use another directory.")
-    asked = {**scheme_cls.default_hyperparameters(), **hyperparameters}
-    asked = {k: scheme_cls.config_value(k, v) for k, v in asked.items()}
-    differing = {k: (config.get(k), v) for k, v in asked.items() if not _same_setting(config.get(k), v)}
+    differing = differing_settings(scheme_cls, config, {**scheme_cls.default_hyperparameters(), **hyperparameters})
     saved_training = description.get("training") or {}
     for key in ("seed", "batch_size"):  # another seed or batch size would not continue the same run
         if key in saved_training and saved_training[key] != training[key]:
