@@ -137,3 +137,18 @@ def test_neighbour_pair_weight_follows_the_training_set_size_when_asked():
         tfhash.fit("bgan", x, bits=8, positive_weight_exponent=0)
     with pytest.raises(ValueError, match="`positive_weight_items` must be a positive integer"):
         tfhash.fit("bgan", x, bits=8, positive_weight_items=0)
+
+
+def test_conv_learning_rate_applies_only_to_the_convolutional_encoder():
+    bgan = tfhash.schemes.get("bgan")
+    settings = {"bits": 8, "optimizer_type": "adam", "learning_rate": 1e-3, "conv_learning_rate": 1e-4, "width": 0.125}
+    conv = bgan(input_shape=(32, 32, 3), **settings)
+    mlp = bgan(input_shape=(8, 8, 1), **settings)
+    assert (conv.network_kind, mlp.network_kind) == ("conv", "mlp")
+    for player in ("encoder", "generator", "discriminator"):
+        assert float(conv.default_optimizer(player, 10).learning_rate) == pytest.approx(1e-4)
+        assert float(mlp.default_optimizer(player, 10).learning_rate) == pytest.approx(1e-3)
+    unset = bgan(input_shape=(32, 32, 3), **{**settings, "conv_learning_rate": None, "optimizer_type": "sgd"})
+    assert float(unset.default_optimizer("encoder", 10).learning_rate) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="`conv_learning_rate` must be"):
+        tfhash.fit("bgan", _images()[0], bits=8, conv_learning_rate=0.0)

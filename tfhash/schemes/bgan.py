@@ -105,6 +105,9 @@ class BGAN(HashingScheme):
         weight_content, weight_adversarial: lambda1 and lambda2 of Eq. 9; 0 removes the term (Table 2).
         generator_loss: ``"minimax"`` (Eq. 19 as written) or ``"non_saturating"``.
         optimizer_type: ``"sgd"`` (Sec. 4.1.4) or ``"adam"``; ``learning_rate`` for every player.
+        conv_learning_rate: every player's learning rate when the encoder is the convolutional one (None:
+            ``learning_rate``). That stack has no batch norm, and at rates the MLP encoder trains well with
+            (Adam 1e-3) its ReLUs stop firing and every image gets the same code.
         momentum: SGD momentum (the paper states none).
     """
 
@@ -169,6 +172,7 @@ class BGAN(HashingScheme):
         "negative_similarity": settings.Interval(-1.0, 1.0),
         **{name: settings.NonNegative() for name in (
             "positive_weight", "weight_content", "weight_adversarial", "learning_rate", "momentum")},
+        "conv_learning_rate": settings.Optional(settings.Positive()),
         "generator_loss": settings.Choice(losses.GENERATOR_LOSSES), "optimizer_type": settings.Choice(OPTIMIZERS),
         "positive_weight_items": settings.Optional(settings.PositiveInt()),
         "positive_weight_exponent": settings.Positive(),
@@ -178,7 +182,7 @@ class BGAN(HashingScheme):
                  k1=20, k2=30, graph_features="pixels", activation="app", beta_stages=(1.0, 2.0, 5.0, 10.0),
                  negative_similarity=-1.0, positive_weight=1.0, weight_content=0.1, weight_adversarial=0.1,
                  generator_loss="minimax", optimizer_type="sgd", learning_rate=0.01, momentum=0.0,
-                 positive_weight_items=None, positive_weight_exponent=1.0, **kwargs):
+                 positive_weight_items=None, positive_weight_exponent=1.0, conv_learning_rate=None, **kwargs):
         self.set_hyperparameters(locals())
         self._graph = None
         self._pair_keys = None
@@ -265,10 +269,16 @@ class BGAN(HashingScheme):
                 "discriminator": (self.discriminator_features.trainable_variables
                                   + self.discriminator_head.trainable_variables)}
 
+    @property
+    def player_learning_rate(self):
+        if self.network_kind == "conv" and self.conv_learning_rate is not None:
+            return self.conv_learning_rate
+        return self.learning_rate
+
     def default_optimizer(self, player, total_steps):
         if self.optimizer_type == "sgd":
-            return keras.optimizers.SGD(self.learning_rate, momentum=self.momentum, name=f"{player}_sgd")
-        return keras.optimizers.Adam(self.learning_rate, name=f"{player}_adam")
+            return keras.optimizers.SGD(self.player_learning_rate, momentum=self.momentum, name=f"{player}_sgd")
+        return keras.optimizers.Adam(self.player_learning_rate, name=f"{player}_adam")
 
     # --- the neighbourhood structure -------------------------------------------------------------
 
