@@ -395,3 +395,20 @@ def test_the_bgan_section_shows_the_last_graph_record_of_each_data_set_and_featu
                     "| cifar6k | pca | 5,102 | 25.0% | 20.0% (167) |"]
     assert "| not run |" in reproduce.render_graph_lists([])
     assert '<a id="bgan-graph"></a>' in reproduce.render(records)
+
+
+def test_the_conv_learning_rate_section_marks_the_rate_with_the_best_validation_map():
+    def run(rate, validation, test):
+        return {"baseline": False, "method": f"neighbours learning_rate={rate}", "validation": validation,
+                "test": test, "hyperparameters": {"learning_rate": rate}, "saturation": 0.5, "bit_freq_min": 0.3,
+                "bit_freq_max": 0.7, "train_seconds": 600.0}
+
+    itq = {"baseline": True, "method": "itq", "validation": 0.14, "test": 0.15}
+    record = {"benchmark": "retrieval", "command": reproduce.CONV_RATE_COMMAND, "machine": {"cpu": "X", "cpus": 2},
+              "runs": [itq, run(0.0003, 0.13, 0.12), run(0.0001, 0.12, 0.13)]}
+    lines = reproduce.render_conv_learning_rate([record]).splitlines()
+    assert "| Adam 0.0003 (chosen) | 0.1300 | 0.1200 | 0.5000 | 0.30-0.70 | 10 min |" in lines  # not the best test
+    assert "| Adam 0.0001 | 0.1200 | 0.1300 | 0.5000 | 0.30-0.70 | 10 min |" in lines
+    assert "| ITQ | 0.1400 | 0.1500 | | | |" in lines
+    other = dict(record, command=reproduce.CONV_RATE_COMMAND.replace("--seeds 0", "--seeds 1"))
+    assert "Not run yet" in reproduce.render_conv_learning_rate([other])
