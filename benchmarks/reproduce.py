@@ -677,15 +677,14 @@ def render_conv_learning_rate(records):
         return "\n".join(lines + ["Not run yet: `" + CONV_RATE_COMMAND + "`."])
     runs = chosen[-1]["runs"]
     best = max((run for run in runs if not run["baseline"]), key=lambda run: run["validation"])
-    lines += ["| setting | validation mAP | test mAP | binary outputs | bit frequencies | training |",
-              "|---|---|---|---|---|---|"]
+    lines += ["| setting | validation mAP | test mAP | binary outputs | bit frequencies |", "|---|---|---|---|---|"]
     for run in runs:
         if run["baseline"]:
-            lines.append(f"| {run['method'].upper()} | {run['validation']:.4f} | {run['test']:.4f} | | | |")
+            lines.append(f"| {run['method'].upper()} | {run['validation']:.4f} | {run['test']:.4f} | | |")
             continue
         label = f"Adam {run['hyperparameters']['learning_rate']:g}" + (" (chosen)" if run is best else "")
         lines.append(f"| {label} | {run['validation']:.4f} | {run['test']:.4f} | {run['saturation']:.4f} | "
-                     f"{run['bit_freq_min']:.2f}-{run['bit_freq_max']:.2f} | {run['train_seconds'] / 60:.0f} min |")
+                     f"{run['bit_freq_min']:.2f}-{run['bit_freq_max']:.2f} |")
     lines += ["", f"`{CONV_RATE_COMMAND}`, {chosen[-1]['machine']['cpu']}, {chosen[-1]['machine']['cpus']} cores."]
     return "\n".join(lines)
 
