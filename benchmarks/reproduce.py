@@ -477,11 +477,16 @@ def _job_names(cells):
     return names
 
 
-def _job_lines(names, found):
+def _job_lines(names, found, started=None):
+    """One line per job: its cost and commit, or how far it has got (``started``: job name -> finished runs)."""
     lines = []
     for name in names:
         job, record = JOBS_BY_NAME[name], found.get(name)
-        if record is None:
+        runs = (started or {}).get(name, 0)
+        if record is None and runs:
+            lines.append(f"- `{name}`: started, {runs} runs finished so far (`benchmarks/checkpoints/{name}`); its "
+                         f"cells fill when the last one has: `{job.command}`")
+        elif record is None:
             lines.append(f"- `{name}`: not run yet: `{job.command}`")
         else:
             memory = record.get("peak_rss_mb")
@@ -508,7 +513,7 @@ def _elsewhere(machine, current):
     return f", on another machine ({machine['cpu']})"
 
 
-def render_table(table, found):
+def render_table(table, found, started=None):
     lines = [f'<a id="{table.anchor}"></a>', f"### {table.title}", "", table.notes, "",
              "Each cell: the paper's figure as printed · ours (mean ± sample standard deviation over the seeds, "
              "test queries)." if any(row.paper and row.ours for row in table.rows) else
@@ -532,7 +537,7 @@ def render_table(table, found):
     jobs = _job_names((row.ours, column.data, column.bits) for row in table.rows if row.ours is not None
                       for column in table.columns)
     if jobs:
-        lines += ["", "Runs:", *_job_lines(jobs, found)]
+        lines += ["", "Runs:", *_job_lines(jobs, found, started)]
     return "\n".join(lines)
 
 
@@ -597,7 +602,7 @@ def _span(values):
     return low if low == high else f"{low} to {high}"
 
 
-def render_verdict(found):
+def render_verdict(found, started=None):
     lines = ['<a id="verdict"></a>', "## The verdict: does the adversarial part pull its weight?", "",
              "Each scheme's best validated setting with its adversarial terms on and off, everything else equal "
              "(same seeds, same data, same epochs); test mAP, label protocol unless stated, mean ± sample standard "
@@ -623,7 +628,7 @@ def render_verdict(found):
     names = _job_names((ours, data, bits) for verdict in VERDICTS
                        for ours in (verdict.on, verdict.off, *verdict.reference)
                        for data in verdict.data for bits in verdict.bits)
-    lines += ["", "Runs:", *_job_lines(names, found)]
+    lines += ["", "Runs:", *_job_lines(names, found, started)]
     return "\n".join(lines)
 
 
@@ -696,7 +701,9 @@ SECTIONS = (("Defaults at the papers' data size", "defaults"), ("HashGAN", "hash
             ("SiGAH", "sigah"))
 
 
-def render(records):
+def render(records, started=None):
+    """REPRODUCTION.md's text from the result records; ``started`` (job name -> finished runs) names the jobs
+    under way (``started_jobs``)."""
     found = job_records(records)
     done = sum(name in found for name in JOBS_BY_NAME)
     lines = ["# Reproduction report", "",
@@ -706,16 +713,17 @@ def render(records):
              "command, commit, machine, seeds, wall time and peak memory); only the papers' figures and the notes are "
              "typed. Settings are chosen on validation queries drawn from the training items, never on the "
              "test queries reported; ITQ is trained in the same run as every figure beside it.", "",
-             f"Jobs run: {done} of {len(JOBS)} (`python -m benchmarks.reproduce --list`). A cell reading "
+             f"Jobs run: {done} of {len(JOBS)}" + (f", {len(started)} under way" if started else "") +
+             " (`python -m benchmarks.reproduce --list`). A cell reading "
              "\"not run\" names its job under the table; figures marked * in the papers were measured by their "
              "authors with others' code.", "",
              "## Headline figures", "", report.headline_table(records), "",
-             render_verdict(found), ""]
+             render_verdict(found, started), ""]
     for title, prefix, *extras in SECTIONS:
         lines += [f"## {title}", ""]
         for table in TABLES:
             if table.anchor.startswith(prefix + "-"):
-                lines += [render_table(table, found), ""]
+                lines += [render_table(table, found, started), ""]
         lines += [line for extra in extras for line in (extra(records), "")]
     with open(APPENDIX, encoding="utf-8") as f:
         records_text = f.read()
@@ -745,6 +753,12 @@ def finished_runs(job, results):
         return sum(line.endswith("\n") for line in f)  # a line cut short by an interruption is not a run
 
 
+def started_jobs(results, found):
+    """Job name -> finished runs, for each job under way: runs finished, no record yet."""
+    runs = {job.name: finished_runs(job, results) for job in JOBS if job.name not in found}
+    return {name: n for name, n in runs.items() if n}
+
+
 def run_job(job, results):
     print(f"[{job.name}] {job.command}", flush=True)
     # TensorFlow turns its oneDNN kernels on by itself only on processors with AVX-512 VNNI, BF16 or AMX; elsewhere
@@ -769,9 +783,10 @@ def main(argv=None):
 
     records = report.load_results(args.results) if os.path.exists(args.results) else []
     found = job_records(records)
+    started = started_jobs(args.results, found)
     if args.list:
         for job in JOBS:
-            runs = 0 if job.name in found else finished_runs(job, args.results)
+            runs = started.get(job.name, 0)
             status = "done" if job.name in found else "started" if runs else "missing"
             print(f"{status:8} {job.name:28} {job.command}" + (f"  # {runs} runs finished" if runs else ""))
         return 0
@@ -785,7 +800,7 @@ def main(argv=None):
                 print(f"[{job.name}] failed", file=sys.stderr)
                 return 1
         return 0
-    text = render(records)
+    text = render(records, started)
     if args.check:
         with open(DOCUMENT, encoding="utf-8") as f:
             if f.read() != text:

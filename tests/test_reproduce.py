@@ -14,7 +14,9 @@ from trainers.config import parse_set_flags
 def test_reproduction_md_is_the_report_of_the_committed_results_byte_for_byte():
     with open(reproduce.DOCUMENT, encoding="utf-8") as f:
         committed = f.read()
-    assert reproduce.render(report.load_results()) == committed, "run python -m benchmarks.reproduce --report"
+    records = report.load_results()
+    started = reproduce.started_jobs(report.RESULTS, reproduce.job_records(records))
+    assert reproduce.render(records, started) == committed, "run python -m benchmarks.reproduce --report"
 
 
 def _labels(job):
@@ -311,6 +313,11 @@ def test_a_job_carried_to_another_clone_by_its_committed_files_resumes_from_its_
     reproduce.main(["--list", "--results", str(there)])
     listed = [line for line in capsys.readouterr().out.splitlines() if f" {job.name} " in line]
     assert listed[0].startswith("started") and listed[0].endswith("# 5 runs finished")
+    started = reproduce.started_jobs(str(there), {})
+    assert started == {job.name: 5}  # and the report says so under the job's tables, not "not run yet"
+    line, = reproduce._job_lines([job.name], {}, started)
+    assert line == f"- `{job.name}`: started, 5 runs finished so far (`benchmarks/checkpoints/{job.name}`); its " \
+                   f"cells fill when the last one has: `{job.command}`"
     calls.clear()
     monkeypatch.setattr(tfhash, "fit", fit)
     retrieval.main([*argv, "--results", str(there), "--checkpoint", carried])
