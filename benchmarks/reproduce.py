@@ -477,6 +477,10 @@ def _job_names(cells):
     return names
 
 
+def _runs(count):
+    return f"{count} run" + ("" if count == 1 else "s")
+
+
 def _job_lines(names, found, started=None):
     """One line per job: its cost and commit, or how far it has got (``started``: job name -> finished runs)."""
     lines = []
@@ -484,7 +488,7 @@ def _job_lines(names, found, started=None):
         job, record = JOBS_BY_NAME[name], found.get(name)
         runs = (started or {}).get(name, 0)
         if record is None and runs:
-            lines.append(f"- `{name}`: started, {runs} runs finished so far (`benchmarks/checkpoints/{name}`); its "
+            lines.append(f"- `{name}`: started, {_runs(runs)} finished so far (`benchmarks/checkpoints/{name}`); its "
                          f"cells fill when the last one has: `{job.command}`")
         elif record is None:
             lines.append(f"- `{name}`: not run yet: `{job.command}`")
@@ -788,7 +792,7 @@ def main(argv=None):
         for job in JOBS:
             runs = started.get(job.name, 0)
             status = "done" if job.name in found else "started" if runs else "missing"
-            print(f"{status:8} {job.name:28} {job.command}" + (f"  # {runs} runs finished" if runs else ""))
+            print(f"{status:8} {job.name:28} {job.command}" + (f"  # {_runs(runs)} finished" if runs else ""))
         return 0
     if args.run or args.run_missing:
         unknown = [name for name in args.run or [] if name not in JOBS_BY_NAME]
