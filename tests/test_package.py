@@ -37,6 +37,25 @@ def test_readme_quickstart_has_three_commands_and_ci_runs_the_test_one():
         assert "tier " + line.split("#")[0].strip().replace("python -m", "python3 -m") in ci, line
 
 
+def _anchors(text):
+    """The targets a Markdown page offers: explicit ``<a id>``s and GitHub's slugs of its headings."""
+    slugs = {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+             for heading in re.findall(r"^#+ (.*)$", text, re.M)}
+    return slugs | set(re.findall(r'<a id="([^"]+)"', text))
+
+
+def test_links_between_the_documents_reach_their_anchors():
+    pages = {}
+    for name in sorted(os.listdir(ROOT)):
+        if name.endswith(".md"):
+            with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+                pages[name] = f.read()
+    links = [(name, target or name, anchor) for name, text in pages.items()
+             for target, anchor in re.findall(r"\]\(([\w.-]*\.md)?#([\w-]+)\)", text)]
+    assert len(links) > 20
+    assert [link for link in links if link[1] not in pages or link[2] not in _anchors(pages[link[1]])] == []
+
+
 @pytest.mark.e2e
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
     blocks = re.findall(r"```python\n(.*?)```", _readme(), re.S)
