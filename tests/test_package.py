@@ -39,8 +39,9 @@ def test_readme_quickstart_has_three_commands_and_ci_runs_the_test_one():
 
 def _anchors(text):
     """The targets a Markdown page offers: explicit ``<a id>``s and GitHub's slugs of its headings."""
+    prose = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)  # a "# " line in a code block is a comment
     slugs = {re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
-             for heading in re.findall(r"^#+ (.*)$", text, re.M)}
+             for heading in re.findall(r"^#+ (.*)$", prose, re.M)}
     return slugs | set(re.findall(r'<a id="([^"]+)"', text))
 
 
