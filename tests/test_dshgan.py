@@ -1,10 +1,12 @@
-"""DSH-GANs: label checks, the two stages in one fit (and resuming in either), real and synthetic triplets."""
+"""DSH-GANs: label checks, the two stages in one fit (and resuming in either, compiled by XLA, in mixed
+precision), real and synthetic triplets."""
 
 import keras
 import numpy as np
 import pytest
 
 import tfhash
+from tfhash import codes
 from tfhash.schemes.dshgan import DSHGAN
 
 SHAPE = DSHGAN.spec.test_input_shape
@@ -95,6 +97,30 @@ def test_without_the_generator_the_same_network_trains_on_real_triplets():
                           verbose=0).model
     shared = [v.shape for v in with_gan.encoder_model().weights]
     assert [v.shape for v in model.encoder_model().weights] == shared  # the exported network is the same
+
+
+@pytest.mark.e2e  # three fits per setting
+@pytest.mark.parametrize("settings", [dict(preset="semi", generator_epochs=1, epochs=2), dict(epochs=1)],
+                         ids=["gan-then-hashing", "no-gan"])
+def test_the_hashing_stage_compiles_under_xla_and_trains_in_mixed_precision(settings):
+    # The shared suite's one-epoch fits of DSH-GANs stop in stage 1; here stage 2, which trains the codes, runs too.
+    x, y = _data(), _labels()
+    settings = dict(bits=8, batch_size=16, seed=3, verbose=0, **settings)
+    plain = tfhash.fit("dshgan", x, y, jit_compile=False, **settings)
+    xla = tfhash.fit("dshgan", x, y, jit_compile=True, **settings)
+    assert xla.model.jit_compile is True and plain.history.history["stage"][-1] == 2.0
+    for key, value in plain.history.history.items():
+        if not key.startswith("bit_freq"):
+            np.testing.assert_allclose(xla.history.history[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+    assert (codes.unpack(plain.encode(x), 8) == codes.unpack(xla.encode(x), 8)).mean() >= 0.99
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        mixed = tfhash.fit("dshgan", x, y, **settings)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert mixed.model.dtype_policy.name == "mixed_float16" and mixed.history.history["stage"][-1] == 2.0
+    assert mixed.history.history["triplet"][-1] > 0 and all(np.isfinite(v).all() for v in mixed.history.history.values())
+    assert mixed.encode(x).dtype == np.uint8 and mixed.predict_probabilities(x).dtype == np.float32
 
 
 def test_triplets_pair_each_query_with_its_labels_and_labels_it_shares_none_of():
