@@ -12,7 +12,8 @@ record belongs to a job when its command parses to the same arguments. Until its
 its finished runs and epoch checkpoints in ``checkpoints/JOB`` beside the results file: running it again after
 an interruption resumes it (``benchmarks.retrieval --checkpoint``), and its record then names the commits of the
 runs made before and, where they differ from its own, their machines (the same seed and commit train to other
-figures on another processor). The finished runs (``command.json`` and ``runs.jsonl``; git ignores the epoch
+figures on another processor). Its wall time counts the epochs that interrupted invocations trained (a job line
+names any whose time was not kept). The finished runs (``command.json`` and ``runs.jsonl``; git ignores the epoch
 checkpoints) can be committed, so a job longer than a sitting resumes in another clone from its last finished
 run. Nothing in REPRODUCTION.md is typed by hand except the papers' own figures, copied as printed from
 ``../shared/papers`` (the section is named beside each table), the tables' notes on what differs from the
@@ -477,8 +478,8 @@ def _job_names(cells):
     return names
 
 
-def _runs(count):
-    return f"{count} run" + ("" if count == 1 else "s")
+def _count(count, noun):
+    return f"{count} {noun}" + ("" if count == 1 else "s")
 
 
 def _job_lines(names, found, started=None):
@@ -488,13 +489,16 @@ def _job_lines(names, found, started=None):
         job, record = JOBS_BY_NAME[name], found.get(name)
         runs = (started or {}).get(name, 0)
         if record is None and runs:
-            lines.append(f"- `{name}`: started, {_runs(runs)} finished so far (`benchmarks/checkpoints/{name}`); its "
+            lines.append(f"- `{name}`: started, {_count(runs, 'run')} finished so far (`benchmarks/checkpoints/{name}`); its "
                          f"cells fill when the last one has: `{job.command}`")
         elif record is None:
             lines.append(f"- `{name}`: not run yet: `{job.command}`")
         else:
             memory = record.get("peak_rss_mb")
             cost = f"{record['wall_seconds'] / 60:.0f} min" + (f", peak {memory:,.0f} MB" if memory else "")
+            untimed = sum(run.get("untimed_epochs", 0) for run in record.get("runs", []))
+            if untimed:  # epochs an interrupted invocation trained without keeping their time
+                cost += f" (without the time of {_count(untimed, 'epoch')} trained before an interruption)"
             commits = f"commit {str(record.get('commit'))[:7]}"
             if record.get("resumed_runs"):
                 earlier = ", ".join(c[:7] for c in record.get("resumed_commits", []))
@@ -792,7 +796,7 @@ def main(argv=None):
         for job in JOBS:
             runs = started.get(job.name, 0)
             status = "done" if job.name in found else "started" if runs else "missing"
-            print(f"{status:8} {job.name:28} {job.command}" + (f"  # {_runs(runs)} finished" if runs else ""))
+            print(f"{status:8} {job.name:28} {job.command}" + (f"  # {_count(runs, 'run')} finished" if runs else ""))
         return 0
     if args.run or args.run_missing:
         unknown = [name for name in args.run or [] if name not in JOBS_BY_NAME]

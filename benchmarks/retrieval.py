@@ -36,6 +36,8 @@ saves a checkpoint after every epoch; the same command with the same DIR after a
 finished runs back and resumes the unfinished one from its last epoch. A finished run whose hyperparameters or
 batch size differ from what the command now asks for (its preset changed since) is trained again. The record then
 says how many runs came from earlier invocations and at which commits; DIR is removed once the record is written.
+A run's ``train_seconds`` (and the record's wall time) include the epochs that interrupted invocations trained: each
+epoch's end writes the run's running total beside its epoch checkpoints.
 """
 
 import argparse
@@ -47,6 +49,7 @@ import os
 import shutil
 import time
 
+import keras
 import numpy as np
 
 import tfhash
@@ -112,6 +115,48 @@ def score(scorers, encode, bits):
     return {"validation": scorers["validation"](encode), "test": test, "test_details": details}
 
 
+class TrainingClock(keras.callbacks.Callback):
+    """A run's training seconds across the invocations that trained it.
+
+    Made just before ``tfhash.fit``; each epoch's end writes ``{epochs done: running total}`` to ``path`` (beside
+    the run's epoch checkpoints), so a run resumed from them adds the time of the epochs trained before the
+    interruption. Epochs whose time is not known (trained before there was a clock, or checkpointed just before
+    an interruption could write their total) are counted in ``untimed_epochs`` instead. ``path=None``: no file.
+    """
+
+    def __init__(self, path=None):
+        super().__init__()
+        self.path, self.started = path, time.perf_counter()
+        self.totals = {}
+        if path is not None and os.path.isfile(path):
+            with open(path, encoding="utf-8") as f:
+                self.totals = {int(done): total for done, total in json.load(f).items()}
+        self.earlier, self.untimed_epochs, self._resumed_at = 0.0, 0, None
+
+    def _resume(self, epochs_done):
+        if self._resumed_at is None:
+            self._resumed_at = epochs_done
+            known = max([done for done in self.totals if done <= epochs_done], default=0)
+            if known:
+                self.earlier, self.untimed_epochs = self.totals[known]["seconds"], self.totals[known]["untimed_epochs"]
+            self.untimed_epochs += epochs_done - known
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._resume(epoch)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.totals[epoch + 1] = {"seconds": round(self.seconds(), 1), "untimed_epochs": self.untimed_epochs}
+        if self.path is not None:
+            _io.write_json_atomically(self.path, {str(done): total for done, total in sorted(self.totals.items())})
+
+    def seconds(self, epochs_done=None):
+        """The run's training seconds so far; ``epochs_done``: the fit's epochs, for a fit that trained none here
+        (its last checkpoint was already its last epoch)."""
+        if epochs_done is not None:
+            self._resume(epochs_done)
+        return self.earlier + time.perf_counter() - self.started
+
+
 class RunLog:
     """The runs a command has finished, kept in ``directory`` so an interrupted command can resume.
 
@@ -151,6 +196,7 @@ class RunLog:
         except FileExistsError as error:
             raise SystemExit(f"--checkpoint {directory!r} is in use: {error}") from None
         self.commit, self.machine = _common.commit(), _common.machine()
+        self.resumed_training_seconds = 0.0  # of unfinished runs' epochs that earlier invocations trained
         self.finished = {}
         # session -> (seconds it ran until its last finished run, peak MB, commit, machine or None when its runs
         # were logged before they named one)
@@ -180,16 +226,26 @@ class RunLog:
         return os.path.join(self.directory, f"{key[0]}-{key[1]}-{key[2]}-{digest}")
 
     def add(self, key, run):
+        # elapsed: this invocation's wall time so far, with the epochs of its runs that earlier ones trained
+        elapsed = time.perf_counter() - self.started + self.resumed_training_seconds
         entry = {"key": list(key), "run": run, "session": self.session, "commit": self.commit, "machine": self.machine,
-                 "elapsed": round(time.perf_counter() - self.started, 1), "peak_rss_mb": round(_common.peak_rss_mb(), 1)}
+                 "elapsed": round(elapsed, 1), "peak_rss_mb": round(_common.peak_rss_mb(), 1)}
         with open(os.path.join(self.directory, "runs.jsonl"), "a", encoding="utf-8") as f:
             f.write(json.dumps(entry, sort_keys=True, default=float) + "\n")
             f.flush()
             os.fsync(f.fileno())
         shutil.rmtree(self.training_directory(key), ignore_errors=True)  # made by tfhash.fit for this run
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(self.clock_path(key))
+
+    def clock_path(self, key):
+        """Where the run ``key``'s :class:`TrainingClock` keeps its running total."""
+        return self.training_directory(key) + ".seconds.json"
 
     def earlier_seconds(self):
-        return sum(seconds for seconds, _, _, _ in self.earlier.values())
+        """Wall time of earlier invocations: until each one's last finished run, and the epochs of unfinished runs
+        they trained that this one resumed."""
+        return sum(seconds for seconds, _, _, _ in self.earlier.values()) + self.resumed_training_seconds
 
     def summary(self):
         """The record's fields on resumption: ``{}`` when every run was made by this invocation."""
@@ -382,8 +438,16 @@ def main(argv=None):
             log.add(key, run)
         print(f"  {key[0]} {key[1]} bits seed {key[2]} {message}", flush=True)
 
-    def checkpoint_dir(key):
-        return log.training_directory(key) if log else None
+    def timed_fit(key, scheme, *arguments, **options):
+        """``tfhash.fit`` resuming from the run's epoch checkpoints; the hasher, its training seconds (those of
+        epochs trained by interrupted invocations too) and the run's ``untimed_epochs`` field when there are some."""
+        clock = TrainingClock(log.clock_path(key) if log else None)
+        hasher = tfhash.fit(scheme, *arguments, verbose=0, jit_compile=jit_compile, callbacks=[clock],
+                            checkpoint_dir=log.training_directory(key) if log else None, **options)
+        seconds = clock.seconds(hasher.epoch)
+        if log:
+            log.resumed_training_seconds += clock.earlier
+        return hasher, seconds, ({"untimed_epochs": clock.untimed_epochs} if clock.untimed_epochs else {})
 
     for data in args.data:
         for seed in args.seeds:
@@ -411,34 +475,28 @@ def main(argv=None):
                     key = (data, bits, seed, f"compare {other}")
                     if finished(key):
                         continue
-                    start = time.perf_counter()
-                    hasher = tfhash.fit(other, *training_data(split, other, labels), bits=bits,
-                                        epochs=args.compare_epochs, seed=seed, verbose=0, jit_compile=jit_compile,
-                                        checkpoint_dir=checkpoint_dir(key))
-                    seconds = time.perf_counter() - start
+                    hasher, seconds, untimed = timed_fit(key, other, *training_data(split, other, labels), bits=bits,
+                                                         epochs=args.compare_epochs, seed=seed)
                     scores = score(scorers, hasher.encode, bits)
                     keep(key, {"data": data, "bits": bits, "seed": seed, "method": compare_label(other, hasher),
                                "scheme": other, "preset": hasher.preset, "baseline": True, "compared": True,
-                               **scores, "train_seconds": seconds},
+                               **scores, "train_seconds": seconds, **untimed},
                          f"{compare_label(other, hasher)}: validation {scores['validation']:.4f}, "
                          f"test {scores['test']:.4f} ({seconds:.0f} s)")
                 for label, preset, values in runs:
                     key = (data, bits, seed, label)
                     if finished(key):
                         continue
-                    start = time.perf_counter()
-                    hasher = tfhash.fit(args.scheme, *training_data(split, args.scheme, labels), bits=bits,
-                                        preset=preset, epochs=args.epochs, batch_size=args.batch_size, seed=seed,
-                                        verbose=0, jit_compile=jit_compile, checkpoint_dir=checkpoint_dir(key),
-                                        **values)
-                    seconds = time.perf_counter() - start
+                    hasher, seconds, untimed = timed_fit(key, args.scheme, *training_data(split, args.scheme, labels),
+                                                         bits=bits, preset=preset, epochs=args.epochs,
+                                                         batch_size=args.batch_size, seed=seed, **values)
                     scores = score(scorers, hasher.encode, bits)
                     shape = code_shape(hasher, split.database_x)
                     keep(key, {"data": data, "bits": bits, "seed": seed, "method": label, "baseline": False,
                                "preset": preset, "overrides": values, "epochs": hasher.epoch,
                                "hyperparameters": resolved_hyperparameters(hasher),
                                "batch_size": hasher.training["batch_size"], **scores, **shape,
-                               "train_seconds": seconds},
+                               "train_seconds": seconds, **untimed},
                          f"{label}: validation {scores['validation']:.4f}, test {scores['test']:.4f} ({seconds:.0f} s); "
                          f"binary outputs {shape['saturation']:.4f}, bit frequencies "
                          f"[{shape['bit_freq_min']:.2f}, {shape['bit_freq_max']:.2f}]")

@@ -208,6 +208,61 @@ def test_an_interrupted_job_resumes_from_its_finished_runs_and_its_record_says_s
         dict(record, command=record["command"].replace(f" --checkpoint {directory}", "")))
 
 
+def test_a_run_resumed_from_its_epoch_checkpoints_counts_the_time_of_the_epochs_trained_before(tmp_path, monkeypatch):
+    import keras
+
+    import tfhash
+
+    real_fit = tfhash.fit
+
+    class Interrupt(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            raise KeyboardInterrupt  # after the first epoch's checkpoint and running total are written
+
+    directory, results = tmp_path / "job", tmp_path / "results.jsonl"
+    argv = ["--scheme", "sigah", "--data", "digits", "--bits", "8", "--seeds", "0", "--epochs", "2",
+            "--baselines", "lsh", "--results", str(results), "--checkpoint", str(directory)]
+    monkeypatch.setattr(tfhash, "fit", lambda *a, callbacks=(), **k: real_fit(*a, callbacks=[*callbacks, Interrupt()], **k))
+    with pytest.raises(KeyboardInterrupt):
+        retrieval.main(argv)
+    clock, = directory.glob("*.seconds.json")
+    totals = json.loads(clock.read_text())
+    assert list(totals) == ["1"] and totals["1"]["untimed_epochs"] == 0 and totals["1"]["seconds"] > 0
+    clock.write_text(json.dumps({"1": {"seconds": 1000.0, "untimed_epochs": 0}}))  # a long first epoch
+    monkeypatch.setattr(tfhash, "fit", real_fit)
+    retrieval.main(argv)
+    record = report.load_results(str(results))[0]
+    run, = [run for run in record["runs"] if not run["baseline"]]
+    assert 1000 < run["train_seconds"] < record["wall_seconds"] and "untimed_epochs" not in run
+    assert not directory.exists()
+
+
+def test_the_training_clock_counts_the_epochs_it_has_no_time_for():
+    class Clock(retrieval.TrainingClock):
+        def __init__(self, totals=None):
+            super().__init__()
+            self.totals = totals or {}
+
+    totals = {1: {"seconds": 30.0, "untimed_epochs": 0}, 2: {"seconds": 70.0, "untimed_epochs": 0}}
+    resumed = Clock(dict(totals))
+    resumed.on_epoch_begin(2)
+    assert (resumed.earlier, resumed.untimed_epochs) == (70.0, 0) and resumed.seconds() >= 70.0
+    resumed.on_epoch_end(2)
+    assert resumed.totals[3]["seconds"] >= 70.0 and resumed.totals[3]["untimed_epochs"] == 0
+    late = Clock(dict(totals))  # epoch 3 was checkpointed, and the process ended before its total was written
+    late.on_epoch_begin(3)
+    assert (late.earlier, late.untimed_epochs) == (70.0, 1)
+    unknown = Clock()  # checkpoints made before there was a clock
+    unknown.on_epoch_begin(5)
+    assert (unknown.earlier, unknown.untimed_epochs) == (0.0, 5)
+    complete = Clock(dict(totals))  # the last checkpoint was the last epoch: the fit trains none
+    assert complete.seconds(epochs_done=2) >= 70.0 and complete.untimed_epochs == 0
+    record = {"wall_seconds": 600.0, "runs": [{"untimed_epochs": 5}, {"test": 0.5}]}
+    line, = reproduce._job_lines(["bgan-table4-cifar6k-24"], {"bgan-table4-cifar6k-24": record})
+    assert line.startswith("- `bgan-table4-cifar6k-24`: 10 min (without the time of 5 epochs trained before an "
+                           "interruption), commit")
+
+
 def test_a_logged_run_of_settings_the_command_no_longer_asks_for_is_trained_again(tmp_path, monkeypatch, capsys):
     import tfhash
 
