@@ -131,11 +131,11 @@ class TrainingClock(keras.callbacks.Callback):
         if path is not None and os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 self.totals = {int(done): total for done, total in json.load(f).items()}
-        self.earlier, self.untimed_epochs, self._resumed_at = 0.0, 0, None
+        self.earlier, self.untimed_epochs, self._resumed = 0.0, 0, False
 
     def _resume(self, epochs_done):
-        if self._resumed_at is None:
-            self._resumed_at = epochs_done
+        if not self._resumed:  # once, at the epoch this invocation starts from
+            self._resumed = True
             known = max([done for done in self.totals if done <= epochs_done], default=0)
             if known:
                 self.earlier, self.untimed_epochs = self.totals[known]["seconds"], self.totals[known]["untimed_epochs"]
