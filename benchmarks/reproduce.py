@@ -505,7 +505,7 @@ def _job_lines(names, found, started=None):
                 # The same seed and commit train to other figures on other processors: say where runs were made.
                 elsewhere = [m for m in record.get("resumed_machines", []) if m != record.get("machine")]
                 where = "".join(_elsewhere(m, record.get("machine") or {}) for m in elsewhere)
-                commits += (f" (resumed after an interruption: {record['resumed_runs']} runs made before, at "
+                commits += (f" (resumed after an interruption: {_count(record['resumed_runs'], 'run')} made before, at "
                             f"{earlier}{where})")
             lines.append(f"- `{name}`: {cost}, {commits}: `{job.command}`")
     return lines
