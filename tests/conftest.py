@@ -12,6 +12,15 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture
+def mixed_precision():
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_float16")  # what GPU users turn on
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
 # Property-based tests: a fixed, derandomised budget in CI (the same examples every run, bounded time);
 # locally each run explores new examples.
 settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True, print_blob=True)

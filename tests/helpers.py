@@ -25,3 +25,14 @@ def scheme_labels(scheme_cls, n):
         return None
     index = np.arange(n)
     return np.where(index % 3 == 2, -1, index % 4)
+
+
+def assert_xla_trains_like_plain(plain, xla, x, bits):
+    """Two fits of the same settings, without and with XLA: the same losses each epoch and (nearly) the same codes."""
+    from tfhash import codes
+
+    for key, value in plain.history.history.items():
+        if not key.startswith("bit_freq"):  # counts of thresholded outputs: compared through the codes below
+            np.testing.assert_allclose(xla.history.history[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
+    agree = codes.unpack(plain.encode(x), bits) == codes.unpack(xla.encode(x), bits)
+    assert agree.mean() >= 0.99

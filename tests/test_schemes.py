@@ -10,8 +10,8 @@ import pytest
 import tensorflow as tf
 
 import tfhash
-from tests.helpers import scheme_labels
-from tfhash import codes, schemes
+from tests.helpers import assert_xla_trains_like_plain, scheme_labels
+from tfhash import schemes
 from tfhash.schemes import base
 
 SCHEMES = schemes.names()
@@ -183,18 +183,7 @@ def test_xla_step_equals_the_plain_step(name):
         with pytest.warns(UserWarning, match="doesn't support `jit_compile=True`"):
             xla = _fit(name, x, bits=8, epochs=1, batch_size=64, seed=3, verbose=0, jit_compile=True)
         assert xla.model.jit_compile is False
-    for key, value in plain.history.history.items():
-        if not key.startswith("bit_freq"):  # counts of thresholded outputs: compared through the codes below
-            np.testing.assert_allclose(xla.history.history[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
-    agree = codes.unpack(plain.encode(x), 8) == codes.unpack(xla.encode(x), 8)
-    assert agree.mean() >= 0.99
-
-
-@pytest.fixture
-def mixed_precision():
-    keras.mixed_precision.set_global_policy("mixed_float16")  # what GPU users turn on
-    yield
-    keras.mixed_precision.set_global_policy("float32")
+    assert_xla_trains_like_plain(plain, xla, x, 8)
 
 
 @pytest.mark.parametrize("name", SCHEMES)
