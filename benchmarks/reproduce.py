@@ -11,8 +11,8 @@ record to ``benchmarks/results.jsonl`` with its command, commit, machine, seeds,
 record belongs to a job when its command parses to the same arguments. Until its record is written, a job keeps
 its finished runs and epoch checkpoints in ``checkpoints/JOB`` beside the results file: running it again after
 an interruption resumes it (``benchmarks.retrieval --checkpoint``), and its record then names the commits of the
-runs made before and, where they differ from its own, their machines (the same seed and commit train to other
-figures on another processor). Its wall time counts the epochs that interrupted invocations trained (a job line
+runs and epochs trained before and, where they differ from its own, their machines (the same seed and commit
+train to other figures on another processor). Its wall time counts the epochs that interrupted invocations trained (a job line
 names any whose time was not kept). The finished runs (``command.json`` and ``runs.jsonl``; git ignores the epoch
 checkpoints) can be committed, so a job longer than a sitting resumes in another clone from its last finished
 run. Nothing in REPRODUCTION.md is typed by hand except the papers' own figures, copied as printed from
@@ -500,13 +500,15 @@ def _job_lines(names, found, started=None):
             if untimed:  # epochs an interrupted invocation trained without keeping their time
                 cost += f" (without the time of {_count(untimed, 'epoch')} trained before an interruption)"
             commits = f"commit {str(record.get('commit'))[:7]}"
-            if record.get("resumed_runs"):
-                earlier = ", ".join(c[:7] for c in record.get("resumed_commits", []))
+            runs_before, epochs_before = record.get("resumed_runs", 0), record.get("resumed_epochs", 0)
+            if runs_before or epochs_before:
+                made = " and ".join([_count(runs_before, "run")] * bool(runs_before) +
+                                    [_count(epochs_before, "epoch") + " of unfinished runs"] * bool(epochs_before))
+                earlier = ", ".join(c[:7] for c in record.get("resumed_commits", [])) or "a commit not recorded"
                 # The same seed and commit train to other figures on other processors: say where runs were made.
                 elsewhere = [m for m in record.get("resumed_machines", []) if m != record.get("machine")]
                 where = "".join(_elsewhere(m, record.get("machine") or {}) for m in elsewhere)
-                commits += (f" (resumed after an interruption: {_count(record['resumed_runs'], 'run')} made before, at "
-                            f"{earlier}{where})")
+                commits += f" (resumed after an interruption: {made} made before, at {earlier}{where})"
             lines.append(f"- `{name}`: {cost}, {commits}: `{job.command}`")
     return lines
 

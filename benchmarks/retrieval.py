@@ -122,30 +122,42 @@ class TrainingClock(keras.callbacks.Callback):
     the run's epoch checkpoints), so a run resumed from them adds the time of the epochs trained before the
     interruption. Epochs whose time is not known (trained before there was a clock, or checkpointed just before
     an interruption could write their total) are counted in ``untimed_epochs`` instead. ``path=None``: no file.
+
+    ``origin`` (``{"commit", "machine"}`` of this invocation) goes into each total too: the same seed and commit
+    train to other figures on other processors, so the record names where the resumed epochs were trained
+    (``earlier_origins``; ``None`` for epochs whose origin was not recorded).
     """
 
-    def __init__(self, path=None):
+    def __init__(self, path=None, origin=None):
         super().__init__()
-        self.path, self.started = path, time.perf_counter()
+        self.path, self.origin, self.started = path, origin, time.perf_counter()
         self.totals = {}
         if path is not None and os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 self.totals = {int(done): total for done, total in json.load(f).items()}
         self.earlier, self.untimed_epochs, self._resumed = 0.0, 0, False
+        self.resumed_epochs, self.earlier_origins = 0, []
 
     def _resume(self, epochs_done):
         if not self._resumed:  # once, at the epoch this invocation starts from
             self._resumed = True
+            self.resumed_epochs = epochs_done
             known = max([done for done in self.totals if done <= epochs_done], default=0)
             if known:
-                self.earlier, self.untimed_epochs = self.totals[known]["seconds"], self.totals[known]["untimed_epochs"]
+                total = self.totals[known]
+                self.earlier, self.untimed_epochs = total["seconds"], total["untimed_epochs"]
+                self.earlier_origins = list(total.get("origins", [None]))
             self.untimed_epochs += epochs_done - known
+            if epochs_done > known and None not in self.earlier_origins:
+                self.earlier_origins.append(None)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._resume(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.totals[epoch + 1] = {"seconds": round(self.seconds(), 1), "untimed_epochs": self.untimed_epochs}
+        origins = self.earlier_origins + ([self.origin] if self.origin not in self.earlier_origins else [])
+        self.totals[epoch + 1] = {"seconds": round(self.seconds(), 1), "untimed_epochs": self.untimed_epochs,
+                                  "origins": origins}
         if self.path is not None:
             _io.write_json_atomically(self.path, {str(done): total for done, total in sorted(self.totals.items())})
 
@@ -196,7 +208,8 @@ class RunLog:
         except FileExistsError as error:
             raise SystemExit(f"--checkpoint {directory!r} is in use: {error}") from None
         self.commit, self.machine = _common.commit(), _common.machine()
-        self.resumed_training_seconds = 0.0  # of unfinished runs' epochs that earlier invocations trained
+        # of unfinished runs' epochs that earlier invocations trained: their seconds, count and origins
+        self.resumed_training_seconds, self.resumed_epochs, self.resumed_origins = 0.0, 0, []
         self.finished = {}
         # session -> (seconds it ran until its last finished run, peak MB, commit, machine or None when its runs
         # were logged before they named one)
@@ -248,12 +261,15 @@ class RunLog:
         return sum(seconds for seconds, _, _, _ in self.earlier.values()) + self.resumed_training_seconds
 
     def summary(self):
-        """The record's fields on resumption: ``{}`` when every run was made by this invocation."""
-        if not self.finished:
+        """The record's fields on resumption: ``{}`` when every run and epoch was trained by this invocation."""
+        if not self.finished and not self.resumed_epochs:
             return {}
-        machines = {json.dumps(machine, sort_keys=True) for _, _, _, machine in self.earlier.values()}
+        origins = [{"commit": commit, "machine": machine} for _, _, commit, machine in self.earlier.values()]
+        origins += [origin or {"commit": None, "machine": None} for origin in self.resumed_origins]
+        machines = {json.dumps(origin["machine"], sort_keys=True) for origin in origins}
         return {"resumed_runs": len(self.finished),
-                "resumed_commits": sorted({commit for _, _, commit, _ in self.earlier.values() if commit}),
+                **({"resumed_epochs": self.resumed_epochs} if self.resumed_epochs else {}),
+                "resumed_commits": sorted({origin["commit"] for origin in origins if origin["commit"]}),
                 "resumed_machines": [json.loads(m) for m in sorted(machines)]}
 
     def peak_rss_mb(self):
@@ -441,12 +457,14 @@ def main(argv=None):
     def timed_fit(key, scheme, *arguments, **options):
         """``tfhash.fit`` resuming from the run's epoch checkpoints; the hasher, its training seconds (those of
         epochs trained by interrupted invocations too) and the run's ``untimed_epochs`` field when there are some."""
-        clock = TrainingClock(log.clock_path(key) if log else None)
+        clock = TrainingClock(*((log.clock_path(key), {"commit": log.commit, "machine": log.machine}) if log else ()))
         hasher = tfhash.fit(scheme, *arguments, verbose=0, jit_compile=jit_compile, callbacks=[clock],
                             checkpoint_dir=log.training_directory(key) if log else None, **options)
         seconds = clock.seconds(hasher.epoch)
         if log:
             log.resumed_training_seconds += clock.earlier
+            log.resumed_epochs += clock.resumed_epochs
+            log.resumed_origins += clock.earlier_origins
         return hasher, seconds, ({"untimed_epochs": clock.untimed_epochs} if clock.untimed_epochs else {})
 
     for data in args.data:

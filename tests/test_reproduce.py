@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from benchmarks import report, reproduce, retrieval
+from benchmarks import _common, report, reproduce, retrieval
 from tfhash import schemes
 from trainers.config import parse_set_flags
 
@@ -228,13 +228,24 @@ def test_a_run_resumed_from_its_epoch_checkpoints_counts_the_time_of_the_epochs_
     clock, = directory.glob("*.seconds.json")
     totals = json.loads(clock.read_text())
     assert list(totals) == ["1"] and totals["1"]["untimed_epochs"] == 0 and totals["1"]["seconds"] > 0
-    clock.write_text(json.dumps({"1": {"seconds": 1000.0, "untimed_epochs": 0}}))  # a long first epoch
+    here, = totals["1"]["origins"]
+    assert here["machine"] == _common.machine() and here["commit"] == _common.commit()
+    # A long first epoch, trained at another commit on another processor.
+    elsewhere = {"commit": "b" * 40, "machine": dict(here["machine"], cpu="Other CPU (avx512f)")}
+    clock.write_text(json.dumps({"1": {"seconds": 1000.0, "untimed_epochs": 0, "origins": [elsewhere]}}))
     monkeypatch.setattr(tfhash, "fit", real_fit)
     retrieval.main(argv)
     record = report.load_results(str(results))[0]
     run, = [run for run in record["runs"] if not run["baseline"]]
     assert 1000 < run["train_seconds"] < record["wall_seconds"] and "untimed_epochs" not in run
     assert not directory.exists()
+    assert (record["resumed_runs"], record["resumed_epochs"]) == (2, 1)  # the baselines, and the first epoch
+    assert record["resumed_commits"] == sorted({"b" * 40, here["commit"]})
+    assert elsewhere["machine"] in record["resumed_machines"]
+    name = reproduce.JOBS[0].name
+    line, = reproduce._job_lines([name], {name: record})
+    assert "resumed after an interruption: 2 runs and 1 epoch of unfinished runs made before, at " in line
+    assert line.endswith(", on another machine (Other CPU (avx512f))): `" + reproduce.JOBS[0].command + "`")
 
 
 def test_the_training_clock_counts_the_epochs_it_has_no_time_for():
@@ -252,9 +263,21 @@ def test_the_training_clock_counts_the_epochs_it_has_no_time_for():
     late = Clock(dict(totals))  # epoch 3 was checkpointed, and the process ended before its total was written
     late.on_epoch_begin(3)
     assert (late.earlier, late.untimed_epochs) == (70.0, 1)
+    assert (resumed.resumed_epochs, resumed.earlier_origins) == (2, [None])  # totals written before origins were
     unknown = Clock()  # checkpoints made before there was a clock
     unknown.on_epoch_begin(5)
-    assert (unknown.earlier, unknown.untimed_epochs) == (0.0, 5)
+    assert (unknown.earlier, unknown.untimed_epochs) == (0.0, 5) and unknown.earlier_origins == [None]
+    here, there = {"commit": "a" * 40, "machine": {"cpu": "A"}}, {"commit": "b" * 40, "machine": {"cpu": "B"}}
+    fresh = Clock()
+    fresh.origin = here
+    fresh.on_epoch_begin(0)
+    fresh.on_epoch_end(0)
+    assert (fresh.resumed_epochs, fresh.earlier_origins, fresh.totals[1]["origins"]) == (0, [], [here])
+    moved = Clock({1: dict(fresh.totals[1], origins=[there])})  # resumed on another machine, one epoch untimed
+    moved.origin = here
+    moved.on_epoch_begin(2)
+    moved.on_epoch_end(2)
+    assert moved.earlier_origins == [there, None] and moved.totals[3]["origins"] == [there, None, here]
     complete = Clock(dict(totals))  # the last checkpoint was the last epoch: the fit trains none
     assert complete.seconds(epochs_done=2) >= 70.0 and complete.untimed_epochs == 0
     record = {"wall_seconds": 600.0, "runs": [{"untimed_epochs": 5}, {"test": 0.5}]}
@@ -441,6 +464,11 @@ def test_a_job_line_says_how_the_earlier_runs_machine_differed():
     assert where(dict(here, cpu="Other (avx512f)", onednn=False)) == ", on another machine (Other (avx512f))"
     assert where(None, dict(here, onednn=False)) == (", on a machine not recorded, with TensorFlow's oneDNN "
                                                      "kernels off")
+    only_epochs = dict(record, resumed_runs=0, resumed_epochs=13, resumed_machines=[here])
+    line, = reproduce._job_lines([name], {name: only_epochs})
+    assert f"(resumed after an interruption: 13 epochs of unfinished runs made before, at {'b' * 7}): `" in line
+    line, = reproduce._job_lines([name], {name: dict(only_epochs, resumed_commits=[], resumed_machines=[None])})
+    assert "13 epochs of unfinished runs made before, at a commit not recorded, on a machine not recorded)" in line
 
 
 def test_the_bgan_section_shows_the_last_graph_record_of_each_data_set_and_feature_kind():
