@@ -12,12 +12,12 @@ record belongs to a job when its command parses to the same arguments. Until its
 its finished runs and epoch checkpoints in ``checkpoints/JOB`` beside the results file: running it again after
 an interruption resumes it (``benchmarks.retrieval --checkpoint``), and its record then names the commits of the
 runs and epochs trained before and, where they differ from its own, their machines (the same seed and commit
-train to other figures on another processor). Its wall time counts the epochs that interrupted invocations trained (a job line
-names any whose time was not kept). The finished runs (``command.json`` and ``runs.jsonl``; git ignores the epoch
-checkpoints) can be committed, so a job longer than a sitting resumes in another clone from its last finished
-run. Nothing in REPRODUCTION.md is typed by hand except the papers' own figures, copied as printed from
-``../shared/papers`` (the section is named beside each table), the tables' notes on what differs from the
-paper's protocol, and the appendix of records made before these jobs (``benchmarks/quality_records.md``,
+train to other figures on another processor). Its wall time counts the epochs that interrupted invocations
+trained (a job line names any whose time was not kept). The finished runs (``command.json`` and ``runs.jsonl``;
+git ignores the epoch checkpoints) can be committed, so a job longer than a sitting resumes in another clone
+from its last finished run. Nothing in REPRODUCTION.md is typed by hand except the papers' own figures, copied
+as printed from ``../shared/papers`` (the section is named beside each table), the tables' notes on what differs
+from the paper's protocol, and the appendix of records made before these jobs (``benchmarks/quality_records.md``,
 included verbatim).
 """
 
