@@ -208,6 +208,7 @@ class RunLog:
         except FileExistsError as error:
             raise SystemExit(f"--checkpoint {directory!r} is in use: {error}") from None
         self.commit, self.machine = _common.commit(), _common.machine()
+        self.origin = {"commit": self.commit, "machine": self.machine}  # where this invocation trains
         # of unfinished runs' epochs that earlier invocations trained: their seconds, count and origins
         self.resumed_training_seconds, self.resumed_epochs, self.resumed_origins = 0.0, 0, []
         self.finished = {}
@@ -241,7 +242,7 @@ class RunLog:
     def add(self, key, run):
         # elapsed: this invocation's wall time so far, with the epochs of its runs that earlier ones trained
         elapsed = time.perf_counter() - self.started + self.resumed_training_seconds
-        entry = {"key": list(key), "run": run, "session": self.session, "commit": self.commit, "machine": self.machine,
+        entry = {"key": list(key), "run": run, "session": self.session, **self.origin,
                  "elapsed": round(elapsed, 1), "peak_rss_mb": round(_common.peak_rss_mb(), 1)}
         with open(os.path.join(self.directory, "runs.jsonl"), "a", encoding="utf-8") as f:
             f.write(json.dumps(entry, sort_keys=True, default=float) + "\n")
@@ -457,7 +458,7 @@ def main(argv=None):
     def timed_fit(key, scheme, *arguments, **options):
         """``tfhash.fit`` resuming from the run's epoch checkpoints; the hasher, its training seconds (those of
         epochs trained by interrupted invocations too) and the run's ``untimed_epochs`` field when there are some."""
-        clock = TrainingClock(*((log.clock_path(key), {"commit": log.commit, "machine": log.machine}) if log else ()))
+        clock = TrainingClock(*((log.clock_path(key), log.origin) if log else ()))
         hasher = tfhash.fit(scheme, *arguments, verbose=0, jit_compile=jit_compile, callbacks=[clock],
                             checkpoint_dir=log.training_directory(key) if log else None, **options)
         seconds = clock.seconds(hasher.epoch)
