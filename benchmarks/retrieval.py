@@ -207,8 +207,7 @@ class RunLog:
             self._lock.enter_context(_io.exclusive_lock(os.path.join(directory, "lock"), "command on it"))
         except FileExistsError as error:
             raise SystemExit(f"--checkpoint {directory!r} is in use: {error}") from None
-        self.commit, self.machine = _common.commit(), _common.machine()
-        self.origin = {"commit": self.commit, "machine": self.machine}  # where this invocation trains
+        self.origin = {"commit": _common.commit(), "machine": _common.machine()}  # where this invocation trains
         # of unfinished runs' epochs that earlier invocations trained: their seconds, count and origins
         self.resumed_training_seconds, self.resumed_epochs, self.resumed_origins = 0.0, 0, []
         self.finished = {}
@@ -551,7 +550,7 @@ def main(argv=None):
               "train_size": args.train_size, "epochs": args.epochs, "batch_size": args.batch_size,
               "compare_epochs": args.compare_epochs, "jit_compile": args.jit_compile,
               "candidates": [{"label": label, "preset": p, "overrides": v} for label, p, v in runs],
-              "runs": results, "machine": log.machine if log else _common.machine(),
+              "runs": results, "machine": log.origin["machine"] if log else _common.machine(),
               "peak_rss_mb": round(log.peak_rss_mb() if log else _common.peak_rss_mb(), 1), **(log.summary() if log else {})}
     print(evaluation.json_line(record))
     if args.results:
