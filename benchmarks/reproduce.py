@@ -18,7 +18,8 @@ git ignores the epoch checkpoints) can be committed, so a job longer than a sitt
 from its last finished run. Nothing in REPRODUCTION.md is typed by hand except the papers' own figures, copied
 as printed from ``../shared/papers`` (the section is named beside each table), the tables' notes on what differs
 from the paper's protocol, and the appendix of records made before these jobs (``benchmarks/quality_records.md``,
-included verbatim).
+included verbatim). A table's findings (``Table.findings``) compute their figures from the records, and print a
+sentence that explains them only while the figures it rests on hold.
 """
 
 from __future__ import annotations
