@@ -188,12 +188,6 @@ def _mean(found, row, column, metric="mAP"):
     return float(np.mean(list(values.values()))) if values else None
 
 
-def _range(values, digits):
-    """'low to high' of ``values`` at ``digits`` decimals, or the one figure when they print alike."""
-    low, high = (f"{v:.{digits}f}" for v in (min(values), max(values)))
-    return low if low == high else f"{low} to {high}"
-
-
 def binary_optimisation_findings(table, found):
     """BGAN's Table 4 in words: each variant against app continuation (the `paper` preset), the paper's
     difference beside ours, and how binary the trained outputs are."""
@@ -203,17 +197,16 @@ def binary_optimisation_findings(table, found):
              "range of bit frequencies over the database):", "",
              "| bits | tanh − app | two-step − app | outputs at ±1: app / tanh / two-step | bit frequencies: app / "
              "tanh / two-step |", "|---|---|---|---|---|"]
-    gaps, paper_gaps, two_step_gaps, paper_two_step_gaps, saturations = [], [], [], [], []
+    paper_gaps, our_gaps, saturations = {tanh: [], two_step: []}, {tanh: [], two_step: []}, []
     for index, column in enumerate(table.columns):
-        differences = []
+        differences, base = [], _mean(found, app, column)
         for row in (tanh, two_step):
             paper = float(row.paper[index]) - float(app.paper[index])
-            mine, base = _mean(found, row, column), _mean(found, app, column)
+            mine = _mean(found, row, column)
             ours = None if mine is None or base is None else mine - base
             differences.append(f"{paper:+.3f} · " + ("not run" if ours is None else f"{ours:+.4f}"))
-            mine_list, paper_list = (gaps, paper_gaps) if row is tanh else (two_step_gaps, paper_two_step_gaps)
-            paper_list.append(paper)
-            mine_list += [ours] if ours is not None else []
+            paper_gaps[row].append(paper)
+            our_gaps[row] += [ours] if ours is not None else []
         shares, frequencies = [], []
         for row in (app, tanh, two_step):
             share = _mean(found, row, column, "saturation")
@@ -224,10 +217,11 @@ def binary_optimisation_findings(table, found):
                 saturations.append(share)
         lines.append(f"| {column.bits} | {' | '.join(differences)} | {' / '.join(shares)} | "
                      f"{' / '.join(frequencies)} |")
-    sentences = []
+    sentences, gaps, two_step_gaps = [], our_gaps[tanh], our_gaps[two_step]
     if gaps:
         sentences.append(f"Ours, tanh and app continuation differ by at most {max(abs(g) for g in gaps):.4f} mAP at "
-                         f"any length measured; the paper has tanh ahead by {_range(paper_gaps, 3)}.")
+                         f"any length measured; the paper has tanh ahead by "
+                         f"{_span(paper_gaps[tanh], signed=False)}.")
         binary = max(saturations, default=1.0)
         if binary < 0.01:
             # app(beta z) = clip(beta z, -1, 1): with no output at the clip, app is beta z itself.
@@ -237,10 +231,10 @@ def binary_optimisation_findings(table, found):
                              "binary (app's stay inside its clip, where app(beta z) is beta z itself), so sign() "
                              "after training is what binarises in all three variants.")
     if two_step_gaps:
-        printed = f"the paper has it behind by {_range([-g for g in paper_two_step_gaps], 3)}."
+        printed = f"the paper has it behind by {_span([-g for g in paper_gaps[two_step]], signed=False)}."
         if all(gap < 0 for gap in two_step_gaps):
             sentences.append(f"Two-step trails app continuation at every length measured, by "
-                             f"{_range([-g for g in two_step_gaps], 4)} mAP; " + printed)
+                             f"{_span([-g for g in two_step_gaps], signed=False, digits=4)} mAP; " + printed)
         else:
             sentences.append(f"Two-step − app continuation: {_span(two_step_gaps)} mAP; " + printed)
     if sentences:
@@ -528,8 +522,8 @@ def per_seed(found, ours, data, bits, metric):
     return {seed: mine[seed] - base[seed] for seed in mine if seed in base}
 
 
-def _number(value, percent, signed=False):
-    text = f"{value * 100:.2f}" if percent else f"{value:.3f}"
+def _number(value, percent, signed=False, digits=3):
+    text = f"{value * 100:.2f}" if percent else f"{value:.{digits}f}"
     if float(text) == 0:  # a difference that rounds to nothing carries no sign ("-0.000" reads as a loss)
         return text.lstrip("-")
     return ("+" if signed and value > 0 else "") + text
@@ -687,9 +681,9 @@ def verdict_sentence(name, rows):
     return text
 
 
-def _span(values):
-    """'x' or 'low to high', signed: a range of differences as the verdict's sentences print it."""
-    low, high = (_number(v, percent=False, signed=True) for v in (min(values), max(values)))
+def _span(values, signed=True, digits=3):
+    """'x' or 'low to high': a range of differences as the findings' and verdict's sentences print it."""
+    low, high = (_number(v, percent=False, signed=signed, digits=digits) for v in (min(values), max(values)))
     return low if low == high else f"{low} to {high}"
 
 
