@@ -32,6 +32,7 @@ setup(
         "matplotlib>=3.7",  # TensorBoard PR-curve image, notebook figures
         "tqdm>=4.60",  # progress bars of index builds
         "numba>=0.61",  # the exact index's compiled search kernel (tfhash/_kernels.py)
+        "xxhash>=3.4",  # XXH3-128 checksums of saved index files (tfhash/index/format.py)
     ],
     extras_require={
         "faiss": ["faiss-cpu>=1.8"],

@@ -9,7 +9,7 @@ files, every size as a memory-mapped ``.npy`` of uint8 pixels. Then, in one run:
 
 - **encode**: items/s of the in-memory Keras encoder, the SavedModel and the TFLite export on the same
   50,000 float images (best of 3 rounds, each running the three in turn);
-- **build**: ``tfhash.index.build`` through the SavedModel into a saved index, each in a fresh process
+- **build**: ``tfhash.build`` through the SavedModel into a saved index, each in a fresh process
   (its peak resident memory, ``VmHWM``, and its resident memory before the build), for the PNG folder
   and for every ``.npy`` size; the index size on disk;
 - **resume**: the largest build killed (SIGKILL) once about half its items are recorded, run again, and
@@ -67,8 +67,8 @@ def _child_build(export, source, path, batch_size, kill_at=None):
         collection.FLUSH_SECONDS = 0
         record = collection._flush
 
-        def record_then_die(work, state, codes_file, ids_file):
-            record(work, state, codes_file, ids_file)
+        def record_then_die(work, state, handles):
+            record(work, state, handles)
             if state["written"] >= kill_at:
                 os.kill(os.getpid(), signal.SIGKILL)
 
@@ -76,7 +76,7 @@ def _child_build(export, source, path, batch_size, kill_at=None):
     encoder = tfhash.load(export)
     before = _rss_mb()
     start = time.perf_counter()
-    built = tfhash.index.build(encoder, source, path, batch_size=batch_size, progress=False)
+    built = tfhash.build(encoder, source, path, batch_size=batch_size, progress=False)
     seconds = time.perf_counter() - start
     print(json.dumps({"items": len(built), "seconds": seconds, "rss_before_mb": before,
                       "peak_rss_mb": _peak_rss_mb()}))
@@ -105,6 +105,31 @@ def _interrupted_build(export, source, path, batch_size, count):
     work = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.build", "build.json")
     with open(work) as f:
         return json.load(f)["written"]
+
+
+def _update_one_percent(export, items_path, built, work):
+    """Replaces the codes of 1% of a built index's items (re-encoded from pixels with a few changed) in a
+    copy of it, and saves it in place; returns the time of the whole change and what it rewrote."""
+    import tfhash
+    from tfhash import index
+
+    path = os.path.join(work, "index-updated")
+    shutil.copytree(built["path"], path)
+    first = os.path.join(path, "codes-000000.bin")
+    before = (os.stat(first).st_mtime_ns, os.path.getsize(first))
+    items = np.load(items_path, mmap_mode="r")
+    chosen = np.sort(np.random.default_rng(0).choice(items.shape[0], items.shape[0] // 100, replace=False))
+    changed = np.array(items[chosen])
+    changed[:, :2] = 255 - changed[:, :2]  # a corner of each image edited
+    encoder = tfhash.load(export)
+    start = time.perf_counter()
+    updated = index.load(path, encoder=encoder)
+    updated.update(chosen, encoder.encode(changed, batch_size=1024))
+    updated.save()
+    seconds = time.perf_counter() - start
+    unchanged = before == (os.stat(first).st_mtime_ns, os.path.getsize(first))
+    return {"items": int(chosen.shape[0]), "seconds": seconds, "first_segment_unchanged": unchanged,
+            "full_build_seconds": built["seconds"]}
 
 
 def _tiled_pixels(images, count, seed):
@@ -211,11 +236,13 @@ def main(argv=None):
                                        args.batch_size, sizes[-1])
         _run_child(saved, os.path.join(work, f"items-{sizes[-1]}.npy"), resumed_path, args.batch_size)
         identical = all(open(os.path.join(resumed_path, name), "rb").read() ==
-                        open(os.path.join(largest["path"], name), "rb").read() for name in ("codes.bin", "ids.bin"))
+                        open(os.path.join(largest["path"], name), "rb").read() for name in ("codes-000000.bin", "ids-000000.bin"))
         print(f"resume: killed with {killed_at:,} of {sizes[-1]:,} items recorded; rerun gives byte-identical codes "
               f"and ids: {identical}", flush=True)
 
         load_seconds, _ = _common.timed(lambda: index.load(largest["path"]), repeats=3)
+        unverified_seconds, _ = _common.timed(lambda: index.load(largest["path"], verify=False), repeats=3)
+        update = _update_one_percent(saved, os.path.join(work, f"items-{sizes[-1]}.npy"), largest, work)
         exact = index.load(largest["path"])
         queries = hasher.encode(queries_x)
         exact.search(queries[:2], 100)  # compiles the kernel (or loads it from Numba's cache): not timed
@@ -225,7 +252,7 @@ def main(argv=None):
                  "queries_per_s": QUERIES / (time.perf_counter() - start), "recall@10": 1.0, "recall@100": 1.0,
                  "ids@10": 1.0, "ids@100": 1.0}]
         rows[0]["p50_ms"], rows[0]["p99_ms"] = _latency_ms(exact, queries)
-        codes, ids = np.asarray(exact._codes), np.asarray(exact._ids)
+        codes, ids = exact._stored()
         for kind, options in (("ivf", {}), ("hnsw", {}), ("multihash", {"multihash_flips": 1})):
             start = time.perf_counter()
             approximate = index.make_index(args.bits, "faiss", kind=kind, **options).add(codes, ids=ids)
@@ -244,7 +271,13 @@ def main(argv=None):
             rows.append({"index": f"faiss {kind} {options or ''}".strip(), "build_s": build,
                          "bytes": _directory_bytes(os.path.join(work, f"faiss-{kind}")), "queries_per_s": rate,
                          **recall, "p50_ms": p50, "p99_ms": p99})
-        print(f"\nsaved index of {sizes[-1]:,} codes: loads in {1000 * load_seconds:.1f} ms (memory-mapped)\n")
+        print(f"\nsaved index of {sizes[-1]:,} codes: loads in {1000 * load_seconds:.1f} ms with its checksums "
+              f"verified, {1000 * unverified_seconds:.1f} ms with verify=False (files in the page cache; "
+              f"memory-mapped either way)")
+        print(f"update of 1% ({update['items']:,} items: encode, index.update, save appending): "
+              f"{update['seconds']:.2f} s against {largest['seconds']:.2f} s for the full build "
+              f"({largest['seconds'] / update['seconds']:.0f}x less); the saved codes file unchanged: "
+              f"{update['first_segment_unchanged']}\n")
         print(evaluation.markdown_table(rows, list(rows[0])))
         print()
         print(evaluation.markdown_table(
@@ -256,6 +289,7 @@ def main(argv=None):
             "builds": [{k: v for k, v in b.items() if k != "path"} for b in builds],
             "peak_rss_largest_over_smallest_npy": builds[-1]["peak_rss_mb"] / builds[1]["peak_rss_mb"],
             "resume": {"killed_at": killed_at, "identical": identical}, "load_seconds": load_seconds,
+            "load_seconds_unverified": unverified_seconds, "update_one_percent": update,
             "search": rows, "machine": _common.machine(),
         }))
     finally:

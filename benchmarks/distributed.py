@@ -63,7 +63,7 @@ def main(argv=None):
         rows = []
         seconds = _timed_command([sys.executable, "-m", "trainers.encode", f"--export={export}",
                                   f"--input={os.path.join(work, 'all.npy')}", f"--index={os.path.join(work, 'local')}"])
-        rows.append({"encoding": "tfhash.index.build (one process)", "seconds": seconds,
+        rows.append({"encoding": "tfhash.build (one process)", "seconds": seconds,
                      "items_per_s": args.items / seconds, "identical_to_local": True})
         for workers in (1, 2):
             path = os.path.join(work, f"beam-{workers}")
@@ -72,14 +72,14 @@ def main(argv=None):
                 f"--input={os.path.join(work, 'shard-*.npy')}", f"--output={path}-shards", f"--index={path}",
                 "--runner=DirectRunner", f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"])
             identical = all(open(os.path.join(path, n), "rb").read() == open(os.path.join(work, "local", n), "rb").read()
-                            for n in ("codes.bin", "ids.bin"))
+                            for n in ("codes-000000.bin", "ids-000000.bin"))
             rows.append({"encoding": f"Beam DirectRunner, {workers} worker process(es)", "seconds": seconds,
                          "items_per_s": args.items / seconds, "identical_to_local": identical})
             print(rows[-1], flush=True)
         speedup = rows[1]["seconds"] / rows[2]["seconds"]
 
         exact = index.load(os.path.join(work, "local"))
-        codes, ids = np.asarray(exact._codes), np.asarray(exact._ids)
+        codes, ids = exact._stored()
         queries = hasher.encode(queries_x)
         exact.search(queries[:2], 100)
         start = time.perf_counter()

@@ -43,8 +43,8 @@ def test_two_beam_workers_write_the_bytes_of_the_local_build(exported, tmp_path)
     for i, part in enumerate(np.array_split(items, 3)):
         np.save(tmp_path / f"shard-{i}.npy", part)
     beam_index, _ = _encode_beam(tmp_path, export, str(tmp_path / "shard-*.npy"), "npy")
-    local = tfhash.index.build(export, items, tmp_path / "local", progress=False)
-    for name in ("codes.bin", "ids.bin"):
+    local = tfhash.build(export, items, tmp_path / "local", progress=False)
+    for name in ("codes-000000.bin", "ids-000000.bin"):
         assert (beam_index / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
     assert len(local) == 3000
 
@@ -56,12 +56,18 @@ def test_images_on_beam_skip_and_count_a_corrupt_file_like_the_local_build(expor
         (folder / str(i % 4)).mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.round(image[..., 0] * 255).astype(np.uint8)).save(folder / str(i % 4) / f"{i:04d}.png")
     (folder / "2" / "0100-broken.png").write_bytes(b"not an image")
-    beam_index, stdout = _encode_beam(tmp_path, export, str(folder / "*" / "*.png"), "images")
+    (folder / ".thumbnails").mkdir()  # hidden: left out by the one listing rule, on Beam as locally
+    (folder / ".thumbnails" / "0000.png").write_bytes((folder / "0" / "0000.png").read_bytes())
+    (folder / "3" / "0399.PNG").write_bytes((folder / "0" / "0000.png").read_bytes())  # upper case: listed
+    beam_index, stdout = _encode_beam(tmp_path, export, str(folder), "images")
     assert "skipped 1 item(s) that could not be read" in stdout
     with pytest.warns(UserWarning, match="broken.png"):
-        tfhash.index.build(export, str(folder), tmp_path / "local", progress=False)
-    for name in ("codes.bin", "ids.bin"):
+        local = tfhash.build(export, str(folder), tmp_path / "local", progress=False)
+    for name in ("codes-000000.bin", "ids-000000.bin"):
         assert (beam_index / name).read_bytes() == (tmp_path / "local" / name).read_bytes()
+    merged = tfhash.index.load(beam_index)
+    ids = local._live_ids()
+    assert merged.names(ids) == local.names(ids) and "3/0399.PNG" in local.names(ids)
     skipped = tfhash.index.read_manifest(beam_index)["details"]["skipped"]
     assert len(skipped) == 1 and skipped[0]["item"].endswith("0100-broken.png")
     assert skipped[0]["id"] == tfhash.index.read_manifest(tmp_path / "local")["details"]["skipped"][0]["id"]
@@ -81,7 +87,7 @@ def test_shards_are_never_written_over_someone_elses_files(exported, tmp_path):
     assert (output / "encoder.json").read_text() == "mine"
     (output / "notes.txt").unlink()
     (output / "codes-00000-of-00002.tfrecord").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"holds the shards of an earlier encoding run \(codes-00000-of-00002"):
+    with pytest.raises(ValueError, match=r"holds the files of another encoding run \(codes-00000-of-00002"):
         tfhash.beam.EncodeToShards(export, str(tmp_path / "shard-*.npy"), str(output))
     assert (output / "encoder.json").read_text() == "mine"
 
@@ -129,8 +135,8 @@ def test_merging_in_bounded_runs_writes_every_item_once_sorted_by_id(n, shards, 
         _write_shards(output, ids, codes, shards, skipped=[{"id": 3, "item": "b", "error": "x"}])
         merged = tfhash.beam.merge_shards(output, pathlib.Path(tmp) / "index", rows_in_memory=rows_in_memory)
         order = np.argsort(ids)
-        np.testing.assert_array_equal(np.asarray(merged._ids), ids[order])
-        np.testing.assert_array_equal(np.asarray(merged._codes), codes[order])
+        np.testing.assert_array_equal(merged._stored()[1], ids[order])
+        np.testing.assert_array_equal(merged._stored()[0], codes[order])
         manifest = tfhash.index.read_manifest(pathlib.Path(tmp) / "index")
         assert manifest["count"] == n and manifest["details"]["skipped"][0]["item"] == "b"
         assert sorted(os.listdir(tmp)) == ["index", "out"]  # no run files or working directory left
@@ -205,3 +211,40 @@ def test_a_block_of_an_npy_shard_is_read_alone_with_its_first_id(tmp_path, order
         first, rows = tfhash.beam._read_npy_block(block)
         np.testing.assert_array_equal(rows, array[block[2]:block[3]])
         assert first == block[0] and rows.dtype == np.float32
+
+
+def test_bad_outputs_and_mixed_inputs_are_refused_before_any_encoding(exported, tmp_path):
+    import tfhash.beam
+
+    export, x = exported
+    np.save(tmp_path / "shard-0.npy", x[:10])
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "shard-1.png")
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(ValueError, match=r"`output` .*file' is a file"):
+        tfhash.beam.EncodeToShards(export, str(tmp_path / "shard-0.npy"), str(tmp_path / "file"))
+    with pytest.raises(ValueError, match=r"`output` must name a directory for the shards, got ''"):
+        tfhash.beam.EncodeToShards(export, str(tmp_path / "shard-0.npy"), "")
+    with pytest.raises(ValueError, match=r"`input` must name files of one kind .* got images, npy"):
+        tfhash.beam.EncodeToShards(export, str(tmp_path / "shard-*"), str(tmp_path / "out"))
+    with pytest.raises(ValueError, match=r"`output` .*file' must be the directory of an encoding run's shards; it is "
+                                         r"a file"):
+        tfhash.beam.merge_shards(tmp_path / "file", tmp_path / "index")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"holds no encoder.json: not the output of an encoding run"):
+        tfhash.beam.merge_shards(tmp_path / "empty", tmp_path / "index")
+    assert (tmp_path / "file").read_text() == "mine" and not (tmp_path / "index").exists()
+
+
+def test_two_runs_started_at_once_on_one_output_have_one_owner(exported, tmp_path, monkeypatch):
+    import tfhash.beam
+
+    export, x = exported
+    np.save(tmp_path / "shard-0.npy", x[:10])
+    output = tmp_path / "out"
+    first = tfhash.beam.EncodeToShards(export, str(tmp_path / "shard-0.npy"), str(output))
+    # the second run looked before the first claimed the directory: its claim is what fails
+    monkeypatch.setattr(tfhash.beam.FileSystems, "exists", staticmethod(lambda path: False))
+    monkeypatch.setattr(tfhash.beam.FileSystems, "mkdirs", staticmethod(lambda path: None))
+    with pytest.raises(FileExistsError, match="claimed by another encoding run meanwhile; nothing was written"):
+        tfhash.beam.EncodeToShards(export, str(tmp_path / "shard-0.npy"), str(output))
+    assert json.loads((output / "encoder.json").read_text())["export"] == first.export

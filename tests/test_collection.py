@@ -67,7 +67,7 @@ def test_saved_index_answers_like_the_one_in_memory(rng, tmp_path, backend, opti
         for got, want in zip(loaded.range_search(queries, 3), built.range_search(queries, 3)):
             np.testing.assert_array_equal(got, want)
     if backend == "numpy":
-        assert isinstance(loaded._codes, np.memmap) and isinstance(loaded._ids, np.memmap)  # opened, not read
+        assert isinstance(loaded._mapped[0], np.memmap) and isinstance(loaded._id_parts[0], np.memmap)  # not read
     assert sorted(os.listdir(tmp_path)) == ["idx"]  # no temporary directory left
 
 
@@ -108,10 +108,10 @@ def test_codes_added_to_a_loaded_index_are_held_beside_the_mapped_ones(rng, tmp_
             np.testing.assert_array_equal(got, want)
     for got, want in zip(loaded.range_search(queries, 3), whole.range_search(queries, 3)):
         np.testing.assert_array_equal(got, want)
-    assert isinstance(loaded._codes, np.memmap) and len(loaded._codes) == 2000 and len(loaded) == 3000
+    assert isinstance(loaded._mapped[0], np.memmap) and len(loaded._mapped[0]) == 2000 and len(loaded) == 3000
     loaded.save(tmp_path / "b")
     whole.save(tmp_path / "c")
-    for name in (index.CODES_FILE, index.IDS_FILE):
+    for name in ("codes-000000.bin", "ids-000000.bin"):
         assert (tmp_path / "b" / name).read_bytes() == (tmp_path / "c" / name).read_bytes()
 
 
@@ -146,11 +146,12 @@ def test_saving_never_replaces_what_is_not_an_index(rng, tmp_path):
             built.save(user, overwrite=overwrite)
     assert (user / "notes.txt").read_text() == "mine"
     built.save(tmp_path / "idx")
+    other = index.make_index(BITS).add(rng.integers(0, 16, (5, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="pass overwrite=True"):
-        built.save(tmp_path / "idx")
+        other.save(tmp_path / "idx")
     (tmp_path / "idx" / "extra.txt").write_text("mine")
     with pytest.raises(ValueError, match="holding nothing else"):
-        built.save(tmp_path / "idx", overwrite=True)
+        other.save(tmp_path / "idx", overwrite=True)
     assert (tmp_path / "idx" / "extra.txt").exists()
 
 
@@ -164,9 +165,11 @@ def test_an_index_that_gains_a_file_while_it_is_saved_over_is_kept(rng, tmp_path
         (tmp_path / "idx" / "notes.txt").write_text("mine")
 
     monkeypatch.setattr(tfhash._io, "honour_umask", user_writes_meanwhile)
+    other = index.make_index(BITS).add(rng.integers(0, 16, (5, 3), dtype=np.uint8))
     with pytest.raises(FileExistsError, match=r"no longer only a previous index \(it is a saved tfhash index "
-                                              r"that also holds other files \(notes.txt\)\); nothing was replaced"):
-        built.save(tmp_path / "idx", overwrite=True)
+                                              r"that also holds other files or folders \(notes.txt\)\); nothing was "
+                                              r"replaced"):
+        other.save(tmp_path / "idx", overwrite=True)
     assert (tmp_path / "idx" / "notes.txt").read_text() == "mine"
     assert len(index.load(tmp_path / "idx")) == 50
     assert sorted(os.listdir(tmp_path)) == ["idx"]  # neither the new index nor the moved-aside one is left
@@ -174,9 +177,9 @@ def test_an_index_that_gains_a_file_while_it_is_saved_over_is_kept(rng, tmp_path
 
 def test_damaged_indexes_are_refused_with_what_is_wrong(rng, tmp_path):
     index.make_index(BITS).add(rng.integers(0, 16, (100, 3), dtype=np.uint8)).save(tmp_path / "idx")
-    with open(tmp_path / "idx" / "codes.bin", "r+b") as f:
+    with open(tmp_path / "idx" / "codes-000000.bin", "r+b") as f:
         f.truncate(150)
-    with pytest.raises(ValueError, match=r"codes.bin is truncated: 150 bytes, the manifest says 300"):
+    with pytest.raises(ValueError, match=r"codes-000000.bin is truncated: 150 bytes, the manifest says 300"):
         index.load(tmp_path / "idx")
     (tmp_path / "idx" / "index.json").write_text("{not json")
     with pytest.raises(ValueError, match="index.json is not valid JSON"):
@@ -191,7 +194,7 @@ def test_damaged_indexes_are_refused_with_what_is_wrong(rng, tmp_path):
 
 
 def test_an_index_refuses_the_codes_of_another_encoder(items, tmp_path):
-    index.build(ThresholdEncoder("f1"), items, tmp_path / "idx", progress=False)
+    tfhash.build(ThresholdEncoder("f1"), items, tmp_path / "idx", progress=False)
     index.load(tmp_path / "idx", encoder=ThresholdEncoder("f1"))
     with pytest.raises(ValueError, match="not the encoder whose codes the index"):
         index.load(tmp_path / "idx", encoder=ThresholdEncoder("f2"))
@@ -208,39 +211,39 @@ def test_build_from_an_array_and_a_npy_file_gives_the_encoders_codes(items, tmp_
     encoder = ThresholdEncoder()
     np.save(tmp_path / "items.npy", items)
     for name, source in (("a", items), ("b", str(tmp_path / "items.npy"))):
-        built = index.build(encoder, source, tmp_path / name, batch_size=64, progress=False)
-        np.testing.assert_array_equal(np.asarray(built._codes), encoder.encode(items))
-        np.testing.assert_array_equal(np.asarray(built._ids), np.arange(len(items)))
+        built = tfhash.build(encoder, source, tmp_path / name, batch_size=64, progress=False)
+        np.testing.assert_array_equal(built._stored()[0], encoder.encode(items))
+        np.testing.assert_array_equal(built._stored()[1], np.arange(len(items)))
     assert sorted(os.listdir(tmp_path)) == ["a", "b", "items.npy"]  # the working directories are gone
     keys = np.arange(len(items), dtype=np.int64) * 7 + 3  # a key column of the user's
-    keyed = index.build(encoder, items, tmp_path / "keyed", ids=keys, progress=False)
+    keyed = tfhash.build(encoder, items, tmp_path / "keyed", ids=keys, progress=False)
     np.testing.assert_array_equal(keyed.search(encoder.encode(items[5:6]), 1)[1][0], keys[5:6])
     with pytest.raises(ValueError, match=r"`ids` must be 1-D integers, one per item of the source \(1000\)"):
-        index.build(encoder, items, tmp_path / "d", ids=keys[:10], progress=False)
+        tfhash.build(encoder, items, tmp_path / "d", ids=keys[:10], progress=False)
     with pytest.raises(ValueError, match=r"holds items of shape \(20,\); the encoder takes \(5, 4, 1\)"):
-        index.build(encoder, items.reshape(1000, 20), tmp_path / "c", progress=False)
+        tfhash.build(encoder, items.reshape(1000, 20), tmp_path / "c", progress=False)
     assert not os.path.exists(tmp_path / "c")
 
 
 def test_an_interrupted_build_resumes_to_the_same_index(items, tmp_path, monkeypatch):
     monkeypatch.setattr(collection, "FLUSH_SECONDS", 0.0)  # record progress after every batch
-    index.build(ThresholdEncoder(), items, tmp_path / "whole", batch_size=64, progress=False)
+    tfhash.build(ThresholdEncoder(), items, tmp_path / "whole", batch_size=64, progress=False)
     with pytest.raises(KeyboardInterrupt):
-        index.build(ThresholdEncoder(fail_after=7), items, tmp_path / "resumed", batch_size=64, progress=False)
+        tfhash.build(ThresholdEncoder(fail_after=7), items, tmp_path / "resumed", batch_size=64, progress=False)
     assert not os.path.exists(tmp_path / "resumed")
     work = tmp_path / ".resumed.build"
     state = json.loads((work / "build.json").read_text())
     assert state["written"] == 7 * 64
-    with open(work / "codes.bin", "ab") as f:
+    with open(work / "codes-000000.bin", "ab") as f:
         f.write(b"\x07" * 9)  # a partly written batch after the last record: cut off on resumption
     with pytest.raises(ValueError, match="pass resume=True"):
-        index.build(ThresholdEncoder(), items, tmp_path / "resumed", batch_size=64, progress=False, resume=False)
+        tfhash.build(ThresholdEncoder(), items, tmp_path / "resumed", batch_size=64, progress=False, resume=False)
     with pytest.raises(ValueError, match="another batch_size"):
-        index.build(ThresholdEncoder(), items, tmp_path / "resumed", batch_size=32, progress=False)
+        tfhash.build(ThresholdEncoder(), items, tmp_path / "resumed", batch_size=32, progress=False)
     encoder = ThresholdEncoder()
-    index.build(encoder, items, tmp_path / "resumed", batch_size=64, progress=False)
+    tfhash.build(encoder, items, tmp_path / "resumed", batch_size=64, progress=False)
     assert encoder.calls == int(np.ceil((len(items) - 7 * 64) / 64))  # only what was missing was encoded
-    for name in ("codes.bin", "ids.bin"):
+    for name in ("codes-000000.bin", "ids-000000.bin"):
         assert (tmp_path / "resumed" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
     assert not work.exists()
 
@@ -258,16 +261,16 @@ def test_an_image_folder_with_a_corrupt_file_is_reported_skipped_and_counted(ite
     source = sources.open_source(str(tmp_path / "photos"), (5, 4, 1))
     assert source.count == 31 and source.class_names == ["0", "1", "2"]
     with pytest.warns(UserWarning, match=r"skipped 1/broken.png \(id \d+\): Unknown image file format"):
-        built = index.build(ThresholdEncoder(), str(tmp_path / "photos"), tmp_path / "idx", batch_size=4,
+        built = tfhash.build(ThresholdEncoder(), str(tmp_path / "photos"), tmp_path / "idx", batch_size=4,
                             progress=False)
     assert len(built) == 30
     skipped = index.read_manifest(tmp_path / "idx")["details"]["skipped"]
     assert [entry["item"] for entry in skipped] == ["1/broken.png"]
     broken = source.files.index(os.path.join("1", "broken.png"))
-    assert skipped[0]["id"] == broken and broken not in np.asarray(built._ids)
+    assert skipped[0]["id"] == broken and broken not in built._stored()[1]
     # Every other file is encoded from its pixels, under its position in the sorted listing.
     order = [int(os.path.basename(f)[:3]) for f in source.files if "broken" not in f]
-    np.testing.assert_array_equal(np.asarray(built._codes), ThresholdEncoder().encode(images[order]))
+    np.testing.assert_array_equal(built._stored()[0], ThresholdEncoder().encode(images[order]))
 
 
 def test_tfrecord_and_vecs_sources(items, tmp_path):
@@ -310,7 +313,7 @@ def test_a_build_never_writes_into_a_directory_of_someone_elses(items, tmp_path)
     theirs.mkdir()
     (theirs / "notes.txt").write_text("mine")
     with pytest.raises(ValueError, match="holds files no build writes \\(notes.txt\\)"):
-        index.build(ThresholdEncoder(), items, tmp_path / "idx", progress=False)
+        tfhash.build(ThresholdEncoder(), items, tmp_path / "idx", progress=False)
     assert sorted(os.listdir(theirs)) == ["notes.txt"] and not os.path.exists(tmp_path / "idx")
 
 
@@ -319,7 +322,7 @@ def test_two_builds_of_one_index_cannot_both_run(items, tmp_path):
     work.mkdir()
     with collection._exclusive(str(work)):
         with pytest.raises(FileExistsError, match="another build of this index is running"):
-            index.build(ThresholdEncoder(), items, tmp_path / "idx", progress=False)
+            tfhash.build(ThresholdEncoder(), items, tmp_path / "idx", progress=False)
     assert not os.path.exists(tmp_path / "idx")
 
 
@@ -343,7 +346,7 @@ def test_the_readme_encode_command_builds_from_an_export_and_searches(tmp_path):
     lines = result.stdout.splitlines()
     assert lines[-2].startswith("query 0: 0:0 ") and " 1:0" in " " + lines[-1].split(": ", 1)[1]
     loaded = tfhash.index.load(tmp_path / "idx", encoder=hasher)  # the export's fingerprint is the hasher's
-    np.testing.assert_array_equal(np.asarray(loaded._codes), hasher.encode(x))
+    np.testing.assert_array_equal(loaded._stored()[0], hasher.encode(x))
     again = subprocess.run(command[:-1], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert again.returncode == 1 and "exists and is not empty" in again.stderr
     np.save(tmp_path / "queries.npy", x[5:7])

@@ -278,6 +278,6 @@ def test_an_index_built_through_a_tflite_export_holds_its_codes(trained, tmp_pat
     hasher, split = trained
     path = export.export_tflite(hasher, str(tmp_path / "encoder.tflite"))
     items = split.query_x[:300]
-    built = tfhash.index.build(path, items, tmp_path / "index", batch_size=64, progress=False)
-    np.testing.assert_array_equal(np.asarray(built._codes), tfhash.load(path).encode(items))
+    built = tfhash.build(path, items, tmp_path / "index", batch_size=64, progress=False)
+    np.testing.assert_array_equal(built._stored()[0], tfhash.load(path).encode(items))
     tfhash.index.load(tmp_path / "index", encoder=hasher)  # one fingerprint for the model and its exports

@@ -90,7 +90,7 @@ def test_codes_go_to_faiss_without_copy(rng):
     db = _random_codes(rng, 100, 64)
     idx = index.FaissIndex(64)
     seen = []
-    idx._build(db)
+    idx._index = idx._new_faiss_index(db)
     original = idx._index.add
     idx._index.add = lambda x: (seen.append(x), original(x))
     idx.add(db)

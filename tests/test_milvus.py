@@ -102,3 +102,50 @@ def test_a_local_file_waits_for_a_slow_milvus_lite_start_and_a_server_address_do
     with pytest.raises(MilvusException, match="localhost:1"):
         index.make_index(64, "milvus", uri="http://localhost:1", collection="codes")
     assert calls == ["http://localhost:1"]  # a server that refuses is reported at once
+
+
+def test_milvus_remove_update_duplicates_and_values_not_buffers(real_codes, tmp_path):
+    database = real_codes[:300]
+    buffer = database[:200].copy()
+    milvus = index.make_index(64, "milvus", uri=str(tmp_path / "c.db"), collection="codes").add(buffer)
+    buffer[:] = 0  # refilled by the caller: what was indexed stays
+    with pytest.raises(ValueError, match=r"the index already; `ids` holds id 5 twice"):
+        milvus.add(database[200:202], ids=[5, 500])
+    assert milvus.remove([3, 4]) == 2 and len(milvus) == 198
+    with pytest.raises(ValueError, match="holds no item with id 3"):
+        milvus.remove([3])
+    milvus.update([7], database[250:251])
+    milvus.add(database[200:210])  # default ids go on after every insertion, never reusing a removed one
+    exact = index.make_index(64).add(np.concatenate([database[:200], database[200:210]]),
+                                     ids=np.r_[0:200, 201:211])
+    exact.remove([3, 4])
+    exact.update([7], database[250:251])
+    for got, want in zip(milvus.range_search(database[:20], 20), exact.range_search(database[:20], 20)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_a_milvus_index_moves_with_its_lite_file_and_load_creates_nothing(real_codes, tmp_path):
+    folder = tmp_path / "collection"
+    folder.mkdir()
+    milvus = index.make_index(64, "milvus", uri=str(folder / "codes.db"), collection="codes").add(real_codes[:100])
+    milvus.save(folder / "idx")
+    assert index.read_manifest(folder / "idx")["location"] == {"uri": "../codes.db", "collection": "codes"}
+    milvus.add(real_codes[100:120])  # added and not saved
+    del milvus
+    (folder).rename(tmp_path / "moved")
+    with pytest.warns(UserWarning, match=r"holds 120 codes, the manifest says 100 .* index.save\(\) records that"):
+        moved = index.load(tmp_path / "moved" / "idx")
+    assert len(moved) == 120
+    moved.save()
+    assert index.read_manifest(tmp_path / "moved" / "idx")["count"] == 120
+    del moved
+    (tmp_path / "moved" / "codes.db").rename(tmp_path / "elsewhere.db")
+    with pytest.raises(ValueError, match=r"Milvus Lite file .*codes.db' does not exist .* nothing was created"):
+        index.load(tmp_path / "moved" / "idx")
+    assert not (tmp_path / "moved" / "codes.db").exists()  # no empty database made in its place
+    (tmp_path / "dir.db").mkdir()
+    with pytest.raises(ValueError, match=r"`uri` .* is a directory; Milvus Lite needs a .db file"):
+        index.make_index(64, "milvus", uri=str(tmp_path / "dir.db"), collection="x")
+    (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
+    with pytest.raises(OSError, match=r"cannot be opened by Milvus Lite: it is not a Milvus Lite database"):
+        index.make_index(64, "milvus", uri=str(tmp_path / "junk.db"), collection="x")

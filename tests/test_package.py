@@ -12,7 +12,7 @@ from tests.helpers import ROOT
 
 
 def test_public_api_is_pinned():
-    assert tfhash.__all__ == ["__version__", "Hasher", "baselines", "codes", "collection", "datasets", "evaluation",
+    assert tfhash.__all__ == ["__version__", "Hasher", "build", "baselines", "codes", "collection", "datasets", "evaluation",
                               "export", "fit", "hasher", "index", "load", "losses", "metrics", "neighbours", "schemes",
                               "serving", "sources", "summaries", "training"]
     assert re.fullmatch(r"\d+\.\d+\.\d+", tfhash.__version__)

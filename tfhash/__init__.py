@@ -30,10 +30,11 @@ from tfhash import (
            training,
 )
 from tfhash._version import __version__
+from tfhash.collection import build
 from tfhash.hasher import Hasher
 from tfhash.serving import load
 from tfhash.training import fit
 
-__all__ = ["__version__", "Hasher", "baselines", "codes", "collection", "datasets", "evaluation", "export", "fit", "hasher",
+__all__ = ["__version__", "Hasher", "build", "baselines", "codes", "collection", "datasets", "evaluation", "export", "fit", "hasher",
            "index", "load", "losses", "metrics", "neighbours", "schemes", "serving", "sources", "summaries",
            "training"]

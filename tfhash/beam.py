@@ -27,11 +27,14 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
-from tfhash import _validation, index, sources
+from tfhash import _io, _validation, index, sources
 from tfhash import codes as codes_lib
+from tfhash.index import format as fmt
+from tfhash.index.base import duplicate_message
 
 SHARD_PREFIX = "codes"
 ENCODER_FILE = "encoder.json"
+NAMES_FILE = "names.txt"  # the listed images' names, one a line, in id order
 SKIPPED_COUNTER = "skipped_items"
 NPY_BLOCK = 256  # rows of an array shard per Beam element
 # records merge_shards sorts in memory at a time: about 100 MB for 64-bit codes (benchmarks/merge.py)
@@ -65,14 +68,28 @@ class ExportModelHandler(ModelHandler):
 
 def _is_ours(name):
     """Whether a file name is one an encoding run writes (shards, skipped lists, the encoder description)."""
-    return name == ENCODER_FILE or (name.startswith((f"{SHARD_PREFIX}-", "skipped-")) and
+    return name in (ENCODER_FILE, NAMES_FILE) or (name.startswith((f"{SHARD_PREFIX}-", "skipped-")) and
                                     name.endswith((".tfrecord", ".jsonl")))
 
 
 def _listing(pattern):
-    """The files a glob (local or any Beam file system) names, sorted."""
-    matches = FileSystems.match([pattern])[0].metadata_list
-    return sorted(m.path for m in matches)
+    """The files a local folder holds (by :func:`tfhash.sources.list_image_files`, the local build's rule) or a
+    glob (local or any Beam file system) names, sorted; and each file's name in the index."""
+    if os.path.isdir(pattern):
+        names = sources.list_image_files(pattern)
+        return [os.path.join(pattern, name) for name in names], names
+    files = sorted(m.path for m in FileSystems.match([pattern])[0].metadata_list)
+    return files, files
+
+
+def _kind_of(files):
+    kinds = {("npy" if f.lower().endswith(".npy") else "tfrecord" if ".tfrecord" in f.lower() else
+              "images" if f.lower().endswith(sources.IMAGE_EXTENSIONS) else "other") for f in files}
+    if len(kinds) != 1 or kinds == {"other"}:
+        shown = ", ".join(sorted(kinds))
+        raise ValueError(f"`input` must name files of one kind (images {', '.join(sources.IMAGE_EXTENSIONS)}, .npy "
+                         f"shards or TFRecord files), got {shown}.")
+    return kinds.pop()
 
 
 class _ReadImages(beam.DoFn):
@@ -174,32 +191,44 @@ class EncodeToShards(beam.PTransform):
         encoder = serving.load(export)  # checked once here; workers load their own copy
         self.export, self.input, self.output = os.fspath(export), str(input), str(output)
         self.item_shape, self.image_feature = tuple(encoder.item_shape), image_feature
-        files = _listing(self.input)
+        if not str(output).strip():
+            raise ValueError(f"`output` must name a directory for the shards, got {output!r}.")
+        files, names = _listing(self.input)
         if not files:
             raise ValueError(f"`input` {self.input!r} matches no files.")
         self.files = files
-        lower = files[0].lower()
-        self.kind = ("npy" if lower.endswith(".npy") else
-                     "tfrecord" if ".tfrecord" in lower else "images")
+        self.kind = _kind_of(files)
         if self.kind == "npy":  # elements are blocks of NPY_BLOCK rows already
             min_batch_size, max_batch_size = 1, max(1, max_batch_size // NPY_BLOCK)
         self.handler = ExportModelHandler(export, min_batch_size, max_batch_size)
+        if "://" not in self.output and os.path.isfile(self.output):
+            raise ValueError(f"`output` {self.output!r} is a file; name a new or empty directory.")
         if FileSystems.exists(self.output):
             held = [m.path for m in FileSystems.match([FileSystems.join(self.output, "*")])[0].metadata_list]
-            names = sorted(os.path.basename(p) for p in held)
-            foreign = [name for name in names if not _is_ours(name)]
+            names_held = sorted(os.path.basename(p) for p in held)
+            foreign = [name for name in names_held if not _is_ours(name)]
             if foreign:  # shards and encoder.json are written by name: never over someone else's files
                 raise ValueError(f"`output` {self.output!r} holds files an encoding run does not write "
                                  f"({', '.join(foreign[:5])}); choose a new or empty directory.")
-            earlier = [name for name in names if name != ENCODER_FILE]
-            if earlier:  # a run with another shard count would leave these beside its own, and the merge mix them
-                raise ValueError(f"`output` {self.output!r} holds the shards of an earlier encoding run "
-                                 f"({', '.join(earlier[:3])}{', ...' if len(earlier) > 3 else ''}); encode into a new "
-                                 "directory, or delete them to encode again.")
+            if names_held:  # a run with another shard count would leave these beside its own, and the merge mix them
+                raise ValueError(f"`output` {self.output!r} holds the files of another encoding run "
+                                 f"({', '.join(names_held[:3])}{', ...' if len(names_held) > 3 else ''}); encode into a "
+                                 "new directory, or delete them to encode again.")
         else:
             FileSystems.mkdirs(self.output)
-        with FileSystems.create(FileSystems.join(self.output, ENCODER_FILE)) as f:
-            f.write(json.dumps({"export": self.export, **index.encoder_description(encoder)}).encode())
+        claim = json.dumps({"export": self.export, **index.encoder_description(encoder)})
+        if "://" in self.output:  # object storage has no exclusive create: checked above, written here
+            with FileSystems.create(FileSystems.join(self.output, ENCODER_FILE)) as f:
+                f.write(claim.encode())
+        else:  # the description claims the directory: of two runs started at once, exactly one gets it
+            try:
+                _io.write_bytes_atomically(os.path.join(self.output, ENCODER_FILE), claim, mode="w", replace=False)
+            except FileExistsError:
+                raise FileExistsError(f"`output` {self.output!r} was claimed by another encoding run meanwhile; "
+                                      "nothing was written. Encode into a new directory.") from None
+        if self.kind == "images":
+            with FileSystems.create(FileSystems.join(self.output, NAMES_FILE)) as f:
+                f.write("\n".join(names).encode("utf-8"))
 
     def _numbered(self, counts):
         """``(first id, file)`` of each file, ids numbered on across files of ``counts`` items."""
@@ -250,9 +279,17 @@ def merge_shards(output, path, *, overwrite=False, rows_in_memory=ROWS_IN_MEMORY
 
     output = os.fspath(output)
     rows_in_memory = _validation.check_positive_int(rows_in_memory, "rows_in_memory")
-    with open(os.path.join(output, ENCODER_FILE), encoding="utf-8") as f:
-        encoder = json.load(f)
-    bits = int(encoder["bits"])
+    if not os.path.isdir(output):
+        raise ValueError(f"`output` {output!r} must be the directory of an encoding run's shards; it "
+                         f"{'is a file' if os.path.exists(output) else 'does not exist'}.")
+    try:
+        with open(os.path.join(output, ENCODER_FILE), encoding="utf-8") as f:
+            encoder = json.load(f)
+        bits = _validation.check_bits(encoder["bits"])
+    except FileNotFoundError:
+        raise ValueError(f"`output` {output!r} holds no {ENCODER_FILE}: not the output of an encoding run.") from None
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"`output` {output!r}: {ENCODER_FILE} is damaged ({_validation.error_summary(err)}).") from err
     shards = _one_run_of(output, SHARD_PREFIX, ".tfrecord")
     if not shards:
         raise ValueError(f"`output` {output!r} holds no {SHARD_PREFIX}-*.tfrecord shards.")
@@ -260,17 +297,28 @@ def merge_shards(output, path, *, overwrite=False, rows_in_memory=ROWS_IN_MEMORY
     for name in _one_run_of(output, "skipped", ".jsonl"):
         with open(name, encoding="utf-8") as f:
             skipped += [json.loads(line) for line in f if line.strip()]
+    listed = None
+    if os.path.isfile(os.path.join(output, NAMES_FILE)):
+        with open(os.path.join(output, NAMES_FILE), encoding="utf-8") as f:
+            listed = f.read().split("\n")
+
     def fill(work):
         row_bytes = 8 + codes_lib.num_bytes(bits)
         runs = _sorted_runs(tf.data.TFRecordDataset(shards), row_bytes, output, work, rows_in_memory)
         count = _merge_runs(runs, row_bytes, work, rows_in_memory, output)
-        files = {key: {"name": name, "bytes": os.path.getsize(os.path.join(work, name))}
-                 for key, name in (("codes", index.CODES_FILE), ("ids", index.IDS_FILE))}
-        description = {k: encoder[k] for k in ("scheme", "bits", "fingerprint")}
+        segment = {"rows": count, "codes": fmt.describe_file(work, _CODES), "ids": fmt.describe_file(work, _IDS)}
+        if listed is not None:
+            ids = np.fromfile(os.path.join(work, _IDS), "<i8")
+            segment["names"] = fmt.write_names(work, 0, fmt.Names.of([listed[i] for i in ids]))
+        description = {k: encoder.get(k) for k in ("scheme", "bits", "fingerprint")}
         details = {"source": {"kind": "beam", "shards": output}, "skipped": sorted(skipped, key=lambda s: s["id"])}
-        return index._manifest("numpy", bits, count, {}, files, description, details)
+        return fmt.new_manifest("numpy", bits, count=count, rows=count, options={}, encoder=description,
+                                segments=[segment], details=details)
 
-    return index.load(index._write_directory(path, overwrite, fill, label="merge"))
+    return index.load(fmt.write_index(path, overwrite, fill, label="merge"))
+
+
+_CODES, _IDS = "codes-000000.bin", "ids-000000.bin"
 
 
 def _one_run_of(output, prefix, suffix):
@@ -342,8 +390,7 @@ def _merge_runs(runs, row_bytes, work, rows_in_memory, output):
     held = [np.empty((0, row_bytes), np.uint8) for _ in runs]
     held_ids = [np.empty(0, np.int64) for _ in runs]
     count, last_id = 0, None
-    with open(os.path.join(work, index.CODES_FILE), "wb") as codes_file, \
-            open(os.path.join(work, index.IDS_FILE), "wb") as ids_file:
+    with open(os.path.join(work, _CODES), "wb") as codes_file, open(os.path.join(work, _IDS), "wb") as ids_file:
         while True:
             for r, (_, rows) in enumerate(runs):
                 if not held[r].shape[0] and read[r] < rows:
@@ -366,8 +413,8 @@ def _merge_runs(runs, row_bytes, work, rows_in_memory, output):
                 repeated = np.flatnonzero(ids[1:] == ids[:-1])
                 if repeated.size or (last_id is not None and ids[0] == last_id):
                     twice = ids[repeated[0]] if repeated.size else last_id
-                    raise ValueError(f"`output` {output!r} holds id {int(twice)} twice: shards of two encoding "
-                                     "runs of the same items? Encode into a new directory.")
+                    raise ValueError(duplicate_message([twice], f"`output` {output!r} (shards of two encoding runs of "
+                                                                "the same items?)"))
                 codes_file.write(rows[:, 8:].tobytes())
                 ids_file.write(ids.astype("<i8").tobytes())
                 count, last_id = count + rows.shape[0], ids[-1]

@@ -9,6 +9,7 @@ no item is missing or twice. The finished directory is then renamed to the targe
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,11 +20,16 @@ import numpy as np
 
 from tfhash import _io, _validation, sources
 from tfhash import index as index_lib
+from tfhash.index import format as fmt
 
 PROGRESS_FILE = "build.json"
 LOCK_FILE = "build.lock"
+LISTING_FILE = "listing.txt"
+CODES_FILE, IDS_FILE = "codes-000000.bin", "ids-000000.bin"
+NAMES_FILE, NAME_OFFSETS_FILE = "names-000000.bin", "names-000000.idx"
 FLUSH_SECONDS = 2.0
-WORK_ENTRIES = {PROGRESS_FILE, LOCK_FILE, index_lib.CODES_FILE, index_lib.IDS_FILE, index_lib.MANIFEST}
+WORK_ENTRIES = {PROGRESS_FILE, LOCK_FILE, LISTING_FILE, CODES_FILE, IDS_FILE, NAMES_FILE, NAME_OFFSETS_FILE,
+                fmt.MANIFEST}
 
 
 def _working_directory(target):
@@ -36,24 +42,42 @@ def _exclusive(directory):
     return _io.exclusive_lock(os.path.join(directory, LOCK_FILE), "build of this index")
 
 
-def _progress_bar(total, initial, enabled):
+def _progress_bar(total, initial, enabled, what="encoding"):
     if not enabled:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, initial=initial, unit="item", unit_scale=True, desc="encoding", smoothing=0.1)
+    return tqdm(total=total, initial=initial, unit="item", unit_scale=True, desc=what, smoothing=0.1)
 
 
-def _resume_state(work, expected, resume):
+def _listing_changes(old, new):
+    """What differs between two listings of a folder, in words."""
+    old_set, new_set = set(old), set(new)
+    added, gone = sorted(new_set - old_set), sorted(old_set - new_set)
+    parts = [f"{len(added)} file(s) added ({', '.join(added[:3])}{', ...' if len(added) > 3 else ''})"] if added else []
+    if gone:
+        parts.append(f"{len(gone)} file(s) gone ({', '.join(gone[:3])}{', ...' if len(gone) > 3 else ''})")
+    return "; ".join(parts) or "the same files in another order"
+
+
+def _resume_state(work, expected, resume, source):
     """What an earlier build in ``work`` got through, or a fresh state; refuses a build of other data."""
     path = os.path.join(work, PROGRESS_FILE)
     if not os.path.isfile(path):
-        return {**expected, "consumed": 0, "written": 0, "skipped": []}
+        return {**expected, "consumed": 0, "written": 0, "name_bytes": 0, "skipped": []}
     with open(path, encoding="utf-8") as f:
         state = json.load(f)
     if not resume:
         raise ValueError(f"an interrupted build of this index is in {work!r}; pass resume=True to finish it (or "
                          "delete that directory to start again).")
+    listing_path = os.path.join(work, LISTING_FILE)
+    if source.listing() is not None and os.path.isfile(listing_path) and state.get("source") != expected["source"]:
+        with open(listing_path, encoding="utf-8") as f:
+            before = f.read().split("\n")
+        if before != source.listing():
+            raise ValueError(f"`source` changed since the interrupted build in {work!r} began: "
+                             f"{_listing_changes(before, source.listing())}. Its ids would no longer name the same "
+                             "files; delete that directory to build again from the folder as it is now.")
     for key in ("source", "encoder", "bits", "batch_size", "ids"):
         if state.get(key) != expected[key]:
             raise ValueError(f"the interrupted build in {work!r} was made with another {key} ({state.get(key)!r}, "
@@ -63,7 +87,7 @@ def _resume_state(work, expected, resume):
 
 
 def build(encoder, source, path, *, ids=None, batch_size=256, backend="numpy", overwrite=False, resume=True,
-          progress=True, data_dir=None, image_feature="image", **index_options):
+          update=False, progress=True, data_dir=None, image_feature="image", **index_options):
     """Encodes every item of ``source`` with ``encoder`` into a saved index at ``path``; returns the index
     (opened with :func:`tfhash.index.load`).
 
@@ -72,32 +96,41 @@ def build(encoder, source, path, *, ids=None, batch_size=256, backend="numpy", o
             directory or ``.tflite`` file).
         source: an array, a folder of images, a ``.npy`` / ``.fvecs`` / ``.bvecs`` file, TFRecord files or
             ``"tfds:NAME[:SPLIT]"`` (see :func:`tfhash.sources.open_source`). Images are decoded and resized
-            to the encoder's input shape.
+            to the encoder's input shape. Items of a folder, TFRecord files or TFDS keep their names in the
+            index (``index.names(ids)``): a file's path relative to the folder, ``FILE:N`` for record N.
         path: the directory to create (as ``index.save``: new or empty, or a previous index with
             ``overwrite=True``).
-        ids: the id of each item of the source, in its order (an integer array, memory-mapped or not, e.g. a
+        ids: the id of each item of the source, in its order (distinct integers, memory-mapped or not, e.g. a
             database's key column); default: the items' positions in the source.
         batch_size: items encoded at once; memory stays bounded by it whatever the collection's size.
         backend, index_options: the saved index's backend and options (``tfhash.index.make_index``). The
             exact ``"numpy"`` index is written as it is built; a Faiss index is built from the finished codes.
         resume: finish an interrupted build of the same source, encoder and batch size (``False``: refuse).
+        update: ``path`` is an index built from the same folder: encode only the files added since and remove
+            the items of files gone, then save (appending to the index); the counts are in
+            ``index.read_manifest(path)["details"]["update"]``.
         progress: a progress bar (items/s, time left).
 
-    Items that cannot be decoded are skipped, warned about
-    and listed in the manifest (``details["skipped"]``), never dropped silently.
+    Items that cannot be decoded are skipped, warned about and listed in the manifest
+    (``details["skipped"]``), never dropped silently.
     """
     from tfhash import serving
 
     batch_size = _validation.check_positive_int(batch_size, "batch_size")
     _validation.check_choice(backend, "backend", index_lib.BACKENDS)
-    path = index_lib.check_save_target(path, overwrite)
     if isinstance(encoder, (str, os.PathLike)):
         encoder = serving.load(encoder)
     description = index_lib.encoder_description(encoder)
     item_shape = tuple(getattr(encoder, "item_shape", None) or encoder.model.item_shape)
+    if update:
+        if ids is not None:
+            raise ValueError("`ids` cannot be given with update=True: new files get ids after the largest held.")
+        source = sources.open_source(source, item_shape, data_dir=data_dir, image_feature=image_feature)
+        return _update(encoder, source, path, batch_size, progress)
+    path = index_lib.check_save_target(path, overwrite)
     source = sources.open_source(source, item_shape, data_dir=data_dir, image_feature=image_feature)
     ids = None if ids is None else index_lib.check_ids(ids, source.count, "one per item of the source")
-    if backend == "faiss":
+    if backend != "numpy":
         index_lib.make_index(encoder.bits, backend, **index_options)  # refuse bad options before encoding
 
     target = os.path.abspath(path)
@@ -107,44 +140,57 @@ def build(encoder, source, path, *, ids=None, batch_size=256, backend="numpy", o
     if foreign:  # not a build's working directory: never write into (or later move) someone else's files
         raise ValueError(f"`path` {path!r}: the build's working directory {work!r} exists and holds files no build "
                          f"writes ({', '.join(foreign[:5])}); move it away or choose another path.")
-    width = (encoder.bits + 7) // 8
     expected = {"source": source.describe(), "encoder": description, "bits": encoder.bits, "batch_size": batch_size,
                 "ids": None if ids is None else {"count": int(ids.shape[0]), "first": int(ids[0]) if ids.size else None,
                                                  "last": int(ids[-1]) if ids.size else None}}
     with _exclusive(work):
-        state = _resume_state(work, expected, resume)
-        codes_path, ids_path = os.path.join(work, index_lib.CODES_FILE), os.path.join(work, index_lib.IDS_FILE)
-        with open(codes_path, "ab") as codes_file, open(ids_path, "ab") as ids_file:
+        state = _resume_state(work, expected, resume, source)
+        if source.listing() is not None and not state["consumed"]:
+            _io.write_bytes_atomically(os.path.join(work, LISTING_FILE), "\n".join(source.listing()), mode="w")
+        files = {key: os.path.join(work, name) for key, name in
+                 (("codes", CODES_FILE), ("ids", IDS_FILE), ("names", NAMES_FILE), ("offsets", NAME_OFFSETS_FILE))}
+        width = (encoder.bits + 7) // 8
+        with contextlib.ExitStack() as stack:
+            handles = {key: stack.enter_context(open(name, "ab")) for key, name in files.items()}
             # Anything written after the last recorded flush is cut off and encoded again.
-            codes_file.truncate(state["written"] * width)
-            ids_file.truncate(state["written"] * 8)
-            _encode_into(encoder, source, ids, state, work, codes_file, ids_file, batch_size, progress)
+            handles["codes"].truncate(state["written"] * width)
+            handles["ids"].truncate(state["written"] * 8)
+            handles["names"].truncate(state["name_bytes"])
+            handles["offsets"].truncate(state["written"] * 8 if source.named else 0)
+            _encode_into(encoder, source, ids, state, work, handles, batch_size, progress)
         skipped = state["skipped"]
         for entry in skipped:
             warnings.warn(f"skipped {entry['item']} (id {entry['id']}): {entry['error']}", stacklevel=2)
-        _finish(work, target, encoder, backend, index_options, state, overwrite)
+        _finish(work, target, encoder, backend, index_options, state, overwrite, source.named)
     return index_lib.load(path)
 
 
-def _encode_into(encoder, source, ids, state, work, codes_file, ids_file, batch_size, progress):
+def _encode_into(encoder, source, ids, state, work, handles, batch_size, progress):
     bar = _progress_bar(source.count, state["consumed"], progress)
     last_flush = time.monotonic()
     try:
         for positions, items in source.batches(state["consumed"], batch_size):
             _note_skipped(source, state, state["consumed"], positions)
             codes = np.ascontiguousarray(encoder.encode(items, batch_size=batch_size), dtype=np.uint8)
-            codes_file.write(codes.tobytes())
-            ids_file.write((positions if ids is None else ids[positions]).astype("<i8").tobytes())
+            handles["codes"].write(codes.tobytes())
+            handles["ids"].write((positions if ids is None else ids[positions]).astype("<i8").tobytes())
+            if source.named:
+                names = [source.name(int(p)).encode("utf-8") for p in positions]
+                # each name's end offset (the leading 0 is written when the index is finished)
+                ends = state["name_bytes"] + np.cumsum([len(n) for n in names], dtype=np.int64)
+                handles["names"].write(b"".join(names))
+                handles["offsets"].write(ends.astype("<i8").tobytes())
+                state["name_bytes"] = int(ends[-1]) if len(names) else state["name_bytes"]
             state["written"] += int(positions.size)
             state["consumed"] = int(positions[-1]) + 1 if positions.size else state["consumed"]
             if bar is not None:
                 bar.update(state["consumed"] - bar.n)
             if time.monotonic() - last_flush >= FLUSH_SECONDS:
-                _flush(work, state, codes_file, ids_file)
+                _flush(work, state, handles)
                 last_flush = time.monotonic()
         _note_skipped(source, state, state["consumed"], np.array([source.count]))
         state["consumed"] = source.count
-        _flush(work, state, codes_file, ids_file)
+        _flush(work, state, handles)
     finally:
         if bar is not None:
             bar.close()
@@ -160,29 +206,89 @@ def _note_skipped(source, state, start, positions):
         state["skipped"].append({"id": position, "item": source.name(position), "error": source.error(position)})
 
 
-def _flush(work, state, codes_file, ids_file):
-    """Codes and ids reach the disk before ``build.json`` says they exist."""
-    for f in (codes_file, ids_file):
+def _flush(work, state, handles):
+    """Codes, ids and names reach the disk before ``build.json`` says they exist."""
+    for f in handles.values():
         f.flush()
         os.fsync(f.fileno())
     _io.write_json_atomically(os.path.join(work, PROGRESS_FILE), state)
 
 
-def _finish(work, target, encoder, backend, index_options, state, overwrite):
-    count, width = state["written"], (encoder.bits + 7) // 8
+def _finish(work, target, encoder, backend, index_options, state, overwrite, named):
+    count = state["written"]
     details = {"source": state["source"], "skipped": state["skipped"]}
-    files = {"codes": {"name": index_lib.CODES_FILE, "bytes": count * width},
-             "ids": {"name": index_lib.IDS_FILE, "bytes": count * 8}}
+    offsets_path = os.path.join(work, NAME_OFFSETS_FILE)
+    if named:  # the offsets file gets its leading 0: rewrite it whole (8 bytes an item)
+        ends = np.fromfile(offsets_path, "<i8")
+        os.remove(offsets_path)
+        fmt.write_arrays(work, NAME_OFFSETS_FILE, [np.concatenate([[0], ends]).astype("<i8")])
+    else:
+        for name in (NAMES_FILE, NAME_OFFSETS_FILE):
+            os.remove(os.path.join(work, name))
+    segment = {"rows": count, "codes": fmt.describe_file(work, CODES_FILE), "ids": fmt.describe_file(work, IDS_FILE)}
+    if named:
+        segment["names"] = {"offsets": fmt.describe_file(work, NAME_OFFSETS_FILE),
+                            "text": fmt.describe_file(work, NAMES_FILE)}
+    for name in (PROGRESS_FILE, LOCK_FILE, LISTING_FILE):
+        if os.path.exists(os.path.join(work, name)):
+            os.remove(os.path.join(work, name))
+    manifest = fmt.new_manifest("numpy", encoder.bits, count=count, rows=count, options=dict(index_options),
+                                encoder=state["encoder"], segments=[segment], details=details)
     if backend == "numpy":
-        os.remove(os.path.join(work, PROGRESS_FILE))
-        os.remove(os.path.join(work, LOCK_FILE))
-        index_lib._seal(work, target, overwrite, index_lib._manifest(
-            "numpy", encoder.bits, count, dict(index_options), files, state["encoder"], details))
+        fmt.seal(work, target, overwrite, manifest)
         return
     # A Faiss index is built from the finished codes, then saved like any index.
-    exact = index_lib.HammingIndex(encoder.bits)
-    exact._open_files(work, index_lib._manifest("numpy", encoder.bits, count, {}, files, None))
+    (codes, ids, names), = fmt.read_segments(work, manifest, (encoder.bits + 7) // 8, False)[0]
     index = index_lib.make_index(encoder.bits, backend, **index_options)
-    index.add(np.asarray(exact._codes), ids=np.asarray(exact._ids))
+    index.add(np.asarray(codes), ids=np.asarray(ids),
+              names=None if names is None else [names[i] for i in range(len(names))])
     index.save(target, encoder=encoder, overwrite=overwrite, details=details)
     shutil.rmtree(work, ignore_errors=True)
+
+
+def _update(encoder, source, path, batch_size, progress):
+    """Brings the index at ``path`` up to date with ``source``: encodes the new items, removes the gone."""
+    index = index_lib.load(path, encoder=encoder)
+    listing = source.listing()
+    if listing is None or not hasattr(source, "subset"):
+        raise ValueError("`update=True` needs a folder of images as `source` (its files' names tell what is new and "
+                         f"what is gone), got a {type(source).__name__}.")
+    live = index._live_ids()
+    held = dict(zip(index.names(live), live.tolist()))
+    if None in held:
+        raise ValueError(f"`path` {os.fspath(path)!r} holds items without names (not built from a folder), so it "
+                         "cannot be brought up to date with one.")
+    listed = set(listing)
+    new = [position for position, name in enumerate(listing) if name not in held]
+    gone = [item for name, item in held.items() if name not in listed]
+    skipped = []
+    if new:
+        subset, consumed = source.subset(new), 0
+        bar = _progress_bar(len(new), 0, progress, "encoding new files")
+        for positions, items in subset.batches(0, batch_size):
+            skipped += [subset.name(int(p)) for p in np.setdiff1d(np.arange(consumed, positions[-1]), positions)]
+            index.add(encoder.encode(items, batch_size=batch_size), names=[subset.name(int(p)) for p in positions])
+            consumed = int(positions[-1]) + 1
+            if bar is not None:
+                bar.update(consumed - bar.n)
+        skipped += [subset.name(p) for p in range(consumed, subset.count)]
+        if bar is not None:
+            bar.close()
+    if gone:
+        index.remove(np.array(gone, np.int64))
+    summary = {"added": len(new) - len(skipped), "removed": len(gone), "skipped": skipped}
+    index.save(details={"update": summary})
+    if progress:
+        print(f"updated {os.fspath(path)}: {summary['added']} added, {summary['removed']} removed"
+              + (f", {len(skipped)} skipped" if skipped else ""))
+    return index
+
+
+def _index_build(*args, **kwargs):
+    """Deprecated name of :func:`build` (the build lives above the index package, which does not import it)."""
+    warnings.warn("tfhash.index.build is now tfhash.collection.build (also tfhash.build); the old name will go.",
+                  DeprecationWarning, stacklevel=2)
+    return build(*args, **kwargs)
+
+
+index_lib.build = _index_build

@@ -121,6 +121,10 @@ def _check_serves(hasher):
     if got != expected or codes.dtype != np.uint8:
         raise ValueError(f"`path` {hasher.path!r} is not the tfhash export its description says (bits={hasher.bits}): "
                          f"outputs {got} (codes {codes.dtype}), expected {expected} (codes uint8).")
+    if not np.all(np.isfinite(probabilities)):
+        raise ValueError(f"`path` {hasher.path!r} gives non-finite probabilities ({probabilities[0, :4]}...) for a "
+                         "probe item, so its codes would mean nothing: a model converted by hand rather than by "
+                         "tfhash's export? Export it with Hasher.export / tfhash.export.")
     return hasher
 
 

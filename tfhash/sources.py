@@ -24,6 +24,7 @@ import re
 
 import numpy as np
 import tensorflow as tf
+import xxhash
 
 from tfhash import _validation, datasets
 
@@ -36,6 +37,7 @@ class Source:
 
     count: int
     item_shape: tuple
+    named = False  # whether items have names worth keeping in an index (files, records)
 
     def describe(self) -> dict:
         """What identifies the collection (a resumed build refuses another one)."""
@@ -46,8 +48,12 @@ class Source:
         raise NotImplementedError
 
     def name(self, position: int) -> str:
-        """How to name the item at ``position`` in a report."""
+        """How to name the item at ``position`` in a report (and, for a named source, in the index)."""
         return f"item {position}"
+
+    def listing(self):
+        """Every item's name in order, for a source whose listing can change between two builds (else None)."""
+        return None
 
     def error(self, position: int) -> str:
         """Why the item at ``position`` was left out (it is read again to say so)."""
@@ -117,6 +123,8 @@ def read_image(path, item_shape):
 class _DecodedSource(Source):
     """Encoded images decoded and resized in a tf.data pipeline; undecodable ones are left out."""
 
+    named = True
+
     def __init__(self, item_shape):
         if len(item_shape) != 3 or item_shape[-1] not in (1, 3):
             raise ValueError(f"image sources need an encoder of images [height, width, 1 or 3], got item shape "
@@ -153,22 +161,37 @@ class _DecodedSource(Source):
         return "could not be read"
 
 
-class ImageFolderSource(_DecodedSource):
-    """Every image file below ``directory`` (sorted by relative path); labels from first-level sub-folders."""
+def list_image_files(directory):
+    """The image files below ``directory``, as sorted relative paths with ``/`` separators: the one listing rule
+    of the local build, Beam and training from a folder, so an id is the same file everywhere.
 
-    def __init__(self, directory, item_shape):
+    A file counts when its extension is one of ``IMAGE_EXTENSIONS`` in any case (``.JPG`` too). Hidden files
+    and folders (names starting with ``.``) are left out. A symbolic link to a file is listed like the file;
+    a symbolic link to a folder is not followed (no loops, no second copy of a tree).
+    """
+    directory = os.fspath(directory)
+    files = []
+    for root, dirs, names in os.walk(directory):  # os.walk does not descend into linked folders
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        relative = os.path.relpath(root, directory)
+        files += [name if relative == "." else f"{relative}/{name}" for name in names
+                  if name.lower().endswith(IMAGE_EXTENSIONS) and not name.startswith(".")
+                  and os.path.isfile(os.path.join(root, name))]
+    return sorted(file.replace(os.sep, "/") for file in files)
+
+
+class ImageFolderSource(_DecodedSource):
+    """Every image file below ``directory`` (by :func:`list_image_files`); labels from first-level sub-folders.
+    An item's name is its path relative to ``directory``."""
+
+    def __init__(self, directory, item_shape, files=None):
         super().__init__(item_shape)
         self.directory = os.fspath(directory)
-        files = []
-        for root, dirs, names in os.walk(self.directory):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            files += [os.path.relpath(os.path.join(root, n), self.directory) for n in names
-                      if n.lower().endswith(IMAGE_EXTENSIONS) and not n.startswith(".")]
-        self.files = sorted(files)
+        self.files = list_image_files(self.directory) if files is None else list(files)
         if not self.files:
             raise ValueError(f"`source` {self.directory!r} holds no image files ({', '.join(IMAGE_EXTENSIONS)}).")
         self.count = len(self.files)
-        parts = [f.split(os.sep) for f in self.files]
+        parts = [f.split("/") for f in self.files]
         self.class_names = sorted({p[0] for p in parts}) if all(len(p) > 1 for p in parts) else None
 
     @property
@@ -177,11 +200,19 @@ class ImageFolderSource(_DecodedSource):
         if self.class_names is None:
             return None
         index = {name: i for i, name in enumerate(self.class_names)}
-        return np.array([index[f.split(os.sep)[0]] for f in self.files], np.int64)
+        return np.array([index[f.split("/")[0]] for f in self.files], np.int64)
 
     def describe(self):
+        digest = xxhash.xxh3_128("\n".join(self.files).encode("utf-8")).hexdigest()
         return {"kind": "image_folder", "directory": os.path.abspath(self.directory), "count": self.count,
-                "first": self.files[0], "last": self.files[-1], "item_shape": list(self.item_shape)}
+                "first": self.files[0], "last": self.files[-1], "listing": digest, "item_shape": list(self.item_shape)}
+
+    def listing(self):
+        return self.files
+
+    def subset(self, positions):
+        """The source of the files at ``positions`` only (their names unchanged)."""
+        return ImageFolderSource(self.directory, self.item_shape, [self.files[int(p)] for p in positions])
 
     def _encoded(self, start):
         paths = [os.path.join(self.directory, f) for f in self.files[start:]]
@@ -210,7 +241,15 @@ class TFRecordSource(_DecodedSource):
         self.image_feature = str(image_feature)
         # Counted once up front (raw records, nothing decoded): the progress bar's total and the end that
         # tells a left-out last record from the end of the data.
-        self.count = int(tf.data.TFRecordDataset(self.files).reduce(np.int64(0), lambda n, _: n + 1))
+        counts = []
+        for file in self.files:
+            try:
+                counts.append(int(tf.data.TFRecordDataset([file]).reduce(np.int64(0), lambda n, _: n + 1)))
+            except tf.errors.OpError as err:
+                raise ValueError(f"`source` {file!r} is a truncated or damaged TFRecord file: "
+                                 f"{_validation.error_summary(err.message)}") from None
+        self._firsts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self.count = int(self._firsts[-1])
 
     def describe(self):
         return {"kind": "tfrecord", "files": [os.path.abspath(f) for f in self.files], "count": self.count,
@@ -229,7 +268,9 @@ class TFRecordSource(_DecodedSource):
         return self._image_bytes(record)
 
     def name(self, position):
-        return f"record {position}"
+        """``FILE:N``: record N (from 0) of the TFRecord file FILE."""
+        file = int(np.searchsorted(self._firsts, position, side="right")) - 1
+        return f"{os.path.basename(self.files[file])}:{position - int(self._firsts[file])}"
 
 
 class TFDSSource(_DecodedSource):

@@ -9,7 +9,7 @@ The first form streams ``--input`` (a folder of images, a .npy / .fvecs / .bvecs
 ``tfds:NAME[:SPLIT]`` with ``--data_dir``) through the export (SavedModel directory or .tflite file) in
 batches into a new index directory, with a progress bar; run it again after an interruption and it
 resumes. The second form (or ``--query`` beside the first) loads the index and prints each query's
-nearest ids and Hamming distances (``id:distance``). Only a thin layer over ``tfhash.index.build`` / ``load``.
+nearest ids and Hamming distances (``id:distance``). Only a thin layer over ``tfhash.build`` / ``load``.
 """
 
 import os
@@ -96,7 +96,7 @@ def _run():
     if FLAGS.input:
         options = {"kind": FLAGS.kind} if FLAGS.backend == "faiss" else {}
         ids = np.load(FLAGS.ids, mmap_mode="r", allow_pickle=False) if FLAGS.ids else None
-        index = tfhash.index.build(encoder, _input(), FLAGS.index, ids=ids, batch_size=FLAGS.batch_size,
+        index = tfhash.build(encoder, _input(), FLAGS.index, ids=ids, batch_size=FLAGS.batch_size,
                                    backend=FLAGS.backend, overwrite=FLAGS.overwrite, data_dir=FLAGS.data_dir,
                                    image_feature=FLAGS.image_feature, **options)
         skipped = tfhash.index.read_manifest(FLAGS.index)["details"].get("skipped", [])

@@ -77,7 +77,15 @@ def encode_in_batches(serve, x, batch_size, bits):
     """Runs ``serve`` (a numpy batch -> {"codes", "probabilities"}, tensors or arrays) over ``x`` in
     batches; numpy results."""
     batch_size = _validation.check_positive_int(batch_size, "batch_size")
-    parts = [serve(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+    parts = []
+    for start in range(0, x.shape[0], batch_size):
+        part = serve(x[start:start + batch_size])
+        if not np.all(np.isfinite(np.asarray(part["probabilities"]))):
+            # all-zero codes from NaN probabilities look like codes: stop before they reach an index
+            raise ValueError(f"the encoder gave non-finite probabilities for items {start} to "
+                             f"{min(start + batch_size, x.shape[0]) - 1} of `x`, so their codes mean nothing: a broken "
+                             "or hand-converted model, or items outside the range it was trained on.")
+        parts.append(part)
     if not parts:
         return {"codes": np.empty((0, codes_lib.num_bytes(bits)), np.uint8),
                 "probabilities": np.empty((0, bits), np.float32)}

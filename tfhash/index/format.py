@@ -1,0 +1,421 @@
+"""The saved index's on-disk format: the one module that reads and writes it.
+
+A saved index is a directory holding ``index.json`` (the manifest) and the files it lists:
+
+============================  ==================================================================
+file                          what it holds
+============================  ==================================================================
+``index.json``                the manifest (fields below); written last, by one rename
+``codes-NNNNNN.bin``          a segment's packed codes, ``count x code_bytes`` bytes, row order
+``ids-NNNNNN.bin``            the segment's ids, int64 little-endian, one per code
+``names-NNNNNN.idx`` / .bin   optional: each item's name (a file's path relative to the source root,
+                              a record's key) as UTF-8 text, and ``count + 1`` int64 offsets into it
+``removed-NNNNNN.bin``        rows removed since the segments were written (int64 row numbers)
+``faiss.index``               a Faiss index (Faiss backends: codes live here, ids in ``ids-*``)
+``index.lock``                held while a process appends to the index
+============================  ==================================================================
+
+Manifest fields: ``format`` ("tfhash-index"), ``version`` (:data:`FORMAT_VERSION`), ``backend``, ``bits``,
+``code_bytes``, ``count`` (items held), ``rows`` (rows written, removed ones included), ``generation``
+(raised by every save, so two writers cannot both append to what they loaded), ``options`` (search
+settings), ``encoder`` (scheme, bits and fingerprint of the encoder that made the codes), ``segments``
+(each ``{"rows", "codes", "ids", "names"?}`` with file entries), ``removed`` (a file entry or null),
+``faiss`` (a file entry, Faiss backends), ``location`` (Milvus), ``checksum`` (the algorithm), ``details``
+(a build's source, skipped items, listing). A file entry is ``{"name", "bytes", "xxh3_128"}``.
+
+Checksums are XXH3-128 (the ``xxhash`` package): about 20 GB/s of one core on data in memory, so a
+verifying load is bound by the disk, not the hash. ``load(verify=False)`` skips them.
+
+Every write is atomic: a new index is written into a hidden directory beside the target and renamed into
+place; an append writes new files under new names, then replaces the manifest by a rename, under a lock
+and only if the manifest is still the one the writer loaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import tempfile
+
+import numpy as np
+import xxhash
+
+from tfhash import _io, _validation
+
+MANIFEST = "index.json"
+LOCK_FILE = "index.lock"
+FORMAT = "tfhash-index"
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: one codes.bin / ids.bin pair, no checksums
+CHECKSUM = "xxh3_128"
+FAISS_FILE = "faiss.index"
+ID_DTYPE = np.dtype("<i8")
+BACKENDS = ("numpy", "faiss", "milvus")
+# Every name an index writes; anything else in a directory makes it not (only) an index.
+ENTRY = re.compile(r"(index\.json|index\.lock|faiss\.index|codes\.bin|ids\.bin|"
+                   r"(codes|ids|names|removed)-\d{6}\.(bin|idx))")
+_BLOCK = 16 << 20
+
+
+def _hasher():
+    return xxhash.xxh3_128()
+
+
+def file_checksum(path):
+    """The XXH3-128 hex digest of a file, read in 16 MB blocks."""
+    digest = _hasher()
+    with open(path, "rb") as f:
+        while block := f.read(_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def describe_file(directory, name):
+    """The manifest entry of a finished file in ``directory``."""
+    path = os.path.join(directory, name)
+    return {"name": name, "bytes": os.path.getsize(path), CHECKSUM: file_checksum(path)}
+
+
+def write_arrays(directory, name, arrays):
+    """Writes the arrays' bytes (C order) one after another to a new file ``directory/name``, in pieces (a
+    memory-mapped array is streamed), synced to disk; returns its manifest entry (size and checksum)."""
+    path = os.path.join(directory, name)
+    digest, size = _hasher(), 0
+    with open(path, "xb") as f:
+        for array in arrays:
+            row_bytes = max(1, array.itemsize * int(np.prod(array.shape[1:], dtype=np.int64)))
+            rows = max(1, (64 << 20) // row_bytes)
+            for start in range(0, array.shape[0], rows):
+                block = np.ascontiguousarray(array[start:start + rows]).tobytes()
+                f.write(block)
+                digest.update(block)
+                size += len(block)
+        f.flush()
+        os.fsync(f.fileno())
+    return {"name": name, "bytes": size, CHECKSUM: digest.hexdigest()}
+
+
+def write_names(directory, number, names):
+    """Writes a :class:`Names` column as a names segment; returns its ``{"offsets", "text"}`` entries."""
+    return {"offsets": write_arrays(directory, f"names-{number:06d}.idx", [np.asarray(names.offsets, ID_DTYPE)]),
+            "text": write_arrays(directory, f"names-{number:06d}.bin", [np.asarray(names.text, np.uint8)])}
+
+
+class Names:
+    """A segment's names, memory-mapped: ``names[i]`` is row i's name."""
+
+    def __init__(self, offsets, text):
+        self.offsets, self.text = offsets, text
+
+    @classmethod
+    def of(cls, names):
+        encoded = [str(name).encode("utf-8") for name in names]
+        offsets = np.zeros(len(encoded) + 1, np.int64)
+        np.cumsum([len(e) for e in encoded], out=offsets[1:])
+        return cls(offsets, np.frombuffer(b"".join(encoded), np.uint8).copy())
+
+    def __len__(self):
+        return self.offsets.shape[0] - 1
+
+    def __getitem__(self, row):
+        return bytes(self.text[int(self.offsets[row]):int(self.offsets[row + 1])]).decode("utf-8")
+
+    def take(self, rows):
+        """The names of ``rows``, gathered without a loop over them."""
+        rows = np.asarray(rows, np.int64)
+        starts = np.asarray(self.offsets[rows], np.int64)
+        lengths = np.asarray(self.offsets[rows + 1], np.int64) - starts
+        offsets = np.zeros(rows.shape[0] + 1, np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
+        return Names(offsets, np.asarray(self.text)[gather])
+
+    @staticmethod
+    def join(parts):
+        texts = [np.asarray(part.text) for part in parts]
+        shifts = np.cumsum([0] + [t.shape[0] for t in texts[:-1]])
+        offsets = np.concatenate([[0]] + [np.asarray(p.offsets[1:], np.int64) + s for p, s in zip(parts, shifts)])
+        return Names(offsets.astype(np.int64), np.concatenate(texts) if texts else np.empty(0, np.uint8))
+
+
+# --- reading -----------------------------------------------------------------------------------------
+
+
+def _damaged(path, what):
+    return ValueError(f"`path` {os.fspath(path)!r}: {MANIFEST} is damaged: {what}.")
+
+
+def _check_entry(path, entry, field):
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not ENTRY.fullmatch(entry["name"]):
+        raise _damaged(path, f"{field} must be a file entry {{'name', 'bytes', ...}} naming an index file, got "
+                             f"{entry!r}")
+    if isinstance(entry.get("bytes"), bool) or not isinstance(entry.get("bytes"), int) or entry["bytes"] < 0:
+        raise _damaged(path, f"{field}.bytes must be a non-negative integer, got {entry.get('bytes')!r}")
+
+
+def _check_int(path, manifest, field):
+    value = manifest.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _damaged(path, f"field {field!r} must be a non-negative integer, got {value!r}")
+    return value
+
+
+def read_manifest(path):
+    """The manifest of the saved index at ``path``, its fields checked (a dict); a version-1 manifest is
+    read as one segment without checksums."""
+    path = os.fspath(path)
+    manifest_path = os.path.join(path, MANIFEST)
+    if not os.path.isfile(manifest_path):
+        raise ValueError(f"`path` must be a saved tfhash index (a directory with {MANIFEST}), got {path!r}.")
+    try:
+        with open(manifest_path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"`path` {path!r}: {MANIFEST} is not valid JSON ({err}).") from err
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"`path` {path!r}: {MANIFEST} is not a tfhash index manifest.")
+    version = manifest.get("version")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"`path` {path!r} was saved in index format version {version!r}; this tfhash reads "
+                         f"versions {', '.join(map(str, READABLE_VERSIONS))}.")
+    if version == 1:
+        manifest = _from_version_1(path, manifest)
+    _validation_of(path, manifest)
+    return manifest
+
+
+def _from_version_1(path, manifest):
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise _damaged(path, f"field 'files' must be an object, got {files!r}")
+    count = manifest.get("count")
+    upgraded = {**manifest, "rows": count, "generation": 0, "removed": None, "segments": [], "checksum": None}
+    if "ids" in files:
+        upgraded["segments"] = [{"rows": count, "ids": files["ids"], **({"codes": files["codes"]} if "codes" in files
+                                                                        else {})}]
+    if "faiss" in files:
+        upgraded["faiss"] = files["faiss"]
+    if manifest.get("backend") == "milvus":
+        upgraded["location"] = {k: (manifest.get("options") or {}).get(k) for k in ("uri", "collection")}
+    return upgraded
+
+
+def _validation_of(path, manifest):
+    try:
+        _validation.check_bits(manifest.get("bits"))
+    except ValueError:
+        raise _damaged(path, f"field 'bits' must be a positive integer, got {manifest.get('bits')!r}") from None
+    if manifest.get("backend") not in BACKENDS:
+        raise _damaged(path, f"field 'backend' must be one of {', '.join(BACKENDS)}, got {manifest.get('backend')!r}")
+    count, rows = _check_int(path, manifest, "count"), _check_int(path, manifest, "rows")
+    _check_int(path, manifest, "generation")
+    for field in ("options", "details"):
+        if manifest.get(field) is not None and not isinstance(manifest[field], dict):
+            raise _damaged(path, f"field {field!r} must be an object, got {manifest[field]!r}")
+    encoder = manifest.get("encoder")
+    if encoder is not None and (not isinstance(encoder, dict) or not isinstance(encoder.get("scheme"), str)):
+        raise _damaged(path, f"field 'encoder' must be null or an object with a 'scheme', got {encoder!r}")
+    segments = manifest.get("segments")
+    if not isinstance(segments, list):
+        raise _damaged(path, f"field 'segments' must be a list, got {segments!r}")
+    for i, segment in enumerate(segments):
+        if not isinstance(segment, dict):
+            raise _damaged(path, f"segments[{i}] must be an object, got {segment!r}")
+        _check_int(path, segment, "rows")
+        for key in ("codes", "ids") if manifest["backend"] == "numpy" else ("ids",):
+            _check_entry(path, segment.get(key), f"segments[{i}].{key}")
+        if segment.get("names") is not None:
+            names = segment["names"]
+            if not isinstance(names, dict):
+                raise _damaged(path, f"segments[{i}].names must be an object, got {names!r}")
+            for key in ("offsets", "text"):
+                _check_entry(path, names.get(key), f"segments[{i}].names.{key}")
+    for key in ("removed", "faiss"):
+        if manifest.get(key) is not None:
+            _check_entry(path, manifest[key], key)
+    if manifest["backend"] != "milvus" and sum(s["rows"] for s in segments) != rows:
+        raise _damaged(path, f"its segments hold {sum(s['rows'] for s in segments)} rows, field 'rows' says {rows}")
+    if count > rows:
+        raise _damaged(path, f"field 'count' ({count}) is larger than field 'rows' ({rows})")
+
+
+def file_path(directory, entry, verify):
+    """The path of a listed file, after checking its size (and, with ``verify``, its checksum)."""
+    path = os.path.join(directory, entry["name"])
+    if not os.path.isfile(path):
+        raise ValueError(f"`path` {directory!r} is missing {entry['name']} (a damaged or partly copied index).")
+    size = os.path.getsize(path)
+    if size != entry["bytes"]:
+        state = "truncated" if size < entry["bytes"] else "longer than written"
+        raise ValueError(f"`path` {directory!r}: {entry['name']} is {state}: {size} bytes, the manifest says "
+                         f"{entry['bytes']} (a damaged or partly copied index).")
+    if verify and entry.get(CHECKSUM) is not None and file_checksum(path) != entry[CHECKSUM]:
+        raise ValueError(f"`path` {directory!r}: {entry['name']} is damaged: its {CHECKSUM} checksum differs from "
+                         "the manifest's (the file changed after it was written). Restore it from a copy or build "
+                         "the index again; tfhash.index.load(..., verify=False) opens it unchecked.")
+    return path
+
+
+def map_array(directory, entry, dtype, shape, verify):
+    """A listed file memory-mapped read-only as an array of ``shape``."""
+    path = file_path(directory, entry, verify)
+    expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+    if entry["bytes"] != expected:
+        raise ValueError(f"`path` {directory!r}: {entry['name']} holds {entry['bytes']} bytes; {shape[0]} items of "
+                         f"the manifest need {expected}.")
+    if expected == 0:
+        return np.empty(shape, dtype)
+    return np.memmap(path, dtype=dtype, mode="r", shape=shape)
+
+
+def map_names(directory, entry, rows, verify):
+    if entry is None:
+        return None
+    offsets = map_array(directory, entry["offsets"], ID_DTYPE, (rows + 1,), verify)
+    text_bytes = entry["text"]["bytes"]
+    if rows and (offsets[0] != 0 or offsets[-1] != text_bytes or np.any(np.diff(offsets) < 0)):
+        raise ValueError(f"`path` {directory!r}: {entry['offsets']['name']} does not index "
+                         f"{entry['text']['name']} (damaged).")
+    return Names(offsets, map_array(directory, entry["text"], np.uint8, (text_bytes,), verify))
+
+
+def read_segments(directory, manifest, width, verify):
+    """``[(codes or None, ids, names or None)]`` of every segment, memory-mapped, and the removed rows."""
+    segments = []
+    for segment in manifest["segments"]:
+        rows = segment["rows"]
+        segments.append((map_array(directory, segment["codes"], np.uint8, (rows, width), verify)
+                         if "codes" in segment else None,
+                         map_array(directory, segment["ids"], ID_DTYPE, (rows,), verify),
+                         map_names(directory, segment.get("names"), rows, verify)))
+    return segments, read_removed(directory, manifest, verify)
+
+
+def read_removed(directory, manifest, verify):
+    entry = manifest.get("removed")
+    if entry is None:
+        return np.empty(0, np.int64)
+    removed = np.array(map_array(directory, entry, ID_DTYPE, (entry["bytes"] // 8,), verify), np.int64)
+    if removed.size and (removed.min() < 0 or removed.max() >= manifest["rows"]):
+        raise ValueError(f"`path` {directory!r}: {entry['name']} names rows outside the index (damaged).")
+    return np.unique(removed)
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+
+def new_manifest(backend, bits, *, count, rows, options, encoder, segments=(), removed=None, details=None,
+                 generation=1, **extra):
+    return {"format": FORMAT, "version": FORMAT_VERSION, "backend": backend, "bits": int(bits),
+            "code_bytes": (int(bits) + 7) // 8, "count": int(count), "rows": int(rows), "generation": int(generation),
+            "options": options or {}, "encoder": encoder, "segments": list(segments), "removed": removed,
+            "checksum": CHECKSUM, "bit_order": "lsb-first (Faiss layout)", "ids": "int64 little-endian",
+            "details": details or {}, **extra}
+
+
+def write_segment(directory, number, codes_parts, ids_parts, names=None):
+    """Writes segment ``number`` (codes unless ``codes_parts`` is None, ids and optional names) into
+    ``directory``; returns its entry."""
+    rows = sum(part.shape[0] for part in ids_parts)
+    segment = {"rows": rows, "ids": write_arrays(directory, f"ids-{number:06d}.bin",
+                                                 [ids.astype(ID_DTYPE, copy=False) for ids in ids_parts])}
+    if codes_parts is not None:
+        segment["codes"] = write_arrays(directory, f"codes-{number:06d}.bin", codes_parts)
+    if names is not None:
+        segment["names"] = write_names(directory, number, names)
+    return segment
+
+
+def write_removed(directory, number, rows):
+    if not len(rows):
+        return None
+    return write_arrays(directory, f"removed-{number:06d}.bin", [np.asarray(rows, ID_DTYPE)])
+
+
+def _why_not_replaceable(path):
+    """Why ``path`` is not a saved index that overwrite=True may replace, or None when it is."""
+    try:
+        read_manifest(path)
+    except (OSError, ValueError):
+        return "is not empty and is not a saved tfhash index"
+    foreign = sorted(name for name in os.listdir(path)
+                     if not ENTRY.fullmatch(name) or os.path.islink(os.path.join(path, name))
+                     or not os.path.isfile(os.path.join(path, name)))
+    if foreign:
+        return f"is a saved tfhash index that also holds other files or folders ({', '.join(foreign[:5])})"
+    return None
+
+
+PREVIOUS_INDEX = _io.Replaceable("a previous index", _why_not_replaceable)
+
+
+def check_save_target(path, overwrite=False):
+    """The directory an index may be saved at (new, an empty directory, or with ``overwrite`` a previous
+    index holding nothing else), else a ValueError saying why. A symbolic link to a directory is followed:
+    the index is written where it points, and the link stays."""
+    path = _io.check_target_path(path, "path")
+    if os.path.islink(path):
+        if not os.path.exists(path):
+            raise ValueError(f"`path` {path!r} is a symbolic link to {os.readlink(path)!r}, which does not exist.")
+        path = os.path.realpath(path)
+    return _io.check_directory_target(path, overwrite, PREVIOUS_INDEX)
+
+
+def write_index(path, overwrite, fill, label="tmp"):
+    """Writes a saved index at ``path`` whole and returns the directory written: ``fill(directory)`` writes the
+    files into a new hidden directory beside it and returns the manifest; :func:`seal` renames it into place.
+    The directory is removed if anything fails."""
+    target = os.path.abspath(check_save_target(path, overwrite))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    directory = tempfile.mkdtemp(dir=os.path.dirname(target), prefix=f".{os.path.basename(target)}.{label}-")
+    try:
+        seal(directory, target, overwrite, fill(directory))
+    except BaseException:
+        shutil.rmtree(directory, ignore_errors=True)
+        raise
+    return target
+
+
+def seal(directory, target, overwrite, manifest):
+    """Finishes an index written into ``directory``: its manifest, the modes the user's umask gives, then one
+    rename to ``target``, which replaces only a previous index, and only with ``overwrite``."""
+    _io.write_json_atomically(os.path.join(directory, MANIFEST), manifest)
+    _io.honour_umask(directory)
+    _io.place_directory(directory, target, PREVIOUS_INDEX if overwrite else None)
+
+
+@contextlib.contextmanager
+def appending(directory, generation):
+    """Holds the index's append lock; refuses when the manifest is no longer at ``generation`` (another
+    writer saved since this index was loaded). Yields the manifest to extend."""
+    with _io.exclusive_lock(os.path.join(directory, LOCK_FILE), "writer of this index"):
+        manifest = read_manifest(directory)
+        if manifest["generation"] != generation:
+            raise FileExistsError(f"`path` {directory!r} was saved by another writer since this index was loaded "
+                                  f"(generation {manifest['generation']}, loaded {generation}); nothing was "
+                                  "written. Load it again and repeat the change.")
+        yield manifest
+
+
+def commit_append(directory, manifest):
+    """Replaces the manifest of an index appended to (call inside :func:`appending`)."""
+    _io.write_json_atomically(os.path.join(directory, MANIFEST), manifest)
+    for name in os.listdir(directory):
+        if ENTRY.fullmatch(name):
+            _io.honour_umask(os.path.join(directory, name))
+
+
+def unused_files(directory, manifest):
+    """Index files in ``directory`` the manifest does not list (left by an append that did not finish)."""
+    listed = {MANIFEST, LOCK_FILE}
+    for segment in manifest["segments"]:
+        listed |= {segment["ids"]["name"]} | ({segment["codes"]["name"]} if "codes" in segment else set())
+        if segment.get("names"):
+            listed |= {segment["names"]["offsets"]["name"], segment["names"]["text"]["name"]}
+    for key in ("removed", "faiss"):
+        if manifest.get(key):
+            listed.add(manifest[key]["name"])
+    return sorted(name for name in os.listdir(directory) if ENTRY.fullmatch(name) and name not in listed)
