@@ -354,6 +354,10 @@ def test_the_readme_encode_command_builds_from_an_export_and_searches(tmp_path):
                                f"--index={tmp_path / 'idx'}", f"--query={tmp_path / 'queries.npy'}", "--k=2"],
                               capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert searched.returncode == 0 and searched.stdout.splitlines()[-1].startswith("query 1: "), searched.stderr
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "query.png")
+    refused = subprocess.run([sys.executable, "-m", "trainers.encode", f"--index={tmp_path / 'idx'}",
+                              f"--query={tmp_path / 'query.png'}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert refused.returncode != 0 and "query.png needs --export to be encoded" in refused.stderr
 
 
 def test_memory_mapped_sources_let_go_of_the_pages_they_have_read(items, tmp_path, monkeypatch):

@@ -15,6 +15,7 @@ from PIL import Image
 import tfhash
 from tests.test_collection import BITS, ThresholdEncoder, _write_images
 from tfhash import index, sources
+from tfhash.index import format as fmt
 
 TFHASH = pathlib.Path(tfhash.__file__).parent
 
@@ -140,6 +141,24 @@ def test_adding_to_a_loaded_index_appends_a_segment_and_leaves_the_saved_files_a
     whole.remove(np.arange(10, 20))
     _same_answers(index.load(tmp_path / "idx"), whole, database[::37])
     assert index.read_manifest(tmp_path / "idx")["generation"] == 2
+
+
+def test_an_append_killed_before_its_manifest_leaves_the_saved_index_as_it_was(rng, tmp_path, monkeypatch):
+    database = _database(rng)
+    index.make_index(BITS).add(database[:100]).save(tmp_path / "idx")
+    loaded = index.load(tmp_path / "idx").add(database[100:200])
+
+    def killed(directory, manifest):  # the new segment is written; the process dies before the manifest
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fmt, "commit_append", killed)
+    with pytest.raises(KeyboardInterrupt):
+        loaded.save()
+    monkeypatch.undo()
+    assert len(index.load(tmp_path / "idx")) == 100 and (tmp_path / "idx" / "codes-000001.bin").exists()
+    index.load(tmp_path / "idx").add(database[100:250]).save()  # numbers past the leftover files
+    reopened = index.load(tmp_path / "idx")
+    _same_answers(reopened, index.make_index(BITS).add(database[:250]), database[::23])
 
 
 def test_two_writers_of_one_loaded_index_cannot_both_succeed(rng, tmp_path):
@@ -379,3 +398,10 @@ def test_encoders_that_give_non_finite_probabilities_are_refused():
 
     with pytest.raises(ValueError, match=r"hand.tflite' gives non-finite probabilities .* converted by hand"):
         serving._check_serves(Hand())
+
+
+def test_a_glob_of_mixed_file_kinds_is_refused(tmp_path):
+    (tmp_path / "part-0.tfrecord").write_bytes(b"")
+    np.save(tmp_path / "part-1.npy", np.zeros(3))
+    with pytest.raises(ValueError, match=r"matches files of other kinds \(part-1.npy\)"):
+        sources.open_source(str(tmp_path / "part-*"), (5, 4, 1))

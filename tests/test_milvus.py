@@ -1,12 +1,19 @@
 """The Milvus backend against Milvus Lite (a local server process started by pymilvus): `pytest -m milvus`."""
 
+import itertools
 import os
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers import MNIST_10K
-from tfhash import baselines, datasets, index
+from tests.test_properties import _bits01, _reference_search, apply_operations, operations, seeds
+from tfhash import baselines, codes, datasets, index
 
 pytestmark = pytest.mark.milvus
 pytest.importorskip("pymilvus")
@@ -149,3 +156,41 @@ def test_a_milvus_index_moves_with_its_lite_file_and_load_creates_nothing(real_c
     (tmp_path / "junk.db").write_bytes(b"not a database at all" * 100)
     with pytest.raises(OSError, match=r"cannot be opened by Milvus Lite: it is not a Milvus Lite database"):
         index.make_index(64, "milvus", uri=str(tmp_path / "junk.db"), collection="x")
+
+
+_collections = itertools.count()
+
+
+@settings(max_examples=25, deadline=None)
+@given(bits=st.integers(1, 12), ops=operations, radius=st.integers(0, 12), seed=seeds)
+def test_any_sequence_of_changes_on_milvus_searches_like_a_brute_force_model(bits, ops, radius, seed):
+    """The property test of every backend, on Milvus: range search exact, k-NN distances exact (Milvus picks
+    among codes tied at the k-th distance)."""
+    rng = np.random.default_rng(seed)
+    with tempfile.TemporaryDirectory() as directory:
+        milvus = index.make_index(bits, "milvus", uri=os.path.join(directory, "c.db"),
+                                  collection=f"c{next(_collections)}")
+        idx, ids, database_bits = apply_operations(milvus, ops, rng, bits, directory)
+        if ids.size:
+            query_bits = _bits01(rng, 3, bits)
+            want_d, _, balls = _reference_search(query_bits, database_bits, ids, ids.size, radius)
+            got_d, got_ids = idx.search(codes.pack(query_bits), ids.size)
+            np.testing.assert_array_equal(got_d, want_d)
+            assert sorted(got_ids[0].tolist()) == sorted(ids.tolist())
+            lims, ball_d, ball_ids = idx.range_search(codes.pack(query_bits), radius)
+            for i, (want_ball_d, want_ball_ids) in enumerate(balls):
+                np.testing.assert_array_equal(ball_d[lims[i]:lims[i + 1]], want_ball_d)
+                np.testing.assert_array_equal(ball_ids[lims[i]:lims[i + 1]], want_ball_ids)
+
+
+def test_a_lite_file_in_use_by_another_process_gets_an_error_that_says_so(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pymilvus import MilvusClient; MilvusClient(uri=sys.argv[1]); "
+         "print('open', flush=True); time.sleep(120)", str(tmp_path / "c.db")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        with pytest.raises(OSError, match=r"c.db' cannot be opened by Milvus Lite: .*another process has it open"):
+            index.make_index(16, "milvus", uri=str(tmp_path / "c.db"))
+    finally:
+        holder.kill()
+        holder.wait()

@@ -116,44 +116,48 @@ operations = st.lists(st.one_of(
     st.tuples(st.just("compact"), st.just(0))), min_size=1, max_size=12)
 
 
+def apply_operations(idx, ops, rng, bits, directory):
+    """Runs ``ops`` on ``idx`` and on a model, a list of (id, code) in insertion order where an update moves
+    the item to the end; returns the index (reloaded ones replace it), the model's ids and its codes' bits."""
+    model_ids, model_bits = [], []
+    for op, n in ops:
+        if op == "add":
+            ids = rng.choice(np.setdiff1d(np.arange(200), model_ids), n, replace=False)
+            new = _bits01(rng, n, bits)
+            buffer = codes.pack(new)
+            idx.add(buffer, ids=ids)
+            buffer[:] = 0  # the caller refills its buffer: the index holds what it was given
+            model_ids += ids.tolist()
+            model_bits += list(new)
+        elif op in ("remove", "update") and model_ids:
+            chosen = rng.choice(model_ids, min(n, len(model_ids)), replace=False)
+            keep = [i for i, item in enumerate(model_ids) if item not in set(chosen.tolist())]
+            model_ids, model_bits = [model_ids[i] for i in keep], [model_bits[i] for i in keep]
+            if op == "remove":
+                assert idx.remove(chosen) == len(chosen)
+            else:
+                new = _bits01(rng, len(chosen), bits)
+                idx.update(chosen, codes.pack(new))
+                model_ids += chosen.tolist()
+                model_bits += list(new)
+        elif op == "save and load":
+            path = os.path.join(directory, "index")
+            idx.save(path)
+            idx = index.load(path)
+        elif op == "compact":
+            idx.compact()
+        assert len(idx) == len(model_ids)
+    return idx, np.array(model_ids, np.int64), np.array(model_bits, np.uint8).reshape(-1, bits)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 @given(bits=st.integers(1, 12), ops=operations, k=st.integers(1, 40), radius=st.integers(0, 12), seed=seeds)
 def test_any_sequence_of_changes_searches_like_a_brute_force_model(backend, bits, ops, k, radius, seed):
-    """add / remove / update / save (new, then in place) / load / compact against a list of (id, code) in
-    insertion order, where an update moves the item to the end."""
+    """add / remove / update / save (new, then in place) / load / compact, against a brute-force model."""
     rng = np.random.default_rng(seed)
-    model_ids, model_bits = [], []
-    idx = index.make_index(bits, backend)
     with tempfile.TemporaryDirectory() as directory:
-        for op, n in ops:
-            if op == "add":
-                ids = rng.choice(np.setdiff1d(np.arange(200), model_ids), n, replace=False)
-                new = _bits01(rng, n, bits)
-                buffer = codes.pack(new)
-                idx.add(buffer, ids=ids)
-                buffer[:] = 0  # the caller refills its buffer: the index holds what it was given
-                model_ids += ids.tolist()
-                model_bits += list(new)
-            elif op in ("remove", "update") and model_ids:
-                chosen = rng.choice(model_ids, min(n, len(model_ids)), replace=False)
-                keep = [i for i, item in enumerate(model_ids) if item not in set(chosen.tolist())]
-                model_ids, model_bits = [model_ids[i] for i in keep], [model_bits[i] for i in keep]
-                if op == "remove":
-                    assert idx.remove(chosen) == len(chosen)
-                else:
-                    new = _bits01(rng, len(chosen), bits)
-                    idx.update(chosen, codes.pack(new))
-                    model_ids += chosen.tolist()
-                    model_bits += list(new)
-            elif op == "save and load":
-                path = os.path.join(directory, "index")
-                idx.save(path)
-                idx = index.load(path)
-            elif op == "compact":
-                idx.compact()
-            assert len(idx) == len(model_ids)
-        if model_ids:
-            database_bits = np.array(model_bits, np.uint8).reshape(-1, bits)
+        idx, ids, database_bits = apply_operations(index.make_index(bits, backend), ops, rng, bits, directory)
+        if ids.size:
             query_bits = _bits01(rng, 3, bits)
-            _check_against_brute_force(idx, query_bits, database_bits, codes.pack(query_bits),
-                                       np.array(model_ids, np.int64), min(k, len(model_ids)), radius)
+            _check_against_brute_force(idx, query_bits, database_bits, codes.pack(query_bits), ids,
+                                       min(k, ids.size), radius)

@@ -29,6 +29,7 @@ import xxhash
 from tfhash import _validation, datasets
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+OTHER_KINDS = (".npy", ".npz", ".fvecs", ".bvecs", ".ivecs", ".json", ".txt", ".csv")
 RELEASE_BYTES = 64 << 20  # memory-mapped pages read are let go after about this much
 
 
@@ -339,6 +340,12 @@ def open_source(source, item_shape, *, data_dir=None, image_feature="image") -> 
         if array.ndim == 2 and array.shape[1] == int(np.prod(item_shape)) and len(item_shape) > 1:
             array = array.reshape((array.shape[0],) + item_shape)  # flat vectors of an image encoder's items
         return ArraySource(array, item_shape, origin=os.path.abspath(text))
+    if glob.has_magic(text):
+        others = [m for m in sorted(glob.glob(text)) if m.lower().endswith(IMAGE_EXTENSIONS + OTHER_KINDS)]
+        if others:
+            raise ValueError(f"`source` {text!r} is a glob, which names TFRecord files, but it matches files of other "
+                             f"kinds ({', '.join(os.path.basename(m) for m in others[:3])}); pass a folder of images, "
+                             "a .npy file, or a glob of TFRecord files only.")
     if glob.has_magic(text) or lower.endswith((".tfrecord", ".tfrecords")) or ".tfrecord-" in lower:
         return TFRecordSource(text, item_shape, image_feature)
     if not os.path.exists(text):

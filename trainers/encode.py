@@ -30,6 +30,8 @@ flags.DEFINE_string("ids", None, "A .npy of integer ids, one per item of --input
 flags.DEFINE_integer("batch_size", 256, "Items encoded at once (memory is bounded by it).")
 flags.DEFINE_enum("backend", "numpy", ["numpy", "faiss"], "Index backend (numpy: exact, memory-mapped when loaded).")
 flags.DEFINE_enum("kind", "flat", ["flat", "ivf", "hnsw"], "Faiss index kind for --backend=faiss.")
+flags.DEFINE_boolean("update", False, "Bring --index up to date with the --input folder it was built from: encode "
+                     "the files added since and remove the items of files gone.")
 flags.DEFINE_boolean("overwrite", False, "Replace a previous index at --index (never any other directory).")
 flags.DEFINE_string("query", None, "Items to search for (a .npy file, or an image file or folder), encoded with "
                     "--export; without --export, a .npy of packed uint8 codes.")
@@ -86,6 +88,11 @@ def _run():
         raise app.UsageError("--input needs --export: the encoder that turns the items into codes.")
     if not FLAGS.input and not FLAGS.query:
         raise app.UsageError("nothing to do: give --input (with --export) to build, --query to search, or both.")
+    if FLAGS.query and not FLAGS.export and not FLAGS.query.lower().endswith(".npy"):
+        raise app.UsageError(f"--query={FLAGS.query} needs --export to be encoded; without --export, --query must be "
+                             "a .npy of packed uint8 codes.")
+    if FLAGS.update and FLAGS.overwrite:
+        raise app.UsageError("--update adds to the index at --index and --overwrite replaces it: give one of them.")
     if FLAGS.query_ids and (FLAGS.query or not FLAGS.input or not FLAGS.export):
         raise app.UsageError("--query_ids names items of --input (encoded with --export), instead of --query.")
     import numpy as np
@@ -97,7 +104,8 @@ def _run():
         options = {"kind": FLAGS.kind} if FLAGS.backend == "faiss" else {}
         ids = np.load(FLAGS.ids, mmap_mode="r", allow_pickle=False) if FLAGS.ids else None
         index = tfhash.build(encoder, _input(), FLAGS.index, ids=ids, batch_size=FLAGS.batch_size,
-                                   backend=FLAGS.backend, overwrite=FLAGS.overwrite, data_dir=FLAGS.data_dir,
+                                   backend=FLAGS.backend, overwrite=FLAGS.overwrite, update=FLAGS.update,
+                                   data_dir=FLAGS.data_dir,
                                    image_feature=FLAGS.image_feature, **options)
         skipped = tfhash.index.read_manifest(FLAGS.index)["details"].get("skipped", [])
         print(f"wrote {FLAGS.index}: {len(index)} codes of {index.bits} bits"

@@ -52,7 +52,7 @@ def check_names(names, count):
     if isinstance(names, (str, bytes)) or len(names) != count:
         raise ValueError(f"`names` must be a sequence of {count} strings (one per code), got {type(names).__name__} "
                          f"of length {len(names) if hasattr(names, '__len__') else '?'}.")
-    return fmt.Names.of(names)
+    return fmt.Names.of([NO_NAME if name is None else name for name in names])
 
 
 class SearchIndex(abc.ABC):
@@ -104,14 +104,13 @@ class SearchIndex(abc.ABC):
         """Writes the index as a new saved directory at ``path``; returns the directory."""
 
     def update(self, ids: ArrayLike, codes: ArrayLike, names=None) -> SearchIndex:
-        """Replaces the codes of held items (their ids stay; they rank as if just added)."""
+        """Replaces the codes of held items (their ids and, unless ``names`` are given, names stay; they rank as
+        if just added)."""
         codes = self._check(codes, "codes")
         with self._lock:
             ids = check_ids(ids, codes.shape[0], "one per code")
-            if names is None:
-                names = self.names(ids) if self._has_names() else None
-                if names is not None and any(name is None for name in names):
-                    names = [name or "" for name in names]
+            if names is None and self._has_names():
+                names = self.names(ids)
             self.remove(ids)
             return self.add(codes, ids, names)
 
@@ -161,20 +160,9 @@ class SearchIndex(abc.ABC):
         self._directory, self._generation = directory, fmt.read_manifest(directory)["generation"]
         return directory
 
+    @abc.abstractmethod
     def _save_in_place(self, manifest, encoder, details):
-        """Writes the changes since load into the directory loaded from (under its lock); the default rewrites."""
-        encoder = encoder_description(encoder) if encoder is not None else manifest["encoder"]
-        details = {**manifest["details"], **(details or {})}
-        generation = manifest["generation"] + 1
-
-        def fill(directory):
-            return {**self._fill(directory, encoder, details), "generation": generation}
-
-        fmt.write_index(self._directory, True, fill)
-        self._generation = generation
-
-    def _fill(self, directory, encoder, details):
-        raise NotImplementedError
+        """Writes the changes since load into the directory loaded from (called under its lock)."""
 
 
 def _same_directory(a, b):
@@ -230,11 +218,24 @@ class RowIndex(SearchIndex):
             return self._rows - self._dead.shape[0]
 
     def _all_ids(self):
-        """The ids of every row (one array; call under the lock)."""
+        """The ids of every row as one array (joined in memory; call under the lock). Searches read ids with
+        :meth:`_ids_at` instead, which leaves memory-mapped segments on disk."""
         if len(self._id_parts) > 1:
             self._name_parts = [_join_names(self._name_parts, [part.shape[0] for part in self._id_parts])]
             self._id_parts = [np.concatenate(self._id_parts)]
         return self._id_parts[0] if self._id_parts else np.empty(0, np.int64)
+
+    def _ids_at(self, rows):
+        """The ids of ``rows`` (any shape), gathered part by part."""
+        if len(self._id_parts) == 1:
+            return np.asarray(self._id_parts[0])[rows]
+        starts = np.cumsum([0] + [part.shape[0] for part in self._id_parts])
+        part = np.searchsorted(starts, rows, side="right") - 1
+        ids = np.empty(np.shape(rows), np.int64)
+        for p in np.unique(part):
+            chosen = part == p
+            ids[chosen] = np.asarray(self._id_parts[p])[rows[chosen] - starts[p]]
+        return ids
 
     def _rows_of(self, ids):
         """The live row holding each id, -1 where none does."""
@@ -340,9 +341,14 @@ class RowIndex(SearchIndex):
             if np.any(rows < 0):
                 missing = ", ".join(str(int(i)) for i in ids[rows < 0][:5])
                 raise ValueError(f"`ids` must be held by the index; it holds no item with id {missing}.")
-            self._all_ids()
-            column = self._name_parts[0] if self._name_parts else None
-            return [None if column is None or column[row] == NO_NAME else column[row] for row in rows]
+            starts = np.cumsum([0] + [part.shape[0] for part in self._id_parts])
+            names = []
+            for row in rows.tolist():
+                part = int(np.searchsorted(starts, row, side="right")) - 1
+                column = self._name_parts[part]
+                name = None if column is None else column[row - int(starts[part])]
+                names.append(None if name == NO_NAME else name)
+            return names
 
     def search(self, queries: ArrayLike, k: int) -> tuple[np.ndarray, np.ndarray]:
         queries = self._check(queries, "queries")
@@ -353,15 +359,14 @@ class RowIndex(SearchIndex):
                 return (np.full((queries.shape[0], k), PAD_DISTANCE, np.int32),
                         np.full((queries.shape[0], k), -1, np.int64))
             distances, rows = self._nearest_rows(queries, min(k + dead, self._rows))
-            ids = self._all_ids()
             if dead:
                 skip = (rows < 0) | self._is_dead(np.maximum(rows, 0))
                 order = np.argsort(skip, axis=1, kind="stable")[:, :k]
                 distances, rows = np.take_along_axis(distances, order, 1), np.take_along_axis(rows, order, 1)
             distances, rows = distances[:, :k], rows[:, :k]
-        empty = rows < 0
-        return (np.where(empty, PAD_DISTANCE, distances).astype(np.int32),
-                np.where(empty, -1, ids[np.maximum(rows, 0)]))
+            empty = rows < 0
+            ids = np.where(empty, -1, self._ids_at(np.maximum(rows, 0)))
+        return np.where(empty, PAD_DISTANCE, distances).astype(np.int32), ids
 
     def range_search(self, queries: ArrayLike, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         queries = self._check(queries, "queries")
@@ -370,14 +375,14 @@ class RowIndex(SearchIndex):
             if self._rows == 0 or queries.shape[0] == 0:
                 return np.zeros(queries.shape[0] + 1, np.int64), np.empty(0, np.int32), np.empty(0, np.int64)
             lims, distances, rows = self._rows_within(queries, radius)
-            ids = self._all_ids()
             if self._dead.shape[0]:
                 keep = ~self._is_dead(rows)
                 query = np.repeat(np.arange(queries.shape[0]), np.diff(lims))
                 counts = np.bincount(query[keep], minlength=queries.shape[0])
                 lims = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
                 distances, rows = distances[keep], rows[keep]
-        return lims, distances.astype(np.int32), ids[rows]
+            ids = self._ids_at(rows)
+        return lims, distances.astype(np.int32), ids
 
     def _written(self, directory, encoder, details, segments):
         return fmt.new_manifest(self.backend, self.bits, count=self.ntotal, rows=self._rows,
@@ -391,8 +396,24 @@ class RowIndex(SearchIndex):
         encoder = encoder_description(encoder)
         with self._lock:
             directory = fmt.write_index(path, overwrite, lambda d: self._fill(d, encoder, details))
-            self._saved_rows, self._saved_dead, self._rewrite = self._rows, self._dead.shape[0], False
+            self._written_whole()
         return directory
+
+    def _save_in_place(self, manifest, encoder, details):
+        """Writes everything held anew in place of the directory loaded from (under its lock)."""
+        encoder = encoder_description(encoder) if encoder is not None else manifest["encoder"]
+        details = {**manifest["details"], **(details or {})}
+        generation = manifest["generation"] + 1
+
+        def fill(directory):
+            return {**self._fill(directory, encoder, details), "generation": generation}
+
+        fmt.write_index(self._directory, True, fill)
+        self._generation = generation
+        self._written_whole()
+
+    def _written_whole(self):
+        self._saved_rows, self._saved_dead, self._rewrite = self._rows, self._dead.shape[0], False
 
     def _names_of_rows(self, start, stop):
         """The names of rows [start, stop) (a Names column), or None when no row has one."""

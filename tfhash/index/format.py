@@ -406,16 +406,3 @@ def commit_append(directory, manifest):
     for name in os.listdir(directory):
         if ENTRY.fullmatch(name):
             _io.honour_umask(os.path.join(directory, name))
-
-
-def unused_files(directory, manifest):
-    """Index files in ``directory`` the manifest does not list (left by an append that did not finish)."""
-    listed = {MANIFEST, LOCK_FILE}
-    for segment in manifest["segments"]:
-        listed |= {segment["ids"]["name"]} | ({segment["codes"]["name"]} if "codes" in segment else set())
-        if segment.get("names"):
-            listed |= {segment["names"]["offsets"]["name"], segment["names"]["text"]["name"]}
-    for key in ("removed", "faiss"):
-        if manifest.get(key):
-            listed.add(manifest[key]["name"])
-    return sorted(name for name in os.listdir(directory) if ENTRY.fullmatch(name) and name not in listed)
