@@ -236,7 +236,8 @@ def main(argv=None):
                                        args.batch_size, sizes[-1])
         _run_child(saved, os.path.join(work, f"items-{sizes[-1]}.npy"), resumed_path, args.batch_size)
         identical = all(open(os.path.join(resumed_path, name), "rb").read() ==
-                        open(os.path.join(largest["path"], name), "rb").read() for name in ("codes-000000.bin", "ids-000000.bin"))
+                        open(os.path.join(largest["path"], name), "rb").read()
+                        for name in ("codes-000000.bin", "ids-000000.bin"))
         print(f"resume: killed with {killed_at:,} of {sizes[-1]:,} items recorded; rerun gives byte-identical codes "
               f"and ids: {identical}", flush=True)
 
@@ -281,7 +282,8 @@ def main(argv=None):
         print(evaluation.markdown_table(rows, list(rows[0])))
         print()
         print(evaluation.markdown_table(
-            [{k: b[k] for k in ("source", "count", "seconds", "peak_rss_mb", "rss_before_mb", "index_bytes")} for b in builds],
+            [{k: b[k] for k in ("source", "count", "seconds", "peak_rss_mb", "rss_before_mb", "index_bytes")}
+             for b in builds],
             ["source", "count", "seconds", "peak_rss_mb", "rss_before_mb", "index_bytes"]))
         print(evaluation.json_line({
             "benchmark": "collection", "bits": args.bits, "epochs": args.epochs, "batch_size": args.batch_size,

@@ -99,10 +99,12 @@ def main(argv=None):
             if result.returncode:
                 raise SystemExit(f"merge failed: {result.stderr[-3000:]}")
             figures[rows] = json.loads(result.stdout.strip().splitlines()[-1])
-            with open(os.path.join(path, "codes-000000.bin"), "rb") as codes, open(os.path.join(path, "ids-000000.bin"), "rb") as ids:
+            with open(os.path.join(path, "codes-000000.bin"), "rb") as codes, \
+                    open(os.path.join(path, "ids-000000.bin"), "rb") as ids:
                 contents.add((codes.read(), ids.read()))
             label = "all in one run" if rows == args.items else f"runs of {rows:,}"
-            print(f"  {label}: {figures[rows]['seconds']:.1f} s, memory growth {figures[rows]['memory_growth_mb']:.0f} MB",
+            print(f"  {label}: {figures[rows]['seconds']:.1f} s, "
+                  f"memory growth {figures[rows]['memory_growth_mb']:.0f} MB",
                   flush=True)
     record = {"benchmark": "merge", "items": args.items, "bits": args.bits, "identical": len(contents) == 1,
               "runs": {str(rows): figure for rows, figure in figures.items()}, "machine": _common.machine()}

@@ -319,6 +319,10 @@ def test_an_index_built_from_a_folder_names_its_items(pixels, tmp_path):
     assert index.load(tmp_path / "idx").names(np.arange(9)) == listing
     with pytest.raises(ValueError, match="holds no item with id 99"):
         built.names([99])
+    pytest.importorskip("faiss")
+    in_faiss = tfhash.build(ThresholdEncoder(), str(tmp_path / "photos"), tmp_path / "faiss", backend="faiss",
+                            progress=False)
+    assert in_faiss.names(np.arange(9)) == listing and index.load(tmp_path / "faiss").names([8]) == [listing[8]]
     plain = tfhash.build(ThresholdEncoder(), pixels[:5], tmp_path / "plain", progress=False)
     assert plain.names([0, 4]) == [None, None]
 
@@ -364,7 +368,8 @@ def test_update_encodes_only_new_files_and_removes_gone_ones(pixels, tmp_path, c
     (tmp_path / "photos" / "0" / "003.png").unlink()
     (tmp_path / "photos" / "5").mkdir()
     for i in (10, 11):
-        Image.fromarray(np.round(images[i, ..., 0] * 255).astype(np.uint8)).save(tmp_path / "photos" / "5" / f"0{i}.png")
+        pixels_8bit = np.round(images[i, ..., 0] * 255).astype(np.uint8)
+        Image.fromarray(pixels_8bit).save(tmp_path / "photos" / "5" / f"0{i}.png")
     encoder = ThresholdEncoder()
     updated = tfhash.build(encoder, str(tmp_path / "photos"), tmp_path / "idx", update=True)
     assert "2 added, 1 removed" in capsys.readouterr().out
@@ -405,3 +410,22 @@ def test_a_glob_of_mixed_file_kinds_is_refused(tmp_path):
     np.save(tmp_path / "part-1.npy", np.zeros(3))
     with pytest.raises(ValueError, match=r"matches files of other kinds \(part-1.npy\)"):
         sources.open_source(str(tmp_path / "part-*"), (5, 4, 1))
+
+
+@pytest.mark.parametrize("backend", ["numpy", "faiss"])
+def test_an_empty_index_saves_loads_takes_codes_and_empties_again(tmp_path, backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    query = np.ones((1, 3), np.uint8)
+    index.make_index(BITS, backend).add(np.zeros((0, 3), np.uint8), ids=[]).save(tmp_path / "idx")
+    empty = index.load(tmp_path / "idx")
+    assert len(empty) == 0 and empty.search(query, 5)[1].shape == (1, 0) and empty.remove([]) == 0
+    empty.add(np.ones((3, 3), np.uint8)).save()
+    assert index.load(tmp_path / "idx").search(query, 5)[1].tolist() == [[0, 1, 2]]
+    emptied = index.load(tmp_path / "idx")
+    emptied.remove([0, 1, 2])
+    emptied.save()
+    assert len(index.load(tmp_path / "idx")) == 0
+    emptied.compact().save()
+    reloaded = index.load(tmp_path / "idx")
+    assert len(reloaded) == 0 and reloaded.range_search(query, 3)[0].tolist() == [0, 0]

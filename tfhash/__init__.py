@@ -35,6 +35,7 @@ from tfhash.hasher import Hasher
 from tfhash.serving import load
 from tfhash.training import fit
 
-__all__ = ["__version__", "Hasher", "build", "baselines", "codes", "collection", "datasets", "evaluation", "export", "fit", "hasher",
+__all__ = ["__version__", "Hasher", "build", "baselines", "codes", "collection", "datasets", "evaluation", "export",
+           "fit", "hasher",
            "index", "load", "losses", "metrics", "neighbours", "schemes", "serving", "sources", "summaries",
            "training"]

@@ -212,8 +212,8 @@ class EncodeToShards(beam.PTransform):
                                  f"({', '.join(foreign[:5])}); choose a new or empty directory.")
             if names_held:  # a run with another shard count would leave these beside its own, and the merge mix them
                 raise ValueError(f"`output` {self.output!r} holds the files of another encoding run "
-                                 f"({', '.join(names_held[:3])}{', ...' if len(names_held) > 3 else ''}); encode into a "
-                                 "new directory, or delete them to encode again.")
+                                 f"({', '.join(names_held[:3])}{', ...' if len(names_held) > 3 else ''}); encode "
+                                 "into a new directory, or delete them to encode again.")
         else:
             FileSystems.mkdirs(self.output)
         claim = json.dumps({"export": self.export, **index.encoder_description(encoder)})
@@ -260,7 +260,8 @@ class EncodeToShards(beam.PTransform):
         # cross a shuffle, each worker reads what it encodes.
         codes = items | "Encode" >> RunInference(KeyedModelHandler(self.handler))
         _ = (skipped | "SkippedJson" >> beam.Map(json.dumps)
-             | "WriteSkipped" >> beam.io.WriteToText(FileSystems.join(self.output, "skipped"), file_name_suffix=".jsonl"))
+             | "WriteSkipped" >> beam.io.WriteToText(FileSystems.join(self.output, "skipped"),
+                                                   file_name_suffix=".jsonl"))
         return (codes | "Records" >> beam.FlatMap(_records)
                 | "Write" >> beam.io.WriteToTFRecord(FileSystems.join(self.output, SHARD_PREFIX),
                                                      file_name_suffix=".tfrecord"))

@@ -240,8 +240,7 @@ def _finish(work, target, encoder, backend, index_options, state, overwrite, nam
     # A Faiss index is built from the finished codes, then saved like any index.
     (codes, ids, names), = fmt.read_segments(work, manifest, (encoder.bits + 7) // 8, False)[0]
     index = index_lib.make_index(encoder.bits, backend, **index_options)
-    index.add(np.asarray(codes), ids=np.asarray(ids),
-              names=None if names is None else [names[i] for i in range(len(names))])
+    index.add(np.asarray(codes), ids=np.asarray(ids), names=names)
     index.save(target, encoder=encoder, overwrite=overwrite, details=details)
     shutil.rmtree(work, ignore_errors=True)
 

@@ -24,7 +24,8 @@ flags.DEFINE_string("export", None, "The encoder: a SavedModel export directory 
 flags.DEFINE_string("input", None, "The collection: a folder of images, a .npy / .fvecs / .bvecs file, TFRecord "
                     "files (a path or glob), tfds:NAME[:SPLIT], or digits (scikit-learn's bundled 1,797 images).")
 flags.DEFINE_string("index", None, "The index directory to build (with --input) or to search.")
-flags.DEFINE_string("data_dir", None, "TFDS data directory for --input=tfds:... (prepared there; nothing is downloaded).")
+flags.DEFINE_string("data_dir", None, "TFDS data directory for --input=tfds:... (prepared there; nothing is "
+                    "downloaded).")
 flags.DEFINE_string("image_feature", "image", "The encoded image feature of TFRecord / TFDS examples.")
 flags.DEFINE_string("ids", None, "A .npy of integer ids, one per item of --input in its order (default: positions).")
 flags.DEFINE_integer("batch_size", 256, "Items encoded at once (memory is bounded by it).")

@@ -20,6 +20,8 @@ NO_NAME = "\x00"  # the name of an item added without one, beside items with nam
 def check_ids(ids, count, what):
     """``ids`` as an int64 copy of ``count`` distinct non-negative integers (``what`` says what they belong to)."""
     ids = np.asarray(ids)
+    if ids.ndim == 1 and ids.size == 0:
+        ids = ids.astype(np.int64)  # an empty list has no integer dtype of its own
     if ids.ndim != 1 or ids.shape[0] != count or ids.dtype.kind not in "iu":
         raise ValueError(f"`ids` must be 1-D integers, {what} ({count}), got dtype {ids.dtype} and shape {ids.shape}.")
     if ids.size:
@@ -47,8 +49,11 @@ def duplicate_message(repeated, where):
 
 
 def check_names(names, count):
+    """``names`` (strings, or None for an item without a name) as a :class:`format.Names` column."""
     if names is None:
         return None
+    if isinstance(names, fmt.Names) and len(names) == count:
+        return names
     if isinstance(names, (str, bytes)) or len(names) != count:
         raise ValueError(f"`names` must be a sequence of {count} strings (one per code), got {type(names).__name__} "
                          f"of length {len(names) if hasattr(names, '__len__') else '?'}.")
@@ -365,8 +370,10 @@ class RowIndex(SearchIndex):
                 distances, rows = np.take_along_axis(distances, order, 1), np.take_along_axis(rows, order, 1)
             distances, rows = distances[:, :k], rows[:, :k]
             empty = rows < 0
-            ids = np.where(empty, -1, self._ids_at(np.maximum(rows, 0)))
-        return np.where(empty, PAD_DISTANCE, distances).astype(np.int32), ids
+            if empty.any():  # an approximate index found fewer than k
+                return (np.where(empty, PAD_DISTANCE, distances).astype(np.int32),
+                        np.where(empty, -1, self._ids_at(np.maximum(rows, 0))))
+            return distances.astype(np.int32, copy=False), self._ids_at(rows)
 
     def range_search(self, queries: ArrayLike, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         queries = self._check(queries, "queries")
@@ -382,7 +389,7 @@ class RowIndex(SearchIndex):
                 lims = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
                 distances, rows = distances[keep], rows[keep]
             ids = self._ids_at(rows)
-        return lims, distances.astype(np.int32), ids
+        return lims, distances.astype(np.int32, copy=False), ids
 
     def _written(self, directory, encoder, details, segments):
         return fmt.new_manifest(self.backend, self.bits, count=self.ntotal, rows=self._rows,

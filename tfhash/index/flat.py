@@ -86,7 +86,9 @@ class HammingIndex(RowIndex):
             _kernels.knn(query_words, database_words, k, out_dist, out_pos, begin, stop)
 
         self._run(query_words, worker)
-        return out_dist, out_pos + start
+        if start:
+            out_pos += start
+        return out_dist, out_pos
 
     def _rows_within(self, queries, radius):
         query_words = codes_lib.as_words(queries)
@@ -109,7 +111,9 @@ class HammingIndex(RowIndex):
 
         parts = self._run(query_words, worker)
         lims = np.concatenate([[0], np.cumsum(np.concatenate([part[0] for part in parts]))]).astype(np.int64)
-        rows = np.concatenate([part[2] for part in parts]).astype(np.int64) + start
+        rows = np.concatenate([part[2] for part in parts]).astype(np.int64, copy=False)
+        if start:
+            rows += start
         return lims, np.concatenate([part[1] for part in parts]), rows
 
     def _rebuild(self, live_rows):

@@ -23,8 +23,9 @@ class MilvusIndex(SearchIndex):
     ``BIN_IVF_FLAT``, approximate), the id of each code, and its insertion number, by which equal distances
     are ordered as in every index (among the codes Milvus returns; at the k-th distance Milvus may return
     other codes at that distance). A range search returns every code in the ball (a query with more than
-    ``MAX_RESULTS`` in it is paged through Milvus's search iterator). ``save`` writes a manifest that names the uri and collection; the codes
-    stay in Milvus. An existing collection is never dropped or changed by creating an index: name a new one,
+    ``MAX_RESULTS`` in it is paged through Milvus's search iterator). ``save`` writes a manifest that names the
+    collection and its uri (a Lite file relative to the index directory); the codes stay in Milvus. Removing
+    deletes from the collection; Milvus compacts by itself. An existing collection is never dropped or changed by creating an index: name a new one,
     or open it with :func:`load`.
 
     Args:
@@ -187,7 +188,8 @@ class MilvusIndex(SearchIndex):
         with self._lock:
             k = self._capped_k(k)
             if k > self.MAX_RESULTS:
-                raise ValueError(f"`k` must be at most {self.MAX_RESULTS} for a Milvus index (Milvus's limit), got {k}.")
+                raise ValueError(f"`k` must be at most {self.MAX_RESULTS} for a Milvus index (Milvus's limit), "
+                                 f"got {k}.")
             out_dist = np.full((queries.shape[0], k), PAD_DISTANCE, np.int32)
             out_ids = np.full((queries.shape[0], k), -1, np.int64)
             if k == 0 or queries.shape[0] == 0:
