@@ -44,7 +44,8 @@ setup(
         # google-crc32c ships wheels (crcmod, Beam's own "tfrecord" extra, builds from source).
         "beam": ["apache-beam>=2.77,<3", "google-crc32c>=1.5"],
         "tflite": ["ai-edge-litert>=1.2"],
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6", "faiss-cpu>=1.8", "ai-edge-litert>=1.2", "nbclient>=0.10", "nbformat>=5.10",
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "hypothesis>=6.100", "ruff>=0.6", "faiss-cpu>=1.8",
+                "ai-edge-litert>=1.2", "nbclient>=0.10", "nbformat>=5.10",
                 "ipykernel>=6.29", "pymilvus>=2.6,<2.7", "milvus-lite==2.5.1", "apache-beam>=2.77,<3",
                 "google-crc32c>=1.5"],
     },

@@ -112,7 +112,8 @@ def append_result(path, record, wall_seconds):
     import sys
 
     # quoted as a shell would need it, so an argument holding spaces reads back as one (shlex.split)
-    entry = {"command": f"python -m benchmarks.{os.path.basename(sys.argv[0])[:-3]} {shlex.join(sys.argv[1:])}".rstrip(),
+    command = f"python -m benchmarks.{os.path.basename(sys.argv[0])[:-3]} {shlex.join(sys.argv[1:])}".rstrip()
+    entry = {"command": command,
              "commit": commit(), "wall_seconds": round(wall_seconds, 1), **record}
     with open(path, "a", encoding="utf-8") as f:  # one line per run, appended whole
         f.write(json.dumps(entry, sort_keys=True, default=float) + "\n")

@@ -71,7 +71,8 @@ def main(argv=None):
                 sys.executable, "-m", "trainers.encode_beam", f"--export={export}",
                 f"--input={os.path.join(work, 'shard-*.npy')}", f"--output={path}-shards", f"--index={path}",
                 "--runner=DirectRunner", f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"])
-            identical = all(open(os.path.join(path, n), "rb").read() == open(os.path.join(work, "local", n), "rb").read()
+            identical = all(open(os.path.join(path, n), "rb").read()
+                            == open(os.path.join(work, "local", n), "rb").read()
                             for n in ("codes-000000.bin", "ids-000000.bin"))
             rows.append({"encoding": f"Beam DirectRunner, {workers} worker process(es)", "seconds": seconds,
                          "items_per_s": args.items / seconds, "identical_to_local": identical})

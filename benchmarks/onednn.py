@@ -69,7 +69,8 @@ def _shape(text):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--schemes", nargs="+", default=["bgan", "hashgan", "dshgan"])
-    parser.add_argument("--preset", default="paper", help="the preset every scheme trains with; \"default\": each scheme's default preset")
+    parser.add_argument("--preset", default="paper",
+                        help="the preset every scheme trains with; \"default\": each scheme's default preset")
     parser.add_argument("--shapes", nargs="+", type=_shape, default=[(28, 28, 1), (32, 32, 3)],
                         help="item shapes, e.g. 28x28x1 (MNIST) and 32x32x3 (CIFAR-10)")
     parser.add_argument("--items", type=int, default=512, help="items per epoch")

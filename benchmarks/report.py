@@ -13,7 +13,8 @@ REPRODUCTION.md (``benchmarks.reproduce``) renders the same table at its top.
 A cell is the test mAP of a scheme's default preset (or a baseline) at the table's code length (a run whose
 overrides only set values the current default preset now has counts as the default), mean ±
 sample standard deviation over the run's seeds, with its ratio to ITQ trained in the same run. When several
-runs hold the same cell, the one over the most seeds wins, and the last line of the file among those. Runs on a subset of the training items
+runs hold the same cell, the one over the most seeds wins, and the last line of the file among those. Runs on a
+subset of the training items
 (``--train-size``) or with a few labels (``--labelled-per-class``) are diagnostics, never headline cells.
 """
 

@@ -350,7 +350,8 @@ TABLES = [
     Table("bgan-table-2", "BGAN, Table 2: the loss terms (CIFAR-10 mAP)",
           "Paper (Sec. 4.2). Ours: cifar10-6k, 32 bits, the `paper` preset with each combination of the content "
           "(l_C) and adversarial (l_A) terms switched on or off; one seed (a run of the paper's networks at "
-          "full width takes one to three hours here: see the job lines). The full model is the `paper` preset: its row is the run of "
+          "full width takes one to three hours here: see the job lines). The full model is the `paper` preset: "
+          "its row is the run of "
           "Table 4's jobs, which also fills its 24 and 48-bit cells. Rows without l_N learn one code for every "
           "image in the paper and are not run.",
           _columns([("mAP", 24), ("mAP", 32), ("mAP", 48)], "cifar6k"),
@@ -562,7 +563,8 @@ def _job_lines(names, found, started=None):
         job, record = JOBS_BY_NAME[name], found.get(name)
         runs = (started or {}).get(name, 0)
         if record is None and runs:
-            lines.append(f"- `{name}`: started, {_count(runs, 'run')} finished so far (`benchmarks/checkpoints/{name}`); its "
+            lines.append(f"- `{name}`: started, {_count(runs, 'run')} finished so far "
+                         f"(`benchmarks/checkpoints/{name}`); its "
                          f"cells fill when the last one has: `{job.command}`")
         elif record is None:
             lines.append(f"- `{name}`: not run yet: `{job.command}`")

@@ -78,7 +78,8 @@ def load_split(data, seed, train_size=None):
 class Scorer:
     """The protocol's figure for codes of one split (labels: mAP; euclidean: mAP against true neighbours).
 
-    ``bits`` (the code length) asks for the other figures the papers print: labels: mAP@1000, precision@1000 and @100, and k-means
+    ``bits`` (the code length) asks for the other figures the papers print: labels: mAP@1000, precision@1000
+    and @100, and k-means
     (k = classes) on the database codes scored by NMI and accuracy (HashGAN Table 3); euclidean: precision@100.
     """
 
@@ -94,7 +95,8 @@ class Scorer:
         query, database = encode(self.split.query_x), encode(self.split.database_x)
         if self.protocol == "euclidean":
             figure = metrics.ann_mean_average_precision(query, database, self.truth)
-            extra = {} if bits is None else {"precision@100": metrics.ann_precision_at_k(query, database, self.truth, 100)}
+            extra = {} if bits is None else {
+                "precision@100": metrics.ann_precision_at_k(query, database, self.truth, 100)}
         else:
             labelled = (query, database, self.split.query_y, self.split.database_y)
             figure = metrics.mean_average_precision(*labelled)
@@ -445,7 +447,8 @@ def main(argv=None):
         run = log.get(key) if log else None
         if run is not None:
             results.append(run)
-            print(f"  {key[0]} {key[1]} bits seed {key[2]} {key[3]}: test {run['test']:.4f} (finished earlier)", flush=True)
+            print(f"  {key[0]} {key[1]} bits seed {key[2]} {key[3]}: test {run['test']:.4f} (finished earlier)",
+                  flush=True)
         return run is not None
 
     def keep(key, run, message):
@@ -515,7 +518,8 @@ def main(argv=None):
                                "hyperparameters": resolved_hyperparameters(hasher),
                                "batch_size": hasher.training["batch_size"], **scores, **shape,
                                "train_seconds": seconds, **untimed},
-                         f"{label}: validation {scores['validation']:.4f}, test {scores['test']:.4f} ({seconds:.0f} s); "
+                         f"{label}: validation {scores['validation']:.4f}, test {scores['test']:.4f} "
+                         f"({seconds:.0f} s); "
                          f"binary outputs {shape['saturation']:.4f}, bit frequencies "
                          f"[{shape['bit_freq_min']:.2f}, {shape['bit_freq_max']:.2f}]")
 
@@ -538,7 +542,8 @@ def main(argv=None):
                     "train s": f"{np.mean([r['train_seconds'] for r in mine]):.1f}",
                     "binary outputs": (f"{np.mean([r['saturation'] for r in mine]):.4f}" if "saturation" in mine[0]
                                        else ""),
-                    "bit freq": (f"[{min(r['bit_freq_min'] for r in mine):.2f}, {max(r['bit_freq_max'] for r in mine):.2f}]"
+                    "bit freq": (f"[{min(r['bit_freq_min'] for r in mine):.2f}, "
+                                 f"{max(r['bit_freq_max'] for r in mine):.2f}]"
                                  if "saturation" in mine[0] else ""),
                 })
     print()
@@ -551,10 +556,12 @@ def main(argv=None):
               "compare_epochs": args.compare_epochs, "jit_compile": args.jit_compile,
               "candidates": [{"label": label, "preset": p, "overrides": v} for label, p, v in runs],
               "runs": results, "machine": log.origin["machine"] if log else _common.machine(),
-              "peak_rss_mb": round(log.peak_rss_mb() if log else _common.peak_rss_mb(), 1), **(log.summary() if log else {})}
+              "peak_rss_mb": round(log.peak_rss_mb() if log else _common.peak_rss_mb(), 1),
+              **(log.summary() if log else {})}
     print(evaluation.json_line(record))
     if args.results:
-        _common.append_result(args.results, record, time.perf_counter() - started + (log.earlier_seconds() if log else 0))
+        _common.append_result(args.results, record,
+                              time.perf_counter() - started + (log.earlier_seconds() if log else 0))
     if log:
         log.remove()
 

@@ -137,7 +137,8 @@ def main():
         "k": args.k, "ours_qps": args.queries / ours_seconds, "faiss_flat_qps": args.queries / faiss_seconds,
         "limit_qps": args.queries / limit_seconds, "ours_over_faiss": ratio, "identical_topk": identical,
         "rows": rows, "radius": args.radius, "range_hits_per_query": hits / args.queries,
-        "range_ours_qps": args.queries / range_seconds["ours"], "range_faiss_qps": args.queries / range_seconds["faiss"],
+        "range_ours_qps": args.queries / range_seconds["ours"],
+        "range_faiss_qps": args.queries / range_seconds["faiss"],
         "range_ours_over_faiss": range_ratio, "range_identical": range_identical,
         "faiss_threads": faiss.omp_get_max_threads(), "machine": _common.machine(),
     }))

@@ -1,6 +1,7 @@
 """Training-step time of every scheme, plain and compiled by XLA, inside ``Model.fit`` and in a bare loop.
 
-    python -m benchmarks.train_step [--schemes hashgan bgan] [--items 2000] [--batch-size 100] [--steps 60] [--repeats 3]
+    python -m benchmarks.train_step [--schemes hashgan bgan] [--items 2000] [--batch-size 100] [--steps 60]
+        [--repeats 3]
 
 Random 28x28 grey items (labels for schemes that train on them), 32 bits, default presets. Each scheme is
 trained for one epoch first (building, adapting and compiling are not timed); then the same ``--steps``
@@ -114,7 +115,8 @@ def main(argv=None):
         rows.append({
             "scheme": name,
             "plain step ms (fit / bare)": f"{plain['fit_ms']:.1f} / {plain['bare_ms']:.1f}",
-            "XLA step ms (fit / bare)": "no XLA kernel" if xla is None else f"{xla['fit_ms']:.1f} / {xla['bare_ms']:.1f}",
+            "XLA step ms (fit / bare)": ("no XLA kernel" if xla is None
+                                         else f"{xla['fit_ms']:.1f} / {xla['bare_ms']:.1f}"),
             "XLA speed-up (fit)": "" if xla is None else f"{plain['fit_ms'] / xla['fit_ms']:.2f}x",
             "fit / bare (plain)": f"{plain['fit_ms'] / plain['bare_ms']:.2f}",
             "fit, 10 steps per call / bare (plain, XLA)": f"{plain['fit_10_ms'] / plain['bare_ms']:.2f}" + (
@@ -126,7 +128,8 @@ def main(argv=None):
     print()
     print(evaluation.markdown_table(rows, list(rows[0])))
     print(evaluation.json_line({"benchmark": "train_step", "items": args.items, "batch_size": args.batch_size,
-                                "steps": args.steps, "repeats": args.repeats, "schemes": record, "machine": _common.machine()}))
+                                "steps": args.steps, "repeats": args.repeats, "schemes": record,
+                                "machine": _common.machine()}))
 
 
 if __name__ == "__main__":

@@ -104,7 +104,8 @@ def test_search_benchmark_compares_the_exact_index_with_faiss_and_the_scan_limit
 @pytest.mark.skipif(not os.path.isdir(os.path.join(SHARED_DATA, "fashion-mnist-train-60k")),
                     reason="../shared/data/fashion-mnist-train-60k not present")
 def test_collection_benchmark_builds_resumes_and_searches_a_small_collection():
-    result = subprocess.run([sys.executable, "-m", "benchmarks.collection", "--sizes", "2000", "30000", "--epochs", "1"],
+    result = subprocess.run([sys.executable, "-m", "benchmarks.collection", "--sizes", "2000", "30000",
+                             "--epochs", "1"],
                             cwd=ROOT, capture_output=True, text=True, timeout=900,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr[-3000:]

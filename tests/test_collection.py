@@ -356,7 +356,8 @@ def test_the_readme_encode_command_builds_from_an_export_and_searches(tmp_path):
     assert searched.returncode == 0 and searched.stdout.splitlines()[-1].startswith("query 1: "), searched.stderr
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "query.png")
     refused = subprocess.run([sys.executable, "-m", "trainers.encode", f"--index={tmp_path / 'idx'}",
-                              f"--query={tmp_path / 'query.png'}"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+                              f"--query={tmp_path / 'query.png'}"], capture_output=True, text=True, timeout=300,
+                             cwd=ROOT)
     assert refused.returncode != 0 and "query.png needs --export to be encoded" in refused.stderr
 
 

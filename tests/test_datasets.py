@@ -135,7 +135,8 @@ def test_npy_features_without_pickle(tmp_path, rng):
     np.save(tmp_path / "f.npy", array)
     np.testing.assert_array_equal(datasets.read_features(tmp_path / "f.npy"), array)
     np.save(tmp_path / "o.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
-    with pytest.raises(ValueError, match="`path` must hold a plain numeric .npy array \\(pickled objects are refused\\)"):
+    with pytest.raises(ValueError,
+                       match="`path` must hold a plain numeric .npy array \\(pickled objects are refused\\)"):
         datasets.read_features(tmp_path / "o.npy")
 
 
@@ -278,7 +279,8 @@ def test_npz_pixels_follow_one_rule_whatever_their_dtype(tmp_path, rng):
     x, y = datasets.load_local(tmp_path / "a.npz")
     assert x.shape == (12, 5, 5, 1) and y.shape == (12,)
     refused = {
-        "integer images with values in \\[-3, 255\\]": (np.where(pixels == pixels.max(), 255, pixels) - 3 * (pixels == pixels.min()), labels),
+        "integer images with values in \\[-3, 255\\]": (
+            np.where(pixels == pixels.max(), 255, pixels) - 3 * (pixels == pixels.min()), labels),
         "integer images with values in \\[0, 1000\\]": (np.where(pixels == pixels.max(), 1000, pixels), labels),
         "float images with values in \\[0, 255\\]; float pixels must be in \\[0, 1\\]": (
             np.where(pixels == pixels.max(), 255, pixels).astype(np.float32) * (pixels > 0) , labels),

@@ -121,7 +121,8 @@ def test_the_hashing_stage_trains_in_mixed_precision(settings, mixed_precision):
     x, y = _data(), _labels()
     mixed = tfhash.fit("dshgan", x, y, bits=8, batch_size=16, seed=3, verbose=0, **settings)
     assert mixed.model.dtype_policy.name == "mixed_float16" and mixed.history.history["stage"][-1] == 2.0
-    assert mixed.history.history["triplet"][-1] > 0 and all(np.isfinite(v).all() for v in mixed.history.history.values())
+    assert mixed.history.history["triplet"][-1] > 0
+    assert all(np.isfinite(v).all() for v in mixed.history.history.values())
     assert mixed.encode(x).dtype == np.uint8 and mixed.predict_probabilities(x).dtype == np.float32
 
 

@@ -177,7 +177,8 @@ def test_load_runs_a_tflite_export_with_the_litert_interpreter(trained, tmp_path
     assert isinstance(on_device, tfhash.serving.TFLiteHasher)
     assert on_device.bits == hasher.bits and on_device.item_shape == tuple(hasher.model.item_shape)
     x = split.query_x[:300]
-    differing = codes.unpack(on_device.encode(x, batch_size=128), hasher.bits) != codes.unpack(hasher.encode(x), hasher.bits)
+    differing = (codes.unpack(on_device.encode(x, batch_size=128), hasher.bits)
+                 != codes.unpack(hasher.encode(x), hasher.bits))
     assert differing.mean() <= 0.001
     with pytest.raises(ValueError, match="items of shape"):
         on_device.encode(x[:, :4])
@@ -192,7 +193,8 @@ def test_the_serving_graph_checks_item_shape_and_finiteness(trained, tmp_path):
                                   hasher.encode(good))
     flat = int(np.prod(shape))
     for wrong in [(2, flat), (4,) + shape[:-1], (2, shape[0] * 2, shape[1] * 2, 3), (2,) + shape + (1,)]:
-        for signature, name, dtype in (("serving_default", "inputs", np.float32), ("serving_pixels", "pixels", np.uint8)):
+        for signature, name, dtype in (("serving_default", "inputs", np.float32),
+                                       ("serving_pixels", "pixels", np.uint8)):
             with pytest.raises(tf.errors.InvalidArgumentError,
                                match=rf"`{name}` must be \[batch, {', '.join(map(str, shape))}\] items; got shape.*"
                                      + r"\s".join(map(str, wrong[:3]))):

@@ -171,7 +171,8 @@ def test_neighbour_radius_is_a_multiple_of_the_distance_to_the_t_th_training_nei
     model.adapt(x)
     moved = model._transform(tf.constant(x[:5]), tf.constant([1, 2], tf.int64)).numpy()
     np.testing.assert_allclose(np.sqrt(((moved - x[:5]) ** 2).sum(axis=(1, 2, 3))), 0.25 * distances[:, 10], rtol=1e-3)
-    with pytest.raises(ValueError, match=r"`radius_neighbour` must be smaller than the number of training items \(300\)"):
+    with pytest.raises(ValueError,
+                       match=r"`radius_neighbour` must be smaller than the number of training items \(300\)"):
         schemes.get("hashgan")(bits=8, input_shape=(8, 8, 1), consistency_transform="adversarial",
                                adversarial_radius="neighbour", radius_neighbour=300).adapt(x)
     with pytest.raises(ValueError, match="`adversarial_radius` must be one of"):

@@ -195,7 +195,8 @@ def test_bad_inputs_are_refused_with_clear_errors():
         metrics.mean_average_precision(QUERY.astype(float), DATABASE, QUERY_LABELS, DATABASE_LABELS)
     with pytest.raises(ValueError, match="same code width, got 1 and 2 bytes"):
         metrics.mean_average_precision(QUERY, np.zeros((4, 2), np.uint8), QUERY_LABELS, DATABASE_LABELS)
-    with pytest.raises(ValueError, match="`database_labels` must have one row per item of `database_codes` \\(4\\), got 3"):
+    with pytest.raises(ValueError,
+                       match="`database_labels` must have one row per item of `database_codes` \\(4\\), got 3"):
         metrics.mean_average_precision(QUERY, DATABASE, QUERY_LABELS, DATABASE_LABELS[:3])
     with pytest.raises(ValueError, match="`top_k` must be a positive integer"):
         metrics.mean_average_precision(*CASE, top_k=0)

@@ -12,7 +12,8 @@ from tests.helpers import ROOT
 
 
 def test_public_api_is_pinned():
-    assert tfhash.__all__ == ["__version__", "Hasher", "build", "baselines", "codes", "collection", "datasets", "evaluation",
+    assert tfhash.__all__ == ["__version__", "Hasher", "build", "baselines", "codes", "collection", "datasets",
+                              "evaluation",
                               "export", "fit", "hasher", "index", "load", "losses", "metrics", "neighbours", "schemes",
                               "serving", "sources", "summaries", "training"]
     assert re.fullmatch(r"\d+\.\d+\.\d+", tfhash.__version__)
@@ -29,7 +30,8 @@ def test_readme_quickstart_has_three_commands_and_ci_runs_the_test_one():
     assert len(commands) == 3
     with open(os.path.join(ROOT, ".ci", "run"), encoding="utf-8") as f:
         ci = f.read()
-    test_command = commands[1].replace("pip install", "python3 -m pip install").replace("python -m pytest", "python3 -m pytest")
+    test_command = (commands[1].replace("pip install", "python3 -m pip install")
+                    .replace("python -m pytest", "python3 -m pytest"))
     assert test_command.replace("python3 -m pytest", "tier python3 -m pytest") in ci
     tiers = re.search(r"two tiers, and the Milvus and Beam tests beside them; CI runs all four:\n\n```bash\n(.*?)```",
                       _readme(), re.S).group(1)
@@ -45,22 +47,47 @@ def _anchors(text):
     return slugs | set(re.findall(r'<a id="([^"]+)"', text))
 
 
-def test_links_between_the_documents_reach_their_anchors():
+def _documents():
+    """Every Markdown page of the project: the top-level ones and docs/, by path relative to the root."""
+    names = [name for name in sorted(os.listdir(ROOT)) if name.endswith(".md")]
+    names += [f"docs/{name}" for name in sorted(os.listdir(os.path.join(ROOT, "docs"))) if name.endswith(".md")]
     pages = {}
-    for name in sorted(os.listdir(ROOT)):
-        if name.endswith(".md"):
-            with open(os.path.join(ROOT, name), encoding="utf-8") as f:
-                pages[name] = f.read()
-    links = [(name, target or name, anchor) for name, text in pages.items()
-             for target, anchor in re.findall(r"\]\(([\w.-]*\.md)?#([\w-]+)\)", text)]
+    for name in names:
+        with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+            pages[name] = f.read()
+    return pages
+
+
+def test_links_between_the_documents_reach_their_anchors():
+    pages = _documents()
+    links = []
+    for name, text in pages.items():
+        for target, anchor in re.findall(r"\]\(([\w./-]*\.md)?(?:#([\w-]+))?\)", text):
+            page = os.path.normpath(os.path.join(os.path.dirname(name), target)) if target else name
+            links.append((name, page, anchor))
     anchors = {name: _anchors(text) for name, text in pages.items()}
     assert len(links) > 20
-    assert [link for link in links if link[2] not in anchors.get(link[1], ())] == []
+    assert [link for link in links if link[1] not in pages] == []  # every linked page exists
+    assert [link for link in links if link[2] and link[2] not in anchors[link[1]]] == []
+
+
+def test_the_readme_is_a_front_page():
+    readme = _readme()
+    assert len(readme.splitlines()) <= 250
+    for page in ("training", "schemes", "collections", "export", "conventions", "guarantees", "benchmarks"):
+        assert f"(docs/{page}.md)" in readme
+
+
+def _python_blocks():
+    """The Python examples, in reading order: the README's, then the scheme and export pages'."""
+    pages = _documents()
+    return [block for name in ("README.md", "docs/schemes.md", "docs/export.md")
+            for block in re.findall(r"```python\n(.*?)```", pages[name], re.S)]
 
 
 @pytest.mark.e2e
 def test_readme_python_blocks_run(tmp_path, monkeypatch):
-    blocks = re.findall(r"```python\n(.*?)```", _readme(), re.S)
+    blocks = _python_blocks()
     assert len(blocks) == 6
     monkeypatch.chdir(tmp_path)  # the blocks write relative paths
     namespace = {}
@@ -98,8 +125,8 @@ def test_benchmark_scripts_end_with_a_json_line():
     assert np.isfinite(figures["speedup"])
 
 
-def test_every_guarantee_in_the_readme_names_a_test_that_exists():
-    section = re.search(r"## Guarantees\n(.*?)\n## ", _readme(), re.S).group(1)
+def test_every_guarantee_names_a_test_that_exists():
+    section = _documents()["docs/guarantees.md"]
     named, module = [], None
     for match in re.finditer(r"`((tests/\w+\.py))?::(\w+)`", section):
         module = match.group(2) or module  # "::name" continues the module named before it

@@ -222,7 +222,8 @@ def test_a_run_resumed_from_its_epoch_checkpoints_counts_the_time_of_the_epochs_
     directory, results = tmp_path / "job", tmp_path / "results.jsonl"
     argv = ["--scheme", "sigah", "--data", "digits", "--bits", "8", "--seeds", "0", "--epochs", "2",
             "--baselines", "lsh", "--results", str(results), "--checkpoint", str(directory)]
-    monkeypatch.setattr(tfhash, "fit", lambda *a, callbacks=(), **k: real_fit(*a, callbacks=[*callbacks, Interrupt()], **k))
+    monkeypatch.setattr(tfhash, "fit",
+                        lambda *a, callbacks=(), **k: real_fit(*a, callbacks=[*callbacks, Interrupt()], **k))
     with pytest.raises(KeyboardInterrupt):
         retrieval.main(argv)
     clock, = directory.glob("*.seconds.json")
@@ -333,7 +334,8 @@ def test_changed_settings_compare_what_a_run_recorded_with_what_the_command_asks
     older = {name: value for name, value in recorded.items() if name != "momentum"}  # logged before it existed
     assert retrieval.changed_settings(cls, runs, None, key, dict(run, hyperparameters=older)) == {}
     runs = retrieval.candidates(cls, ["neighbours"], [{}], {"k1": 10, "momentum": 0.5}, None)
-    assert retrieval.changed_settings(cls, runs, None, key, dict(run, hyperparameters=older)) == {"momentum": (0.0, 0.5)}
+    changed = retrieval.changed_settings(cls, runs, None, key, dict(run, hyperparameters=older))
+    assert changed == {"momentum": (0.0, 0.5)}
     other = dict(run, hyperparameters={**recorded, "k1": 20, "learning_rate": 0.01, "momentum": 0.5})
     assert retrieval.changed_settings(cls, runs, None, key, other) == {"k1": (20, 10), "learning_rate": (0.01, 1e-3)}
     assert retrieval.changed_settings(cls, runs, None, ("cifar6k", 32, 0, "itq"), {"test": 0.1}) == {}
@@ -427,7 +429,8 @@ def test_a_record_says_whether_tensorflow_ran_its_onednn_kernels():
 
     from benchmarks import _common
 
-    probe = "from benchmarks import _common; before = _common.onednn(); import tensorflow; print(before, _common.onednn())"
+    probe = ("from benchmarks import _common; before = _common.onednn(); import tensorflow; "
+             "print(before, _common.onednn())")
     for setting, expected in (("1", "None True"), ("0", "None False")):
         shown = subprocess.run([sys.executable, "-c", probe], cwd=_common.ROOT, capture_output=True, text=True,
                                env=dict(os.environ, TF_ENABLE_ONEDNN_OPTS=setting), check=True).stdout.split("\n")
@@ -514,8 +517,10 @@ def test_bgan_table_4_says_how_each_variant_differs_from_app_continuation_and_ho
         records.append(_record(job, [_run(job, method, 0, test, **shape), _run(job, "itq", 0, 0.14)]))
     text = table.findings(table, reproduce.job_records(records))
     lines = text.splitlines()
-    assert "| 32 | +0.014 · +0.0002 | -0.032 · -0.0070 | 0.00% / 0.00% / 0.00% | 0.43-0.55 / 0.43-0.55 / 0.43-0.55 |" in lines
-    assert "| 24 | +0.005 · not run | -0.025 · not run | not run / not run / not run | not run / not run / not run |" in lines
+    assert ("| 32 | +0.014 · +0.0002 | -0.032 · -0.0070 | 0.00% / 0.00% / 0.00% | 0.43-0.55 / 0.43-0.55 / "
+            "0.43-0.55 |") in lines
+    assert ("| 24 | +0.005 · not run | -0.025 · not run | not run / not run / not run | not run / not run / "
+            "not run |") in lines
     assert ("Ours, tanh and app continuation differ by at most 0.0002 mAP at any length measured; the paper has tanh "
             "ahead by 0.005 to 0.014. No output of the continuation runs is within 1% of ±1") in text
     assert text.endswith("Two-step trails app continuation at every length measured, by 0.0070 mAP; the paper has "

@@ -23,7 +23,8 @@ def test_vecs_files_are_memory_mapped_views(tmp_path):
     features = datasets.read_features(tmp_path / "a.fvecs")
     np.testing.assert_array_equal(features, x)
     assert not features.flags.owndata and isinstance(features.base, np.memmap)  # a view into the file
-    np.testing.assert_array_equal(datasets.read_features(tmp_path / "a.bvecs", max_items=7), (x * 10).astype(np.uint8)[:7])
+    np.testing.assert_array_equal(datasets.read_features(tmp_path / "a.bvecs", max_items=7),
+                                  (x * 10).astype(np.uint8)[:7])
 
 
 def test_inconsistent_record_headers_and_dimensions_are_refused(tmp_path):

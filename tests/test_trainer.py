@@ -289,7 +289,8 @@ def test_multi_worker_run_writes_outputs_from_the_chief_only(tmp_path):
     with open(model_dir / "metrics.json") as f:
         payload = json.load(f)
     assert payload["replicas"] == 2 and payload["strategy"] == "multi_worker"
-    assert (model_dir / "ckpt-2.index").is_file() and (model_dir / "export" / "hashgan" / "2" / "saved_model.pb").is_file()
+    assert (model_dir / "ckpt-2.index").is_file()
+    assert (model_dir / "export" / "hashgan" / "2" / "saved_model.pb").is_file()
     assert not (model_dir / ".worker-1" / "metrics.json").exists()
 
 

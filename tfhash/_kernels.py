@@ -8,12 +8,24 @@ a block of database codes are computed for a block of queries while the codes si
 transposed to one contiguous row per word so the XOR + popcount loop compiles to vector instructions.
 """
 
+import os
+
 import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
 QUERY_BLOCK = 32  # queries sharing one pass over a database block
+# Below this many distance computations, threads cost more than they save (the index's and the metrics' rule).
+PARALLEL_MIN_WORK = 10_000_000
 DATABASE_BLOCK = 2048  # database codes per block (2,048 x 8 bytes per word: in the first cache levels)
+
+
+def threads_for(num_queries, num_items, n_jobs=None):
+    """Worker threads for ``num_queries`` queries over ``num_items`` codes: ``n_jobs`` when given, else every
+    core once the work reaches :data:`PARALLEL_MIN_WORK` and one thread below it; never more than queries."""
+    if n_jobs is None:
+        n_jobs = 1 if num_queries * max(1, num_items) < PARALLEL_MIN_WORK else (os.cpu_count() or 1)
+    return max(1, min(int(n_jobs), num_queries))
 
 
 @intrinsic

@@ -178,7 +178,8 @@ def check_training_labels(labels, name, num_items, items_name):
     labels = check_labels(labels, name, num_items, items_name)
     if labels.dtype.kind not in "iufb":
         raise ValueError(f"`{name}` must be integer class ids (-1 = unlabelled) or 0/1 multi-hot rows, got "
-                         f"{_describe(labels)}; map names to ids first, e.g. names, y = np.unique(y, return_inverse=True).")
+                         f"{_describe(labels)}; map names to ids first, e.g. names, y = np.unique(y, "
+                         "return_inverse=True).")
     if labels.ndim == 1:
         if labels.dtype.kind == "f" and not np.all(labels == np.round(labels)):
             raise ValueError(f"`{name}` must hold integer class ids (-1 = unlabelled), got non-integer values.")

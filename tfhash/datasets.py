@@ -35,8 +35,6 @@ import numpy as np
 
 from tfhash import _validation
 
-IMAGE_RANGE = (0.0, 1.0)
-
 # TFDS names with the splits that together form the whole labelled set (HashGAN Sec. 4.1 draws the
 # queries from all labelled images and uses the rest as database).
 TFDS_DATASETS = {

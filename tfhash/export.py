@@ -170,7 +170,8 @@ def _why_not_replaceable(path):
         return f"is not empty and is not a tfhash export (no assets/{METADATA_FILE})"
     foreign = _foreign_entries(path)
     if foreign:
-        return f"is a tfhash export that also holds other files ({', '.join(foreign)}), such as a training run's checkpoints"
+        return (f"is a tfhash export that also holds other files ({', '.join(foreign)}), such as a training run's "
+                "checkpoints")
     return None
 
 

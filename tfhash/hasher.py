@@ -31,7 +31,8 @@ class BaseHasher:
     Subclasses provide ``bits``, ``scheme`` and ``encode(x)``.
     """
 
-    def evaluate(self, split: datasets.RetrievalSplit, *, baselines: Sequence[str] = ("lsh", "pcah", "itq", "sph", "sh"),
+    def evaluate(self, split: datasets.RetrievalSplit, *,
+                 baselines: Sequence[str] = ("lsh", "pcah", "itq", "sph", "sh"),
                  top_k: int = 1000, radius: int = 2, seed: int = 0, pr_curve: bool = False,
                  log: Callable[[str], None] | None = print) -> list[dict]:
         """Retrieval figures of this hasher and of the shallow baselines on ``split`` (a RetrievalSplit).

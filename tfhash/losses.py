@@ -168,7 +168,8 @@ def neighbour_structure(codes, other_codes, similarity, similarity_transposed, p
     one device would. The value counts every pair twice; halve it to report Eq. 10. ``positive_weight``
     multiplies the terms of neighbour pairs (S = +1); 1 is Eq. 10.
     """
-    inner = tf.matmul(codes, tf.stop_gradient(other_codes), transpose_b=True) / tf.cast(tf.shape(codes)[-1], codes.dtype)
+    inner = (tf.matmul(codes, tf.stop_gradient(other_codes), transpose_b=True)
+             / tf.cast(tf.shape(codes)[-1], codes.dtype))
 
     def weight(s):
         return 1.0 + (positive_weight - 1.0) * tf.cast(s > 0, codes.dtype)

@@ -26,13 +26,12 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
-import os
 from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from tfhash import _validation
+from tfhash import _kernels, _validation
 from tfhash import codes as codes_lib
 
 RadiusPrecision = collections.namedtuple("RadiusPrecision", ["precision", "empty_queries"])
@@ -40,8 +39,6 @@ PrecisionRecallCurve = collections.namedtuple("PrecisionRecallCurve", ["radius",
 
 _TIES = ("index", "average")
 _ZERO_RELEVANCE = ("zero", "drop")
-# Below this many distance computations threads cost more than they save.
-_PARALLEL_MIN_WORK = 20_000_000
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -91,11 +88,7 @@ def _map_queries(query_codes, database_codes, make_relevance, kernel, n_jobs=Non
     """
     queries = codes_lib.as_words(query_codes)
     num_queries = queries.shape[0]
-    if n_jobs is None:
-        n_jobs = os.cpu_count() or 1
-        if num_queries * database_codes.shape[0] < _PARALLEL_MIN_WORK:
-            n_jobs = 1
-    n_jobs = max(1, min(int(n_jobs), num_queries))
+    n_jobs = _kernels.threads_for(num_queries, database_codes.shape[0], n_jobs)
 
     def run(start, stop):
         computer = codes_lib.HammingComputer(database_codes)

@@ -241,7 +241,8 @@ def _prepare_data(x, y, scheme_cls, steps_per_epoch=None):
             return _TrainingData(item_shape=item_shape, dataset=dataset)
         if steps_per_epoch is not None:
             raise ValueError(f"scheme {scheme_cls.key!r} needs each item's position in the training set: its `x` "
-                             "dataset is read once into memory, so it must be finite and `steps_per_epoch` must be None.")
+                             "dataset is read once into memory, so it must be finite and `steps_per_epoch` must be "
+                             "None.")
         # Positions in the training set need one fixed order: read the dataset once into arrays.
         batches = list(dataset.as_numpy_iterator())
         if not batches:

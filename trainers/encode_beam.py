@@ -49,7 +49,8 @@ def main(argv=None):
         result = pipeline.result
         counters = result.metrics().query(MetricsFilter().with_name(tfhash_beam.SKIPPED_COUNTER))["counters"]
         skipped = sum(c.committed or 0 for c in counters)
-        print(f"wrote shards to {args.output}" + (f"; skipped {skipped} item(s) that could not be read" if skipped else ""))
+        print(f"wrote shards to {args.output}"
+              + (f"; skipped {skipped} item(s) that could not be read" if skipped else ""))
         if args.index:
             built = tfhash_beam.merge_shards(args.output, args.index, overwrite=args.overwrite, rows_in_memory=rows)
             print(f"wrote {args.index}: {len(built)} codes of {built.bits} bits")

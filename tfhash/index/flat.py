@@ -12,9 +12,6 @@ from tfhash import codes as codes_lib
 from tfhash.index import format as fmt
 from tfhash.index.base import RowIndex, encoder_description
 
-# Below this much work (queries x codes) a search runs on one thread: starting threads costs more.
-PARALLEL_WORK = 10_000_000
-
 
 class HammingIndex(RowIndex):
     """Exact search by brute-force Hamming distance, with compiled kernels (``tfhash._kernels``): counting
@@ -57,9 +54,7 @@ class HammingIndex(RowIndex):
 
     def _run(self, queries, worker):
         """Splits the queries over threads; ``worker(start, stop)`` fills its rows of the outputs."""
-        n_jobs = self.n_jobs or os.cpu_count() or 1
-        work = queries.shape[0] * max(1, self._rows)
-        n_jobs = 1 if work < PARALLEL_WORK else max(1, min(int(n_jobs), queries.shape[0]))
+        n_jobs = _kernels.threads_for(queries.shape[0], self._rows, self.n_jobs)
         bounds = np.linspace(0, queries.shape[0], n_jobs + 1).astype(int)
         if n_jobs == 1:
             return [worker(0, queries.shape[0])]

@@ -25,7 +25,8 @@ class MilvusIndex(SearchIndex):
     other codes at that distance). A range search returns every code in the ball (a query with more than
     ``MAX_RESULTS`` in it is paged through Milvus's search iterator). ``save`` writes a manifest that names the
     collection and its uri (a Lite file relative to the index directory); the codes stay in Milvus. Removing
-    deletes from the collection; Milvus compacts by itself. An existing collection is never dropped or changed by creating an index: name a new one,
+    deletes from the collection; Milvus compacts by itself. An existing collection is never dropped or changed by
+    creating an index: name a new one,
     or open it with :func:`load`.
 
     Args:

@@ -246,7 +246,8 @@ class BGAN(HashingScheme):
         else:  # flat items, or sizes the deconvolutions cannot reach
             layers = [keras.layers.Dense(self._channels(512)), batch_norm(), keras.layers.ELU(),
                       keras.layers.Dense(self._channels(1024)), batch_norm(), keras.layers.ELU(),
-                      keras.layers.Dense(size, activation="sigmoid", dtype=OUTPUT_DTYPE), keras.layers.Reshape(shape, dtype=OUTPUT_DTYPE)]
+                      keras.layers.Dense(size, activation="sigmoid", dtype=OUTPUT_DTYPE),
+                      keras.layers.Reshape(shape, dtype=OUTPUT_DTYPE)]
         self.generator = keras.Sequential([keras.Input((self.bits,))] + layers, name="generator")
 
         # Discriminator (Sec. 3.2.3): 4 strided 5x5 convolutions 32 / 128 / 256 / 512 with ELU (their last
@@ -414,7 +415,8 @@ class BGAN(HashingScheme):
                                                         self.discriminator_head(self.discriminator_features(fake)))
             total = step_context.average(d_loss)
         variables = self.players()["discriminator"]
-        self.scheme_optimizers["discriminator"].apply(self.gradients(tape, total, "discriminator", variables), variables)
+        self.scheme_optimizers["discriminator"].apply(self.gradients(tape, total, "discriminator", variables),
+                                                      variables)
         return d_loss
 
     def train_step(self, data):

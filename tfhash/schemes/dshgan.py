@@ -181,12 +181,14 @@ class DSHGAN(HashingScheme):
             description="The shared network alone, without any GAN (use_generator=False): triplets of real labelled "
                         "items and the classification stream, Adam 1e-3, 30 epochs. Synthetic triplets (`semi`, the "
                         "best GAN setting) lost to it on mnist-10k and fell below ITQ with 10 labels per class; they "
-                        "were level on fashion-mnist-10k and ahead on cifar10-6k with 50 labels per class, so try both.",
+                        "were level on fashion-mnist-10k and ahead on cifar10-6k with 50 labels per class, so try "
+                        "both.",
             hyperparameters={"use_generator": False, "optimizer_type": "adam", "learning_rate": 1e-3},
             epochs=30, batch_size=64,
             selected_on="mnist-10k validation queries, 32 bits, 50 labelled items per class, 3 seeds, against `semi` "
                         "and DSH-GANs^- (REPRODUCTION.md (j)); also ahead of `semi` with 10 labels per class (3 "
-                        "seeds), level with it on fashion-mnist-10k and behind it on cifar10-6k with 50 labels per class"),
+                        "seeds), level with it on fashion-mnist-10k and behind it on cifar10-6k with 50 labels per "
+                        "class"),
     )
     default_preset = "no_gan"
 
@@ -440,7 +442,8 @@ class DSHGAN(HashingScheme):
             if self.classify_synthetic:
                 classification += self._average_over(fake_class, fake_mask)
             d_loss = self.weight_adversarial * adversarial + self.weight_classification * classification
-            g_loss = (self.weight_adversarial * self._average_over(losses.generator_adversarial(fake_source, self.generator_loss), ones)
+            g_loss = (self.weight_adversarial
+                      * self._average_over(losses.generator_adversarial(fake_source, self.generator_loss), ones)
                       + self.weight_classification * self._average_over(fake_class, fake_mask))
         d_variables, g_variables = self.players()["discriminator"], self.players()["generator"]
         d_gradients = self.gradients(tape, d_loss, "discriminator", d_variables)
@@ -505,7 +508,8 @@ class DSHGAN(HashingScheme):
         g_value = tf.constant(0.0)
         if self.use_generator and self.generator_in_stage_two:
             g_variables = self.players()["generator"]
-            self.scheme_optimizers["generator"].apply(self.gradients(tape, g_loss, "generator", g_variables), g_variables)
+            self.scheme_optimizers["generator"].apply(self.gradients(tape, g_loss, "generator", g_variables),
+                                                      g_variables)
             g_value = g_loss
         del tape
         optimizer.apply(gradients, self.players()["shared"])

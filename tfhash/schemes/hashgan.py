@@ -260,7 +260,8 @@ class HashGAN(HashingScheme):
     def players(self):
         shared = [v for layer in self.trunk_layers for v in layer.trainable_variables]
         return {
-            "discriminator": shared + self.discriminator_head.trainable_variables + self.encoder_head.trainable_variables,
+            "discriminator": (shared + self.discriminator_head.trainable_variables
+                              + self.encoder_head.trainable_variables),
             "generator": self.generator.trainable_variables,
         }
 
@@ -360,7 +361,8 @@ class HashGAN(HashingScheme):
             total = (self.weight_adversarial * average(adversarial)
                      + warm * (hashing + self.weight_collaborative * average(collaborative)))
         variables = self.players()["discriminator"]
-        self.scheme_optimizers["discriminator"].apply(self.gradients(tape, total, "discriminator", variables), variables)
+        self.scheme_optimizers["discriminator"].apply(self.gradients(tape, total, "discriminator", variables),
+                                                      variables)
 
         g_loss = self._generator_step(real_features, step, local_batch)
         return self._update_trackers({

@@ -88,13 +88,6 @@ class Integer:
         return int(value)
 
 
-class Number:
-    """Any number, stored as float (checked where it is used)."""
-
-    def __call__(self, value, name):
-        return float(value)
-
-
 class Choice:
     """One of ``options``."""
 

@@ -167,7 +167,8 @@ class SiGAH(HashingScheme):
                         "first found on the seed-0 test queries. It loses to `paper` on fashion-mnist-10k and "
                         "digits, so it is not the default"),
         itq_start=Preset(
-            description="Training starts from ITQ's codes (W = PCA + ITQ rotation, projections of spread 3) and refines "
+            description="Training starts from ITQ's codes (W = PCA + ITQ rotation, projections of spread 3) and "
+                        "refines "
                         "them with Eq. 20 by plain SGD (lr 1e-2 decayed to 1e-4) after the generator has learned to "
                         "decode them for half of training; graph weight 1 and reconstruction weight 0.1 so the "
                         "neighbour term leads. Not a setting of the paper.",
@@ -188,7 +189,8 @@ class SiGAH(HashingScheme):
             "weight_reconstruction", "weight_quantization", "weight_sparsity", "weight_graph", "weight_adversarial",
             "margin", "learning_rate", "weight_decay", "leaky_slope")},
         "graph_sigma": settings.Optional(settings.Positive()),
-        "reconstruction_loss": settings.Choice(RECONSTRUCTION_LOSSES), "generator_input": settings.Choice(GENERATOR_INPUTS),
+        "reconstruction_loss": settings.Choice(RECONSTRUCTION_LOSSES),
+        "generator_input": settings.Choice(GENERATOR_INPUTS),
         "quantization_sign": settings.Choice(QUANTIZATION_SIGNS), "sparsity_norm": settings.Choice(SPARSITY_NORMS),
         "standardize": settings.Choice(STANDARDIZE), "optimizer_type": settings.Choice(OPTIMIZERS),
         "final_learning_rate": settings.Optional(settings.NonNegative()), "hash_init": settings.Choice(HASH_INITS),
@@ -304,7 +306,8 @@ class SiGAH(HashingScheme):
             d_loss = average(d_per_item)
         if self.weight_adversarial > 0:
             variables = self.players()["discriminator"]
-            self.scheme_optimizers["discriminator"].apply(self.gradients(tape, d_loss, "discriminator", variables), variables)
+            self.scheme_optimizers["discriminator"].apply(self.gradients(tape, d_loss, "discriminator", variables),
+                                                          variables)
         return d_per_item, energy_real, energy_fake
 
     def _apply_hash_and_generator(self, tape, g_loss):
