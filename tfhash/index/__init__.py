@@ -25,7 +25,6 @@ from __future__ import annotations
 import inspect
 import os
 
-from tfhash.index import format
 from tfhash.index.base import PAD_DISTANCE, SearchIndex, check_ids, encoder_description
 from tfhash.index.faiss_backend import FaissIndex
 from tfhash.index.flat import HammingIndex
@@ -35,7 +34,7 @@ from tfhash.index.milvus import MilvusIndex, location_of
 BACKENDS = {"numpy": HammingIndex, "faiss": FaissIndex, "milvus": MilvusIndex}
 
 __all__ = ["BACKENDS", "FORMAT_VERSION", "MANIFEST", "PAD_DISTANCE", "FaissIndex", "HammingIndex", "MilvusIndex",
-           "SearchIndex", "check_encoder", "check_ids", "check_save_target", "encoder_description", "format", "load",
+           "SearchIndex", "check_encoder", "check_ids", "check_save_target", "encoder_description", "load",
            "make_index", "read_manifest"]
 
 
