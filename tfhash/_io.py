@@ -50,6 +50,16 @@ def write_json_atomically(path, payload):
     write_bytes_atomically(path, json.dumps(payload, indent=2, sort_keys=True, default=float), mode="w")
 
 
+def read_json_file(path, purpose):
+    """The JSON value of the file at ``path``; a file that is not JSON is a ValueError naming it and what it is
+    for (``purpose``)."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:  # json.JSONDecodeError is a ValueError
+        raise ValueError(f"{path} is not valid JSON ({err}); {purpose}.") from err
+
+
 def check_target_path(path, name):
     """``path`` as a string, after refusing targets that a write must never replace.
 

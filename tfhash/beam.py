@@ -319,7 +319,7 @@ def merge_shards(output, path, *, overwrite=False, rows_in_memory=ROWS_IN_MEMORY
     return index.load(fmt.write_index(path, overwrite, fill, label="merge"))
 
 
-_CODES, _IDS = "codes-000000.bin", "ids-000000.bin"
+_CODES, _IDS = fmt.segment_file("codes", 0), fmt.segment_file("ids", 0)
 
 
 def _one_run_of(output, prefix, suffix):

@@ -25,8 +25,8 @@ from tfhash.index import format as fmt
 PROGRESS_FILE = "build.json"
 LOCK_FILE = "build.lock"
 LISTING_FILE = "listing.txt"
-CODES_FILE, IDS_FILE = "codes-000000.bin", "ids-000000.bin"
-NAMES_FILE, NAME_OFFSETS_FILE = "names-000000.bin", "names-000000.idx"
+CODES_FILE, IDS_FILE = fmt.segment_file("codes", 0), fmt.segment_file("ids", 0)
+NAMES_FILE, NAME_OFFSETS_FILE = fmt.segment_file("names", 0), fmt.segment_file("offsets", 0)
 FLUSH_SECONDS = 2.0
 WORK_ENTRIES = {PROGRESS_FILE, LOCK_FILE, LISTING_FILE, CODES_FILE, IDS_FILE, NAMES_FILE, NAME_OFFSETS_FILE,
                 fmt.MANIFEST}

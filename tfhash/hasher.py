@@ -7,7 +7,6 @@ search index, saves / loads checkpoints that resume training and exports the enc
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -177,12 +176,7 @@ def read_description(directory):
     config_path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isfile(config_path):
         raise ValueError(f"`directory` must hold a tfhash checkpoint ({CONFIG_FILE} missing): {directory!r}.")
-    try:
-        with open(config_path, encoding="utf-8") as f:
-            description = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{config_path} is not valid JSON ({err}); it records the scheme and settings of the "
-                         "checkpoints beside it.") from err
+    description = _io.read_json_file(config_path, "it records the scheme and settings of the checkpoints beside it")
     _check_description(description, config_path)
     return description
 

@@ -48,6 +48,18 @@ def duplicate_message(repeated, where):
     return f"{where} holds id {shown}{' and more' if np.unique(repeated).size > 5 else ''} twice; ids must be unique."
 
 
+def ids_to_remove(ids):
+    """``ids`` given to ``remove``: distinct non-negative integers, any number of them."""
+    ids = np.asarray(ids)
+    return check_ids(ids, ids.shape[0] if ids.ndim == 1 else -1, "to remove")
+
+
+def missing_message(ids, held):
+    """The error for ids an operation needs held: ``ids`` and the mask of those held."""
+    missing = ", ".join(str(int(i)) for i in ids[~held][:5])
+    return f"`ids` must be held by the index; it holds no item with id {missing}."
+
+
 def check_names(names, count):
     """``names`` (strings, or None for an item without a name) as a :class:`format.Names` column."""
     if names is None:
@@ -307,12 +319,10 @@ class RowIndex(SearchIndex):
 
     def remove(self, ids: ArrayLike) -> int:
         with self._lock:
-            ids = np.asarray(ids)
-            ids = check_ids(ids, ids.shape[0] if ids.ndim == 1 else -1, "to remove")
+            ids = ids_to_remove(ids)
             rows = self._rows_of(ids)
             if np.any(rows < 0):
-                missing = ", ".join(str(int(i)) for i in ids[rows < 0][:5])
-                raise ValueError(f"`ids` to remove must be held by the index; it holds no item with id {missing}.")
+                raise ValueError(missing_message(ids, rows >= 0))
             self._dead = np.union1d(self._dead, rows)
             return int(rows.shape[0])
 
@@ -344,8 +354,7 @@ class RowIndex(SearchIndex):
             ids = np.asarray(ids, np.int64).reshape(-1)
             rows = self._rows_of(ids)
             if np.any(rows < 0):
-                missing = ", ".join(str(int(i)) for i in ids[rows < 0][:5])
-                raise ValueError(f"`ids` must be held by the index; it holds no item with id {missing}.")
+                raise ValueError(missing_message(ids, rows >= 0))
             starts = np.cumsum([0] + [part.shape[0] for part in self._id_parts])
             names = []
             for row in rows.tolist():

@@ -34,7 +34,6 @@ and only if the manifest is still the one the writer loaded.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -58,6 +57,13 @@ BACKENDS = ("numpy", "faiss", "milvus")
 ENTRY = re.compile(r"(index\.json|index\.lock|faiss\.index|codes\.bin|ids\.bin|"
                    r"(codes|ids|names|removed)-\d{6}\.(bin|idx))")
 _BLOCK = 16 << 20
+
+
+def segment_file(kind, number):
+    """The name of segment ``number``'s file of ``kind``: "codes", "ids", "names" (their ``.bin``), "offsets"
+    (the names' ``.idx``) or "removed"."""
+    stem, extension = ("names", "idx") if kind == "offsets" else (kind, "bin")
+    return f"{stem}-{number:06d}.{extension}"
 
 
 def _hasher():
@@ -100,8 +106,8 @@ def write_arrays(directory, name, arrays):
 
 def write_names(directory, number, names):
     """Writes a :class:`Names` column as a names segment; returns its ``{"offsets", "text"}`` entries."""
-    return {"offsets": write_arrays(directory, f"names-{number:06d}.idx", [np.asarray(names.offsets, ID_DTYPE)]),
-            "text": write_arrays(directory, f"names-{number:06d}.bin", [np.asarray(names.text, np.uint8)])}
+    return {"offsets": write_arrays(directory, segment_file("offsets", number), [np.asarray(names.offsets, ID_DTYPE)]),
+            "text": write_arrays(directory, segment_file("names", number), [np.asarray(names.text, np.uint8)])}
 
 
 class Names:
@@ -170,11 +176,7 @@ def read_manifest(path):
     manifest_path = os.path.join(path, MANIFEST)
     if not os.path.isfile(manifest_path):
         raise ValueError(f"`path` must be a saved tfhash index (a directory with {MANIFEST}), got {path!r}.")
-    try:
-        with open(manifest_path, encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"`path` {path!r}: {MANIFEST} is not valid JSON ({err}).") from err
+    manifest = _io.read_json_file(manifest_path, "it is the manifest of a saved tfhash index")
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"`path` {path!r}: {MANIFEST} is not a tfhash index manifest.")
     version = manifest.get("version")
@@ -320,10 +322,10 @@ def write_segment(directory, number, codes_parts, ids_parts, names=None):
     """Writes segment ``number`` (codes unless ``codes_parts`` is None, ids and optional names) into
     ``directory``; returns its entry."""
     rows = sum(part.shape[0] for part in ids_parts)
-    segment = {"rows": rows, "ids": write_arrays(directory, f"ids-{number:06d}.bin",
+    segment = {"rows": rows, "ids": write_arrays(directory, segment_file("ids", number),
                                                  [ids.astype(ID_DTYPE, copy=False) for ids in ids_parts])}
     if codes_parts is not None:
-        segment["codes"] = write_arrays(directory, f"codes-{number:06d}.bin", codes_parts)
+        segment["codes"] = write_arrays(directory, segment_file("codes", number), codes_parts)
     if names is not None:
         segment["names"] = write_names(directory, number, names)
     return segment
@@ -332,7 +334,7 @@ def write_segment(directory, number, codes_parts, ids_parts, names=None):
 def write_removed(directory, number, rows):
     if not len(rows):
         return None
-    return write_arrays(directory, f"removed-{number:06d}.bin", [np.asarray(rows, ID_DTYPE)])
+    return write_arrays(directory, segment_file("removed", number), [np.asarray(rows, ID_DTYPE)])
 
 
 def _why_not_replaceable(path):

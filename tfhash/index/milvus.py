@@ -11,7 +11,15 @@ from numpy.typing import ArrayLike
 
 from tfhash import _validation
 from tfhash.index import format as fmt
-from tfhash.index.base import PAD_DISTANCE, SearchIndex, check_ids, duplicate_message, encoder_description
+from tfhash.index.base import (
+    PAD_DISTANCE,
+    SearchIndex,
+    check_ids,
+    duplicate_message,
+    encoder_description,
+    ids_to_remove,
+    missing_message,
+)
 
 
 class MilvusIndex(SearchIndex):
@@ -154,13 +162,11 @@ class MilvusIndex(SearchIndex):
         return self
 
     def remove(self, ids: ArrayLike) -> int:
-        ids = np.asarray(ids)
-        ids = check_ids(ids, ids.shape[0] if ids.ndim == 1 else -1, "to remove")
+        ids = ids_to_remove(ids)
         with self._lock:
             held = self._held(ids)
             if not held.all():
-                missing = ", ".join(str(int(i)) for i in ids[~held][:5])
-                raise ValueError(f"`ids` to remove must be held by the index; it holds no item with id {missing}.")
+                raise ValueError(missing_message(ids, held))
             for start in range(0, ids.shape[0], 10_000):
                 self._client.delete(self.collection, filter=f"item_id in {[int(i) for i in ids[start:start + 10_000]]}")
             self._count -= ids.shape[0]
