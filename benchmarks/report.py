@@ -84,7 +84,7 @@ def _trained_as_the_default_now(scheme: str, run: dict) -> bool:
 
     cls = schemes.get(scheme)
     preset = cls.presets[cls.default_preset].settings(run["bits"])["hyperparameters"]
-    return all(recorded.get(key) == cls.config_value(key, value) for key, value in preset.items())
+    return all(recorded.get(key) == schemes.settings.recorded(cls, key, value) for key, value in preset.items())
 
 
 def _given(record: dict, option: str) -> bool:

@@ -68,7 +68,7 @@ def main():
 
         @tf.function
         def draw():
-            return strategy.run(lambda: model.batch_random(stateless.normal, [4, 100],
+            return strategy.run(lambda: tfhash.distribution.batch_random(stateless.normal, [4, 100],
                                                            model._stateless_seed(tf.constant(0, tf.int64), 1)))
 
         per_replica = strategy.experimental_local_results(draw())

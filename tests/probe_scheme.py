@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfhash import distribution
+from tfhash.schemes import settings
 from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.presets import Preset, named
 
@@ -24,11 +26,10 @@ class LabelIndexProbe(HashingScheme):
     presets = named(paper=Preset("One SGD step per batch with learning rate 1 (a probe, not a paper).", epochs=1,
                                  batch_size=16))
 
-    def __init__(self, bits=8, input_shape=None, seed=0, num_items=64, **kwargs):
-        self.num_items = int(num_items)
-        super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
+    hyperparameter_rules = {"num_items": settings.PositiveInt()}
 
-    def _build_networks(self):
+    def __init__(self, bits=8, input_shape=None, seed=0, num_items=64, **kwargs):
+        super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
         self.head = keras.layers.Dense(self.bits, activation="sigmoid", name="head")
         self.head(keras.ops.zeros((1, int(np.prod(self.item_shape)))))
         self.table = self.add_weight(shape=(self.num_items, 2), initializer="zeros", name="table")
@@ -47,13 +48,13 @@ class LabelIndexProbe(HashingScheme):
         return self.head(keras.ops.reshape(inputs, (-1, int(np.prod(self.item_shape)))))
 
     def train_step(self, data):
-        x, y, index = self.unpack_batch(data)
+        x, y, index = distribution.unpack_batch(data)
         target = tf.stack([tf.cast(y, tf.float32), tf.reduce_mean(tf.reshape(x, [tf.shape(x)[0], -1]), axis=1)], 1)
         with tf.GradientTape() as tape:
             loss = 0.5 * tf.reduce_sum(tf.square(tf.gather(self.table, index) - target))
         gradient = tape.gradient(loss, [self.table])
         self.scheme_optimizers["table"].apply(gradient, [self.table])
-        return self._update_trackers({"probe": loss})
+        return self.update_trackers({"probe": loss})
 
 
 def expected_table(x, y):

@@ -385,7 +385,7 @@ def test_update_encodes_only_new_files_and_removes_gone_ones(pixels, tmp_path, c
 
 def test_encoders_that_give_non_finite_probabilities_are_refused():
     from tfhash import serving
-    from tfhash.schemes.base import encode_in_batches
+    from tfhash.encoding import encode_in_batches
 
     def broken(batch):
         return {"codes": np.zeros((len(batch), 1), np.uint8), "probabilities": np.full((len(batch), 8), np.nan)}

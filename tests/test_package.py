@@ -149,3 +149,54 @@ def test_the_one_private_keras_method_overridden_is_still_called_by_keras():
              for folder, _, names in os.walk(os.path.join(ROOT, "tfhash")) for name in names
              if name.endswith(".py") and private.search(open(os.path.join(folder, name), encoding="utf-8").read())}
     assert found == {os.path.join("tfhash", "schemes", "base.py")}
+
+
+def _library_modules():
+    """``{module name: parsed source}`` of every module of ``tfhash/``."""
+    import ast
+    import pathlib
+
+    root = pathlib.Path(ROOT)
+    modules = {}
+    for path in sorted((root / "tfhash").rglob("*.py")):
+        name = ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__")
+        modules[name] = ast.parse(path.read_text())
+    return modules
+
+
+def test_a_scheme_author_meets_at_most_twenty_public_methods():
+    from tfhash.schemes.base import HashingScheme
+
+    public = [name for name, value in vars(HashingScheme).items()
+              if not name.startswith("_") and (callable(value) or isinstance(value, (property, classmethod)))]
+    assert len(public) <= 20, public
+
+
+def test_no_import_circle_among_library_modules():
+    import ast
+
+    modules = _library_modules()
+    graph = {name: set() for name in modules}
+    for name, tree in modules.items():
+        for node in ast.walk(tree):  # imports inside functions count too
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("tfhash"):
+                targets = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in modules else node.module
+                           for alias in node.names]
+            else:
+                continue
+            graph[name].update(target for target in targets if target in modules and target != name)
+
+    def circle_from(start, path):
+        for target in sorted(graph[path[-1]]):
+            if target == start:
+                return path
+            if target not in path and target > start:  # each circle is found from its smallest module
+                found = circle_from(start, path + [target])
+                if found:
+                    return found
+        return None
+
+    circles = [found for found in (circle_from(name, [name]) for name in sorted(graph)) if found]
+    assert circles == []

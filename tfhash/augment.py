@@ -3,7 +3,7 @@
 All functions take images ``[b, h, w, c]`` in [0, 1] and a stateless seed (a ``[2]`` int tensor) and
 return images of the same shape in [0, 1]: the same seed gives the same result, so training stays
 deterministic and resumable. ``draw`` chooses how the per-image random values are drawn; a scheme passes
-``HashingScheme.batch_random`` so each example gets the same values however the batch is split across
+``tfhash.distribution.batch_random`` so each example gets the same values however the batch is split across
 replicas. The default draws them directly.
 
 * Grey images (digits, clothes): :func:`affine` (random translation, rotation and zoom in one bilinear

@@ -1,6 +1,6 @@
 """Export: the encoder alone, as a SavedModel (TF Serving layout) or a TFLite model.
 
-A SavedModel export holds the signatures the scheme names (``HashingScheme.serving_signatures``):
+A SavedModel export holds the signatures the scheme names (``tfhash.encoding.serving_signatures``):
 
 * ``serving_default``: input ``inputs`` float32 ``[batch, *item_shape]`` as in training (images in
   [0, 1]; feature schemes: raw feature values, standardised inside the graph where the scheme does so);
@@ -32,7 +32,7 @@ import tensorflow as tf
 from tfhash import _io, _validation
 from tfhash import codes as codes_lib
 from tfhash._version import __version__
-from tfhash.schemes.base import PIXEL_SCALE, serving_outputs
+from tfhash.encoding import PIXEL_SCALE, serving_outputs, serving_signatures
 
 METADATA_FILE = "tfhash.json"
 SERVING_SIGNATURE = "serving_default"
@@ -63,7 +63,7 @@ def encoder_fingerprint(model, quantization=None):
 
 def metadata(hasher, quantization=None):
     model = hasher.model
-    signatures = model.serving_signatures()
+    signatures = serving_signatures(model.input_kind)
     images = model.input_kind == "images"
     description = {
         "format": "tfhash-export", "tfhash_version": __version__, "scheme": model.key,
@@ -228,7 +228,7 @@ def _write_saved_model(hasher, parent, name):
     module = _EncoderModule(model.encoder_model(), model.item_shape, model.threshold)
     tmp = tempfile.mkdtemp(dir=parent, prefix=f".{name}.tmp-")
     try:
-        tf.saved_model.save(module, tmp, signatures=module.signatures(model.serving_signatures()))
+        tf.saved_model.save(module, tmp, signatures=module.signatures(serving_signatures(model.input_kind)))
         os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
         _io.write_json_atomically(os.path.join(tmp, "assets", METADATA_FILE), metadata(hasher))
         _io.honour_umask(tmp)

@@ -199,7 +199,7 @@ def _check_description(description, config_path):
     if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d > 0 for d in shape):
         broken("config.input_shape", "a list of positive integers", shape)
     scheme_cls = schemes.get(description["scheme"])
-    unknown = sorted(set(config) - {"bits", "input_shape", "seed"} - set(scheme_cls.hyperparameter_names()))
+    unknown = sorted(set(config) - {"bits", "input_shape", "seed"} - set(scheme_cls.default_hyperparameters()))
     if unknown:
         broken("config", f"settings of {scheme_cls.key!r} only (unknown: {unknown})", sorted(config))
 
@@ -226,7 +226,7 @@ def restore(directory, description, strategy=None, total_steps="saved", hyperpar
             # come from the caller.
             scheme_cls = schemes.get(description["scheme"])
             described = {k: v for k, v in (hyperparameters or {}).items()
-                         if isinstance(scheme_cls.config_value(k, v), str) and not isinstance(v, str)}
+                         if isinstance(schemes.settings.recorded(scheme_cls, k, v), str) and not isinstance(v, str)}
             model = scheme_cls.from_config({**description["config"], **described})
         except ValueError as err:
             raise ValueError(f"{os.path.join(directory, CONFIG_FILE)}: field 'config' holds settings the "

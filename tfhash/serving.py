@@ -11,9 +11,9 @@ import tensorflow as tf
 
 from tfhash import _validation
 from tfhash.codes import num_bytes
+from tfhash.encoding import check_items, encode_in_batches
 from tfhash.export import METADATA_FILE, SERVING_SIGNATURE, TFLITE_MAGIC, is_tflite, read_metadata, read_tflite_metadata
 from tfhash.hasher import BaseHasher
-from tfhash.schemes.base import check_items, encode_in_batches
 
 
 class _ServedHasher(BaseHasher):

@@ -22,9 +22,9 @@ from tensorflow.core.framework import graph_pb2
 
 from tfhash import _io, _validation, datasets, schemes
 from tfhash import codes as codes_lib
+from tfhash.encoding import IMAGE_RANGE_TOLERANCE, PIXEL_SCALE, check_image_range, check_items, check_training_dtype
 from tfhash.hasher import CONFIG_FILE, Hasher, check_run_directory, checkpoint_manager, read_description, restore
 from tfhash.schemes import presets as presets_lib
-from tfhash.schemes.base import IMAGE_RANGE_TOLERANCE, PIXEL_SCALE, check_image_range, check_items
 
 DATASET_KEYS = {"x": ("x", "image", "images"), "y": ("y", "label", "labels"), "index": ("index",)}
 IMAGE_RANGE_ERROR = "tfhash: a batch of `x` holds values outside [0, 1]; min and max:"
@@ -76,7 +76,7 @@ def differing_settings(scheme_cls, saved, asked):
     defaults = scheme_cls.default_hyperparameters()
     differing = {}
     for name, value in asked.items():
-        value = scheme_cls.config_value(name, value)
+        value = schemes.settings.recorded(scheme_cls, name, value)
         before = saved.get(name, defaults.get(name))
         if not _same_setting(before, value):
             differing[name] = (before, value)
@@ -171,7 +171,7 @@ def _normalise_dataset(dataset, scheme_cls, steps_per_epoch):
     if cardinality == 0:
         raise ValueError("`x` dataset is empty: it yields no batches.")
     dtype = x_spec.dtype.as_numpy_dtype
-    scheme_cls.check_training_dtype(np.dtype(dtype))
+    check_training_dtype(np.dtype(dtype), scheme_cls.input_kind)
     scale = scheme_cls.input_kind == "images" and x_spec.dtype == tf.uint8
     if scheme_cls.input_kind == "images" and x_spec.dtype.is_integer and not scale:
         raise ValueError("`x` dataset must yield float images in [0, 1] or uint8 pixels, "
@@ -257,7 +257,7 @@ def _prepare_data(x, y, scheme_cls, steps_per_epoch=None):
     x = np.asarray(x)
     if x.ndim < 2:
         raise ValueError(f"`x` must be [n, ...] items, got shape {x.shape}.")
-    scheme_cls.check_training_dtype(x.dtype)
+    check_training_dtype(x.dtype, scheme_cls.input_kind)
     x = check_items(x, None, "x", input_kind=scheme_cls.input_kind)
     labels = _validation.check_training_labels(y, "y", x.shape[0], "x") if scheme_cls.needs_labels else None
     return _TrainingData(item_shape=tuple(x.shape[1:]), x=x, y=labels)
@@ -369,7 +369,7 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
     epochs = _validation.check_positive_int(settings["epochs"] if epochs is None else epochs, "epochs")
     batch_size = _validation.check_positive_int(settings["batch_size"] if batch_size is None else batch_size,
                                                 "batch_size")
-    scheme_cls.check_hyperparameters(hyperparameters, "tfhash.fit")
+    scheme_cls.check_values(hyperparameters, origin="tfhash.fit", names_only=True)
     hyperparameters = {**settings["hyperparameters"], **hyperparameters}
     scheme_cls.check_values(hyperparameters, bits, "tfhash.fit")  # before any data is read
     seed = _validation.check_seed(seed)

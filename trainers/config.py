@@ -46,7 +46,7 @@ def parse_set_flags(items, scheme_cls):
             values[key] = json.loads(raw)
         except json.JSONDecodeError:
             values[key] = raw
-    return scheme_cls.check_hyperparameters(values, "--set")
+    return scheme_cls.check_values(values, origin="--set", names_only=True)
 
 
 def resolve(scheme, dataset, *, preset=None, epochs=None, batch_size=None, eval_every=None, learning_rate=None,
@@ -66,7 +66,7 @@ def resolve(scheme, dataset, *, preset=None, epochs=None, batch_size=None, eval_
     settings = chosen.settings(bits)
     hyperparameters = {}
     if learning_rate is not None:
-        if "learning_rate" not in scheme_cls.hyperparameter_names():
+        if "learning_rate" not in scheme_cls.default_hyperparameters():
             raise ValueError(f"--learning_rate: scheme {scheme!r} has no `learning_rate` hyperparameter; use --set.")
         if not learning_rate > 0:
             raise ValueError(f"--learning_rate must be > 0, got {learning_rate}.")

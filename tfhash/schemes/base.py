@@ -1,19 +1,20 @@
-"""What every hashing scheme shares: trackers, optimisers per player, encoding, config, export target.
+"""What every hashing scheme shares: hyperparameters, trackers, optimisers per player, encoding, config.
 
-A scheme subclasses :class:`HashingScheme` and provides:
+A scheme subclasses :class:`HashingScheme` (``docs/adding_a_scheme.md`` walks through one) and provides:
 
 * its facts as class attributes (read by ``tfhash.fit``, the export, the benchmarks and the shared
   tests, so none of them needs to know a scheme by name): ``input_kind``, ``needs_labels``,
-  ``needs_indices``, ``presets`` and ``default_preset``, ``adapt_on_resume``, ``hyperparameter_rules``, and
-  ``spec`` (a :class:`SchemeSpec` of what only the benchmarks and the shared tests read);
-* ``loss_names``: the keys it logs (one ``keras.metrics.Mean`` tracker each);
-* ``_build_networks()``: creates its sub-networks (variables must exist after ``__init__``);
-* ``players()``: ``{player name: [variables]}``, one optimizer each;
-* ``default_optimizer(player, total_steps)``: the paper's optimiser for that player;
-* ``call(x)``: continuous codes (probabilities for sigmoid outputs);
-* ``train_step(data)``: ``data`` is a dict with ``"x"`` (the items of this replica's share of the batch) and,
-  when the scheme asks for them, ``"y"`` (labels) and ``"index"`` (each item's position in the training
-  set); :meth:`HashingScheme.unpack_batch` also accepts a plain tensor or an ``(x, y)`` tuple.
+  ``needs_indices``, ``presets`` and ``default_preset``, ``adapt_on_resume``, ``hyperparameter_rules``,
+  ``loss_names`` (one ``keras.metrics.Mean`` tracker each) and ``spec`` (a :class:`SchemeSpec`);
+* ``__init__``: its hyperparameters as keyword arguments after ``bits, input_shape, seed``; it calls
+  ``super().__init__`` first, which checks every hyperparameter by its rule (and ``check_combination``) and
+  sets it as an attribute of the same name, then builds its networks (every variable must exist after
+  ``__init__``); construction runs with Python's and numpy's random state seeded by ``seed`` and restored;
+* ``players()``: ``{player name: [variables]}``, one optimizer each, and ``default_optimizer``;
+* ``encode_graph(inputs)``: continuous codes (probabilities for sigmoid outputs);
+* ``train_step(data)``: ``data`` is a dict with ``"x"`` (this replica's share of the batch) and, when the scheme
+  asks for them, ``"y"`` (labels) and ``"index"`` (positions in the training set). It calls ``minimise`` once
+  per player and returns ``update_trackers(logs)``; ``tfhash.distribution`` holds the replica arithmetic.
 
 Constructor arguments are attributes of the same name and make up ``get_config()`` (KerasHub style),
 so ``from_config(get_config())`` rebuilds the same architecture.
@@ -29,86 +30,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash import _validation
+from tfhash import _validation, distribution, encoding
 from tfhash import codes as codes_lib
 from tfhash.schemes import settings
-
-INPUT_KINDS = ("images", "features")
-IMAGE_RANGE_TOLERANCE = 1e-6
-PIXEL_SCALE = 255.0
-
-
-def check_image_range(low, high, name):
-    """Raises ``ValueError`` unless [low, high] lies within the image range [0, 1]."""
-    if low < -IMAGE_RANGE_TOLERANCE or high > 1.0 + IMAGE_RANGE_TOLERANCE:
-        hint = " Pixel values 0-255: divide by 255 (or pass uint8 pixels, which are scaled)." if high > 1.5 else ""
-        raise ValueError(f"`{name}` must hold images with values in [0, 1], got values in [{low:g}, {high:g}].{hint}")
-
-
-def check_items(x, item_shape=None, name="x", origin="as in training", input_kind="features"):
-    """Checks items ``[n, *item_shape]`` (finite numbers) and returns them as float32.
-
-    ``input_kind="images"``: values must lie in [0, 1]; uint8 arrays are pixels 0-255 and are divided by
-    255 (the rule of the export's ``serving_pixels`` signature); other integer types are refused.
-    ``"features"``: any finite numbers, used as they are.
-    """
-    x = _validation.check_features(x, name)
-    if item_shape is not None and tuple(x.shape[1:]) != tuple(item_shape):
-        raise ValueError(f"`{name}` must have items of shape {tuple(item_shape)} ({origin}), got {tuple(x.shape[1:])}.")
-    if input_kind == "images":
-        if x.dtype == np.uint8:
-            return x.astype(np.float32) / np.float32(PIXEL_SCALE)
-        if x.dtype.kind in "iu":
-            raise ValueError(f"`{name}` must be float images in [0, 1] or uint8 pixels, got dtype {x.dtype}; "
-                             "convert with x.astype('float32') / 255.")
-        if x.size:
-            check_image_range(float(np.min(x)), float(np.max(x)), name)
-    return x.astype(np.float32, copy=False)
-
-
-def serving_outputs(encoder, inputs, threshold):
-    """``{"codes": packed uint8, "probabilities": float32}`` of an encoder, as served and exported."""
-    probabilities = encoder(inputs, training=False)
-    return {"codes": codes_lib.pack_tf(tf.cast(probabilities >= threshold, tf.float32)),
-            "probabilities": probabilities}
-
-
-def encode_in_batches(serve, x, batch_size, bits):
-    """Runs ``serve`` (a numpy batch -> {"codes", "probabilities"}, tensors or arrays) over ``x`` in
-    batches; numpy results."""
-    batch_size = _validation.check_positive_int(batch_size, "batch_size")
-    parts = []
-    for start in range(0, x.shape[0], batch_size):
-        part = serve(x[start:start + batch_size])
-        if not np.all(np.isfinite(np.asarray(part["probabilities"]))):
-            # all-zero codes from NaN probabilities look like codes: stop before they reach an index
-            raise ValueError(f"the encoder gave non-finite probabilities for items {start} to "
-                             f"{min(start + batch_size, x.shape[0]) - 1} of `x`, so their codes mean nothing: a broken "
-                             "or hand-converted model, or items outside the range it was trained on.")
-        parts.append(part)
-    if not parts:
-        return {"codes": np.empty((0, codes_lib.num_bytes(bits)), np.uint8),
-                "probabilities": np.empty((0, bits), np.float32)}
-    return {key: np.concatenate([np.asarray(p[key]) for p in parts]) for key in ("codes", "probabilities")}
-
-
-def item_chunks(x, chunk_size=65536):
-    """Numpy chunks of training items ``x`` (an array, memory-mapped or not, or a batched ``tf.data.Dataset``
-    whose elements are items or ``(x, ...)`` tuples), so ``adapt`` can stream large inputs once."""
-    if isinstance(x, tf.data.Dataset):
-        for batch in x:
-            yield np.asarray(batch[0] if isinstance(batch, (tuple, list)) else batch)
-    else:
-        for start in range(0, x.shape[0], chunk_size):
-            yield np.asarray(x[start:start + chunk_size])
-
-
-def _multi_worker(strategy):
-    """True under a MultiWorkerMirroredStrategy whose cluster has more than one task."""
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return False
-    tasks = strategy.cluster_resolver.cluster_spec().as_dict()
-    return sum(len(addresses) for addresses in tasks.values()) > 1
 
 
 @contextlib.contextmanager
@@ -126,6 +50,30 @@ def _seeded_random_state(seed):
     finally:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
+
+
+def _constructor(init):
+    """Wraps a scheme's ``__init__``: its hyperparameters are checked before anything is built (declared rules,
+    then ``check_combination``), and the whole construction runs with the random state seeded by ``seed``."""
+
+    @functools.wraps(init)
+    def construct(self, *args, **kwargs):
+        if "_pending_hyperparameters" in self.__dict__:  # a parent's constructor, called by the outermost one
+            return init(self, *args, **kwargs)
+        call = inspect.signature(init).bind(self, *args, **kwargs)
+        call.apply_defaults()
+        given = {**call.arguments, **call.arguments.get("kwargs", {})}
+        seed = _validation.check_seed(given.get("seed", 0))
+        names = type(self)._hyperparameters()
+        checked = type(self)._checked({name: given.get(name, default) for name, default in names.items()})
+        object.__setattr__(self, "_pending_hyperparameters", checked)  # read by HashingScheme.__init__
+        with _seeded_random_state(seed):  # weight initialisation follows the seed
+            init(self, *args, **kwargs)
+        self.__dict__.pop("_pending_hyperparameters", None)
+        self.built = True  # every variable exists now; Keras must not build the model from a batch (a dict)
+
+    construct.__signature__ = inspect.signature(init)  # what Keras reads of the constructor for its config
+    return construct
 
 
 @dataclasses.dataclass(frozen=True)
@@ -155,25 +103,6 @@ class SchemeSpec:
     test_input_shape: tuple = (8, 8, 1)
     test_hyperparameters: dict = dataclasses.field(default_factory=dict)
     replica_local_terms: dict = dataclasses.field(default_factory=dict)
-
-
-class StepContext:
-    """What a training step needs to know of the distribution, for this replica's share of the batch.
-
-    Attributes:
-        replicas: replicas in sync (1 without a strategy).
-        local_batch: items on this replica.
-        global_batch: items over all replicas (equal shares: ``tfhash.fit`` drops the incomplete batch).
-    """
-
-    def __init__(self, local_batch):
-        self.replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        self.local_batch = local_batch
-        self.global_batch = local_batch * self.replicas
-
-    def average(self, per_example):
-        """Mean over the global batch of per-example values; the optimizer sums the replicas' gradients."""
-        return tf.nn.compute_average_loss(per_example, global_batch_size=self.global_batch)
 
 
 class HashingScheme(keras.Model):
@@ -207,6 +136,11 @@ class HashingScheme(keras.Model):
     #: ``{hyperparameter: rule}`` (``tfhash.schemes.settings``) for every constructor argument of the scheme.
     hyperparameter_rules = {}
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "__init__" in vars(cls):
+            cls.__init__ = _constructor(cls.__init__)
+
     def __init__(self, bits=32, input_shape=None, seed=0, **kwargs):
         super().__init__(**kwargs)
         self.bits = _validation.check_bits(bits)
@@ -214,13 +148,13 @@ class HashingScheme(keras.Model):
             raise ValueError(f"`input_shape` must be the shape of one item, e.g. (28, 28, 1), got {input_shape!r}.")
         self.item_shape = tuple(int(d) for d in input_shape)
         self.seed = int(seed)
+        for name, value in self.__dict__.get("_pending_hyperparameters", {}).items():
+            setattr(self, name, value)
         self.trackers = {name: keras.metrics.Mean(name=name) for name in self.loss_names}
         self.scheme_optimizers = {}
-        with _seeded_random_state(self.seed):  # weight initialisation follows the seed
-            self._build_networks()
-        self.built = True  # every variable exists now; Keras must not build the model from a batch (a dict)
+        self.total_steps = None
 
-    # --- configuration -------------------------------------------------------------------------
+    # --- hyperparameters -----------------------------------------------------------------------
 
     @classmethod
     def _hyperparameters(cls):
@@ -236,66 +170,45 @@ class HashingScheme(keras.Model):
         return found
 
     @classmethod
-    def hyperparameter_names(cls):
-        """Constructor arguments of the scheme (what ``tfhash.fit(**hyperparameters)`` accepts)."""
-        return list(cls._hyperparameters())
+    def _checked(cls, values):
+        """``{name: value as stored}`` of every hyperparameter in ``values``: each checked by its declared rule
+        (others stored as given), then the rules between them (``check_combination``)."""
+        checked = {name: cls.hyperparameter_rules[name](value, name) if name in cls.hyperparameter_rules else value
+                   for name, value in values.items()}
+        cls.check_combination(checked)
+        return checked
 
     @classmethod
     def default_hyperparameters(cls):
-        """The constructor defaults of the hyperparameters (the paper's values), as ``get_config`` records them."""
-        return {name: cls.config_value(name, value) for name, value in cls._hyperparameters().items()}
+        """``{name: default}`` of the hyperparameters (what ``tfhash.fit(**hyperparameters)`` accepts), as
+        ``get_config`` records them."""
+        return {name: settings.recorded(cls, name, value) for name, value in cls._hyperparameters().items()}
 
     @classmethod
-    def check_hyperparameters(cls, values, origin="hyperparameters", extra=()):
-        """Raises ``ValueError`` naming the keys of ``values`` that are not hyperparameters (or ``extra``)."""
-        known = cls.hyperparameter_names()
-        unknown = sorted(set(values) - set(known) - set(extra))
+    def check_values(cls, hyperparameters, bits=32, origin="hyperparameters", names_only=False, extra=()):
+        """Checks names and (unless ``names_only``) values against the declared rules without building anything,
+        so a bad setting is refused before data is loaded. ``extra``: other names accepted. Returns
+        ``hyperparameters``."""
+        known = list(cls._hyperparameters())
+        unknown = sorted(set(hyperparameters) - set(known) - set(extra))
         if unknown:
             raise ValueError(f"{origin}: unknown hyperparameter(s) {unknown} for scheme {cls.key!r}; known: {known}.")
-        return values
-
-    @classmethod
-    def check_values(cls, hyperparameters, bits=32, origin="hyperparameters"):
-        """Checks names and values against the declared rules without building anything, so a bad setting is
-        refused before data is loaded. Returns ``hyperparameters``."""
-        cls.check_hyperparameters(hyperparameters, origin)
-        try:
-            _validation.check_bits(bits)
-            cls.checked_hyperparameters({**cls._hyperparameters(), **hyperparameters})
-        except ValueError as err:
-            raise ValueError(f"{origin}: {err}") from None
+        if not names_only:
+            try:
+                _validation.check_bits(bits)
+                cls._checked({**cls._hyperparameters(), **hyperparameters})
+            except ValueError as err:
+                raise ValueError(f"{origin}: {err}") from None
         return hyperparameters
-
-    @classmethod
-    def checked_hyperparameters(cls, values):
-        """``{name: value as stored}`` of every hyperparameter in ``values``, each checked by its declared rule
-        (``hyperparameter_rules``), then the rules between them (``check_combination``)."""
-        checked = settings.apply(cls.hyperparameter_rules, values)
-        cls.check_combination(checked)
-        return checked
 
     @classmethod
     def check_combination(cls, hyperparameters):
         """Rules between hyperparameters (one setting needs another); each value has passed its own rule."""
 
-    def set_hyperparameters(self, arguments):
-        """Stores the constructor's ``arguments`` (its ``locals()``) as attributes of the same names, each checked
-        by its declared rule; a constructor then holds only what its scheme derives from them."""
-        for name, value in self.checked_hyperparameters(arguments).items():
-            setattr(self, name, value)
-
-    @classmethod
-    def config_value(cls, name, value):
-        """How ``get_config`` records the value of hyperparameter ``name`` (to compare a resumed run's settings).
-        A ``keras.Model`` argument (e.g. a user's backbone) is recorded by name, ``"model NAME"``."""
-        if isinstance(value, keras.Model):
-            return f"model {value.name}"
-        return list(value) if isinstance(value, tuple) else value
-
     def get_config(self):
         config = {"bits": self.bits, "input_shape": list(self.item_shape), "seed": self.seed}
-        for name in self.hyperparameter_names():
-            config[name] = self.config_value(name, getattr(self, name))
+        for name in self._hyperparameters():
+            config[name] = settings.recorded(type(self), name, getattr(self, name))
         return config
 
     @classmethod
@@ -305,9 +218,11 @@ class HashingScheme(keras.Model):
     # --- optimisation ----------------------------------------------------------------------------
 
     def players(self):
+        """``{player name: [variables]}``: one optimizer each."""
         raise NotImplementedError
 
     def default_optimizer(self, player, total_steps):
+        """The paper's optimizer for ``player``; ``total_steps`` (or None) for schedules that depend on it."""
         raise NotImplementedError
 
     def compile(self, optimizers=None, *, total_steps=None, **kwargs):
@@ -347,137 +262,64 @@ class HashingScheme(keras.Model):
         # keras-team/keras#21800 (distributed build of models whose steps reshape their inputs).
         return None
 
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
-
-    def _update_trackers(self, values):
-        for name, value in values.items():
-            self.trackers[name].update_state(value)
-        logs = {name: tracker.result() for name, tracker in self.trackers.items()}
-        if _multi_worker(self.distribute_strategy):
-            # Keras 3 reduces logs across workers with reduce(MEAN, axis=0), which fails on scalars
-            # (tensorflow/tensorflow#72388); a length-1 vector reduces to the scalar it should be.
-            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
-        return logs
-
-    @staticmethod
-    def step_context(x):
-        """The distribution facts of a training step on this replica's items ``x`` (:class:`StepContext`)."""
-        return StepContext(tf.shape(x)[0])
-
-    def code_statistics(self, outputs):
-        """The bit-frequency logs every scheme reports: the least and most frequent bit over the global batch."""
-        frequencies = self.global_batch_mean(tf.cast(outputs >= self.threshold, tf.float32))
-        return {"bit_freq_min": tf.reduce_min(frequencies), "bit_freq_max": tf.reduce_max(frequencies)}
-
-    @staticmethod
-    def global_batch_mean(local_values):
-        """Mean over the global batch (every replica's examples) of per-example values ``[local batch, ...]``.
-
-        Batch statistics (bit frequencies, feature means) must see the whole batch under a strategy;
-        the gradient reaches this replica's own examples only, as each replica differentiates its share.
-        Replicas hold equal shares (``tfhash.fit`` drops the incomplete last batch).
-        """
-        context = tf.distribute.get_replica_context()
-        global_batch = tf.cast(tf.shape(local_values)[0] * context.num_replicas_in_sync, local_values.dtype)
-        return HashingScheme.replica_total(tf.reduce_sum(local_values, axis=0) / global_batch)
-
-    @staticmethod
-    def replica_total(local_part):
-        """The sum of ``local_part`` over replicas as its value, with the gradient of this replica's part only
-        (the optimizer sums the replicas' gradients)."""
-        context = tf.distribute.get_replica_context()
-        total = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.stop_gradient(local_part))
-        return local_part + tf.stop_gradient(total - local_part)
-
-    @staticmethod
-    def global_rows(local_rows):
-        """``[global batch, ...]`` rows of every replica in replica order, with this replica's rows live
-        (differentiable) and the others' fixed. A loss over all of them computed on every replica then
-        gives, summed by the optimizer across replicas, one device's gradient."""
-        context = tf.distribute.get_replica_context()
-        if context.num_replicas_in_sync == 1:
-            return local_rows
-        gathered = context.all_gather(tf.stop_gradient(local_rows), axis=0)
-        local = tf.shape(local_rows)[0]
-        start = tf.cast(context.replica_id_in_sync_group, tf.int32) * local
-        return tf.concat([gathered[:start], local_rows, gathered[start + local:]], axis=0)
-
-    def gradients(self, tape, loss, player, variables=None):
-        """Gradients of ``loss`` for ``player``'s variables (or ``variables``), for its optimizer's ``apply``.
+    def minimise(self, tape, loss, player, variables=None, scale=None):
+        """One optimizer step of ``player`` on ``loss``: the gradients for its variables (or ``variables``),
+        each multiplied by ``scale`` when given, applied by its optimizer.
 
         Back-propagation starts from the optimizer's loss scale (mixed precision's ``LossScaleOptimizer``,
         whose ``apply`` divides it out again; 1 otherwise), so float16 gradients do not underflow."""
         optimizer = self.scheme_optimizers[player]
         variables = self.players()[player] if variables is None else variables
-        return tape.gradient(loss, variables, output_gradients=optimizer.scale_loss(tf.ones_like(loss)))
+        gradients = tape.gradient(loss, variables, output_gradients=optimizer.scale_loss(tf.ones_like(loss)))
+        if scale is not None:
+            gradients = [g * tf.cast(scale, g.dtype) for g in gradients]
+        optimizer.apply(gradients, variables)
 
-    # --- randomness ----------------------------------------------------------------------------
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def update_trackers(self, values):
+        """Adds this step's ``{loss name: value}`` to the trackers and returns the logs of ``train_step``."""
+        for name, value in values.items():
+            self.trackers[name].update_state(value)
+        logs = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if distribution.multi_worker(self.distribute_strategy):
+            # Keras 3 reduces logs across workers with reduce(MEAN, axis=0), which fails on scalars
+            # (tensorflow/tensorflow#72388); a length-1 vector reduces to the scalar it should be.
+            logs = {name: tf.reshape(value, [1]) for name, value in logs.items()}
+        return logs
 
     def _stateless_seed(self, step, salt):
         """A per-step, per-use seed for stateless random ops: the same seed and step give the same draws."""
         return tf.stack([tf.cast(self.seed, tf.int64) * 1_000_003 + salt, tf.cast(step, tf.int64)])
 
-    @staticmethod
-    def batch_random(draw, local_shape, seed, **kwargs):
-        """Per-example random values ``[local batch, ...]`` for this replica's share of the global batch.
-
-        Every replica draws the whole global batch's values from the same seed and keeps its own rows,
-        so each example gets the same noise however the batch is split across replicas (one device and
-        two replicas train alike), while different replicas hold different values.
-
-        Args:
-            draw: a stateless random op, e.g. ``tfhash.stateless.normal`` (alike with and without XLA).
-            local_shape: shape of this replica's values (first dimension: its batch share).
-        """
-        context = tf.distribute.get_replica_context()
-        replicas = 1 if context is None else context.num_replicas_in_sync
-        replica_id = 0 if context is None else context.replica_id_in_sync_group
-        local_shape = tf.convert_to_tensor(local_shape, tf.int32)
-        local = local_shape[0]
-        values = draw(tf.concat([[local * replicas], local_shape[1:]], 0), seed, **kwargs)
-        start = tf.cast(replica_id, tf.int32) * local
-        return values[start:start + local]
-
-    @staticmethod
-    def unpack_batch(data):
-        """``(x, y, index)`` of a training batch (a dict, an ``(x, y)`` tuple or a tensor); missing parts are None."""
-        if isinstance(data, dict):
-            return data["x"], data.get("y"), data.get("index")
-        if isinstance(data, (tuple, list)):
-            return data[0], (data[1] if len(data) > 1 else None), None
-        return data, None, None
-
     # --- encoding ------------------------------------------------------------------------------
-
-    def check_inputs(self, x, name="x"):
-        return check_items(x, self.item_shape, name, "as in training", self.input_kind)
-
-    def serving_function(self):
-        """The traced function ``inputs -> {"codes", "probabilities"}`` that encoding runs.
-
-        The export saves the same computation (:func:`serving_outputs`), so in-memory and exported
-        codes are bit-identical; eager Keras calls differ from the saved graph by float rounding.
-        """
-        return self._serving_function
 
     @functools.cached_property
     def _serving_function(self):
-        # cached_property writes the instance __dict__ directly: Keras does not track it, like the encoder.
+        """The traced function ``inputs -> {"codes", "probabilities"}`` that encoding runs.
+
+        The export saves the same computation (``tfhash.encoding.serving_outputs``), so in-memory and exported
+        codes are bit-identical; eager Keras calls differ from the saved graph by float rounding.
+        cached_property writes the instance __dict__ directly: Keras does not track it, like the encoder.
+        """
         encoder = self.encoder_model()
         spec = tf.TensorSpec([None] + list(self.item_shape), tf.float32, name="inputs")
-        return tf.function(lambda inputs: serving_outputs(encoder, inputs, self.threshold), input_signature=[spec])
+        return tf.function(lambda inputs: encoding.serving_outputs(encoder, inputs, self.threshold),
+                           input_signature=[spec])
+
+    def _encode(self, x, batch_size):
+        x = encoding.check_items(x, self.item_shape, "x", "as in training", self.input_kind)
+        return encoding.encode_in_batches(self._serving_function, x, batch_size, self.bits)
 
     def predict_probabilities(self, x, batch_size=256):
         """Continuous codes ``[n, bits]`` (numpy) for items ``x``."""
-        batch_size = _validation.check_positive_int(batch_size, "batch_size")
-        return encode_in_batches(self.serving_function(), self.check_inputs(x), batch_size, self.bits)["probabilities"]
+        return self._encode(x, batch_size)["probabilities"]
 
     def encode(self, x, batch_size=256):
         """Packed uint8 codes ``[n, ceil(bits / 8)]`` in the ``tfhash.codes`` convention."""
-        batch_size = _validation.check_positive_int(batch_size, "batch_size")
-        return encode_in_batches(self.serving_function(), self.check_inputs(x), batch_size, self.bits)["codes"]
+        return self._encode(x, batch_size)["codes"]
 
     def encoder_model(self):
         """A plain functional Keras model: input item -> continuous code (the export target).
@@ -500,15 +342,7 @@ class HashingScheme(keras.Model):
     def call(self, inputs, training=False):
         return self.encode_graph(inputs)
 
-    @classmethod
-    def check_training_dtype(cls, dtype):
-        """Raises ``ValueError`` for training items of a dtype the scheme cannot use. Default: any number."""
-
-    @classmethod
-    def serving_signatures(cls):
-        """Names of the export's signatures: ``serving_default`` (float inputs as in training) and, for
-        image schemes, ``serving_pixels`` (uint8 pixels divided by 255)."""
-        return ("serving_default", "serving_pixels") if cls.input_kind == "images" else ("serving_default",)
+    # --- hooks of training -----------------------------------------------------------------------
 
     def adapt(self, x, y=None):
         """Fits what the model keeps from the training set (e.g. feature standardisation, a neighbourhood

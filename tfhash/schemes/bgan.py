@@ -31,12 +31,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash import _validation, losses, neighbours
+from tfhash import _validation, distribution, losses, neighbours
 from tfhash import codes as codes_lib
-from tfhash.schemes import register, settings
+from tfhash.schemes import settings
 from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.layers import NETWORKS, OPTIMIZERS, OUTPUT_DTYPE, batch_norm, choose_network
 from tfhash.schemes.presets import Preset, named
+from tfhash.schemes.registry import register
 
 ACTIVATIONS = ("app", "tanh")
 GRAPH_FEATURE_KINDS = ("pixels", "pca")
@@ -171,7 +172,8 @@ class BGAN(HashingScheme):
     hyperparameter_rules = {
         "network": settings.Choice(NETWORKS), "encoder_units": settings.PositiveInts(), "width": settings.Positive(),
         "k1": settings.PositiveInt(), "k2": settings.PositiveInt(),
-        "graph_features": settings.Checked(lambda value: BGAN._check_graph_features(value)),
+        "graph_features": settings.Checked(lambda value: BGAN._check_graph_features(value),
+                                           describe=describe_graph_features),
         "activation": settings.Choice(ACTIVATIONS), "beta_stages": settings.PositiveNumbers(),
         "negative_similarity": settings.Interval(-1.0, 1.0),
         **{name: settings.NonNegative() for name in (
@@ -187,11 +189,11 @@ class BGAN(HashingScheme):
                  negative_similarity=-1.0, positive_weight=1.0, weight_content=0.1, weight_adversarial=0.1,
                  generator_loss="minimax", optimizer_type="sgd", learning_rate=0.01, momentum=0.0,
                  positive_weight_items=None, positive_weight_exponent=1.0, conv_learning_rate=None, **kwargs):
-        self.set_hyperparameters(locals())
+        super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
         self._graph = None
         self._pair_keys = None
         self._preview = None
-        super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
+        self._build_networks()
 
     @staticmethod
     def _check_graph_features(value):
@@ -202,10 +204,6 @@ class BGAN(HashingScheme):
             return
         raise ValueError(f"`graph_features` must be one of {list(GRAPH_FEATURE_KINDS)}, an array [n, d] or a "
                          f"keras.Model, got {type(value).__name__} {value!r:.80}.")
-
-    @classmethod
-    def config_value(cls, name, value):
-        return describe_graph_features(value) if name == "graph_features" else super().config_value(name, value)
 
     # --- networks ------------------------------------------------------------------------------
 
@@ -349,7 +347,7 @@ class BGAN(HashingScheme):
 
     def _beta(self, step):
         stages = tf.constant(self.beta_stages, tf.float32)
-        total = getattr(self, "total_steps", None)
+        total = self.total_steps
         if not total:
             return stages[0]
         stage = tf.minimum(tf.cast(step, tf.int64) * len(self.beta_stages) // total, len(self.beta_stages) - 1)
@@ -414,18 +412,16 @@ class BGAN(HashingScheme):
             d_loss = losses.discriminator_cross_entropy(self.discriminator_head(self.discriminator_features(x)),
                                                         self.discriminator_head(self.discriminator_features(fake)))
             total = step_context.average(d_loss)
-        variables = self.players()["discriminator"]
-        self.scheme_optimizers["discriminator"].apply(self.gradients(tape, total, "discriminator", variables),
-                                                      variables)
+        self.minimise(tape, total, "discriminator")
         return d_loss
 
     def train_step(self, data):
-        x, _, index = self.unpack_batch(data)
+        x, _, index = distribution.unpack_batch(data)
         if self._pair_keys is None:
             raise ValueError("bgan needs its neighbourhood graph: train it with tfhash.fit (which calls adapt).")
         x = tf.cast(x, tf.float32)
         index = tf.cast(index, tf.int64)
-        step_context = self.step_context(x)
+        step_context = distribution.step_context(x)
         average = step_context.average
         optimizers = self.scheme_optimizers
         beta = self._beta(optimizers["encoder"].iterations)
@@ -441,16 +437,15 @@ class BGAN(HashingScheme):
         for player, loss in (("encoder", encoder_loss), ("generator", generator_loss)):
             if player == "generator" and not train_generator:
                 continue
-            variables = self.players()[player]
-            optimizers[player].apply(self.gradients(tape, loss, player, variables), variables)
+            self.minimise(tape, loss, player)
         del tape
         d_loss = self._discriminator_step(x, codes, step_context)
 
-        saturation = self.global_batch_mean(tf.cast(tf.abs(codes) >= 0.99, tf.float32))
-        return self._update_trackers({
+        saturation = distribution.global_batch_mean(tf.cast(tf.abs(codes) >= 0.99, tf.float32))
+        return self.update_trackers({
             # Each replica's share counts every pair twice (see losses.neighbour_structure): halve the sum.
             "neighbour": neighbour_loss * tf.cast(step_context.replicas, tf.float32) / 2.0,
             "content": tf.reduce_mean(content), "d_loss": tf.reduce_mean(d_loss),
             "g_adversarial": tf.reduce_mean(g_adversarial), "beta": beta,
-            "saturation": tf.reduce_mean(saturation), **self.code_statistics(codes),
+            "saturation": tf.reduce_mean(saturation), **distribution.code_statistics(codes, self.threshold),
         })

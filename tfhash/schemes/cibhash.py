@@ -34,12 +34,13 @@ Choices where the paper is open or does not fit this library (each an argument):
 import keras
 import tensorflow as tf
 
-from tfhash import augment, losses
-from tfhash.schemes import register, settings
+from tfhash import augment, distribution, losses
+from tfhash.schemes import settings
 from tfhash.schemes.backbones import build_backbone, check_backbone
 from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.layers import OUTPUT_DTYPE
 from tfhash.schemes.presets import Preset, named
+from tfhash.schemes.registry import register
 
 VIEW_SETTINGS = ("max_shift", "max_rotation", "max_zoom", "padding", "brightness", "contrast", "saturation")
 
@@ -114,16 +115,8 @@ class CIBHash(HashingScheme):
     def __init__(self, bits=32, input_shape=None, seed=0, backbone=None, train_backbone=True, head_units=1024,
                  head_batch_norm=False, temperature=0.3, weight_kl=1e-3, learning_rate=1e-3, max_shift=2.0,
                  max_rotation=10.0, max_zoom=0.1, padding=4, brightness=0.4, contrast=0.4, saturation=0.4, **kwargs):
-        self.set_hyperparameters(locals())
-        self.view_policy = self._view_policy(locals())
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
-        # Its views are warped by ImageProjectiveTransformV3, which has no XLA kernel: Keras keeps the step out
-        # of XLA (with its warning) when jit_compile=True is asked for.
-        self.supports_jit = False
-
-    # --- networks ------------------------------------------------------------------------------
-
-    def _build_networks(self):
+        self.view_policy = self._view_policy(locals())
         if len(self.item_shape) != 3:
             raise ValueError(f"`x` items must be images [h, w, c] for cibhash (its views are image augmentations), "
                              f"got items of shape {self.item_shape}.")
@@ -135,6 +128,11 @@ class CIBHash(HashingScheme):
             layers.append(keras.layers.BatchNormalization(momentum=0.9, synchronized=True))  # global batch statistics
         self.head = keras.Sequential(layers + [keras.layers.Activation("sigmoid", dtype=OUTPUT_DTYPE)],
                                      name="hash_head")
+        # Its views are warped by ImageProjectiveTransformV3, which has no XLA kernel: Keras keeps the step out
+        # of XLA (with its warning) when jit_compile=True is asked for.
+        self.supports_jit = False
+
+    # --- networks ------------------------------------------------------------------------------
 
     def encode_graph(self, inputs, training=False):
         return self.head(self.feature_network(inputs, training=training), training=training)
@@ -151,14 +149,12 @@ class CIBHash(HashingScheme):
     # --- training ------------------------------------------------------------------------------
 
     def train_step(self, data):
-        x, _, _ = self.unpack_batch(data)  # unsupervised: labels are never used
+        x, _, _ = distribution.unpack_batch(data)  # unsupervised: labels are never used
         x = tf.cast(x, tf.float32)
-        step_context = self.step_context(x)
-        optimizer = self.scheme_optimizers["encoder"]
-        step = optimizer.iterations
-        view_a = augment.augment(x, self._stateless_seed(step, 1), self.view_policy, draw=self.batch_random)
-        view_b = augment.augment(x, self._stateless_seed(step, 2), self.view_policy, draw=self.batch_random)
-        variables = self.players()["encoder"]
+        step_context = distribution.step_context(x)
+        step = self.scheme_optimizers["encoder"].iterations
+        view_a = augment.augment(x, self._stateless_seed(step, 1), self.view_policy, draw=distribution.batch_random)
+        view_b = augment.augment(x, self._stateless_seed(step, 2), self.view_policy, draw=distribution.batch_random)
         with tf.GradientTape() as tape:
             probabilities_a = self.encode_graph(view_a, training=True)
             probabilities_b = self.encode_graph(view_b, training=True)
@@ -166,15 +162,16 @@ class CIBHash(HashingScheme):
             codes_b = losses.straight_through_sign(probabilities_b - 0.5)
             # The whole global batch's loss with this replica's codes live: the replicas' gradients sum to one
             # device's gradient.
-            contrastive = tf.reduce_mean(losses.nt_xent(self.global_rows(codes_a), self.global_rows(codes_b),
-                                                        self.temperature))
+            all_a, all_b = distribution.global_rows(codes_a), distribution.global_rows(codes_b)
+            contrastive = tf.reduce_mean(losses.nt_xent(all_a, all_b, self.temperature))
             kl = (losses.bernoulli_kl(probabilities_a, tf.stop_gradient(probabilities_b))
                   + losses.bernoulli_kl(probabilities_b, tf.stop_gradient(probabilities_a))) / 2.0
             kl_loss = step_context.average(kl)
             loss = contrastive + self.weight_kl * kl_loss
-        optimizer.apply(self.gradients(tape, loss, "encoder", variables), variables)
+        self.minimise(tape, loss, "encoder")
 
-        return self._update_trackers({
+        return self.update_trackers({
             "loss": contrastive + self.weight_kl * kl_loss * tf.cast(step_context.replicas, tf.float32),
-            "contrastive": contrastive, "kl": tf.reduce_mean(kl), **self.code_statistics(probabilities_a),
+            "contrastive": contrastive, "kl": tf.reduce_mean(kl),
+            **distribution.code_statistics(probabilities_a, self.threshold),
         })

@@ -40,12 +40,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash import losses, stateless
-from tfhash.schemes import register, settings
+from tfhash import distribution, losses, stateless
+from tfhash.schemes import settings
 from tfhash.schemes.backbones import build_backbone, check_backbone, default_backbone, describe_backbone, is_small_image
 from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.layers import OPTIMIZERS, OUTPUT_DTYPE
 from tfhash.schemes.presets import Preset, named
+from tfhash.schemes.registry import register
 
 LABEL_SAMPLINGS = ("batch", "labelled")
 SHARED_INITS = ("scratch", "discriminator")
@@ -220,10 +221,28 @@ class DSHGAN(HashingScheme):
                  generator_loss="non_saturating", gan_learning_rate=2e-4, gan_beta_1=0.9, optimizer_type="sgd",
                  learning_rate=1e-4, decay_steps=10_000, weight_decay=5e-4, generator_in_stage_two=True,
                  real_triplets=False, classify_synthetic=True, **kwargs):
-        self.set_hyperparameters(locals())
+        super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
         self._stage = None
         self._pool = None
-        super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
+        if self.num_classes is None:
+            raise ValueError("`num_classes` is required to build DSH-GANs (tfhash.fit infers it from `y`).")
+        self.shared_backbone = build_backbone(self.backbone, self.item_shape, "shared_backbone")
+        width = self.shared_backbone.output_shape[-1]
+        self.hash_stream = keras.layers.Dense(self.bits, activation="sigmoid", name="hash_stream", dtype=OUTPUT_DTYPE)
+        self.class_stream = keras.layers.Dense(self.num_classes, name="class_stream", dtype=OUTPUT_DTYPE)
+        self.hash_stream.build((None, width))
+        self.class_stream.build((None, width))
+        if self.use_generator:
+            self.source_stream = keras.layers.Dense(1, name="source_stream", dtype=OUTPUT_DTYPE)
+            self.source_stream.build((None, width))
+            self.generator = default_generator(self.item_shape, self.num_classes + self.noise_dim)
+            self.discriminator = default_backbone(self.item_shape, "discriminator", _gan_initializer())
+            self.discriminator_source = keras.layers.Dense(1, kernel_initializer=_gan_initializer(),
+                                                           name="discriminator_source", dtype=OUTPUT_DTYPE)
+            self.discriminator_class = keras.layers.Dense(self.num_classes, kernel_initializer=_gan_initializer(),
+                                                          name="discriminator_class", dtype=OUTPUT_DTYPE)
+            self.discriminator_source.build((None, self.discriminator.output_shape[-1]))
+            self.discriminator_class.build((None, self.discriminator.output_shape[-1]))
 
     @classmethod
     def settings_from_labels(cls, labels, hyperparameters):
@@ -254,27 +273,6 @@ class DSHGAN(HashingScheme):
         return {"num_classes": int(num_classes), "multi_label": multi_label}
 
     # --- networks ------------------------------------------------------------------------------
-
-    def _build_networks(self):
-        if self.num_classes is None:
-            raise ValueError("`num_classes` is required to build DSH-GANs (tfhash.fit infers it from `y`).")
-        self.shared_backbone = build_backbone(self.backbone, self.item_shape, "shared_backbone")
-        width = self.shared_backbone.output_shape[-1]
-        self.hash_stream = keras.layers.Dense(self.bits, activation="sigmoid", name="hash_stream", dtype=OUTPUT_DTYPE)
-        self.class_stream = keras.layers.Dense(self.num_classes, name="class_stream", dtype=OUTPUT_DTYPE)
-        self.hash_stream.build((None, width))
-        self.class_stream.build((None, width))
-        if self.use_generator:
-            self.source_stream = keras.layers.Dense(1, name="source_stream", dtype=OUTPUT_DTYPE)
-            self.source_stream.build((None, width))
-            self.generator = default_generator(self.item_shape, self.num_classes + self.noise_dim)
-            self.discriminator = default_backbone(self.item_shape, "discriminator", _gan_initializer())
-            self.discriminator_source = keras.layers.Dense(1, kernel_initializer=_gan_initializer(),
-                                                           name="discriminator_source", dtype=OUTPUT_DTYPE)
-            self.discriminator_class = keras.layers.Dense(self.num_classes, kernel_initializer=_gan_initializer(),
-                                                          name="discriminator_class", dtype=OUTPUT_DTYPE)
-            self.discriminator_source.build((None, self.discriminator.output_shape[-1]))
-            self.discriminator_class.build((None, self.discriminator.output_shape[-1]))
 
     def players(self):
         shared = (self.shared_backbone.trainable_variables + self.hash_stream.trainable_variables
@@ -344,7 +342,7 @@ class DSHGAN(HashingScheme):
 
     def _draw(self, seed, local, maxval):
         """``local`` integers in [0, maxval), this replica's share of a global draw."""
-        return self.batch_random(stateless.uniform, [local], seed, minval=0, maxval=maxval, dtype=tf.int32)
+        return distribution.batch_random(stateless.uniform, [local], seed, minval=0, maxval=maxval, dtype=tf.int32)
 
     def _queries(self, local, seed):
         index = self._draw(seed, local, tf.shape(self._pool["rows"])[0])
@@ -353,7 +351,7 @@ class DSHGAN(HashingScheme):
     def _real_positive(self, rows, seed):
         """A labelled item sharing a class with each query (a random one of its classes)."""
         local = tf.shape(rows)[0]
-        u = self.batch_random(stateless.uniform, [local, 2], seed)
+        u = distribution.batch_random(stateless.uniform, [local, 2], seed)
         count = tf.reduce_sum(rows, axis=1)
         k = tf.floor(u[:, 0] * count)
         chosen = tf.argmax(tf.cast(tf.cumsum(rows, axis=1) > k[:, None], tf.int32), axis=1, output_type=tf.int32)
@@ -366,7 +364,7 @@ class DSHGAN(HashingScheme):
         """A labelled item sharing no label with each query (first of ``NEGATIVE_CANDIDATES`` random ones), and
         whether one was found."""
         local = tf.shape(rows)[0]
-        candidates = self.batch_random(stateless.uniform, [local, NEGATIVE_CANDIDATES], seed, minval=0,
+        candidates = distribution.batch_random(stateless.uniform, [local, NEGATIVE_CANDIDATES], seed, minval=0,
                                        maxval=tf.shape(self._pool["rows"])[0], dtype=tf.int32)
         overlap = tf.einsum("bc,bkc->bk", rows, tf.gather(self._pool["rows"], candidates))
         disjoint = tf.cast(tf.equal(overlap, 0.0), tf.int32)
@@ -398,24 +396,23 @@ class DSHGAN(HashingScheme):
     def train_step(self, data):
         if self._pool is None:
             raise ValueError("DSH-GANs keeps its labelled items in adapt(x, y); tfhash.fit calls it before training.")
-        x, y, _ = self.unpack_batch(data)
+        x, y, _ = distribution.unpack_batch(data)
         x = tf.cast(x, tf.float32)
         stage = self._stage or self.stage_of_epoch(0)
         logs = self._stage_one(x, y) if stage == 1 else self._stage_two(x)
-        return self._update_trackers({"stage": tf.constant(float(stage)), **logs})
+        return self.update_trackers({"stage": tf.constant(float(stage)), **logs})
 
     def _average_over(self, values, mask):
         """Mean of ``values`` over the masked items of the global batch; the gradient reaches this replica's own
         items only (the optimizer sums the replicas' gradients)."""
         context = tf.distribute.get_replica_context()
         count = context.all_reduce(tf.distribute.ReduceOp.SUM, tf.reduce_sum(mask))
-        return self.replica_total(tf.reduce_sum(values * mask) / tf.maximum(count, 1.0))
+        return distribution.replica_total(tf.reduce_sum(values * mask) / tf.maximum(count, 1.0))
 
     def _stage_one(self, x, y):
         """Sec. 3.2: D on l_a + l_c over real and synthetic items, G on l_c - l_a."""
         local = tf.shape(x)[0]
-        g_optimizer, d_optimizer = self.scheme_optimizers["generator"], self.scheme_optimizers["discriminator"]
-        step = d_optimizer.iterations
+        step = self.scheme_optimizers["discriminator"].iterations
         ones = tf.ones([local])
         if self.label_sampling == "labelled":
             classified_x, fake_rows = self._queries(local, self._stateless_seed(step, 1))
@@ -425,7 +422,7 @@ class DSHGAN(HashingScheme):
             classified_x = x
         classified_mask = tf.cast(tf.reduce_any(classified_rows > 0, axis=1), tf.float32)
         fake_mask = tf.cast(tf.reduce_any(fake_rows > 0, axis=1), tf.float32)
-        noise = self.batch_random(stateless.normal, [local, self.noise_dim], self._stateless_seed(step, 2))
+        noise = distribution.batch_random(stateless.normal, [local, self.noise_dim], self._stateless_seed(step, 2))
 
         with tf.GradientTape(persistent=True) as tape:
             fake = self.generate(fake_rows, noise, training=True)
@@ -445,12 +442,9 @@ class DSHGAN(HashingScheme):
             g_loss = (self.weight_adversarial
                       * self._average_over(losses.generator_adversarial(fake_source, self.generator_loss), ones)
                       + self.weight_classification * self._average_over(fake_class, fake_mask))
-        d_variables, g_variables = self.players()["discriminator"], self.players()["generator"]
-        d_gradients = self.gradients(tape, d_loss, "discriminator", d_variables)
-        g_gradients = self.gradients(tape, g_loss, "generator", g_variables)
+        self.minimise(tape, d_loss, "discriminator")
+        self.minimise(tape, g_loss, "generator")
         del tape
-        d_optimizer.apply(d_gradients, d_variables)
-        g_optimizer.apply(g_gradients, g_variables)
         zero = tf.constant(0.0)
         return {"d_loss": d_loss, "g_loss": g_loss, "triplet": zero, "adversarial": adversarial,
                 "classification": classification, "active_triplets": zero, "bit_freq_min": zero, "bit_freq_max": zero}
@@ -458,8 +452,7 @@ class DSHGAN(HashingScheme):
     def _stage_two(self, x):
         """Sec. 3.3-3.6: the shared network on Eq. 8, G on Eq. 9, over triplets of labelled queries."""
         local = tf.shape(x)[0]
-        optimizer = self.scheme_optimizers["shared"]
-        step = optimizer.iterations
+        step = self.scheme_optimizers["shared"].iterations
         queries, rows = self._queries(local, self._stateless_seed(step, 11))
         negative_items, valid = self._negative(rows, self._stateless_seed(step, 12))
         negative_rows = tf.gather(self._pool["rows"], negative_items)
@@ -473,7 +466,7 @@ class DSHGAN(HashingScheme):
             images, is_real = [queries], [1.0]
             if self.use_generator:
                 # One draw per role, so each query's noise is the same however the batch is split across replicas.
-                noise = tf.concat([self.batch_random(stateless.normal, [local, self.noise_dim],
+                noise = tf.concat([distribution.batch_random(stateless.normal, [local, self.noise_dim],
                                                      self._stateless_seed(step, salt)) for salt in (13, 15)], 0)
                 synthetic = self.generate(tf.concat([rows, negative_rows], 0), noise, training=True)
                 images += [synthetic[:local], synthetic[local:]]
@@ -504,16 +497,13 @@ class DSHGAN(HashingScheme):
                 g_loss = (self.weight_triplet * triplet
                           + self.weight_adversarial * self._average_over(fooled, tf.tile(valid, [2])) * 2.0 / slots
                           + self.weight_classification * classification)
-        gradients = self.gradients(tape, shared_loss, "shared")
         g_value = tf.constant(0.0)
         if self.use_generator and self.generator_in_stage_two:
-            g_variables = self.players()["generator"]
-            self.scheme_optimizers["generator"].apply(self.gradients(tape, g_loss, "generator", g_variables),
-                                                      g_variables)
+            self.minimise(tape, g_loss, "generator")
             g_value = g_loss
+        self.minimise(tape, shared_loss, "shared")
         del tape
-        optimizer.apply(gradients, self.players()["shared"])
         active = tf.cast(ranking[0] > 0, tf.float32)
         return {"d_loss": tf.constant(0.0), "g_loss": g_value, "triplet": triplet, "adversarial": adversarial,
                 "classification": classification, "active_triplets": self._average_over(active, valid),
-                **self.code_statistics(codes[0])}
+                **distribution.code_statistics(codes[0], self.threshold)}

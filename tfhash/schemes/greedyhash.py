@@ -29,12 +29,14 @@ import numpy as np
 import tensorflow as tf
 
 from tfhash import codes as codes_lib
-from tfhash import losses
-from tfhash.schemes import register, settings
+from tfhash import distribution, losses
+from tfhash.encoding import item_chunks
+from tfhash.schemes import settings
 from tfhash.schemes.backbones import build_backbone, check_backbone
-from tfhash.schemes.base import HashingScheme, SchemeSpec, item_chunks
+from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.layers import OPTIMIZERS, OUTPUT_DTYPE
 from tfhash.schemes.presets import Preset, named
+from tfhash.schemes.registry import register
 
 TARGETS = ("inputs", "backbone")
 
@@ -95,12 +97,7 @@ class GreedyHash(HashingScheme):
 
     def __init__(self, bits=32, input_shape=None, seed=0, backbone=None, train_backbone=True, target="inputs",
                  weight_penalty=0.1, optimizer_type="sgd", learning_rate=1e-4, **kwargs):
-        self.set_hyperparameters(locals())
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
-
-    # --- networks ------------------------------------------------------------------------------
-
-    def _build_networks(self):
         self.feature_network = build_backbone(self.backbone, self.item_shape, "backbone")
         width = self.feature_network.output_shape[-1]
         self.hash_layer = keras.layers.Dense(self.bits, name="hash_layer", dtype=OUTPUT_DTYPE)
@@ -108,6 +105,8 @@ class GreedyHash(HashingScheme):
         size = int(np.prod(self.item_shape))
         # Training mean of the items (the "inputs" targets are centred by it); set by adapt.
         self.input_mean = self.add_weight(shape=(size,), initializer="zeros", trainable=False, name="input_mean")
+
+    # --- networks ------------------------------------------------------------------------------
 
     def adapt(self, x, y=None):
         """Keeps the training items' mean, which centres the ``"inputs"`` targets; labels are not used."""
@@ -137,10 +136,9 @@ class GreedyHash(HashingScheme):
     # --- training ------------------------------------------------------------------------------
 
     def train_step(self, data):
-        x, _, _ = self.unpack_batch(data)  # unsupervised: labels are never used
+        x, _, _ = distribution.unpack_batch(data)  # unsupervised: labels are never used
         x = tf.cast(x, tf.float32)
-        step_context = self.step_context(x)
-        variables = self.players()["encoder"]
+        step_context = distribution.step_context(x)
         with tf.GradientTape() as tape:
             features = self.feature_network(x)
             outputs = self.hash_layer(features)
@@ -149,15 +147,15 @@ class GreedyHash(HashingScheme):
                 targets = tf.reshape(x, [tf.shape(x)[0], -1]) - self.input_mean
             else:
                 targets = tf.stop_gradient(tf.cast(features, tf.float32))
-            all_codes, all_targets = self.global_rows(codes), self.global_rows(targets)
+            all_codes, all_targets = distribution.global_rows(codes), distribution.global_rows(targets)
             half = step_context.global_batch // 2
             structure = tf.reduce_mean(losses.cosine_structure(all_codes[:half], all_codes[half:2 * half],
                                                                all_targets[:half], all_targets[half:2 * half]))
             penalty = losses.cubic_penalty(outputs)
             loss = structure + self.weight_penalty * step_context.average(penalty)
-        self.scheme_optimizers["encoder"].apply(self.gradients(tape, loss, "encoder", variables), variables)
+        self.minimise(tape, loss, "encoder")
 
-        return self._update_trackers({
+        return self.update_trackers({
             "loss": structure + self.weight_penalty * tf.reduce_mean(penalty), "structure": structure,
-            "penalty": tf.reduce_mean(penalty), **self.code_statistics(outputs),
+            "penalty": tf.reduce_mean(penalty), **distribution.code_statistics(outputs, self.threshold),
         })

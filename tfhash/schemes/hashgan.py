@@ -32,11 +32,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfhash import _validation, augment, losses, stateless
-from tfhash.schemes import register, settings
-from tfhash.schemes.base import HashingScheme, SchemeSpec, item_chunks
+from tfhash import _validation, augment, distribution, losses, stateless
+from tfhash.encoding import item_chunks
+from tfhash.schemes import settings
+from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.layers import NETWORKS, OUTPUT_DTYPE, WeightNormConv2D, WeightNormDense, batch_norm, choose_network
 from tfhash.schemes.presets import Preset, named
+from tfhash.schemes.registry import register
 
 TRANSFORMS = ("auto", "noise", "affine", "translate_flip", "augment", "adversarial")
 RADII = ("fixed", "neighbour")
@@ -134,9 +136,9 @@ class HashGAN(HashingScheme):
                  max_shift=2, max_rotation=10.0, max_zoom=0.1, adversarial_epsilon=2.0, adversarial_radius="fixed",
                  radius_neighbour=10, warmup_fraction=0.1, learning_rate=9e-4,
                  final_learning_rate=3e-4, **kwargs):
-        self.set_hyperparameters(locals())
-        self._radius_bank, self._bank_centre, self._bank_rank = None, None, None
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
+        self._radius_bank, self._bank_centre, self._bank_rank = None, None, None
+        self._build_networks()
 
     # --- networks ------------------------------------------------------------------------------
 
@@ -195,11 +197,11 @@ class HashGAN(HashingScheme):
         """Last hidden layer F of D/E; with a ``seed``, the training-time Gaussian noise is added."""
         h = x
         if seed is not None and self.input_noise > 0:
-            h = h + self.input_noise * self.batch_random(stateless.normal, tf.shape(h), seed)
+            h = h + self.input_noise * distribution.batch_random(stateless.normal, tf.shape(h), seed)
         for i, layer in enumerate(self.trunk_layers):
             h = layer(h)
             if seed is not None and self.hidden_noise > 0 and not isinstance(layer, keras.layers.Flatten):
-                h = h + self.hidden_noise * self.batch_random(stateless.normal, tf.shape(h),
+                h = h + self.hidden_noise * distribution.batch_random(stateless.normal, tf.shape(h),
                                                               seed + [0, 7919 * (i + 1)], dtype=h.dtype)
         return keras.ops.cast(h, "float32")  # feature matching and the heads read F in float32
 
@@ -282,7 +284,7 @@ class HashGAN(HashingScheme):
             return d / (tf.sqrt(tf.reduce_sum(tf.square(d), axis=axes, keepdims=True)) + 1e-12)
 
         codes = tf.stop_gradient(self.encoder_head(self._features(x)))
-        probe = 1e-6 * normalise(self.batch_random(stateless.normal, tf.shape(x), seed))
+        probe = 1e-6 * normalise(distribution.batch_random(stateless.normal, tf.shape(x), seed))
         with tf.GradientTape() as tape:
             tape.watch(probe)
             moved = self.encoder_head(self._features(x + probe))
@@ -298,20 +300,20 @@ class HashGAN(HashingScheme):
         if self.transform_kind == "adversarial":
             return self._adversarial_copy(x, seed)
         if self.transform_kind == "noise":
-            noise = self.batch_random(stateless.normal, tf.shape(x), seed)
+            noise = distribution.batch_random(stateless.normal, tf.shape(x), seed)
             return tf.clip_by_value(x + self.transform_noise * noise, 0.0, 1.0)
         if self.transform_kind == "augment":
             policy = augment.Policy(max_shift=self.max_shift, max_rotation=self.max_rotation, max_zoom=self.max_zoom,
                                     padding=self.max_shift)
-            return augment.augment(x, seed, policy, draw=self.batch_random)
+            return augment.augment(x, seed, policy, draw=distribution.batch_random)
         if self.transform_kind == "affine":
             return augment.affine(x, seed, max_shift=self.max_shift, max_rotation=self.max_rotation, max_zoom=0.0,
-                                  draw=self.batch_random)
-        return augment.crop_and_flip(x, seed, padding=self.max_shift, draw=self.batch_random)
+                                  draw=distribution.batch_random)
+        return augment.crop_and_flip(x, seed, padding=self.max_shift, draw=distribution.batch_random)
 
     def _sample_generator_inputs(self, batch, seed):
-        noise = self.batch_random(stateless.uniform, [batch, self.noise_dim], seed)  # z' ~ U(0, 1)
-        bits01 = tf.cast(self.batch_random(stateless.uniform, [batch, self.bits], seed + [0, 1]) < 0.5,
+        noise = distribution.batch_random(stateless.uniform, [batch, self.noise_dim], seed)  # z' ~ U(0, 1)
+        bits01 = tf.cast(distribution.batch_random(stateless.uniform, [batch, self.bits], seed + [0, 1]) < 0.5,
                          tf.float32)  # b'
         return noise, bits01
 
@@ -320,22 +322,21 @@ class HashGAN(HashingScheme):
         if self.weight_feature_matching <= 0 or self.weight_adversarial <= 0:
             return tf.constant(0.0)
         noise, generator_bits = self._sample_generator_inputs(local_batch, self._stateless_seed(step, 6))
-        real_mean = tf.stop_gradient(self.global_batch_mean(real_features))
+        real_mean = tf.stop_gradient(distribution.global_batch_mean(real_features))
         with tf.GradientTape() as tape:
-            fake_mean = self.global_batch_mean(self._features(self.generate(noise, generator_bits, training=True),
-                                                              self._stateless_seed(step, 7)))
+            fake = self.generate(noise, generator_bits, training=True)
+            fake_mean = distribution.global_batch_mean(self._features(fake, self._stateless_seed(step, 7)))
             g_loss = self.weight_feature_matching * losses.feature_matching(real_mean, fake_mean)
-        variables = self.players()["generator"]
-        self.scheme_optimizers["generator"].apply(self.gradients(tape, g_loss, "generator", variables), variables)
+        self.minimise(tape, g_loss, "generator")
         return g_loss
 
     def train_step(self, data):
-        x, _, _ = self.unpack_batch(data)  # unsupervised: labels are never used
+        x, _, _ = distribution.unpack_batch(data)  # unsupervised: labels are never used
         x = tf.cast(x, tf.float32)
-        step_context = self.step_context(x)
+        step_context = distribution.step_context(x)
         local_batch, average = step_context.local_batch, step_context.average
         step = self.scheme_optimizers["discriminator"].iterations
-        warmup_steps = int(self.warmup_fraction * self.total_steps) if getattr(self, "total_steps", None) else 0
+        warmup_steps = int(self.warmup_fraction * self.total_steps) if self.total_steps else 0
         warm = tf.cast(step >= warmup_steps, tf.float32)  # the hashing terms wait for D to learn features
         # 1. D/E step; 2. the G step (_generator_step).
         noise, target_bits = self._sample_generator_inputs(local_batch, self._stateless_seed(step, 1))
@@ -350,7 +351,7 @@ class HashGAN(HashingScheme):
             adversarial = losses.discriminator_cross_entropy(self.discriminator_head(real_features),
                                                              self.discriminator_head(fake_features))
             entropy = losses.bit_entropy(real_codes)
-            frequencies = self.global_batch_mean(real_codes)
+            frequencies = distribution.global_batch_mean(real_codes)
             balance = losses.negative_frequency_entropy(frequencies)  # global statistic: scale 1
             consistency = losses.consistency(real_codes, transformed_codes)
             independence = losses.independence(self.encoder_head.kernel)
@@ -360,13 +361,11 @@ class HashGAN(HashingScheme):
                        + self.weight_independence * independence / step_context.replicas)
             total = (self.weight_adversarial * average(adversarial)
                      + warm * (hashing + self.weight_collaborative * average(collaborative)))
-        variables = self.players()["discriminator"]
-        self.scheme_optimizers["discriminator"].apply(self.gradients(tape, total, "discriminator", variables),
-                                                      variables)
+        self.minimise(tape, total, "discriminator")
 
         g_loss = self._generator_step(real_features, step, local_batch)
-        return self._update_trackers({
+        return self.update_trackers({
             "d_loss": tf.reduce_mean(adversarial), "g_loss": g_loss, "entropy": tf.reduce_mean(entropy),
             "balance": balance, "consistency": tf.reduce_mean(consistency), "independence": independence,
-            "collab": tf.reduce_mean(collaborative), **self.code_statistics(real_codes),
+            "collab": tf.reduce_mean(collaborative), **distribution.code_statistics(real_codes, self.threshold),
         })

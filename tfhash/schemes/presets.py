@@ -63,9 +63,9 @@ class Preset:
         _validation.check_positive_int(self.batch_size, f"batch_size of {origin}")
         if self.training_items is not None:
             _validation.check_positive_int(self.training_items, f"training_items of {origin}")
-        scheme_cls.check_hyperparameters(self.hyperparameters, origin)
+        scheme_cls.check_values(self.hyperparameters, origin=origin, names_only=True)
         for bits, values in sorted(self.per_bits.items()):
-            scheme_cls.check_hyperparameters(values, f"{origin} at {bits} bits", extra=TRAINING_KEYS)
+            scheme_cls.check_values(values, origin=f"{origin} at {bits} bits", names_only=True, extra=TRAINING_KEYS)
         return self
 
 

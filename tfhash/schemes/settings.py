@@ -1,7 +1,7 @@
 """Declared hyperparameter rules: each scheme names the rule of every constructor argument once
 (``HashingScheme.hyperparameter_rules``, in the spirit of scikit-learn's parameter constraints), and the
-base class checks them in one place -- in the constructor, and in ``check_values`` before any data is read
-or any network is built.
+base class checks them in one place -- before the constructor builds anything, and in ``check_values``
+before any data is read or any network is built.
 
 A rule is a callable ``rule(value, name) -> value as stored`` that raises ``ValueError`` naming the argument,
 what was expected and what arrived.
@@ -9,6 +9,7 @@ what was expected and what arrived.
 
 import numbers
 
+import keras
 import numpy as np
 
 from tfhash import _validation
@@ -139,10 +140,12 @@ class Optional:
 
 class Checked:
     """A value checked by ``check(value)`` (which raises or returns it), stored as given: a user's model, an
-    array, or what a checkpoint recorded of them."""
+    array, or what a checkpoint recorded of them. ``describe(value)`` says how ``get_config`` records it."""
 
-    def __init__(self, check):
+    def __init__(self, check, describe=None):
         self.check = check
+        if describe is not None:
+            self.describe = describe
 
     def __call__(self, value, name):
         self.check(value)
@@ -156,6 +159,13 @@ class Together:
         return value
 
 
-def apply(rules, values):
-    """``{name: value as stored}`` for every rule, reading ``values`` (a mapping holding every name)."""
-    return {name: rule(values[name], name) for name, rule in rules.items()}
+def recorded(scheme_cls, name, value):
+    """How ``get_config`` records the value of hyperparameter ``name`` of ``scheme_cls`` (JSON, comparable with a
+    resumed run's settings): by its rule's ``describe`` when it has one; a ``keras.Model`` (e.g. a user's
+    backbone) as ``"model NAME"``; tuples as lists."""
+    describe = getattr(scheme_cls.hyperparameter_rules.get(name), "describe", None)
+    if describe is not None:
+        return describe(value)
+    if isinstance(value, keras.Model):
+        return f"model {value.name}"
+    return list(value) if isinstance(value, tuple) else value

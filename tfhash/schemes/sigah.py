@@ -49,11 +49,13 @@ import numpy as np
 import tensorflow as tf
 
 from tfhash import codes as codes_lib
-from tfhash import losses
-from tfhash.schemes import register, settings
-from tfhash.schemes.base import HashingScheme, SchemeSpec, item_chunks
+from tfhash import distribution, losses
+from tfhash.encoding import item_chunks
+from tfhash.schemes import settings
+from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.layers import OPTIMIZERS, OUTPUT_DTYPE, Standardize
 from tfhash.schemes.presets import Preset, named
+from tfhash.schemes.registry import register
 
 STANDARDIZE = ("global", "per_feature", None)
 
@@ -203,12 +205,7 @@ class SiGAH(HashingScheme):
                  generator_input="relaxed", quantization_sign="bound", sparsity_norm="l2", standardize="global",
                  optimizer_type="adam", learning_rate=1e-2, final_learning_rate=None, weight_decay=5e-4,
                  leaky_slope=0.2, hash_init="gaussian", init_scale=1.0, hash_warmup_fraction=0.0, **kwargs):
-        self.set_hyperparameters(locals())
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
-
-    # --- networks ------------------------------------------------------------------------------
-
-    def _build_networks(self):
         d = int(np.prod(self.item_shape))
         if self.hash_init != "gaussian" and self.bits > d:
             raise ValueError(f"`hash_init={self.hash_init!r}` needs `bits` at most the feature dimension ({d}), got "
@@ -232,6 +229,8 @@ class SiGAH(HashingScheme):
         ], name="discriminator")
         sample = keras.ops.zeros((1, d))
         self.sparse_layer(self.hash_layer(self.standardizer(sample)))
+
+    # --- networks ------------------------------------------------------------------------------
 
     def adapt(self, x, y=None):
         """Fits the feature standardisation and, with ``hash_init`` ``"pca"`` / ``"itq"``, the initial hash
@@ -276,13 +275,6 @@ class SiGAH(HashingScheme):
                 "hash_function": self.hash_layer.trainable_variables,
                 "generator": self.sparse_layer.trainable_variables}
 
-    @classmethod
-    def check_training_dtype(cls, dtype):
-        if np.issubdtype(dtype, np.integer) and dtype != np.uint8:
-            raise ValueError(f"`x` must hold floating-point features (or uint8, as in .bvecs files), got {dtype}. "
-                             "Integer vectors are usually neighbour ids (.ivecs ground truth), not features; if "
-                             "they really are features, pass x.astype('float32').")
-
     def default_optimizer(self, player, total_steps):
         learning_rate = self.learning_rate
         if self.final_learning_rate is not None and total_steps:  # the paper keeps it constant (Sec. 4)
@@ -305,29 +297,24 @@ class SiGAH(HashingScheme):
             d_per_item = losses.energy_margin(energy_real, energy_fake, self.margin)
             d_loss = average(d_per_item)
         if self.weight_adversarial > 0:
-            variables = self.players()["discriminator"]
-            self.scheme_optimizers["discriminator"].apply(self.gradients(tape, d_loss, "discriminator", variables),
-                                                          variables)
+            self.minimise(tape, d_loss, "discriminator")
         return d_per_item, energy_real, energy_fake
 
     def _apply_hash_and_generator(self, tape, g_loss):
         """One step of W and G on ``g_loss``; W is held during the hash warm-up."""
-        hash_variables, generator_variables = self.players()["hash_function"], self.players()["generator"]
-        # Each player's own loss scale (mixed precision): the tape is persistent.
-        gradients = (self.gradients(tape, g_loss, "hash_function", hash_variables)
-                     + self.gradients(tape, g_loss, "generator", generator_variables))
-        warmup_steps = int(self.hash_warmup_fraction * self.total_steps) if getattr(self, "total_steps", None) else 0
+        warmup_steps = int(self.hash_warmup_fraction * self.total_steps) if self.total_steps else 0
+        warm = None
         if warmup_steps:
             # A random generator's gradients would first scatter a PCA / ITQ start: hold W until it decodes.
             warm = tf.cast(self.scheme_optimizers["generator"].iterations >= warmup_steps, tf.float32)
-            gradients = [g * warm for g in gradients[:len(hash_variables)]] + gradients[len(hash_variables):]
-        self.scheme_optimizers["hash_function"].apply(gradients[:len(hash_variables)], hash_variables)
-        self.scheme_optimizers["generator"].apply(gradients[len(hash_variables):], generator_variables)
+        # The tape is persistent: each player's gradients start from its own loss scale (mixed precision).
+        self.minimise(tape, g_loss, "hash_function", scale=warm)
+        self.minimise(tape, g_loss, "generator")
 
     def train_step(self, data):
-        x, _, _ = self.unpack_batch(data)  # unsupervised: labels are never used
+        x, _, _ = distribution.unpack_batch(data)  # unsupervised: labels are never used
         x = self.standardizer(x)
-        step_context = self.step_context(x)
+        step_context = distribution.step_context(x)
         replicas, average = step_context.replicas, step_context.average
 
         similarity = losses.heat_kernel_similarity(x, self.graph_sigma) if self.weight_graph > 0 else None
@@ -354,10 +341,10 @@ class SiGAH(HashingScheme):
                       + self.weight_graph * graph / replicas)
         self._apply_hash_and_generator(tape, g_loss)
 
-        return self._update_trackers({
+        return self.update_trackers({
             "d_loss": tf.reduce_mean(d_per_item), "g_loss": g_loss * replicas,
             "reconstruction": tf.reduce_mean(reconstruction_error), "quantization": tf.reduce_mean(quantization),
             "sparsity": tf.reduce_mean(sparsity), "graph": graph,
             "energy_real": tf.reduce_mean(energy_real), "energy_fake": tf.reduce_mean(energy_fake),
-            **self.code_statistics(codes),
+            **distribution.code_statistics(codes, self.threshold),
         })
