@@ -54,7 +54,7 @@ import numpy as np
 
 import tfhash
 from benchmarks import _common
-from tfhash import _io, baselines, datasets, evaluation, metrics, schemes, training
+from tfhash import _io, baselines, checkpoints, datasets, evaluation, metrics, schemes
 from trainers.config import JIT_COMPILE, parse_set_flags
 
 DATA = ("mnist10k", "fashion10k", "fashion70k", "digits", "cifar6k", "gmm100k")
@@ -323,7 +323,7 @@ def changed_settings(scheme_cls, runs, batch_size, key, run):
         return {}
     preset, values = asked[key[3]]
     settings = scheme_cls.presets[preset].settings(key[1])
-    differing = training.differing_settings(scheme_cls, run["hyperparameters"],
+    differing = checkpoints.differing_settings(scheme_cls, run["hyperparameters"],
                                             {**settings["hyperparameters"], **values})
     batch_size = batch_size or settings["batch_size"]
     if run.get("batch_size", batch_size) != batch_size:

@@ -325,3 +325,28 @@ def test_fit_warns_when_bits_are_the_same_for_every_training_item(form):
                                             r"\(every item has the same code: training collapsed\)"):
         tfhash.fit("greedyhash", data, bits=8, epochs=1, batch_size=100, verbose=0,
                    callbacks=[_ZeroWeightsAtTheEnd()])
+
+
+def test_fit_leaves_the_callers_random_state_alone_and_its_seed_decides_the_run():
+    import random
+
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).normal(size=(64, 16)).astype(np.float32)
+    random.seed(7)
+    np.random.seed(7)
+    tf.random.set_seed(7)
+    expected = (random.random(), np.random.random(), float(tf.random.uniform([])))
+    random.seed(7)
+    np.random.seed(7)
+    tf.random.set_seed(7)
+    first = tfhash.fit("sigah", x, bits=8, epochs=1, batch_size=16, seed=3, verbose=0)
+    # The caller's streams go on as if fit had drawn nothing from them (Keras's convention: the seed argument
+    # seeds the run's own generators only).
+    assert (random.random(), np.random.random(), float(tf.random.uniform([]))) == expected
+    random.seed(99)
+    np.random.seed(99)
+    second = tfhash.fit("sigah", x, bits=8, epochs=1, batch_size=16, seed=3, verbose=0)
+    np.testing.assert_array_equal(first.encode(x), second.encode(x))
+    for a, b in zip(first.model.get_weights(), second.model.get_weights()):
+        np.testing.assert_array_equal(a, b)

@@ -8,20 +8,21 @@ search index, saves / loads checkpoints that resume training and exports the enc
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
-import tensorflow as tf
 from numpy.typing import ArrayLike
 
-from tfhash import _io, _validation, datasets, evaluation, schemes
+from tfhash import checkpoints, datasets, evaluation
 from tfhash import export as export_lib
 from tfhash import index as index_lib
-
-CONFIG_FILE = "tfhash_config.json"
-CHECKPOINT_PREFIX = "ckpt"
-KEPT_CHECKPOINTS = 2
+from tfhash.checkpoints import (  # noqa: F401 - their names here before tfhash.checkpoints held them
+    CONFIG_FILE,
+    check_run_directory,
+    checkpoint_manager,
+    read_description,
+    restore,
+)
 
 
 class BaseHasher:
@@ -117,25 +118,7 @@ class Hasher(BaseHasher):
 
     def save(self, directory: str | os.PathLike) -> str:
         """Writes the scheme's config and a checkpoint (model + optimizers) to ``directory``."""
-        directory = check_run_directory(directory, "directory")
-        self._check_not_another_run(directory)
-        os.makedirs(directory, exist_ok=True)
-        epoch = tf.Variable(self.epoch, dtype=tf.int64, trainable=False)
-        checkpoint_manager(self.model, epoch, directory).save()
-        _io.write_json_atomically(os.path.join(directory, CONFIG_FILE), self.description())
-        return directory
-
-    def _check_not_another_run(self, directory):
-        """Saving replaces the config and prunes old checkpoints: refuse a directory of another model."""
-        if os.path.isfile(os.path.join(directory, CONFIG_FILE)):
-            saved = read_description(directory)
-            if saved.get("scheme") != self.model.key or saved.get("config") != self.model.get_config():
-                raise ValueError(f"`directory` {directory!r} holds the checkpoints of another model "
-                                 f"({saved.get('scheme')!r}, bits={saved.get('config', {}).get('bits')}); saving here "
-                                 "would replace its config and delete its checkpoints. Choose another directory.")
-        elif os.path.isdir(directory) and tf.train.latest_checkpoint(directory):
-            raise ValueError(f"`directory` {directory!r} holds checkpoints without a {CONFIG_FILE}; saving here "
-                             "would delete them. Choose another directory.")
+        return checkpoints.save(self.model, self.epoch, self.description(), directory)
 
     @classmethod
     def load(cls, directory: str | os.PathLike, hyperparameters: dict | None = None) -> Hasher:
@@ -144,114 +127,6 @@ class Hasher(BaseHasher):
         ``hyperparameters``: settings the config records only as a description (an array, a ``keras.Model``
         such as a user backbone), as they were given to ``tfhash.fit``.
         """
-        description = read_description(directory)
-        model, epoch = restore(directory, description, hyperparameters=hyperparameters)
+        description = checkpoints.read_description(directory)
+        model, epoch = checkpoints.restore(directory, description, hyperparameters=hyperparameters)
         return cls(model, epoch=epoch, preset=description.get("preset"), training=description.get("training"))
-
-
-def check_run_directory(directory, name):
-    """``directory`` as a string, after refusing what a training run must not be written into: an empty
-    path, a file, and an export (its checkpoints would be deleted when the export is replaced)."""
-    if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory).strip():
-        raise ValueError(f"`{name}` must name a directory for the run's checkpoints, got {directory!r}.")
-    directory = os.fspath(directory)
-    if os.path.isfile(directory):
-        raise ValueError(f"`{name}` must be a directory, got an existing file {directory!r}.")
-    if export_lib.is_export(directory) or os.path.isfile(os.path.join(directory, "saved_model.pb")):
-        raise ValueError(f"`{name}` {directory!r} holds a SavedModel export; a training run must have a directory of "
-                         "its own (checkpoints written into an export would be lost when it is replaced).")
-    return directory
-
-
-def checkpoint_manager(model, epoch, directory):
-    """Keeps the last ``KEPT_CHECKPOINTS`` checkpoints of model, optimizers and epoch counter in ``directory``."""
-    checkpoint = tf.train.Checkpoint(model=model, epoch=epoch,
-                                     **{f"optimizer_{name}": opt for name, opt in model.scheme_optimizers.items()})
-    return tf.train.CheckpointManager(checkpoint, directory, max_to_keep=KEPT_CHECKPOINTS,
-                                      checkpoint_name=CHECKPOINT_PREFIX)
-
-
-def read_description(directory):
-    """The config file of a checkpoint directory, as a dict; a broken or edited file is named with its field."""
-    config_path = os.path.join(directory, CONFIG_FILE)
-    if not os.path.isfile(config_path):
-        raise ValueError(f"`directory` must hold a tfhash checkpoint ({CONFIG_FILE} missing): {directory!r}.")
-    description = _io.read_json_file(config_path, "it records the scheme and settings of the checkpoints beside it")
-    _check_description(description, config_path)
-    return description
-
-
-def _check_description(description, config_path):
-    def broken(field, expected, got):
-        raise ValueError(f"{config_path}: field {field!r} must be {expected}, got {got!r}.")
-
-    if not isinstance(description, dict):
-        broken("(top level)", "an object", type(description).__name__)
-    if description.get("scheme") not in schemes.names():
-        broken("scheme", f"one of the registered schemes {schemes.names()}", description.get("scheme"))
-    config = description.get("config")
-    if not isinstance(config, dict):
-        broken("config", "an object of the scheme's settings", config)
-    bits = config.get("bits")
-    if isinstance(bits, bool) or not isinstance(bits, int) or bits < 1:
-        broken("config.bits", "a positive integer", bits)
-    shape = config.get("input_shape")
-    if not isinstance(shape, list) or not shape or not all(isinstance(d, int) and d > 0 for d in shape):
-        broken("config.input_shape", "a list of positive integers", shape)
-    scheme_cls = schemes.get(description["scheme"])
-    unknown = sorted(set(config) - {"bits", "input_shape", "seed"} - set(scheme_cls.default_hyperparameters()))
-    if unknown:
-        broken("config", f"settings of {scheme_cls.key!r} only (unknown: {unknown})", sorted(config))
-
-
-def _checkpoint_paths(directory):
-    """Checkpoint prefixes in ``directory``, newest first."""
-    state = tf.train.get_checkpoint_state(directory)
-    # TensorFlow has already joined ``directory`` to relative entries: joining again broke relative directories.
-    return list(reversed(state.all_model_checkpoint_paths)) if state else []
-
-
-def restore(directory, description, strategy=None, total_steps="saved", hyperparameters=None, jit_compile="auto",
-            steps_per_execution=1):
-    """``(model, epoch)`` rebuilt from ``description`` and the newest readable checkpoint in ``directory``.
-
-    ``hyperparameters`` holds values of the resuming call that the config can only describe (arrays, models).
-    A truncated or corrupt newest checkpoint falls back to the previous one (two are kept), with a
-    warning naming the file; a checkpoint that does not match the config (an edited config file) is
-    refused naming both.
-    """
-    with (strategy or tf.distribute.get_strategy()).scope():
-        try:
-            # Settings the config can only describe (recorded as something else, e.g. an array's fingerprint)
-            # come from the caller.
-            scheme_cls = schemes.get(description["scheme"])
-            described = {k: v for k, v in (hyperparameters or {}).items()
-                         if isinstance(schemes.settings.recorded(scheme_cls, k, v), str) and not isinstance(v, str)}
-            model = scheme_cls.from_config({**description["config"], **described})
-        except ValueError as err:
-            raise ValueError(f"{os.path.join(directory, CONFIG_FILE)}: field 'config' holds settings the "
-                             f"{description['scheme']!r} scheme refuses: {err}") from err
-        model.compile(total_steps=description.get("total_steps") if total_steps == "saved" else total_steps,
-                      jit_compile=jit_compile, steps_per_execution=steps_per_execution)
-    epoch = tf.Variable(0, dtype=tf.int64, trainable=False)
-    checkpoint = checkpoint_manager(model, epoch, directory).checkpoint
-    paths = _checkpoint_paths(directory)
-    if not paths:
-        raise ValueError(f"`directory` holds no checkpoint files: {directory!r}.")
-    failures = []
-    for path in paths:
-        try:
-            checkpoint.restore(path).assert_existing_objects_matched().expect_partial()
-        except Exception as err:  # noqa: BLE001 - readers raise OpError, IndexError, ValueError, AssertionError...
-            failures.append((path, err))
-            continue
-        if failures:
-            reason = _validation.error_summary(failures[0][1])
-            warnings.warn(f"checkpoint {failures[0][0]} is unreadable ({reason}); restored the "
-                          f"previous checkpoint {path} (epoch {int(epoch.numpy())}) instead.", stacklevel=2)
-        return model, int(epoch.numpy())
-    details = "; ".join(f"{path}: {_validation.error_summary(err)}" for path, err in failures)
-    raise ValueError(f"no checkpoint in {directory!r} could be restored into the model its {CONFIG_FILE} describes "
-                     f"(scheme {description['scheme']!r}, bits={description['config']['bits']}, input_shape="
-                     f"{description['config']['input_shape']}): the files are corrupt or the config was edited. "
-                     f"{details}")

@@ -20,27 +20,14 @@ import tensorflow as tf
 from numpy.typing import ArrayLike
 from tensorflow.core.framework import graph_pb2
 
-from tfhash import _io, _validation, datasets, schemes
+from tfhash import _io, _validation, checkpoints, datasets, schemes
 from tfhash import codes as codes_lib
 from tfhash.encoding import IMAGE_RANGE_TOLERANCE, PIXEL_SCALE, check_image_range, check_items, check_training_dtype
-from tfhash.hasher import CONFIG_FILE, Hasher, check_run_directory, checkpoint_manager, read_description, restore
+from tfhash.hasher import Hasher
 from tfhash.schemes import presets as presets_lib
 
 DATASET_KEYS = {"x": ("x", "image", "images"), "y": ("y", "label", "labels"), "index": ("index",)}
 IMAGE_RANGE_ERROR = "tfhash: a batch of `x` holds values outside [0, 1]; min and max:"
-
-
-class _EpochCheckpoint(keras.callbacks.Callback):
-    """Saves model + optimizers at each epoch end, unless a loss went non-finite in that epoch."""
-
-    def __init__(self, manager, epoch_variable, guard):
-        super().__init__()
-        self.manager, self.epoch_variable, self.guard = manager, epoch_variable, guard
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.guard.message is None:
-            self.epoch_variable.assign(epoch + 1)
-            self.manager.save(checkpoint_number=epoch + 1)
 
 
 class _NonFiniteLossGuard(keras.callbacks.Callback):
@@ -59,28 +46,6 @@ class _NonFiniteLossGuard(keras.callbacks.Callback):
         if bad and self.message is None:
             self.message = f"loss term(s) {bad} became non-finite in epoch {epoch + 1}"
             self.model.stop_training = True
-
-
-def _same_setting(saved, asked):
-    if isinstance(saved, float) and isinstance(asked, (int, float)) and not isinstance(asked, bool):
-        return saved == float(asked)
-    if isinstance(asked, tuple):
-        asked = list(asked)
-    return saved == asked
-
-
-def differing_settings(scheme_cls, saved, asked):
-    """``{name: (saved value, asked value)}`` for each hyperparameter of ``asked`` that ``saved`` (a model's
-    ``get_config``, as a checkpoint or a benchmark record keeps it) holds another value of. A name ``saved`` lacks
-    (a hyperparameter added to the scheme since) counts as its constructor default, the behaviour it was made with."""
-    defaults = scheme_cls.default_hyperparameters()
-    differing = {}
-    for name, value in asked.items():
-        value = schemes.settings.recorded(scheme_cls, name, value)
-        before = saved.get(name, defaults.get(name))
-        if not _same_setting(before, value):
-            differing[name] = (before, value)
-    return differing
 
 
 @dataclasses.dataclass
@@ -298,23 +263,135 @@ def _epoch_batches(data, scheme_cls, batch_size, seed, first_epoch, epochs):
             .prefetch(tf.data.AUTOTUNE))
 
 
-def _check_resumable(description, checkpoint_dir, scheme_cls, bits, item_shape, hyperparameters, training):
-    """Raises ``ValueError`` when a checkpoint was trained with other settings than this call asks for."""
-    config = description["config"]
-    if (description["scheme"] != scheme_cls.key or config["bits"] != bits
-            or tuple(config["input_shape"]) != tuple(item_shape)):
-        raise ValueError(f"`checkpoint_dir` {checkpoint_dir!r} holds a {description['scheme']!r} model with bits="
-                         f"{config['bits']} and input shape {tuple(config['input_shape'])}; this call asks for "
-                         f"{scheme_cls.key!r}, bits={bits}, input shape {item_shape}. Use another directory.")
-    differing = differing_settings(scheme_cls, config, {**scheme_cls.default_hyperparameters(), **hyperparameters})
-    saved_training = description.get("training") or {}
-    for key in ("seed", "batch_size"):  # another seed or batch size would not continue the same run
-        if key in saved_training and saved_training[key] != training[key]:
-            differing[key] = (saved_training[key], training[key])
-    if differing:
-        details = ", ".join(f"{k}: saved {a!r}, asked {b!r}" for k, (a, b) in sorted(differing.items()))
-        raise ValueError(f"`checkpoint_dir` {checkpoint_dir!r} was trained with other settings ({details}); "
-                         "resume with the saved ones or use another directory.")
+@dataclasses.dataclass
+class Plan:
+    """What a run will do, settled before any data is read: the scheme, its preset, schedule and hyperparameters
+    (the preset's, overridden by the caller's). ``tfhash.fit`` and the trainer both make one with :func:`plan`."""
+
+    scheme_cls: type
+    preset: presets_lib.Preset
+    bits: int
+    epochs: int
+    batch_size: int
+    seed: int
+    hyperparameters: dict
+    epochs_from_preset: bool
+
+    @property
+    def training(self):
+        """The schedule a checkpoint records (another one would not continue the same run)."""
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed}
+
+
+def plan(scheme, *, bits=32, preset=None, epochs=None, batch_size=None, seed=0, hyperparameters=None,
+         origin="tfhash.fit") -> Plan:
+    """Checks the settings of a run and merges the caller's over the preset's, without reading data or building a
+    model. ``origin`` names the caller in errors."""
+    scheme_cls = schemes.get(scheme)
+    bits = _validation.check_bits(bits)
+    chosen = presets_lib.resolve(scheme_cls, preset)
+    settings = chosen.settings(bits)
+    hyperparameters = scheme_cls.check_values(dict(hyperparameters or {}), origin=origin, names_only=True)
+    hyperparameters = scheme_cls.check_values({**settings["hyperparameters"], **hyperparameters}, bits, origin)
+    return Plan(scheme_cls=scheme_cls, preset=chosen, bits=bits, seed=_validation.check_seed(seed),
+                epochs=_validation.check_positive_int(settings["epochs"] if epochs is None else epochs, "epochs"),
+                batch_size=_validation.check_positive_int(
+                    settings["batch_size"] if batch_size is None else batch_size, "batch_size"),
+                hyperparameters=hyperparameters, epochs_from_preset=epochs is None)
+
+
+@dataclasses.dataclass
+class _Steps:
+    """How many steps the data gives: ``keras`` per epoch as passed to ``Model.fit`` (None: a dataset's own
+    passes end its epochs), ``per_epoch`` as far as known, ``total`` for schedules (None if unknown)."""
+
+    keras: int | None
+    per_epoch: int | None
+    total: int | None
+
+
+def _settle_on_data(run, data, steps_per_epoch):
+    """Completes ``run`` with what the training data decides (settings from labels, epochs scaled for the data's
+    size) and returns its :class:`_Steps`."""
+    scheme_cls = run.scheme_cls
+    if scheme_cls.needs_labels:
+        run.hyperparameters = {**scheme_cls.settings_from_labels(_training_labels(data), run.hyperparameters),
+                               **run.hyperparameters}
+    keras_steps = steps_per_epoch
+    if data.x is not None:
+        if data.count < run.batch_size:
+            raise ValueError(f"`x` must hold at least one batch ({run.batch_size} items), got {data.count}.")
+        steps_per_epoch = keras_steps = data.count // run.batch_size
+        if run.epochs_from_preset:
+            run.epochs = run.preset.epochs_for(run.epochs, data.count)
+    elif steps_per_epoch is None:
+        cardinality = int(data.dataset.cardinality())
+        steps_per_epoch = cardinality if cardinality > 0 else None
+    return _Steps(keras_steps, steps_per_epoch, steps_per_epoch * run.epochs if steps_per_epoch else None)
+
+
+def _resume_or_build(run, data, steps, strategy, checkpoint_dir, compile_options):
+    """``(model, initial epoch, resumed)``: the model restored from ``checkpoint_dir`` when it holds this run, or
+    a new one; adapted to the training data unless a resumed model keeps what adapting gives."""
+    scheme_cls = run.scheme_cls
+    resumed = checkpoints.resumes(checkpoint_dir)
+    initial_epoch = 0
+    if resumed:
+        description = checkpoints.read_description(checkpoint_dir)
+        checkpoints.check_resumable(description, checkpoint_dir, scheme_cls, run.bits, data.item_shape,
+                                    run.hyperparameters, run.training)
+        model, initial_epoch = checkpoints.restore(checkpoint_dir, description, strategy, steps.total,
+                                                   hyperparameters=run.hyperparameters, **compile_options)
+    else:
+        with strategy.scope():
+            model = scheme_cls(bits=run.bits, input_shape=data.item_shape, seed=run.seed, **run.hyperparameters)
+            model.compile(total_steps=steps.total, **compile_options)
+    if not resumed or (scheme_cls.adapt_on_resume and initial_epoch < run.epochs):
+        _adapt(model, data, steps.keras)
+    return model, initial_epoch, resumed
+
+
+def _adapt(model, data, keras_steps):
+    if data.x is not None:
+        model.adapt(data.x, data.y)
+        return
+    # One epoch's worth of batches: a dataset that never ends would never finish adapting.
+    epoch = data.dataset if keras_steps is None else data.dataset.take(keras_steps)
+    with _image_range_errors():
+        model.adapt(epoch.map(lambda b: b["x"]), epoch.map(lambda b: b["y"]) if model.needs_labels else None)
+
+
+def _train(hasher, run, data, steps, initial_epoch, resumed, checkpoint_dir, callbacks, verbose):
+    """Trains ``hasher.model`` from ``initial_epoch`` to ``run.epochs``, checkpointing each epoch."""
+    model = hasher.model
+    guard = _NonFiniteLossGuard()
+    all_callbacks = [guard] + model.training_callbacks() + list(callbacks or [])
+    if checkpoint_dir is not None:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        epoch_variable = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)
+        manager = checkpoints.checkpoint_manager(model, epoch_variable, checkpoint_dir)
+        if not resumed or initial_epoch < run.epochs:  # a resumed run with a larger `epochs` records its schedule
+            _io.write_json_atomically(os.path.join(checkpoint_dir, checkpoints.CONFIG_FILE), hasher.description())
+        all_callbacks.insert(1, checkpoints.EpochCheckpoint(manager, epoch_variable, guard))
+    if resumed and verbose:
+        done = "training is complete" if initial_epoch >= run.epochs else f"resuming at epoch {initial_epoch + 1}"
+        print(f"{checkpoint_dir}: checkpoint after epoch {initial_epoch} of {run.epochs}; {done}.", flush=True)
+    if initial_epoch < run.epochs:
+        dataset = data.dataset
+        if data.x is not None:
+            dataset = _epoch_batches(data, run.scheme_cls, run.batch_size, run.seed, initial_epoch, run.epochs)
+        with warnings.catch_warnings():
+            # A finite dataset of unknown size ends each epoch by running out, which is expected here.
+            warnings.filterwarnings("ignore", message="Your input ran out of data")
+            with _image_range_errors():
+                hasher.history = model.fit(dataset, epochs=run.epochs, initial_epoch=initial_epoch,
+                                           callbacks=all_callbacks, steps_per_epoch=steps.keras, shuffle=False,
+                                           verbose=verbose)
+    if guard.message is not None:
+        where = f"; the last good checkpoint is in {checkpoint_dir!r}" if checkpoint_dir else ""
+        raise FloatingPointError(f"training stopped: {guard.message}{where}.")
+    if initial_epoch < run.epochs:
+        _warn_on_constant_bits(hasher, data)
 
 
 def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalSplit, y: ArrayLike | None = None, *,
@@ -361,101 +438,22 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
         verbose: Keras progress output.
         **hyperparameters: the scheme's constructor arguments (loss weights, network, ...).
     """
-    scheme_cls = schemes.get(scheme)
-    bits = _validation.check_bits(bits)
-    chosen = presets_lib.resolve(scheme_cls, preset)
-    settings = chosen.settings(bits)
-    epochs_from_preset = epochs is None
-    epochs = _validation.check_positive_int(settings["epochs"] if epochs is None else epochs, "epochs")
-    batch_size = _validation.check_positive_int(settings["batch_size"] if batch_size is None else batch_size,
-                                                "batch_size")
-    scheme_cls.check_values(hyperparameters, origin="tfhash.fit", names_only=True)
-    hyperparameters = {**settings["hyperparameters"], **hyperparameters}
-    scheme_cls.check_values(hyperparameters, bits, "tfhash.fit")  # before any data is read
-    seed = _validation.check_seed(seed)
+    run = plan(scheme, bits=bits, preset=preset, epochs=epochs, batch_size=batch_size, seed=seed,
+               hyperparameters=hyperparameters)  # before any data is read
     if jit_compile not in ("auto", True, False):
         raise ValueError(f"`jit_compile` must be 'auto', True or False, got {jit_compile!r}.")
-    steps_per_execution = _validation.check_positive_int(steps_per_execution, "steps_per_execution")
+    compile_options = {"jit_compile": jit_compile, "steps_per_execution": _validation.check_positive_int(
+        steps_per_execution, "steps_per_execution")}
     if steps_per_epoch is not None:
         steps_per_epoch = _validation.check_positive_int(steps_per_epoch, "steps_per_epoch")
     if checkpoint_dir is not None:
-        checkpoint_dir = check_run_directory(checkpoint_dir, "checkpoint_dir")
-    training = {"epochs": epochs, "batch_size": batch_size, "seed": seed}
+        checkpoint_dir = checkpoints.check_run_directory(checkpoint_dir, "checkpoint_dir")
     strategy = strategy or tf.distribute.get_strategy()
-    data = _prepare_data(x, y, scheme_cls, steps_per_epoch)
-    if scheme_cls.needs_labels:
-        hyperparameters = {**scheme_cls.settings_from_labels(_training_labels(data), hyperparameters),
-                           **hyperparameters}
-    keras.utils.set_random_seed(seed)  # before the shuffled dataset and the weights are made
-    keras_steps = steps_per_epoch  # a dataset's own passes end its epochs unless the caller sets a length
-    if data.x is not None:
-        if data.count < batch_size:
-            raise ValueError(f"`x` must hold at least one batch ({batch_size} items), got {data.count}.")
-        steps_per_epoch = keras_steps = data.count // batch_size
-        if epochs_from_preset:
-            epochs = training["epochs"] = chosen.epochs_for(epochs, data.count)
-    elif steps_per_epoch is None:
-        cardinality = int(data.dataset.cardinality())
-        steps_per_epoch = cardinality if cardinality > 0 else None
-    total_steps = steps_per_epoch * epochs if steps_per_epoch else None
-
-    initial_epoch = 0
-    resumed = False
-    if checkpoint_dir is not None:
-        resumed = os.path.isfile(os.path.join(checkpoint_dir, CONFIG_FILE))
-        if not resumed and os.path.isdir(checkpoint_dir) and tf.train.latest_checkpoint(checkpoint_dir):
-            raise ValueError(f"`checkpoint_dir` {checkpoint_dir!r} holds checkpoints but no {CONFIG_FILE}: it cannot "
-                             "be resumed, and training from scratch would overwrite them. Use another directory.")
-    if resumed:
-        description = read_description(checkpoint_dir)
-        _check_resumable(description, checkpoint_dir, scheme_cls, bits, data.item_shape, hyperparameters, training)
-        model, initial_epoch = restore(checkpoint_dir, description, strategy, total_steps,
-                                       hyperparameters=hyperparameters, jit_compile=jit_compile,
-                                       steps_per_execution=steps_per_execution)
-    else:
-        with strategy.scope():
-            model = scheme_cls(bits=bits, input_shape=data.item_shape, seed=seed, **hyperparameters)
-            model.compile(total_steps=total_steps, jit_compile=jit_compile, steps_per_execution=steps_per_execution)
-    if not resumed or (scheme_cls.adapt_on_resume and initial_epoch < epochs):
-        if data.x is not None:
-            model.adapt(data.x, data.y)
-        else:
-            # One epoch's worth of batches: a dataset that never ends would never finish adapting.
-            epoch = data.dataset if keras_steps is None else data.dataset.take(keras_steps)
-            with _image_range_errors():
-                model.adapt(epoch.map(lambda b: b["x"]),
-                            epoch.map(lambda b: b["y"]) if scheme_cls.needs_labels else None)
-    hasher = Hasher(model, epoch=max(epochs, initial_epoch), preset=chosen.name, training=training)
-
-    guard = _NonFiniteLossGuard()
-    all_callbacks = [guard] + model.training_callbacks() + list(callbacks or [])
-    epoch_variable = tf.Variable(initial_epoch, dtype=tf.int64, trainable=False)
-    if checkpoint_dir is not None:
-        os.makedirs(checkpoint_dir, exist_ok=True)
-        manager = checkpoint_manager(model, epoch_variable, checkpoint_dir)
-        if not resumed or initial_epoch < epochs:  # a resumed run with a larger `epochs` records its new schedule
-            _io.write_json_atomically(os.path.join(checkpoint_dir, CONFIG_FILE), hasher.description())
-        all_callbacks.insert(1, _EpochCheckpoint(manager, epoch_variable, guard))
-
-    if resumed and verbose:
-        done = "training is complete" if initial_epoch >= epochs else f"resuming at epoch {initial_epoch + 1}"
-        print(f"{checkpoint_dir}: checkpoint after epoch {initial_epoch} of {epochs}; {done}.", flush=True)
-    if initial_epoch < epochs:
-        dataset = data.dataset
-        if data.x is not None:
-            dataset = _epoch_batches(data, scheme_cls, batch_size, seed, initial_epoch, epochs)
-        with warnings.catch_warnings():
-            # A finite dataset of unknown size ends each epoch by running out, which is expected here.
-            warnings.filterwarnings("ignore", message="Your input ran out of data")
-            with _image_range_errors():
-                hasher.history = model.fit(dataset, epochs=epochs, initial_epoch=initial_epoch,
-                                           callbacks=all_callbacks, steps_per_epoch=keras_steps, shuffle=False,
-                                           verbose=verbose)
-    if guard.message is not None:
-        where = f"; the last good checkpoint is in {checkpoint_dir!r}" if checkpoint_dir else ""
-        raise FloatingPointError(f"training stopped: {guard.message}{where}.")
-    if initial_epoch < epochs:
-        _warn_on_constant_bits(hasher, data)
+    data = _prepare_data(x, y, run.scheme_cls, steps_per_epoch)
+    steps = _settle_on_data(run, data, steps_per_epoch)
+    model, initial_epoch, resumed = _resume_or_build(run, data, steps, strategy, checkpoint_dir, compile_options)
+    hasher = Hasher(model, epoch=max(run.epochs, initial_epoch), preset=run.preset.name, training=run.training)
+    _train(hasher, run, data, steps, initial_epoch, resumed, checkpoint_dir, callbacks, verbose)
     return hasher
 
 

@@ -9,8 +9,7 @@ import os
 
 import tensorflow as tf
 
-from tfhash import _validation, baselines, datasets, schemes
-from tfhash.schemes import presets as presets_lib
+from tfhash import _validation, baselines, datasets, schemes, training
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 # Command-line spelling of ``tfhash.fit``'s ``jit_compile`` (Keras's "auto" / True / False).
@@ -58,12 +57,6 @@ def resolve(scheme, dataset, *, preset=None, epochs=None, batch_size=None, eval_
     """
     scheme_cls = check_scheme(scheme)
     check_dataset(dataset)
-    bits = _validation.check_bits(bits)
-    try:
-        chosen = presets_lib.resolve(scheme_cls, preset)
-    except ValueError as err:
-        raise ValueError(f"--preset: {err}") from None
-    settings = chosen.settings(bits)
     hyperparameters = {}
     if learning_rate is not None:
         if "learning_rate" not in scheme_cls.default_hyperparameters():
@@ -72,16 +65,19 @@ def resolve(scheme, dataset, *, preset=None, epochs=None, batch_size=None, eval_
             raise ValueError(f"--learning_rate must be > 0, got {learning_rate}.")
         hyperparameters["learning_rate"] = float(learning_rate)
     hyperparameters.update(parse_set_flags(overrides, scheme_cls))
+    try:  # the plan tfhash.fit makes, checked before any data is loaded
+        run = training.plan(scheme_cls, bits=bits, preset=preset, epochs=epochs, batch_size=batch_size,
+                            hyperparameters=hyperparameters, origin="--set")
+    except ValueError as err:  # the library names its arguments `epochs`; the command line spells them --epochs
+        message = str(err)
+        raise ValueError("--" + message[1:].replace("`", "", 1) if message.startswith("`") else message) from None
     config = dict(
-        scheme=scheme, dataset=dataset, bits=bits, preset=chosen, hyperparameters=hyperparameters,
-        epochs=_validation.check_positive_int(epochs if epochs is not None else settings["epochs"], "--epochs"),
-        batch_size=_validation.check_positive_int(batch_size if batch_size is not None else settings["batch_size"],
-                                                  "--batch_size"),
+        scheme=scheme, dataset=dataset, bits=run.bits, preset=run.preset, hyperparameters=hyperparameters,
+        epochs=run.epochs, batch_size=run.batch_size,
         eval_every=int(eval_every if eval_every is not None else DEFAULT_EVAL_EVERY),
         # Without --epochs tfhash.fit takes the preset's, scaled for the training set's size as the preset says.
         epochs_given=epochs is not None,
     )
-    scheme_cls.check_values({**settings["hyperparameters"], **hyperparameters}, bits, "--set")
     size = datasets.KNOWN_SIZES.get(dataset)
     if size is not None and config["batch_size"] > size:
         raise ValueError(f"--batch_size {config['batch_size']} is larger than the {size} items of {dataset!r}.")
