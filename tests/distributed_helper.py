@@ -21,13 +21,14 @@ if sys.argv[1] != "worker":
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
 import tfhash
+from tests import scheme_inputs as inputs
 from tests.helpers import scheme_labels
 from tests.probe_scheme import LabelIndexProbe, expected_table
 from tfhash import stateless
 
 
 def data(scheme_cls, n=64):
-    return np.random.default_rng(0).random((n,) + tuple(scheme_cls.spec.test_input_shape)).astype(np.float32)
+    return np.random.default_rng(0).random((n,) + tuple(inputs.input_shape(scheme_cls))).astype(np.float32)
 
 
 def train(name, strategy, epochs=1):
@@ -40,7 +41,7 @@ def train(name, strategy, epochs=1):
     x = data(scheme_cls)
     hasher = tfhash.fit(name, x, scheme_labels(scheme_cls, len(x)), bits=8, epochs=epochs, batch_size=16, seed=0,
                         strategy=strategy, verbose=0,
-                        **{**scheme_cls.spec.test_hyperparameters, **scheme_cls.spec.replica_local_terms})
+                        **{**inputs.hyperparameters(scheme_cls), **scheme_cls.spec.replica_local_terms})
     return {"history": {k: [float(v) for v in vals] for k, vals in hasher.history.history.items()},
             "probabilities": hasher.predict_probabilities(x).tolist()}
 
@@ -63,8 +64,8 @@ def main():
         strategy = tf.distribute.MirroredStrategy(two_devices)
         scheme_cls = tfhash.schemes.get(name)
         with strategy.scope():
-            model = scheme_cls(bits=8, input_shape=scheme_cls.spec.test_input_shape, seed=0,
-                               **scheme_cls.spec.test_hyperparameters)
+            model = scheme_cls(bits=8, input_shape=inputs.input_shape(scheme_cls), seed=0,
+                               **inputs.hyperparameters(scheme_cls))
 
         @tf.function
         def draw():

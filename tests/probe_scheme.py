@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from tfhash import distribution
 from tfhash.schemes import settings
-from tfhash.schemes.base import HashingScheme, SchemeSpec
+from tfhash.schemes.base import HashingScheme
 from tfhash.schemes.presets import Preset, named
 
 
@@ -21,7 +21,6 @@ class LabelIndexProbe(HashingScheme):
     input_kind = "features"
     needs_labels = True
     needs_indices = True
-    spec = SchemeSpec(test_input_shape=(4,))
     loss_names = ("probe",)
     presets = named(paper=Preset("One SGD step per batch with learning rate 1 (a probe, not a paper).", epochs=1,
                                  batch_size=16))

@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 
 import tfhash
+from tests import scheme_inputs as inputs
 from tfhash import schemes
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     name = schemes.names()[0]
-    shape = schemes.get(name).spec.test_input_shape
+    shape = inputs.input_shape(name)
     x = np.random.default_rng(0).random((48,) + tuple(shape)).astype(np.float32)
     run = tmp_path_factory.mktemp("runs") / "run"
     return tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, verbose=0, checkpoint_dir=str(run)), run, x
@@ -323,7 +324,7 @@ def test_a_version_taken_by_another_writer_meanwhile_is_skipped(trained, tmp_pat
 def test_a_run_in_a_relative_directory_resumes_and_loads(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     name = schemes.names()[0]
-    x = np.random.default_rng(0).random((48,) + tuple(schemes.get(name).spec.test_input_shape)).astype(np.float32)
+    x = np.random.default_rng(0).random((48,) + tuple(inputs.input_shape(name))).astype(np.float32)
     first = tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, verbose=0, checkpoint_dir=os.path.join("runs", "r"))
     loaded = tfhash.Hasher.load(os.path.join("runs", "r"))  # as `--checkpoint_dir=runs/r` on the command line
     np.testing.assert_array_equal(loaded.encode(x), first.encode(x))

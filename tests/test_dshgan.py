@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 
 import tfhash
+from tests import scheme_inputs as inputs
 from tests.helpers import assert_xla_trains_like_plain
 from tfhash.schemes.base import HashingScheme
 from tfhash.schemes.dshgan import DSHGAN
 
-SHAPE = DSHGAN.spec.test_input_shape
+SHAPE = inputs.input_shape(DSHGAN)
 
 
 def _data(n=48, seed=0):

@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tfhash
+from tests import scheme_inputs as inputs
 from tests.probe_scheme import LabelIndexProbe, expected_table
 from tfhash import schemes
 from tfhash.schemes import presets as presets_lib
@@ -84,7 +85,7 @@ def test_label_convention_and_missing_labels_are_checked_before_training():
 def test_unsupervised_schemes_ignore_labels():
     name = schemes.names()[0]
     scheme_cls = schemes.get(name)
-    x = np.random.default_rng(0).random((48,) + scheme_cls.spec.test_input_shape).astype(np.float32)
+    x = np.random.default_rng(0).random((48,) + inputs.input_shape(scheme_cls)).astype(np.float32)
     with_labels = tfhash.fit(name, x, np.arange(48) % 3, bits=8, epochs=1, batch_size=16, seed=1, verbose=0)
     without = tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, seed=1, verbose=0)
     np.testing.assert_allclose(with_labels.predict_probabilities(x), without.predict_probabilities(x), atol=1e-6)
@@ -95,13 +96,13 @@ def test_paper_preset_equals_the_constructor_defaults(name):
     scheme_cls = schemes.get(name)
     assert scheme_cls.presets["paper"].hyperparameters == {} and scheme_cls.presets["paper"].per_bits == {}
     assert scheme_cls.default_preset in scheme_cls.presets
-    derived = scheme_cls.spec.test_hyperparameters  # what fit derives from labels is not a preset's
-    defaults = scheme_cls(bits=8, input_shape=scheme_cls.spec.test_input_shape, **derived).get_config()
+    derived = inputs.hyperparameters(scheme_cls)  # what fit derives from labels is not a preset's
+    defaults = scheme_cls(bits=8, input_shape=inputs.input_shape(scheme_cls), **derived).get_config()
     for preset in scheme_cls.presets.values():
         assert preset.description and preset.selected_on and preset.name
         for bits in (8, 16, 32, 64):
             settings = preset.settings(bits)
-            config = scheme_cls(bits=8, input_shape=scheme_cls.spec.test_input_shape,
+            config = scheme_cls(bits=8, input_shape=inputs.input_shape(scheme_cls),
                                 **{**settings["hyperparameters"], **derived}).get_config()
             assert settings["epochs"] > 0 and settings["batch_size"] > 0
             if preset.name == "paper":
@@ -121,7 +122,7 @@ def test_presets_apply_per_code_length_and_explicit_arguments_win(tmp_path):
     preset = presets_lib.resolve(scheme_cls, str(path))
     assert preset.settings(8) == {"epochs": 1, "batch_size": 16, "hyperparameters": {knob: 0.003}}
     assert preset.settings(16) == {"epochs": 2, "batch_size": 16, "hyperparameters": {knob: 0.002}}
-    x = np.random.default_rng(0).random((48,) + scheme_cls.spec.test_input_shape).astype(np.float32)
+    x = np.random.default_rng(0).random((48,) + inputs.input_shape(scheme_cls)).astype(np.float32)
     hasher = tfhash.fit(name, x, bits=8, preset=str(path), verbose=0)
     assert hasher.epoch == 1 and hasher.model.learning_rate == 0.003 and hasher.preset == str(path)
     hasher = tfhash.fit(name, x, bits=8, preset=str(path), epochs=2, verbose=0, **{knob: 0.004})
@@ -141,7 +142,7 @@ def test_preset_epochs_chosen_at_a_training_size_keep_their_steps_on_larger_sets
         presets_lib.Preset(description="x", training_items=0, name="x").check(schemes.get("sigah"), "preset 'x'")
     name = "sigah"  # the quickest scheme to fit
     scheme_cls = schemes.get(name)
-    x = np.random.default_rng(0).random((64,) + scheme_cls.spec.test_input_shape).astype(np.float32)
+    x = np.random.default_rng(0).random((64,) + inputs.input_shape(scheme_cls)).astype(np.float32)
     sized = presets_lib.Preset(description="sized", epochs=4, batch_size=16, training_items=32, name="sized")
     assert tfhash.fit(name, x, bits=8, preset=sized, verbose=0).epoch == 2  # twice the items: half the epochs
     assert tfhash.fit(name, x, bits=8, preset=sized, epochs=3, verbose=0).epoch == 3  # explicit epochs win
@@ -151,7 +152,7 @@ def test_preset_epochs_chosen_at_a_training_size_keep_their_steps_on_larger_sets
 def test_resume_refuses_other_seed_batch_size_or_preset_and_continues_longer_runs(tmp_path):
     name = schemes.names()[0]
     scheme_cls = schemes.get(name)
-    x = np.random.default_rng(0).random((48,) + scheme_cls.spec.test_input_shape).astype(np.float32)
+    x = np.random.default_rng(0).random((48,) + inputs.input_shape(scheme_cls)).astype(np.float32)
     run = str(tmp_path / "run")
     tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, seed=1, verbose=0, checkpoint_dir=run)
     with pytest.raises(ValueError, match="seed: saved 1, asked 2"):
@@ -172,7 +173,7 @@ def test_resume_refuses_other_seed_batch_size_or_preset_and_continues_longer_run
 def test_checkpoints_without_their_config_are_not_overwritten(tmp_path):
     name = schemes.names()[0]
     scheme_cls = schemes.get(name)
-    x = np.random.default_rng(0).random((48,) + scheme_cls.spec.test_input_shape).astype(np.float32)
+    x = np.random.default_rng(0).random((48,) + inputs.input_shape(scheme_cls)).astype(np.float32)
     run = tmp_path / "run"
     tfhash.fit(name, x, bits=8, epochs=1, batch_size=16, verbose=0, checkpoint_dir=str(run))
     (run / tfhash.hasher.CONFIG_FILE).unlink()
@@ -182,7 +183,7 @@ def test_checkpoints_without_their_config_are_not_overwritten(tmp_path):
 
 @pytest.mark.parametrize("scheme", ["hashgan", "sigah"])
 def test_datasets_that_would_train_on_the_wrong_items_or_never_end_are_refused(scheme):
-    shape = schemes.get(scheme).spec.test_input_shape
+    shape = inputs.input_shape(scheme)
     x = np.random.default_rng(0).random((40,) + shape).astype(np.float32)
     items = tf.data.Dataset.from_tensor_slices(x)
     refused = {
@@ -212,7 +213,7 @@ def test_bad_setting_values_are_refused_before_any_data_is_read(name, monkeypatc
 
     monkeypatch.setattr(tfhash.training, "_prepare_data", no_reading)
     with pytest.raises(ValueError, match=rf"tfhash.fit: `{numeric}` must be a non-negative number, got -1"):
-        tfhash.fit(name, np.zeros((4,) + scheme_cls.spec.test_input_shape, np.float32), bits=8, **{numeric: -1})
+        tfhash.fit(name, np.zeros((4,) + inputs.input_shape(scheme_cls), np.float32), bits=8, **{numeric: -1})
     assert scheme_cls.check_values({numeric: 0.5}, 8) == {numeric: 0.5}
 
 
@@ -253,7 +254,7 @@ def test_datasets_of_unknown_size_train_one_pass_per_epoch_and_endless_ones_need
 
 def test_every_batch_of_a_dataset_is_range_checked():
     scheme = "greedyhash"
-    x = np.random.default_rng(0).random((40,) + schemes.get(scheme).spec.test_input_shape).astype(np.float32)
+    x = np.random.default_rng(0).random((40,) + inputs.input_shape(scheme)).astype(np.float32)
     x[32:] *= 255.0  # the fifth batch holds 0-255 values
     with pytest.raises(ValueError, match=r"`x` must hold images with values in \[0, 1\], got values in \[0(\.\d+)?, "
                                          r"2\d\d(\.\d+)?\]\. Pixel values 0-255: divide by 255"):
@@ -271,7 +272,7 @@ def test_encode_refuses_a_batch_size_that_is_not_a_positive_count():
 
 
 def test_bad_arguments_are_named_with_what_was_expected_and_what_arrived(tmp_path):
-    x = np.random.default_rng(0).random((12,) + schemes.get("dshgan").spec.test_input_shape).astype(np.float32)
+    x = np.random.default_rng(0).random((12,) + inputs.input_shape("dshgan")).astype(np.float32)
     with pytest.raises(ValueError, match=r"`y` must be integer class ids.*<U2.*np.unique\(y, return_inverse=True\)"):
         tfhash.fit("dshgan", x, ["c1", "c2"] * 6, bits=8, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="`seed` must be a non-negative integer.*NoneType None"):
@@ -286,7 +287,7 @@ def test_bad_arguments_are_named_with_what_was_expected_and_what_arrived(tmp_pat
 def test_steps_per_execution_trains_as_one_step_per_call():
     name = "sigah"  # the quickest scheme to fit
     scheme_cls = schemes.get(name)
-    x = np.random.default_rng(0).random((64,) + scheme_cls.spec.test_input_shape).astype(np.float32)
+    x = np.random.default_rng(0).random((64,) + inputs.input_shape(scheme_cls)).astype(np.float32)
     runs = [tfhash.fit(name, x, bits=8, epochs=2, batch_size=16, verbose=0, steps_per_execution=n) for n in (1, 4)]
     assert runs[1].model.steps_per_execution == 4
     for key, value in runs[0].history.history.items():

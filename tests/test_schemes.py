@@ -10,15 +10,24 @@ import pytest
 import tensorflow as tf
 
 import tfhash
+from tests import scheme_inputs as inputs
 from tests.helpers import assert_xla_trains_like_plain, scheme_labels
+from tests.minimal_scheme import MinimalHash
 from tfhash import schemes
+from tfhash.schemes import registry
 from tfhash.schemes.base import HashingScheme
 
-SCHEMES = schemes.names()
+# Every registered scheme, and the minimal one of docs/adding_a_scheme.md (registered for these tests only).
+SCHEMES = schemes.names() + [MinimalHash.key]
+
+
+@pytest.fixture(autouse=True)
+def _minimal_scheme_registered(monkeypatch):
+    monkeypatch.setitem(registry._REGISTRY, MinimalHash.key, MinimalHash)
 
 
 def _shape(name):
-    return schemes.get(name).spec.test_input_shape
+    return inputs.input_shape(name)
 
 
 def _data(name, n=64, seed=0):
@@ -28,12 +37,12 @@ def _data(name, n=64, seed=0):
 def _fit(name, x, **kwargs):
     """``tfhash.fit`` with the labels and test settings the scheme needs."""
     scheme_cls = schemes.get(name)
-    return tfhash.fit(name, x, scheme_labels(scheme_cls, len(x)), **{**scheme_cls.spec.test_hyperparameters, **kwargs})
+    return tfhash.fit(name, x, scheme_labels(scheme_cls, len(x)), **{**inputs.hyperparameters(scheme_cls), **kwargs})
 
 
 def _build(name, **kwargs):
     scheme_cls = schemes.get(name)
-    return scheme_cls(input_shape=_shape(name), **{**scheme_cls.spec.test_hyperparameters, **kwargs})
+    return scheme_cls(input_shape=_shape(name), **{**inputs.hyperparameters(scheme_cls), **kwargs})
 
 
 @pytest.mark.parametrize("name", SCHEMES)

@@ -284,9 +284,10 @@ class Plan:
 
 
 def plan(scheme, *, bits=32, preset=None, epochs=None, batch_size=None, seed=0, hyperparameters=None,
-         origin="tfhash.fit") -> Plan:
+         origin="tfhash.fit", argument_names=None) -> Plan:
     """Checks the settings of a run and merges the caller's over the preset's, without reading data or building a
-    model. ``origin`` names the caller in errors."""
+    model. ``origin`` names the caller in errors, ``argument_names`` its spelling of ``epochs`` and ``batch_size``."""
+    names = {"epochs": "epochs", "batch_size": "batch_size", **(argument_names or {})}
     scheme_cls = schemes.get(scheme)
     bits = _validation.check_bits(bits)
     chosen = presets_lib.resolve(scheme_cls, preset)
@@ -294,9 +295,10 @@ def plan(scheme, *, bits=32, preset=None, epochs=None, batch_size=None, seed=0, 
     hyperparameters = scheme_cls.check_values(dict(hyperparameters or {}), origin=origin, names_only=True)
     hyperparameters = scheme_cls.check_values({**settings["hyperparameters"], **hyperparameters}, bits, origin)
     return Plan(scheme_cls=scheme_cls, preset=chosen, bits=bits, seed=_validation.check_seed(seed),
-                epochs=_validation.check_positive_int(settings["epochs"] if epochs is None else epochs, "epochs"),
+                epochs=_validation.check_positive_int(
+                    settings["epochs"] if epochs is None else epochs, names["epochs"]),
                 batch_size=_validation.check_positive_int(
-                    settings["batch_size"] if batch_size is None else batch_size, "batch_size"),
+                    settings["batch_size"] if batch_size is None else batch_size, names["batch_size"]),
                 hyperparameters=hyperparameters, epochs_from_preset=epochs is None)
 
 

@@ -10,6 +10,7 @@ import os
 import tensorflow as tf
 
 from tfhash import _validation, baselines, datasets, schemes, training
+from tfhash.schemes import presets as presets_lib
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 # Command-line spelling of ``tfhash.fit``'s ``jit_compile`` (Keras's "auto" / True / False).
@@ -65,12 +66,14 @@ def resolve(scheme, dataset, *, preset=None, epochs=None, batch_size=None, eval_
             raise ValueError(f"--learning_rate must be > 0, got {learning_rate}.")
         hyperparameters["learning_rate"] = float(learning_rate)
     hyperparameters.update(parse_set_flags(overrides, scheme_cls))
-    try:  # the plan tfhash.fit makes, checked before any data is loaded
-        run = training.plan(scheme_cls, bits=bits, preset=preset, epochs=epochs, batch_size=batch_size,
-                            hyperparameters=hyperparameters, origin="--set")
-    except ValueError as err:  # the library names its arguments `epochs`; the command line spells them --epochs
-        message = str(err)
-        raise ValueError("--" + message[1:].replace("`", "", 1) if message.startswith("`") else message) from None
+    try:
+        preset = presets_lib.resolve(scheme_cls, preset)
+    except ValueError as err:
+        raise ValueError(f"--preset: {err}") from None
+    # The plan tfhash.fit makes, checked before any data is loaded.
+    run = training.plan(scheme_cls, bits=bits, preset=preset, epochs=epochs, batch_size=batch_size,
+                        hyperparameters=hyperparameters, origin="--set",
+                        argument_names={"epochs": "--epochs", "batch_size": "--batch_size"})
     config = dict(
         scheme=scheme, dataset=dataset, bits=run.bits, preset=run.preset, hyperparameters=hyperparameters,
         epochs=run.epochs, batch_size=run.batch_size,

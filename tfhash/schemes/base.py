@@ -88,9 +88,6 @@ class SchemeSpec:
         deep_baseline: a deep non-adversarial method that the benchmarks' ``--deep-baselines`` trains beside
             any scheme.
         ablations: ``{run label: hyperparameters}`` removing loss terms, as the paper's ablation does.
-        test_input_shape: a small item shape the scheme accepts, for the shared test suite.
-        test_hyperparameters: settings the shared test suite builds and trains with: what ``tfhash.fit``
-            would derive from labels, and a schedule that reaches every stage of training within two epochs.
         replica_local_terms: hyperparameters that switch off terms computed within each replica's share of
             the batch (by design); with them off, one device and several replicas train alike.
     """
@@ -100,8 +97,6 @@ class SchemeSpec:
     paper_baselines: tuple = ("itq",)
     deep_baseline: bool = False
     ablations: dict = dataclasses.field(default_factory=dict)
-    test_input_shape: tuple = (8, 8, 1)
-    test_hyperparameters: dict = dataclasses.field(default_factory=dict)
     replica_local_terms: dict = dataclasses.field(default_factory=dict)
 
 

@@ -157,7 +157,6 @@ class DSHGAN(HashingScheme):
             "DSH-GANs^- (no classification stream)": {"weight_classification": 0.0},
             "no GAN (real triplets)": {"use_generator": False},
         },
-        test_hyperparameters={"num_classes": 4, "generator_epochs": 1, "use_generator": True},  # the GAN path too
     )
     presets = named(
         paper=Preset(

@@ -150,7 +150,6 @@ class SiGAH(HashingScheme):
         retrieval_protocol="euclidean",  # Sec. 5: the top-1,000 Euclidean neighbours are relevant
         paper_baselines=("lsh", "itq", "sph"),  # Tables 1-3
         ablations={"-discriminator": {"weight_adversarial": 0.0}},  # Table 4: an auto-encoder model
-        test_input_shape=(24,),
         replica_local_terms={"weight_graph": 0.0},  # Eq. 17's pairs are those of each replica's share
     )
     presets = named(
