@@ -200,3 +200,12 @@ def test_no_import_circle_among_library_modules():
 
     circles = [found for found in (circle_from(name, [name]) for name in sorted(graph)) if found]
     assert circles == []
+
+
+def test_no_library_function_is_longer_than_sixty_lines():
+    import ast
+
+    long = [f"{module}.{node.name}: {node.end_lineno - node.lineno + 1} lines"
+            for module, tree in _library_modules().items() for node in ast.walk(tree)
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
+    assert long == []

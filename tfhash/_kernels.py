@@ -63,6 +63,49 @@ def block_distances(queries, row, columns, size, distances):
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
+def _keep_nearest(kept_distance, kept_position, per_distance, n, k):
+    """Of ``n >= k`` kept codes, keeps the k nearest: the smallest t with k codes at or under it, those under t
+    and, of those at t, the earliest (later ones lose the tie). Returns the count kept and the new bound t - 1:
+    from now on only distances under t can enter."""
+    total, t = 0, 0
+    for v in range(per_distance.shape[0]):
+        total += per_distance[v]
+        if total >= k:
+            t = v
+            break
+    at_t = k - (total - per_distance[t])
+    kept, seen = 0, 0
+    for j in range(n):
+        d = kept_distance[j]
+        if d < t or (d == t and seen < at_t):
+            seen += d == t
+            kept_distance[kept] = d
+            kept_position[kept] = kept_position[j]
+            kept += 1
+    per_distance[t:] = 0
+    per_distance[t] = at_t
+    return kept, t - 1
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def _sort_into(kept_distance, kept_position, held, k, slots, out_distances, out_positions):
+    """Counting sort of the ``held`` kept codes by distance into the first k places of the output rows; equal
+    distances stay in scan (position) order."""
+    slots[:] = 0
+    for j in range(held):
+        slots[kept_distance[j] + 1] += 1
+    for v in range(1, slots.shape[0]):
+        slots[v] += slots[v - 1]
+    for j in range(held):
+        d = kept_distance[j]
+        place = slots[d]
+        slots[d] += 1
+        if place < k:
+            out_distances[place] = d
+            out_positions[place] = kept_position[j]
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
 def knn(queries, database, k, out_distances, out_positions, start, stop):
     """Fills rows ``start:stop`` of ``out_distances`` / ``out_positions`` ``[nq, k]`` with the k nearest
     database positions of those queries (``queries [nq, words]``, ``database [nb, words]``, one unsigned
@@ -103,42 +146,11 @@ def knn(queries, database, k, out_distances, out_positions, start, stop):
                         per_distance[r, d] += 1
                         n += 1
                 if n >= k:
-                    # The smallest t with k kept codes at or under it; keep those under t and, of those at t,
-                    # the earliest (later ones lose the tie); from now on only distances under t can enter.
-                    total, t = 0, 0
-                    for v in range(bits + 1):
-                        total += per_distance[r, v]
-                        if total >= k:
-                            t = v
-                            break
-                    at_t = k - (total - per_distance[r, t])
-                    kept, seen = 0, 0
-                    for j in range(n):
-                        d = kept_distance[r, j]
-                        if d < t or (d == t and seen < at_t):
-                            seen += d == t
-                            kept_distance[r, kept] = d
-                            kept_position[r, kept] = kept_position[r, j]
-                            kept += 1
-                    n = kept
-                    per_distance[r, t:] = 0
-                    per_distance[r, t] = at_t
-                    bound[r] = t - 1
+                    n, bound[r] = _keep_nearest(kept_distance[r], kept_position[r], per_distance[r], n, k)
                 held[r] = n
         for r in range(rows):
-            # Counting sort by distance; equal distances stay in scan (position) order.
-            slots[:] = 0
-            for j in range(held[r]):
-                slots[kept_distance[r, j] + 1] += 1
-            for v in range(1, bits + 2):
-                slots[v] += slots[v - 1]
-            for j in range(held[r]):
-                d = kept_distance[r, j]
-                place = slots[d]
-                slots[d] += 1
-                if place < k:
-                    out_distances[first + r, place] = d
-                    out_positions[first + r, place] = kept_position[r, j]
+            _sort_into(kept_distance[r], kept_position[r], held[r], k, slots, out_distances[first + r],
+                       out_positions[first + r])
 
 
 @njit(nogil=True, cache=True)

@@ -86,6 +86,33 @@ def _resume_state(work, expected, resume, source):
     return state
 
 
+def _claim_working_directory(path, work):
+    """Creates the build's working directory ``work``, refusing one that holds files no build writes: never write
+    into (or later move) someone else's files."""
+    os.makedirs(work, exist_ok=True)
+    foreign = sorted(set(os.listdir(work)) - WORK_ENTRIES)
+    if foreign:
+        raise ValueError(f"`path` {path!r}: the build's working directory {work!r} exists and holds files no build "
+                         f"writes ({', '.join(foreign[:5])}); move it away or choose another path.")
+
+
+def _encode_all(encoder, source, ids, state, work, batch_size, progress):
+    """Encodes the items of ``source`` not yet in the working directory's files, after the last recorded flush."""
+    if source.listing() is not None and not state["consumed"]:
+        _io.write_bytes_atomically(os.path.join(work, LISTING_FILE), "\n".join(source.listing()), mode="w")
+    files = {key: os.path.join(work, name) for key, name in
+             (("codes", CODES_FILE), ("ids", IDS_FILE), ("names", NAMES_FILE), ("offsets", NAME_OFFSETS_FILE))}
+    width = (encoder.bits + 7) // 8
+    with contextlib.ExitStack() as stack:
+        handles = {key: stack.enter_context(open(name, "ab")) for key, name in files.items()}
+        # Anything written after the last recorded flush is cut off and encoded again.
+        handles["codes"].truncate(state["written"] * width)
+        handles["ids"].truncate(state["written"] * 8)
+        handles["names"].truncate(state["name_bytes"])
+        handles["offsets"].truncate(state["written"] * 8 if source.named else 0)
+        _encode_into(encoder, source, ids, state, work, handles, batch_size, progress)
+
+
 def build(encoder, source, path, *, ids=None, batch_size=256, backend="numpy", overwrite=False, resume=True,
           update=False, progress=True, data_dir=None, image_feature="image", **index_options):
     """Encodes every item of ``source`` with ``encoder`` into a saved index at ``path``; returns the index
@@ -135,31 +162,14 @@ def build(encoder, source, path, *, ids=None, batch_size=256, backend="numpy", o
 
     target = os.path.abspath(path)
     work = _working_directory(target)
-    os.makedirs(work, exist_ok=True)
-    foreign = sorted(set(os.listdir(work)) - WORK_ENTRIES)
-    if foreign:  # not a build's working directory: never write into (or later move) someone else's files
-        raise ValueError(f"`path` {path!r}: the build's working directory {work!r} exists and holds files no build "
-                         f"writes ({', '.join(foreign[:5])}); move it away or choose another path.")
+    _claim_working_directory(path, work)
     expected = {"source": source.describe(), "encoder": description, "bits": encoder.bits, "batch_size": batch_size,
                 "ids": None if ids is None else {"count": int(ids.shape[0]), "first": int(ids[0]) if ids.size else None,
                                                  "last": int(ids[-1]) if ids.size else None}}
     with _exclusive(work):
         state = _resume_state(work, expected, resume, source)
-        if source.listing() is not None and not state["consumed"]:
-            _io.write_bytes_atomically(os.path.join(work, LISTING_FILE), "\n".join(source.listing()), mode="w")
-        files = {key: os.path.join(work, name) for key, name in
-                 (("codes", CODES_FILE), ("ids", IDS_FILE), ("names", NAMES_FILE), ("offsets", NAME_OFFSETS_FILE))}
-        width = (encoder.bits + 7) // 8
-        with contextlib.ExitStack() as stack:
-            handles = {key: stack.enter_context(open(name, "ab")) for key, name in files.items()}
-            # Anything written after the last recorded flush is cut off and encoded again.
-            handles["codes"].truncate(state["written"] * width)
-            handles["ids"].truncate(state["written"] * 8)
-            handles["names"].truncate(state["name_bytes"])
-            handles["offsets"].truncate(state["written"] * 8 if source.named else 0)
-            _encode_into(encoder, source, ids, state, work, handles, batch_size, progress)
-        skipped = state["skipped"]
-        for entry in skipped:
+        _encode_all(encoder, source, ids, state, work, batch_size, progress)
+        for entry in state["skipped"]:
             warnings.warn(f"skipped {entry['item']} (id {entry['id']}): {entry['error']}", stacklevel=2)
         _finish(work, target, encoder, backend, index_options, state, overwrite, source.named)
     return index_lib.load(path)

@@ -157,6 +157,50 @@ def _class_ids(y):
     return np.arange(y.shape[1]), [np.flatnonzero(y[:, c] != 0) for c in range(y.shape[1])]
 
 
+def _draw_some(n, count, name, what, rng):
+    """``count`` sorted random positions out of ``n`` (fewer than ``n``: some must be left)."""
+    count = _validation.check_positive_int(count, name)
+    if count >= n:
+        raise ValueError(f"`{name}` must be smaller than {what} ({n}), got {count}.")
+    return np.sort(rng.choice(n, count, replace=False))
+
+
+def _draw_queries(y, rng, queries_per_class, num_queries):
+    """Positions of the test queries: ``num_queries`` random items, or ``queries_per_class`` of each class."""
+    if num_queries is not None:
+        return _draw_some(y.shape[0], num_queries, "num_queries", "the number of items", rng)
+    if y.ndim == 2:
+        raise ValueError("`num_queries` is required for multi-label `y` (per-class queries are ambiguous "
+                         "when an item has several labels), got None.")
+    return _draw_per_class(y, queries_per_class, rng, "queries_per_class")
+
+
+def _draw_training(y, database, rng, train_per_class, train_size, disjoint_train):
+    """Positions of the training items among the ``database`` positions (all of them by default)."""
+    if train_per_class is not None and train_size is not None:
+        raise ValueError("Give at most one of `train_per_class` and `train_size`, got both.")
+    if train_per_class is None and train_size is None:
+        if disjoint_train:
+            raise ValueError("`disjoint_train=True` needs `train_per_class` or `train_size`.")
+        return database
+    if train_size is not None:
+        train_size = _validation.check_positive_int(train_size, "train_size")
+        if train_size > database.size:
+            raise ValueError(f"`train_size` must be at most the database size ({database.size}), got {train_size}.")
+        return np.sort(rng.choice(database, train_size, replace=False))
+    if y.ndim == 2:
+        raise ValueError("`train_per_class` needs single-label `y`; use `train_size` for multi-label data.")
+    per_class = _validation.check_positive_int(train_per_class, "train_per_class")
+    picks = []
+    for c in np.unique(y):
+        members = database[y[database] == c]
+        if members.size < per_class:
+            raise ValueError(f"`train_per_class` ({per_class}) exceeds the database items of class {c} "
+                             f"({members.size}).")
+        picks.append(rng.choice(members, per_class, replace=False))
+    return np.sort(np.concatenate(picks))
+
+
 def make_split(x, y, *, queries_per_class=100, num_queries=None, train_per_class=None, train_size=None,
                disjoint_train=False, validation_per_class=None, num_validation=None, seed=0, name="arrays"):
     """Splits labelled data into queries, database and training set, the way hashing papers do.
@@ -181,44 +225,10 @@ def make_split(x, y, *, queries_per_class=100, num_queries=None, train_per_class
     """
     x = _validation.check_features(x, "x")
     y = _validation.check_labels(y, "y", x.shape[0], "x")
-    multilabel = y.ndim == 2
     rng = np.random.default_rng(seed)
-    n = x.shape[0]
-    if num_queries is not None:
-        num_queries = _validation.check_positive_int(num_queries, "num_queries")
-        if num_queries >= n:
-            raise ValueError(f"`num_queries` must be smaller than the number of items ({n}), got {num_queries}.")
-        query = np.sort(rng.choice(n, num_queries, replace=False))
-    elif multilabel:
-        raise ValueError("`num_queries` is required for multi-label `y` (per-class queries are ambiguous "
-                         "when an item has several labels), got None.")
-    else:
-        query = _draw_per_class(y, queries_per_class, rng, "queries_per_class")
-    database = np.setdiff1d(np.arange(n), query)
-
-    if train_per_class is not None and train_size is not None:
-        raise ValueError("Give at most one of `train_per_class` and `train_size`, got both.")
-    if train_per_class is None and train_size is None:
-        if disjoint_train:
-            raise ValueError("`disjoint_train=True` needs `train_per_class` or `train_size`.")
-        train = database
-    elif train_size is not None:
-        train_size = _validation.check_positive_int(train_size, "train_size")
-        if train_size > database.size:
-            raise ValueError(f"`train_size` must be at most the database size ({database.size}), got {train_size}.")
-        train = np.sort(rng.choice(database, train_size, replace=False))
-    else:
-        if multilabel:
-            raise ValueError("`train_per_class` needs single-label `y`; use `train_size` for multi-label data.")
-        per_class = _validation.check_positive_int(train_per_class, "train_per_class")
-        picks = []
-        for c in np.unique(y):
-            members = database[y[database] == c]
-            if members.size < per_class:
-                raise ValueError(f"`train_per_class` ({per_class}) exceeds the database items of class {c} "
-                                 f"({members.size}).")
-            picks.append(rng.choice(members, per_class, replace=False))
-        train = np.sort(np.concatenate(picks))
+    query = _draw_queries(y, rng, queries_per_class, num_queries)
+    database = np.setdiff1d(np.arange(x.shape[0]), query)
+    train = _draw_training(y, database, rng, train_per_class, train_size, disjoint_train)
     if disjoint_train:
         database = np.setdiff1d(database, train)
     validation = _draw_validation(y[train], rng, validation_per_class, num_validation)
@@ -234,12 +244,8 @@ def _draw_validation(train_y, rng, per_class, count):
     """Positions (in the training set) of the validation queries, or None."""
     if per_class is not None and count is not None:
         raise ValueError("Give at most one of `validation_per_class` and `num_validation`, got both.")
-    n = train_y.shape[0]
     if count is not None:
-        count = _validation.check_positive_int(count, "num_validation")
-        if count >= n:
-            raise ValueError(f"`num_validation` must be smaller than the training set ({n}), got {count}.")
-        return np.sort(rng.choice(n, count, replace=False))
+        return _draw_some(train_y.shape[0], count, "num_validation", "the training set", rng)
     if per_class is None:
         return None
     if train_y.ndim == 2:

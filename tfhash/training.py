@@ -431,12 +431,9 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
         steps_per_epoch: batches per epoch of a ``tf.data.Dataset`` ``x`` (default: one pass over it). Needed
             for a dataset that never ends (``.repeat()`` without a count), which is refused without it; a
             finite dataset of unknown size trains one pass per epoch.
-        jit_compile: XLA compilation of the training step, passed to ``Model.compile``: ``"auto"`` keeps Keras's
-            rule (on with a GPU and no strategy), ``True`` or ``False`` force it. A scheme that cannot compile
-            declares ``supports_jit = False`` and Keras falls back with a warning.
-        steps_per_execution: training steps run in one call of the compiled step, passed to
-            ``Model.compile``: more than 1 saves the per-step overhead of ``fit`` (small steps, GPUs); batch-level
-            callbacks then run once per call.
+        jit_compile: XLA compilation of the step, as ``Model.compile`` takes it (``"auto"``: on with a GPU and no
+            strategy); a scheme with ``supports_jit = False`` falls back with Keras's warning.
+        steps_per_execution: training steps per call of the compiled step, as ``Model.compile`` takes it.
         verbose: Keras progress output.
         **hyperparameters: the scheme's constructor arguments (loss weights, network, ...).
     """

@@ -455,9 +455,8 @@ class DSHGAN(HashingScheme):
         queries, rows = self._queries(local, self._stateless_seed(step, 11))
         negative_items, valid = self._negative(rows, self._stateless_seed(step, 12))
         negative_rows = tf.gather(self._pool["rows"], negative_items)
-        with_real = not self.use_generator or self.real_triplets
         real_pair = []
-        if with_real:
+        if not self.use_generator or self.real_triplets:
             real_pair = [self._real_positive(rows, self._stateless_seed(step, 14)),
                          tf.gather(self._pool["x"], negative_items)]
         with tf.GradientTape(persistent=True) as tape:
@@ -466,7 +465,7 @@ class DSHGAN(HashingScheme):
             if self.use_generator:
                 # One draw per role, so each query's noise is the same however the batch is split across replicas.
                 noise = tf.concat([distribution.batch_random(stateless.normal, [local, self.noise_dim],
-                                                     self._stateless_seed(step, salt)) for salt in (13, 15)], 0)
+                                                             self._stateless_seed(step, salt)) for salt in (13, 15)], 0)
                 synthetic = self.generate(tf.concat([rows, negative_rows], 0), noise, training=True)
                 images += [synthetic[:local], synthetic[local:]]
                 is_real += [0.0, 0.0]
