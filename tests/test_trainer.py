@@ -182,7 +182,7 @@ def test_a_model_dir_that_is_a_file_fails_before_any_data_is_loaded(tmp_path, mo
 
 
 def test_a_data_set_that_needs_a_download_fails_at_once_offline(tmp_path, monkeypatch):
-    monkeypatch.setattr(datasets, "_host_reachable", lambda host, timeout=3.0: False)
+    monkeypatch.setattr(datasets, "_host_reachable", lambda host: False)
     start = time.perf_counter()
     error = _main(["--dataset=mnist", f"--data_dir={tmp_path / 'tfds'}", f"--model_dir={tmp_path / 'run'}"])
     assert time.perf_counter() - start < 60

@@ -15,12 +15,13 @@ from tfhash import codes as codes_lib
 INPUT_KINDS = ("images", "features")
 IMAGE_RANGE_TOLERANCE = 1e-6
 PIXEL_SCALE = 255.0
+PIXEL_HINT = " Pixel values 0-255: divide by 255 (or pass uint8 pixels, which are scaled)."
 
 
 def check_image_range(low: float, high: float, name: str) -> None:
     """Raises ``ValueError`` unless [low, high] lies within the image range [0, 1]."""
     if low < -IMAGE_RANGE_TOLERANCE or high > 1.0 + IMAGE_RANGE_TOLERANCE:
-        hint = " Pixel values 0-255: divide by 255 (or pass uint8 pixels, which are scaled)." if high > 1.5 else ""
+        hint = PIXEL_HINT if high > 1.5 else ""
         raise ValueError(f"`{name}` must hold images with values in [0, 1], got values in [{low:g}, {high:g}].{hint}")
 
 

@@ -322,14 +322,24 @@ def export_tflite(hasher, path, *, quantization=None, overwrite=False):
     return path
 
 
+def _tflite_schema():
+    """The TFLite FlatBuffer schema, as LiteRT (the interpreter package) publishes it."""
+    try:
+        from ai_edge_litert import schema_py_generated
+    except ImportError as err:
+        raise ImportError("TFLite exports need the LiteRT package: pip install 'tfhash[tflite]' "
+                          "(ai-edge-litert).") from err
+    return schema_py_generated
+
+
 def _with_tflite_metadata(flatbuffer, description):
     """The model with ``description`` as JSON in a metadata buffer named ``TFLITE_METADATA_NAME``.
 
     The TFLite schema's metadata entries travel with the file and are ignored by interpreters, so a
     ``.tflite`` file says what a SavedModel's ``assets/tfhash.json`` says (input kind and range first).
     """
-    import flatbuffers
-    from tensorflow.lite.python import schema_py_generated as schema
+    schema = _tflite_schema()
+    import flatbuffers  # a dependency of tensorflow and of LiteRT
 
     model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
     buffer = schema.BufferT()
@@ -347,8 +357,7 @@ def _with_tflite_metadata(flatbuffer, description):
 def read_tflite_metadata(path):
     """The tfhash description a TFLite export carries (see :func:`export_tflite`), or ``None`` for a TFLite
     model without one."""
-    from ai_edge_litert import schema_py_generated as schema
-
+    schema = _tflite_schema()
     with open(path, "rb") as f:
         model = schema.Model.GetRootAs(bytearray(f.read()), 0)
     for i in range(model.MetadataLength()):
