@@ -209,3 +209,13 @@ def test_no_library_function_is_longer_than_sixty_lines():
             for module, tree in _library_modules().items() for node in ast.walk(tree)
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60]
     assert long == []
+
+
+def test_every_presets_provenance_link_reaches_its_section():
+    with open(os.path.join(ROOT, "REPRODUCTION.md"), encoding="utf-8") as f:
+        reproduction = f.read()
+    for name in tfhash.schemes.names():
+        for preset in tfhash.schemes.get(name).presets.values():
+            if not preset.selected_on.startswith("paper"):
+                anchor = re.fullmatch(r"validation queries: REPRODUCTION\.md#([a-z0-9-]+)", preset.selected_on)
+                assert anchor and f'<a id="{anchor.group(1)}"></a>' in reproduction, (name, preset.name)

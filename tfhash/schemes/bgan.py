@@ -156,16 +156,7 @@ class BGAN(HashingScheme):
                              "positive_weight_exponent": 1.68, "conv_learning_rate": 1e-4},
             per_bits={16: {"positive_weight": 10.0}, 32: {"positive_weight": 10.0}},
             epochs=40, batch_size=256,
-            selected_on="exploration on mnist-10k validation queries (seed 0, 32 bits), then the positive weight "
-                        "chosen among 10 / 20 per code length on mnist-10k validation queries, 3 seeds: 10 at 16 "
-                        "and 32 bits, 20 at 64 (REPRODUCTION.md (i)); its scaling with the training set's size "
-                        "chosen on validation queries at 32 bits against the fixed weight (3 seeds: fashion70k, "
-                        "69,000 items, and digits, 1,697, gain; REPRODUCTION.md (m)), then the exponent among 1 / "
-                        "1.34 / 1.68 (fashion70k seed 0: validation 0.467 / 0.509 / 0.530; digits, 3 seeds: 0.874 / "
-                        "0.868 / 0.861, within one spread); mnist-10k and fashion-mnist-10k (9,000) are unchanged "
-                        "by construction; conv_learning_rate among 3e-4 / 1e-4 on cifar10-6k validation queries "
-                        "(seed 0, 32 bits: 0.1335 / 0.1385; 1e-3 had collapsed, 0.1017; REPRODUCTION.md "
-                        "#bgan-conv-rate)"),
+            selected_on="validation queries: REPRODUCTION.md#preset-bgan-neighbours"),
     )
     default_preset = "neighbours"
 

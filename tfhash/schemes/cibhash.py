@@ -90,9 +90,7 @@ class CIBHash(HashingScheme):
                         "the paper.",
             hyperparameters={"temperature": 0.6, "weight_kl": 0.02},
             epochs=10, batch_size=128, training_items=9000,
-            selected_on="validation queries of mnist-10k (16 settings at 32 bits, seed 0; then 3 seeds) and of "
-                        "fashion-mnist-10k (KL weight 0.02-0.2 at 32 bits), ranked on the smaller of the two ratios "
-                        "to ITQ; digits was not used (REPRODUCTION.md (l))"),
+            selected_on="validation queries: REPRODUCTION.md#preset-cibhash-scratch"),
     )
     default_preset = "scratch"
 

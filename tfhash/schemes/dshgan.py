@@ -175,8 +175,7 @@ class DSHGAN(HashingScheme):
             hyperparameters={"optimizer_type": "adam", "learning_rate": 1e-3, "generator_epochs": 10,
                              "real_triplets": True, "generator_in_stage_two": False},
             epochs=30, batch_size=64,
-            selected_on="mnist-10k validation queries (seed 0, 32 bits, 50 labelled items per class) among stage-1 "
-                        "label sampling, stage-2 initialisation, real triplets and a frozen G (REPRODUCTION.md (j))"),
+            selected_on="validation queries: REPRODUCTION.md#preset-dshgan-semi"),
         no_gan=Preset(
             description="The shared network alone, without any GAN (use_generator=False): triplets of real labelled "
                         "items and the classification stream, Adam 1e-3, 30 epochs. Synthetic triplets (`semi`, the "
@@ -185,10 +184,7 @@ class DSHGAN(HashingScheme):
                         "both.",
             hyperparameters={"use_generator": False, "optimizer_type": "adam", "learning_rate": 1e-3},
             epochs=30, batch_size=64,
-            selected_on="mnist-10k validation queries, 32 bits, 50 labelled items per class, 3 seeds, against `semi` "
-                        "and DSH-GANs^- (REPRODUCTION.md (j)); also ahead of `semi` with 10 labels per class (3 "
-                        "seeds), level with it on fashion-mnist-10k and behind it on cifar10-6k with 50 labels per "
-                        "class"),
+            selected_on="validation queries: REPRODUCTION.md#preset-dshgan-no-gan"),
     )
     default_preset = "no_gan"
 

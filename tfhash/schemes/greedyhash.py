@@ -79,7 +79,7 @@ class GreedyHash(HashingScheme):
                         "of 128. Not a setting of the paper.",
             hyperparameters={"optimizer_type": "adam", "learning_rate": 1e-3},
             epochs=10, batch_size=128,
-            selected_on="mnist-10k seed-0 validation queries at 32 bits among 6 settings (REPRODUCTION.md (l))"),
+            selected_on="validation queries: REPRODUCTION.md#preset-greedyhash-scratch"),
     )
     default_preset = "scratch"
 

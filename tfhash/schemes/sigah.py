@@ -164,9 +164,7 @@ class SiGAH(HashingScheme):
                         "and the learning rate decayed linearly to 1e-4; not a setting of the paper.",
             hyperparameters={"weight_quantization": 5.0, "final_learning_rate": 1e-4},
             epochs=10, batch_size=500,
-            selected_on="mnist-10k validation queries, 16/32/64 bits, 3 seeds, against `paper` (REPRODUCTION.md (h)); "
-                        "first found on the seed-0 test queries. It loses to `paper` on fashion-mnist-10k and "
-                        "digits, so it is not the default"),
+            selected_on="validation queries: REPRODUCTION.md#preset-sigah-ann"),
         itq_start=Preset(
             description="Training starts from ITQ's codes (W = PCA + ITQ rotation, projections of spread 3) and "
                         "refines "
@@ -177,10 +175,7 @@ class SiGAH(HashingScheme):
                              "optimizer_type": "sgd", "learning_rate": 1e-2, "final_learning_rate": 1e-4,
                              "weight_quantization": 5.0, "weight_graph": 1.0, "weight_reconstruction": 0.1},
             epochs=10, batch_size=500,
-            selected_on="mnist-10k seed-0 validation queries, 32 bits, among ~20 settings of the ITQ start; "
-                        "then against `paper` and `ann` on the validation queries of 3 seeds at 32 and 64 bits on "
-                        "mnist-10k, and best on fashion-mnist-10k too (REPRODUCTION.md (k)). Level with ITQ on test, "
-                        "not above it"),
+            selected_on="validation queries: REPRODUCTION.md#preset-sigah-itq-start"),
     )
     default_preset = "itq_start"
 
