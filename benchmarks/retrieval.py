@@ -35,7 +35,7 @@ k-means on the database codes; euclidean: precision@100). Ends with one JSON lin
 saves a checkpoint after every epoch; the same command with the same DIR after an interruption reads the
 finished runs back and resumes the unfinished one from its last epoch. A finished run whose hyperparameters or
 batch size differ from what the command now asks for (its preset changed since) is trained again. The record then
-says how many runs came from earlier invocations and at which commits; DIR is removed once the record is written.
+says how many runs and epochs came from earlier invocations; DIR is removed once the record is written.
 A run's ``train_seconds`` (and the record's wall time) include the epochs that interrupted invocations trained: each
 epoch's end writes the run's running total beside its epoch checkpoints.
 """
@@ -122,44 +122,32 @@ class TrainingClock(keras.callbacks.Callback):
 
     Made just before ``tfhash.fit``; each epoch's end writes ``{epochs done: running total}`` to ``path`` (beside
     the run's epoch checkpoints), so a run resumed from them adds the time of the epochs trained before the
-    interruption. Epochs whose time is not known (trained before there was a clock, or checkpointed just before
-    an interruption could write their total) are counted in ``untimed_epochs`` instead. ``path=None``: no file.
-
-    ``origin`` (``{"commit", "machine"}`` of this invocation) goes into each total too: the same seed and commit
-    train to other figures on other processors, so the record names where the resumed epochs were trained
-    (``earlier_origins``; ``None`` for epochs whose origin was not recorded).
+    interruption. Epochs whose time is not known (checkpointed just before an interruption could write their
+    total) are counted in ``untimed_epochs`` instead. ``path=None``: no file.
     """
 
-    def __init__(self, path=None, origin=None):
+    def __init__(self, path=None):
         super().__init__()
-        self.path, self.origin, self.started = path, origin, time.perf_counter()
+        self.path, self.started = path, time.perf_counter()
         self.totals = {}
         if path is not None and os.path.isfile(path):
             with open(path, encoding="utf-8") as f:
                 self.totals = {int(done): total for done, total in json.load(f).items()}
-        self.earlier, self.untimed_epochs, self._resumed = 0.0, 0, False
-        self.resumed_epochs, self.earlier_origins = 0, []
+        self.earlier, self.untimed_epochs, self.resumed_epochs, self._resumed = 0.0, 0, 0, False
 
     def _resume(self, epochs_done):
         if not self._resumed:  # once, at the epoch this invocation starts from
-            self._resumed = True
-            self.resumed_epochs = epochs_done
+            self._resumed, self.resumed_epochs = True, epochs_done
             known = max([done for done in self.totals if done <= epochs_done], default=0)
             if known:
-                total = self.totals[known]
-                self.earlier, self.untimed_epochs = total["seconds"], total["untimed_epochs"]
-                self.earlier_origins = list(total.get("origins", [None]))
+                self.earlier, self.untimed_epochs = self.totals[known]["seconds"], self.totals[known]["untimed_epochs"]
             self.untimed_epochs += epochs_done - known
-            if epochs_done > known and None not in self.earlier_origins:
-                self.earlier_origins.append(None)
 
     def on_epoch_begin(self, epoch, logs=None):
         self._resume(epoch)
 
     def on_epoch_end(self, epoch, logs=None):
-        origins = self.earlier_origins + ([self.origin] if self.origin not in self.earlier_origins else [])
-        self.totals[epoch + 1] = {"seconds": round(self.seconds(), 1), "untimed_epochs": self.untimed_epochs,
-                                  "origins": origins}
+        self.totals[epoch + 1] = {"seconds": round(self.seconds(), 1), "untimed_epochs": self.untimed_epochs}
         if self.path is not None:
             _io.write_json_atomically(self.path, {str(done): total for done, total in sorted(self.totals.items())})
 
@@ -209,13 +197,10 @@ class RunLog:
             self._lock.enter_context(_io.exclusive_lock(os.path.join(directory, "lock"), "command on it"))
         except FileExistsError as error:
             raise SystemExit(f"--checkpoint {directory!r} is in use: {error}") from None
-        self.origin = {"commit": _common.commit(), "machine": _common.machine()}  # where this invocation trains
-        # of unfinished runs' epochs that earlier invocations trained: their seconds, count and origins
-        self.resumed_training_seconds, self.resumed_epochs, self.resumed_origins = 0.0, 0, []
+        # of unfinished runs' epochs that earlier invocations trained: their seconds and count
+        self.resumed_training_seconds, self.resumed_epochs = 0.0, 0
         self.finished = {}
-        # session -> (seconds it ran until its last finished run, peak MB, commit, machine or None when its runs
-        # were logged before they named one)
-        self.earlier = {}
+        self.earlier = {}  # session -> (seconds it ran until its last finished run, peak MB)
         path = os.path.join(directory, "runs.jsonl")
         if os.path.exists(path):
             with open(path, "rb+") as f:  # a last line cut short by the interruption is dropped
@@ -224,9 +209,8 @@ class RunLog:
                 for line in f:
                     entry = json.loads(line)
                     self.finished[tuple(entry["key"])] = entry["run"]
-                    seconds, memory, _, _ = self.earlier.get(entry["session"], (0.0, 0.0, None, None))
-                    self.earlier[entry["session"]] = (max(seconds, entry["elapsed"]), max(memory, entry["peak_rss_mb"]),
-                                                      entry["commit"], entry.get("machine"))
+                    seconds, memory = self.earlier.get(entry["session"], (0.0, 0.0))
+                    self.earlier[entry["session"]] = (max(seconds, entry["elapsed"]), max(memory, entry["peak_rss_mb"]))
 
     def get(self, key):
         return self.finished.get(key)
@@ -243,7 +227,7 @@ class RunLog:
     def add(self, key, run):
         # elapsed: this invocation's wall time so far, with the epochs of its runs that earlier ones trained
         elapsed = time.perf_counter() - self.started + self.resumed_training_seconds
-        entry = {"key": list(key), "run": run, "session": self.session, **self.origin,
+        entry = {"key": list(key), "run": run, "session": self.session,
                  "elapsed": round(elapsed, 1), "peak_rss_mb": round(_common.peak_rss_mb(), 1)}
         with open(os.path.join(self.directory, "runs.jsonl"), "a", encoding="utf-8") as f:
             f.write(json.dumps(entry, sort_keys=True, default=float) + "\n")
@@ -260,22 +244,17 @@ class RunLog:
     def earlier_seconds(self):
         """Wall time of earlier invocations: until each one's last finished run, and the epochs of unfinished runs
         they trained that this one resumed."""
-        return sum(seconds for seconds, _, _, _ in self.earlier.values()) + self.resumed_training_seconds
+        return sum(seconds for seconds, _ in self.earlier.values()) + self.resumed_training_seconds
 
     def summary(self):
         """The record's fields on resumption: ``{}`` when every run and epoch was trained by this invocation."""
         if not self.finished and not self.resumed_epochs:
             return {}
-        origins = [{"commit": commit, "machine": machine} for _, _, commit, machine in self.earlier.values()]
-        origins += [origin or {"commit": None, "machine": None} for origin in self.resumed_origins]
-        machines = {json.dumps(origin["machine"], sort_keys=True) for origin in origins}
         return {"resumed_runs": len(self.finished),
-                **({"resumed_epochs": self.resumed_epochs} if self.resumed_epochs else {}),
-                "resumed_commits": sorted({origin["commit"] for origin in origins if origin["commit"]}),
-                "resumed_machines": [json.loads(m) for m in sorted(machines)]}
+                **({"resumed_epochs": self.resumed_epochs} if self.resumed_epochs else {})}
 
     def peak_rss_mb(self):
-        return max([memory for _, memory, _, _ in self.earlier.values()] + [_common.peak_rss_mb()])
+        return max([memory for _, memory in self.earlier.values()] + [_common.peak_rss_mb()])
 
     def remove(self):
         shutil.rmtree(self.directory)
@@ -460,14 +439,13 @@ def main(argv=None):
     def timed_fit(key, scheme, *arguments, **options):
         """``tfhash.fit`` resuming from the run's epoch checkpoints; the hasher, its training seconds (those of
         epochs trained by interrupted invocations too) and the run's ``untimed_epochs`` field when there are some."""
-        clock = TrainingClock(*((log.clock_path(key), log.origin) if log else ()))
+        clock = TrainingClock(log.clock_path(key) if log else None)
         hasher = tfhash.fit(scheme, *arguments, verbose=0, jit_compile=jit_compile, callbacks=[clock],
                             checkpoint_dir=log.training_directory(key) if log else None, **options)
         seconds = clock.seconds(hasher.epoch)
         if log:
             log.resumed_training_seconds += clock.earlier
             log.resumed_epochs += clock.resumed_epochs
-            log.resumed_origins += clock.earlier_origins
         return hasher, seconds, ({"untimed_epochs": clock.untimed_epochs} if clock.untimed_epochs else {})
 
     for data in args.data:
@@ -555,7 +533,7 @@ def main(argv=None):
               "train_size": args.train_size, "epochs": args.epochs, "batch_size": args.batch_size,
               "compare_epochs": args.compare_epochs, "jit_compile": args.jit_compile,
               "candidates": [{"label": label, "preset": p, "overrides": v} for label, p, v in runs],
-              "runs": results, "machine": log.origin["machine"] if log else _common.machine(),
+              "runs": results, "machine": _common.machine(),
               "peak_rss_mb": round(log.peak_rss_mb() if log else _common.peak_rss_mb(), 1),
               **(log.summary() if log else {})}
     print(evaluation.json_line(record))
