@@ -219,3 +219,23 @@ def test_every_presets_provenance_link_reaches_its_section():
             if not preset.selected_on.startswith("paper"):
                 anchor = re.fullmatch(r"validation queries: REPRODUCTION\.md#([a-z0-9-]+)", preset.selected_on)
                 assert anchor and f'<a id="{anchor.group(1)}"></a>' in reproduction, (name, preset.name)
+
+
+def test_every_public_function_of_the_library_has_type_hints():
+    import ast
+
+    unhinted = []
+    for module, tree in _library_modules().items():
+        if any(part.startswith("_") for part in module.split(".")[1:]):
+            continue  # private modules
+        functions = [(node, "") for node in tree.body if isinstance(node, ast.FunctionDef)]
+        functions += [(item, f"{node.name}.") for node in tree.body if isinstance(node, ast.ClassDef)
+                      and not node.name.startswith("_") for item in node.body if isinstance(item, ast.FunctionDef)]
+        for function, owner in functions:
+            if function.name.startswith("_"):
+                continue
+            arguments = function.args.posonlyargs + function.args.args + function.args.kwonlyargs
+            arguments += [a for a in (function.args.vararg, function.args.kwarg) if a]
+            if function.returns is None or any(a.annotation is None for a in arguments if a.arg not in ("self", "cls")):
+                unhinted.append(f"{module}.{owner}{function.name}")
+    assert unhinted == []

@@ -15,8 +15,11 @@ replicas. The default draws them directly.
   and jitter.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import math
+from collections.abc import Callable
 
 import tensorflow as tf
 
@@ -68,7 +71,8 @@ class Policy:
                              f"got {self.max_zoom!r}.")
 
 
-def affine(images, seed, *, max_shift=2.0, max_rotation=10.0, max_zoom=0.1, draw=_direct):
+def affine(images: tf.Tensor, seed: tf.Tensor, *, max_shift: float = 2.0, max_rotation: float = 10.0,
+           max_zoom: float = 0.1, draw: Callable = _direct) -> tf.Tensor:
     """Random translation (pixels), rotation (degrees) and zoom about the centre, one bilinear warp."""
     images = _check_images(images)
     batch = tf.shape(images)[0]
@@ -90,7 +94,8 @@ def affine(images, seed, *, max_shift=2.0, max_rotation=10.0, max_zoom=0.1, draw
         interpolation="BILINEAR", fill_mode="CONSTANT")
 
 
-def crop_and_flip(images, seed, *, padding=4, flip=True, draw=_direct):
+def crop_and_flip(images: tf.Tensor, seed: tf.Tensor, *, padding: int = 4, flip: bool = True,
+                  draw: Callable = _direct) -> tf.Tensor:
     """Random translation by whole pixels up to ``padding`` (zeros filled in), then a horizontal flip of half
     of the images."""
     images = _check_images(images)
@@ -108,7 +113,8 @@ def crop_and_flip(images, seed, *, padding=4, flip=True, draw=_direct):
     return out
 
 
-def colour_jitter(images, seed, *, brightness=0.4, contrast=0.4, saturation=0.4, draw=_direct):
+def colour_jitter(images: tf.Tensor, seed: tf.Tensor, *, brightness: float = 0.4, contrast: float = 0.4,
+                  saturation: float = 0.4, draw: Callable = _direct) -> tf.Tensor:
     """Per-image random brightness, contrast and saturation factors in [1 - s, 1 + s]; grey images get
     brightness and contrast only."""
     images = _check_images(images)
@@ -127,7 +133,7 @@ def colour_jitter(images, seed, *, brightness=0.4, contrast=0.4, saturation=0.4,
     return tf.clip_by_value(out, 0.0, 1.0)
 
 
-def augment(images, seed, policy=None, draw=_direct):
+def augment(images: tf.Tensor, seed: tf.Tensor, policy: Policy | None = None, draw: Callable = _direct) -> tf.Tensor:
     """One random view: :func:`affine` for grey images, :func:`crop_and_flip` + :func:`colour_jitter` for
     colour ones, with the strengths of ``policy`` (a :class:`Policy`; default ``Policy()``)."""
     images = _check_images(images)

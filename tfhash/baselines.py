@@ -8,6 +8,8 @@ outputs that are thresholded at ``threshold_``.
 Images are flattened to vectors; features are centred on the training mean.
 """
 
+from __future__ import annotations
+
 import numpy as np
 
 from tfhash import _validation
@@ -211,7 +213,7 @@ class SH(_Baseline):
 BASELINES = {"lsh": LSH, "pcah": PCAH, "itq": ITQ, "sph": SpH, "sh": SH}
 
 
-def get(name):
+def get(name: str) -> type:
     """The baseline class registered under ``name`` (case-insensitive)."""
     key = str(name).lower()
     if key not in BASELINES:

@@ -21,6 +21,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Sequence
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -50,19 +52,19 @@ class ExportModelHandler(ModelHandler):
         self.export = os.fspath(export)
         self.min_batch_size, self.max_batch_size = int(min_batch_size), int(max_batch_size)
 
-    def load_model(self):
+    def load_model(self) -> Any:
         from tfhash import serving
 
         return serving.load(self.export)
 
-    def run_inference(self, batch, model, inference_args=None):
+    def run_inference(self, batch: Sequence, model: Any, inference_args: dict | None = None) -> list:
         # Each element is a block of items [n, ...] (one item, or a slice of an array shard); a block's codes
         # come back as one [n, width] array.
         sizes = [len(block) for block in batch]
         codes = model.encode(np.concatenate(batch), batch_size=max(sum(sizes), 1))
         return np.split(codes, np.cumsum(sizes)[:-1])
 
-    def batch_elements_kwargs(self):
+    def batch_elements_kwargs(self) -> dict:
         return {"min_batch_size": self.min_batch_size, "max_batch_size": self.max_batch_size}
 
 
@@ -235,7 +237,7 @@ class EncodeToShards(beam.PTransform):
         firsts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(int)
         return [(int(first), path) for first, path in zip(firsts, self.files)]
 
-    def expand(self, pipeline):
+    def expand(self, pipeline: Any) -> Any:
         if self.kind == "images":
             listed = pipeline | "List" >> beam.Create(list(enumerate(self.files))) | "Reshuffle" >> beam.Reshuffle()
             read = listed | "Decode" >> beam.ParDo(_ReadImages(self.item_shape)).with_outputs("skipped", main="items")
@@ -267,7 +269,8 @@ class EncodeToShards(beam.PTransform):
                                                      file_name_suffix=".tfrecord"))
 
 
-def merge_shards(output, path, *, overwrite=False, rows_in_memory=ROWS_IN_MEMORY):
+def merge_shards(output: str | os.PathLike, path: str | os.PathLike, *, overwrite: bool = False,
+                 rows_in_memory: int = ROWS_IN_MEMORY) -> str:
     """Writes the saved index (exact, numpy backend) of the shards in ``output``, sorted by id; returns it
     (opened with :func:`tfhash.index.load`). Skipped items are listed in its manifest.
 

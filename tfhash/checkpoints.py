@@ -21,7 +21,7 @@ CHECKPOINT_PREFIX = "ckpt"
 KEPT_CHECKPOINTS = 2
 
 
-def check_run_directory(directory, name):
+def check_run_directory(directory: str | os.PathLike, name: str) -> str:
     """``directory`` as a string, after refusing what a training run must not be written into: an empty
     path, a file, and an export (its checkpoints would be deleted when the export is replaced)."""
     if not isinstance(directory, (str, os.PathLike)) or not os.fspath(directory).strip():
@@ -35,7 +35,8 @@ def check_run_directory(directory, name):
     return directory
 
 
-def checkpoint_manager(model, epoch, directory):
+def checkpoint_manager(model: keras.Model, epoch: tf.Variable | int,
+                       directory: str | os.PathLike) -> tf.train.CheckpointManager:
     """Keeps the last ``KEPT_CHECKPOINTS`` checkpoints of model, optimizers and epoch counter in ``directory``."""
     checkpoint = tf.train.Checkpoint(model=model, epoch=epoch,
                                      **{f"optimizer_{name}": opt for name, opt in model.scheme_optimizers.items()})
@@ -43,7 +44,7 @@ def checkpoint_manager(model, epoch, directory):
                                       checkpoint_name=CHECKPOINT_PREFIX)
 
 
-def read_description(directory):
+def read_description(directory: str | os.PathLike) -> dict:
     """The config file of a checkpoint directory, as a dict; a broken or edited file is named with its field."""
     config_path = os.path.join(directory, CONFIG_FILE)
     if not os.path.isfile(config_path):
@@ -83,8 +84,9 @@ def _checkpoint_paths(directory):
     return list(reversed(state.all_model_checkpoint_paths)) if state else []
 
 
-def restore(directory, description, strategy=None, total_steps="saved", hyperparameters=None, jit_compile="auto",
-            steps_per_execution=1):
+def restore(directory: str | os.PathLike, description: dict, strategy: tf.distribute.Strategy | None = None,
+            total_steps: int | str | None = "saved", hyperparameters: dict | None = None,
+            jit_compile: str | bool = "auto", steps_per_execution: int = 1) -> tuple:
     """``(model, epoch)`` rebuilt from ``description`` and the newest readable checkpoint in ``directory``.
 
     ``hyperparameters`` holds values of the resuming call that the config can only describe (arrays, models).
@@ -129,7 +131,7 @@ def restore(directory, description, strategy=None, total_steps="saved", hyperpar
                      f"{details}")
 
 
-def save(model, epoch, description, directory):
+def save(model: keras.Model, epoch: tf.Variable | int, description: dict, directory: str | os.PathLike) -> str:
     """Writes ``description`` (the config file) and a checkpoint of ``model`` at ``epoch`` to ``directory``."""
     directory = check_run_directory(directory, "directory")
     _check_not_another_run(model, directory)
@@ -160,7 +162,7 @@ def _same_setting(saved, asked):
     return saved == asked
 
 
-def differing_settings(scheme_cls, saved, asked):
+def differing_settings(scheme_cls: type, saved: dict, asked: dict) -> dict:
     """``{name: (saved value, asked value)}`` for each hyperparameter of ``asked`` that ``saved`` (a model's
     ``get_config``, as a checkpoint or a benchmark record keeps it) holds another value of. A name ``saved`` lacks
     (a hyperparameter added to the scheme since) counts as its constructor default, the behaviour it was made with."""
@@ -174,7 +176,8 @@ def differing_settings(scheme_cls, saved, asked):
     return differing
 
 
-def check_resumable(description, checkpoint_dir, scheme_cls, bits, item_shape, hyperparameters, training):
+def check_resumable(description: dict, checkpoint_dir: str | os.PathLike, scheme_cls: type, bits: int,
+                    item_shape: tuple, hyperparameters: dict, training: dict) -> None:
     """Raises ``ValueError`` when a checkpoint was trained with other settings than this call asks for."""
     config = description["config"]
     if (description["scheme"] != scheme_cls.key or config["bits"] != bits
@@ -193,7 +196,7 @@ def check_resumable(description, checkpoint_dir, scheme_cls, bits, item_shape, h
                          "resume with the saved ones or use another directory.")
 
 
-def resumes(checkpoint_dir):
+def resumes(checkpoint_dir: str | os.PathLike | None) -> bool:
     """Whether ``checkpoint_dir`` holds a run to resume; refuses checkpoints without a config file (training
     from scratch would overwrite them)."""
     if checkpoint_dir is None:
@@ -213,7 +216,7 @@ class EpochCheckpoint(keras.callbacks.Callback):
         super().__init__()
         self.manager, self.epoch_variable, self.guard = manager, epoch_variable, guard
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: tf.Variable | int, logs: dict | None = None) -> None:
         if self.guard.message is None:
             self.epoch_variable.assign(epoch + 1)
             self.manager.save(checkpoint_number=epoch + 1)

@@ -13,7 +13,15 @@ The convention (also the layout of Faiss ``IndexBinary*``, so codes drop into Fa
 with a matrix product (a multiply-and-sum) / floor-div-and-mod only, so they lower to builtin TFLite ops.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:  # TensorFlow is imported by the functions that use it
+    import tensorflow as tf
 
 from tfhash import _validation
 
@@ -21,12 +29,12 @@ SIGMOID_THRESHOLD = 0.5
 TANH_THRESHOLD = 0.0
 
 
-def num_bytes(bits):
+def num_bytes(bits: int) -> int:
     """Bytes per packed code: ``ceil(bits / 8)``."""
     return (_validation.check_bits(bits) + 7) // 8
 
 
-def binarize(outputs, threshold=SIGMOID_THRESHOLD):
+def binarize(outputs: ArrayLike, threshold: float = SIGMOID_THRESHOLD) -> np.ndarray:
     """Continuous outputs ``[n, bits]`` -> {0, 1} uint8 bits: 1 where ``outputs >= threshold``."""
     outputs = np.asarray(outputs)
     if outputs.ndim != 2:
@@ -36,7 +44,7 @@ def binarize(outputs, threshold=SIGMOID_THRESHOLD):
     return (outputs >= threshold).astype(np.uint8)
 
 
-def pack(bits01):
+def pack(bits01: ArrayLike) -> np.ndarray:
     """Packs {0, 1} bits ``[n, bits]`` into uint8 codes ``[n, ceil(bits / 8)]`` (LSB-first).
 
     Args:
@@ -57,13 +65,13 @@ def pack(bits01):
     return np.packbits(bits01.astype(bool), axis=1, bitorder="little")
 
 
-def unpack(packed, bits):
+def unpack(packed: ArrayLike, bits: int) -> np.ndarray:
     """Unpacks uint8 codes ``[n, ceil(bits / 8)]`` into {0, 1} uint8 bits ``[n, bits]``."""
     packed = _validation.check_codes(packed, "packed", bits=bits)
     return np.unpackbits(packed, axis=1, count=int(bits), bitorder="little")
 
 
-def pack_tf(bits01):
+def pack_tf(bits01: tf.Tensor) -> tf.Tensor:
     """TensorFlow twin of :func:`pack` for a ``[batch, bits]`` tensor of 0/1 values (any real dtype).
 
     One matrix product with a constant ``[bits, ceil(bits / 8)]`` matrix whose entry (k, k // 8) is
@@ -82,7 +90,7 @@ def pack_tf(bits01):
     return tf.cast(packed, tf.uint8)
 
 
-def unpack_tf(packed, bits):
+def unpack_tf(packed: tf.Tensor, bits: int) -> tf.Tensor:
     """TensorFlow twin of :func:`unpack`: uint8 ``[batch, ceil(bits / 8)]`` -> uint8 ``[batch, bits]``."""
     import tensorflow as tf
 
@@ -94,7 +102,7 @@ def unpack_tf(packed, bits):
     return tf.cast(expanded[:, :bits], tf.uint8)
 
 
-def distance_dtype(width):
+def distance_dtype(width: int) -> np.dtype:
     """Smallest unsigned dtype that holds Hamming distances between codes ``width`` bytes wide."""
     max_distance = 8 * width
     if max_distance <= np.iinfo(np.uint8).max:
@@ -104,7 +112,7 @@ def distance_dtype(width):
     return np.dtype(np.uint32)
 
 
-def as_words(codes):
+def as_words(codes: np.ndarray) -> np.ndarray:
     """Views packed codes ``[n, width]`` as ``[n, words]`` of the widest unsigned int dividing width.
 
     XOR + popcount on 64-bit words is several times faster than on bytes; the view costs nothing
@@ -150,7 +158,7 @@ class HammingComputer:
         return self.out
 
 
-def hamming_distance(query_codes, database_codes, *, chunk_size=1 << 22):
+def hamming_distance(query_codes: ArrayLike, database_codes: ArrayLike, *, chunk_size: int = 1 << 22) -> np.ndarray:
     """Full Hamming distance matrix ``[n_query, n_database]`` between packed codes.
 
     The work is done in blocks of at most ``chunk_size`` distances, so temporaries stay bounded;

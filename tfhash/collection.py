@@ -15,12 +15,17 @@ import os
 import shutil
 import time
 import warnings
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from tfhash import _io, _validation, sources
 from tfhash import index as index_lib
 from tfhash.index import format as fmt
+
+if TYPE_CHECKING:
+    from tfhash.hasher import BaseHasher, Hasher
 
 PROGRESS_FILE = "build.json"
 LOCK_FILE = "build.lock"
@@ -113,8 +118,10 @@ def _encode_all(encoder, source, ids, state, work, batch_size, progress):
         _encode_into(encoder, source, ids, state, work, handles, batch_size, progress)
 
 
-def build(encoder, source, path, *, ids=None, batch_size=256, backend="numpy", overwrite=False, resume=True,
-          update=False, progress=True, data_dir=None, image_feature="image", **index_options):
+def build(encoder: Hasher | BaseHasher | str | os.PathLike, source: ArrayLike | str | os.PathLike,
+          path: str | os.PathLike, *, ids: ArrayLike | None = None, batch_size: int = 256, backend: str = "numpy",
+          overwrite: bool = False, resume: bool = True, update: bool = False, progress: bool = True,
+          data_dir: str | None = None, image_feature: str = "image", **index_options: Any) -> index_lib.SearchIndex:
     """Encodes every item of ``source`` with ``encoder`` into a saved index at ``path``; returns the index
     (opened with :func:`tfhash.index.load`).
 
@@ -130,16 +137,14 @@ def build(encoder, source, path, *, ids=None, batch_size=256, backend="numpy", o
         ids: the id of each item of the source, in its order (distinct integers, memory-mapped or not, e.g. a
             database's key column); default: the items' positions in the source.
         batch_size: items encoded at once; memory stays bounded by it whatever the collection's size.
-        backend, index_options: the saved index's backend and options (``tfhash.index.make_index``). The
-            exact ``"numpy"`` index is written as it is built; a Faiss index is built from the finished codes.
+        backend, index_options: the saved index's backend and options (``tfhash.index.make_index``).
         resume: finish an interrupted build of the same source, encoder and batch size (``False``: refuse).
         update: ``path`` is an index built from the same folder: encode only the files added since and remove
             the items of files gone, then save (appending to the index); the counts are in
             ``index.read_manifest(path)["details"]["update"]``.
         progress: a progress bar (items/s, time left).
 
-    Items that cannot be decoded are skipped, warned about and listed in the manifest
-    (``details["skipped"]``), never dropped silently.
+    Undecodable items are skipped, warned about and listed in the manifest (``details["skipped"]``).
     """
     from tfhash import serving
 
@@ -224,7 +229,7 @@ def _flush(work, state, handles):
     _io.write_json_atomically(os.path.join(work, PROGRESS_FILE), state)
 
 
-def _finish(work, target, encoder, backend, index_options, state, overwrite, named):
+def _finish(work, target, encoder, backend, index_options: Any, state, overwrite, named):
     count = state["written"]
     details = {"source": state["source"], "skipped": state["skipped"]}
     offsets_path = os.path.join(work, NAME_OFFSETS_FILE)

@@ -30,8 +30,14 @@ import io
 import os
 import pickle
 import socket
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
+from numpy.typing import ArrayLike
+
+if TYPE_CHECKING:  # TensorFlow is imported by the functions that use it
+    import tensorflow as tf
 
 from tfhash import _validation
 
@@ -77,10 +83,10 @@ class RetrievalSplit:
     PARTS = ("train", "query", "database")
 
     @property
-    def has_validation(self):
+    def has_validation(self) -> bool:
         return self.validation_index is not None
 
-    def validation(self):
+    def validation(self) -> RetrievalSplit:
         """The validation split: queries drawn from the training items (``make_split(validation_per_class=...)``),
         searched among the *other* training items, so no query retrieves itself and no test query is seen.
         Settings are chosen on it; the test queries only report the chosen setting.
@@ -95,25 +101,25 @@ class RetrievalSplit:
             database_x=self.train_x[rest], database_y=self.train_y[rest], name=f"{self.name}/validation")
 
     @property
-    def multilabel(self):
+    def multilabel(self) -> bool:
         return self.database_y.ndim == 2
 
     @property
-    def num_classes(self):
+    def num_classes(self) -> int:
         if self.multilabel:
             return int(self.database_y.shape[1])
         return int(np.unique(np.concatenate([self.database_y, self.query_y])).size)
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> tuple:
         return tuple(self.train_x.shape[1:])
 
-    def arrays(self, part):
+    def arrays(self, part: str) -> tuple:
         """``(x, y)`` of ``part`` (``"train"``, ``"query"`` or ``"database"``)."""
         _validation.check_choice(part, "part", self.PARTS)
         return getattr(self, f"{part}_x"), getattr(self, f"{part}_y")
 
-    def partial_labels(self, labelled_per_class, seed=0):
+    def partial_labels(self, labelled_per_class: int, seed: int = 0) -> np.ndarray:
         """Training labels of a semi-supervised run: ``labelled_per_class`` random training items of each class keep
         their class id, every other item gets -1 (unlabelled). Validation queries are never labelled, so validation
         figures measure items the labels did not show. Single-label splits only."""
@@ -129,7 +135,8 @@ class RetrievalSplit:
         labels[chosen] = self.train_y[chosen]
         return labels
 
-    def dataset(self, part="train", *, batch_size=None, labels=False, shuffle=False, seed=0):
+    def dataset(self, part: str = "train", *, batch_size: int | None = None, labels: bool = False,
+                shuffle: bool = False, seed: int = 0) -> tf.data.Dataset:
         """A ``tf.data.Dataset`` over ``part``: ``x`` or ``(x, y)``, optionally shuffled and batched."""
         import tensorflow as tf
 
@@ -201,8 +208,10 @@ def _draw_training(y, database, rng, train_per_class, train_size, disjoint_train
     return np.sort(np.concatenate(picks))
 
 
-def make_split(x, y, *, queries_per_class=100, num_queries=None, train_per_class=None, train_size=None,
-               disjoint_train=False, validation_per_class=None, num_validation=None, seed=0, name="arrays"):
+def make_split(x: ArrayLike, y: ArrayLike, *, queries_per_class: int = 100, num_queries: int | None = None,
+               train_per_class: int | None = None, train_size: int | None = None,
+               disjoint_train: bool = False, validation_per_class: int | None = None,
+               num_validation: int | None = None, seed: int = 0, name: str = "arrays") -> RetrievalSplit:
     """Splits labelled data into queries, database and training set, the way hashing papers do.
 
     Queries: ``queries_per_class`` random items of each class (single-label; HashGAN Sec. 4.1 uses 100),
@@ -277,7 +286,7 @@ def _images_to_unit_range(images):
     return images.astype(np.float32) / 255.0
 
 
-def load_digits():
+def load_digits() -> tuple:
     """scikit-learn's bundled digits: float32 ``[1797, 8, 8, 1]`` in [0, 1] (pixel / 16), int64 labels."""
     from sklearn.datasets import load_digits as sklearn_digits
 
@@ -286,7 +295,7 @@ def load_digits():
     return x, bunch.target.astype(np.int64)
 
 
-def read_idx(path):
+def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Reads an IDX file (the MNIST distribution format), gzipped or not, into a numpy array."""
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rb") as f:
@@ -304,7 +313,7 @@ def read_idx(path):
     return array.reshape(shape).astype(array.dtype.newbyteorder("="))
 
 
-def load_mnist_idx(images_path, labels_path):
+def load_mnist_idx(images_path: str | os.PathLike, labels_path: str | os.PathLike) -> tuple:
     """MNIST-style IDX files (e.g. ``t10k-images-idx3-ubyte.gz``) -> float32 images in [0, 1], labels."""
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.shape[0] != labels.shape[0]:
@@ -329,7 +338,7 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} from a CIFAR batch file")
 
 
-def load_cifar10_batches(directory, batches=None):
+def load_cifar10_batches(directory: str | os.PathLike, batches: Sequence[str] | None = None) -> tuple:
     """CIFAR-10 python batches (``data_batch_1..5``, ``test_batch``) -> images ``[n, 32, 32, 3]``, labels.
 
     The files are pickles; they are read with an unpickler that admits numpy arrays only.
@@ -374,7 +383,7 @@ def _read_vecs(path, dtype, max_items=None):
                       strides=(row, item_size))
 
 
-def read_features(path, max_items=None):
+def read_features(path: str | os.PathLike, max_items: int | None = None) -> np.ndarray:
     """Feature vectors from ``.fvecs`` (float32), ``.bvecs`` (uint8), ``.ivecs`` (int32) or ``.npy``.
 
     ``.fvecs``/``.bvecs``/``.ivecs`` are memory-mapped (a read-only view into the file, read as used);
@@ -420,7 +429,8 @@ def _host_reachable(host):
         return False
 
 
-def load_tfds(name, *, data_dir=None, download=True, split=None):
+def load_tfds(name: str, *, data_dir: str | os.PathLike | None = None, download: bool = True,
+              split: str | None = None) -> tuple:
     """Loads a TFDS image data set into arrays: float32 images in [0, 1] and int64 labels.
 
     When the data is not prepared in ``data_dir`` and the download host cannot be reached, this fails
@@ -488,7 +498,7 @@ def _npz_labels(labels, num_images, path):
     return labels.astype(np.int64)
 
 
-def load_local(path):
+def load_local(path: str | os.PathLike) -> tuple:
     """Images and labels from files on disk, recognised by their layout:
 
     * a directory with MNIST-style IDX files (``*images-idx3-ubyte[.gz]`` and the matching
@@ -528,7 +538,8 @@ def load_local(path):
                      f"(data_batch_*, test_batch): {path!r}.")
 
 
-def load_feature_files(train, query, database=None, *, max_items=None):
+def load_feature_files(train: str | os.PathLike, query: str | os.PathLike, database: str | os.PathLike | None = None,
+                       *, max_items: int | None = None) -> tuple:
     """Train / query (/ database) feature files for the ANN protocol, memory-mapped, with their dimensions
     checked against each other. Returns ``(train, query, database)``; database defaults to train.
     """
@@ -546,7 +557,8 @@ def load_feature_files(train, query, database=None, *, max_items=None):
     return arrays["train"], arrays["query"], arrays["database"]
 
 
-def make_gaussian_mixture(n=100_000, dim=256, components=100, *, intrinsic_dim=16, spread=1.5, noise=0.5, seed=0):
+def make_gaussian_mixture(n: int = 100_000, dim: int = 256, components: int = 100, *, intrinsic_dim: int = 16,
+                          spread: float = 1.5, noise: float = 0.5, seed: int = 0) -> tuple:
     """Synthetic feature vectors with neighbourhood structure, for ANN benchmarks: a mixture of
     ``components`` Gaussians with means N(0, I) and low-rank covariances (``intrinsic_dim`` random
     directions each, spread ``spread`` times the typical distance of a mean from the origin), plus
@@ -571,12 +583,12 @@ def make_gaussian_mixture(n=100_000, dim=256, components=100, *, intrinsic_dim=1
     return x, labels.astype(np.int64)
 
 
-def known_datasets():
+def known_datasets() -> list:
     return list(BUNDLED_DATASETS) + sorted(TFDS_DATASETS)
 
 
 def load(name: str | os.PathLike = "digits", *, data_dir: str | os.PathLike | None = None, download: bool = True,
-         tfds_split: str | None = None, **protocol) -> RetrievalSplit:
+         tfds_split: str | None = None, **protocol: str) -> RetrievalSplit:
     """A :class:`RetrievalSplit` of a named data set, split by :func:`make_split` (``protocol`` args).
 
     Known names: ``"digits"`` (bundled with scikit-learn, offline) and the TFDS image sets in

@@ -8,6 +8,9 @@ incomplete last batch, so replicas always hold equal shares.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import tensorflow as tf
 
 
@@ -35,7 +38,7 @@ def step_context(x: tf.Tensor) -> StepContext:
     return StepContext(tf.shape(x)[0])
 
 
-def unpack_batch(data) -> tuple:
+def unpack_batch(data: Any) -> tuple:
     """``(x, y, index)`` of a training batch (a dict, an ``(x, y)`` tuple or a tensor); missing parts are None."""
     if isinstance(data, dict):
         return data["x"], data.get("y"), data.get("index")
@@ -76,7 +79,7 @@ def global_rows(local_rows: tf.Tensor) -> tf.Tensor:
     return tf.concat([gathered[:start], local_rows, gathered[start + local:]], axis=0)
 
 
-def batch_random(draw, local_shape, seed: tf.Tensor, **kwargs) -> tf.Tensor:
+def batch_random(draw: Callable, local_shape: Any, seed: tf.Tensor, **kwargs: Any) -> tf.Tensor:
     """Per-example random values ``[local batch, ...]`` for this replica's share of the global batch.
 
     Every replica draws the whole global batch's values from the same seed and keeps its own rows, so each

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from tfhash import _validation
 from tfhash import codes as codes_lib
@@ -25,7 +26,7 @@ def check_image_range(low: float, high: float, name: str) -> None:
         raise ValueError(f"`{name}` must hold images with values in [0, 1], got values in [{low:g}, {high:g}].{hint}")
 
 
-def check_items(x, item_shape: tuple | None = None, name: str = "x", origin: str = "as in training",
+def check_items(x: ArrayLike, item_shape: tuple | None = None, name: str = "x", origin: str = "as in training",
                 input_kind: str = "features") -> np.ndarray:
     """Checks items ``[n, *item_shape]`` (finite numbers) and returns them as float32.
 
@@ -47,7 +48,7 @@ def check_items(x, item_shape: tuple | None = None, name: str = "x", origin: str
     return x.astype(np.float32, copy=False)
 
 
-def check_training_dtype(dtype, input_kind: str) -> None:
+def check_training_dtype(dtype: np.dtype, input_kind: str) -> None:
     """Raises ``ValueError`` for training features of an integer type other than uint8: integer vectors are
     usually neighbour ids (``.ivecs`` ground truth), not features. Images are checked by :func:`check_items`."""
     if input_kind == "features" and np.issubdtype(dtype, np.integer) and dtype != np.uint8:
@@ -62,7 +63,7 @@ def serving_signatures(input_kind: str) -> tuple:
     return ("serving_default", "serving_pixels") if input_kind == "images" else ("serving_default",)
 
 
-def item_chunks(x, chunk_size: int = 65536) -> Iterator[np.ndarray]:
+def item_chunks(x: ArrayLike, chunk_size: int = 65536) -> Iterator[np.ndarray]:
     """Numpy chunks of training items ``x`` (an array, memory-mapped or not, or a batched ``tf.data.Dataset``
     whose elements are items or ``(x, ...)`` tuples), so ``adapt`` can stream large inputs once."""
     if isinstance(x, tf.data.Dataset):

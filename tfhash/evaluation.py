@@ -1,15 +1,24 @@
 """Paper-style evaluation reports: the metrics hashing papers print, for any encoder, beside the baselines."""
 
+from __future__ import annotations
+
 import json
 import time
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from tfhash import _validation, baselines, metrics
 
+if TYPE_CHECKING:
+    from tfhash.datasets import RetrievalSplit
 
-def evaluate_codes(query_codes, database_codes, query_labels, database_labels, *, bits, top_k=1000,
-                   radius=2, pr_curve=False):
+
+def evaluate_codes(query_codes: ArrayLike, database_codes: ArrayLike, query_labels: ArrayLike,
+                   database_labels: ArrayLike, *, bits: int, top_k: int = 1000,
+                   radius: int = 2, pr_curve: bool = False) -> dict:
     """The retrieval figures of HashGAN Tables 1-2: mAP, mAP@top_k, precision@top_k, precision within
     ``radius`` (and how many balls were empty), each named exactly. With ``pr_curve``, also
     ``"pr_curve": {"radius", "precision", "recall"}`` (lists over Hamming radius 0..bits).
@@ -32,8 +41,9 @@ def evaluate_codes(query_codes, database_codes, query_labels, database_labels, *
     return row
 
 
-def compare_baselines(split, bits, *, names=("lsh", "pcah", "itq", "sph", "sh"), seed=0, top_k=1000,
-                      radius=2, pr_curve=False, log=print):
+def compare_baselines(split: RetrievalSplit, bits: int, *,
+                      names: Sequence[str] = ("lsh", "pcah", "itq", "sph", "sh"), seed: int = 0, top_k: int = 1000,
+                      radius: int = 2, pr_curve: bool = False, log: Callable[[str], None] | None = print) -> list:
     """Fits each baseline on ``split``'s training part and evaluates it; returns one row per method.
 
     Baselines whose assumptions the data break (e.g. PCAH with more bits than features) are reported
@@ -61,7 +71,7 @@ def compare_baselines(split, bits, *, names=("lsh", "pcah", "itq", "sph", "sh"),
     return rows
 
 
-def markdown_table(rows, columns):
+def markdown_table(rows: list, columns: Sequence[str]) -> str:
     """A markdown table of ``rows`` (dicts); floats with 4 decimals, missing cells as '-'."""
     def cell(value):
         if isinstance(value, (float, np.floating)):
@@ -73,7 +83,7 @@ def markdown_table(rows, columns):
     return "\n".join(lines)
 
 
-def json_line(payload):
+def json_line(payload: Any) -> str:
     """One line of JSON (numpy scalars converted), for scripts that end with their figures."""
     def convert(value):
         if isinstance(value, np.generic):

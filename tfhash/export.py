@@ -18,12 +18,15 @@ directory, one of its ancestors or the home directory, and the only directory an
 (``overwrite=True``) is a previous export that holds nothing else.
 """
 
+from __future__ import annotations
+
 import hashlib
 import json
 import os
 import re
 import shutil
 import tempfile
+from typing import Any
 
 import keras
 import numpy as np
@@ -48,7 +51,7 @@ EXPORT_ENTRIES = frozenset({"saved_model.pb", "variables", "assets", "fingerprin
 VERSION_ATTEMPTS = 1000  # export_serving: next free versions tried when other writers take them meanwhile
 
 
-def encoder_fingerprint(model, quantization=None):
+def encoder_fingerprint(model: keras.Model, quantization: str | None = None) -> str:
     """A digest of what decides an encoder's codes: its weights (in order), threshold, bits and any TFLite
     quantization. Exports of one trained model share it, so an index built with one is searched with another."""
     digest = hashlib.sha256(f"tfhash-encoder bits={model.bits} threshold={float(model.threshold)!r}".encode())
@@ -61,7 +64,7 @@ def encoder_fingerprint(model, quantization=None):
     return digest.hexdigest()
 
 
-def metadata(hasher, quantization=None):
+def metadata(hasher: Any, quantization: str | None = None) -> dict:
     model = hasher.model
     signatures = serving_signatures(model.input_kind)
     images = model.input_kind == "images"
@@ -188,7 +191,7 @@ def _foreign_entries(path):
 PREVIOUS_EXPORT = _io.Replaceable("a previous export", _why_not_replaceable)
 
 
-def read_metadata(path):
+def read_metadata(path: str | os.PathLike) -> dict:
     """The export's ``assets/tfhash.json`` as a dict (plain JSON: no TensorFlow needed)."""
     meta_path = os.path.join(os.fspath(path), "assets", METADATA_FILE)
     if not os.path.isfile(meta_path):
@@ -204,7 +207,7 @@ def read_metadata(path):
     return description
 
 
-def is_tflite(path):
+def is_tflite(path: str | os.PathLike) -> bool:
     """True if ``path`` is a file carrying the TFLite FlatBuffer identifier (whatever its name)."""
     if not os.path.isfile(path):
         return False
@@ -212,7 +215,7 @@ def is_tflite(path):
         return f.read(8)[4:8] == TFLITE_MAGIC
 
 
-def is_export(path):
+def is_export(path: str | os.PathLike) -> bool:
     """True if ``path`` is a directory holding a tfhash SavedModel export."""
     try:
         read_metadata(path)
@@ -238,7 +241,7 @@ def _write_saved_model(hasher, parent, name):
     return tmp
 
 
-def export_saved_model(hasher, path, *, overwrite=False):
+def export_saved_model(hasher: Any, path: str | os.PathLike, *, overwrite: bool = False) -> str:
     """Writes the encoder of ``hasher`` as a SavedModel at ``path`` (atomically); returns ``path``.
 
     ``path`` must be new or an empty directory; with ``overwrite=True`` it may also be a previous export
@@ -256,7 +259,8 @@ def export_saved_model(hasher, path, *, overwrite=False):
     return path
 
 
-def export_serving(hasher, base_dir, model_name="tfhash", *, version=None, overwrite=False):
+def export_serving(hasher: Any, base_dir: str | os.PathLike, model_name: str = "tfhash", *, version: int | None = None,
+                   overwrite: bool = False) -> str:
     """TF Serving layout: ``<base_dir>/<model_name>/<version>/`` plus ``<base_dir>/models.config``.
 
     ``version`` defaults to one more than the highest existing version; concurrent exports never write the
@@ -299,7 +303,8 @@ def _place_next_version(tmp, model_dir):
     raise FileExistsError(f"no free version in {model_dir!r} after {VERSION_ATTEMPTS} attempts.")
 
 
-def export_tflite(hasher, path, *, quantization=None, overwrite=False):
+def export_tflite(hasher: Any, path: str | os.PathLike, *, quantization: str | None = None,
+                  overwrite: bool = False) -> str:
     """Writes a TFLite encoder (float input in [0, 1] -> ``codes``, ``probabilities``), builtin ops only.
 
     Args:
@@ -354,7 +359,7 @@ def _with_tflite_metadata(flatbuffer, description):
     return bytes(builder.Output())
 
 
-def read_tflite_metadata(path):
+def read_tflite_metadata(path: str | os.PathLike) -> dict | None:
     """The tfhash description a TFLite export carries (see :func:`export_tflite`), or ``None`` for a TFLite
     model without one."""
     schema = _tflite_schema()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -53,7 +54,7 @@ class BaseHasher:
         return rows
 
     def index(self, database_x: ArrayLike, ids: ArrayLike | None = None, backend: str = "numpy",
-              **options) -> index_lib.HammingIndex | index_lib.FaissIndex:
+              **options: Any) -> index_lib.HammingIndex | index_lib.FaissIndex:
         """A search index (``tfhash.index``) over the codes of ``database_x``."""
         return index_lib.make_index(self.bits, backend, **options).add(self.encode(database_x), ids=ids)
 
@@ -77,15 +78,15 @@ class Hasher(BaseHasher):
         self.training = dict(training or {})
 
     @property
-    def bits(self):
+    def bits(self) -> int:
         return self.model.bits
 
     @property
-    def scheme(self):
+    def scheme(self) -> str:
         return self.model.key
 
     @property
-    def fingerprint(self):
+    def fingerprint(self) -> str:
         """A digest of the encoder's weights, threshold and bits (``tfhash.export.encoder_fingerprint``): its
         exports carry the same one, and saved indexes record it."""
         return export_lib.encoder_fingerprint(self.model)
@@ -103,7 +104,7 @@ class Hasher(BaseHasher):
         return self.model.predict_probabilities(x, batch_size=batch_size)
 
     @property
-    def trained(self):
+    def trained(self) -> bool:
         """True once any optimizer has taken a step."""
         return any(int(o.iterations.numpy()) > 0 for o in self.model.scheme_optimizers.values())
 
@@ -111,7 +112,7 @@ class Hasher(BaseHasher):
         """Writes a SavedModel of the encoder only (see :func:`tfhash.export.export_saved_model`)."""
         return export_lib.export_saved_model(self, path, overwrite=overwrite)
 
-    def description(self):
+    def description(self) -> dict:
         """What the checkpoint directory's config file records: scheme, config, preset, schedule."""
         return {"scheme": self.model.key, "config": self.model.get_config(), "total_steps": self.model.total_steps,
                 "preset": self.preset, "training": self.training}

@@ -6,6 +6,8 @@ statistics take those statistics as arguments, so the caller decides how they ar
 Probabilities are sigmoid outputs in (0, 1); they are clipped to [eps, 1 - eps] before any log.
 """
 
+from __future__ import annotations
+
 import tensorflow as tf
 
 EPSILON = 1e-7
@@ -15,7 +17,7 @@ def _clip(p):
     return tf.clip_by_value(p, EPSILON, 1.0 - EPSILON)
 
 
-def bit_entropy(probabilities):
+def bit_entropy(probabilities: tf.Tensor) -> tf.Tensor:
     """Per-example entropy of K independent bits (nats): -sum_k t log t + (1 - t) log(1 - t).
 
     HashGAN Eq. 3, "minimum entropy bits": minimising it pushes every output towards 0 or 1.
@@ -25,7 +27,7 @@ def bit_entropy(probabilities):
     return -tf.reduce_sum(t * tf.math.log(t) + (1.0 - t) * tf.math.log(1.0 - t), axis=-1)
 
 
-def negative_frequency_entropy(frequencies):
+def negative_frequency_entropy(frequencies: tf.Tensor) -> tf.Tensor:
     """sum_k f_k log f_k + (1 - f_k) log(1 - f_k) for bit frequencies ``f`` ``[K]`` (a scalar).
 
     HashGAN Eq. 3, "uniform frequency bits": minimising it (maximising the entropy of each bit's
@@ -35,12 +37,12 @@ def negative_frequency_entropy(frequencies):
     return tf.reduce_sum(f * tf.math.log(f) + (1.0 - f) * tf.math.log(1.0 - f))
 
 
-def consistency(probabilities, transformed_probabilities):
+def consistency(probabilities: tf.Tensor, transformed_probabilities: tf.Tensor) -> tf.Tensor:
     """Per-example ||t - t~||^2 between the codes of an image and of a transformed copy (Eq. 3). ``[batch]``."""
     return tf.reduce_sum(tf.square(probabilities - transformed_probabilities), axis=-1)
 
 
-def independence(kernel):
+def independence(kernel: tf.Tensor) -> tf.Tensor:
     """||W^T W - I||_F^2 for the encoder's last-layer kernel W of shape ``[hidden, K]`` (Eq. 3).
 
     The Gram matrix is K x K (bits x bits): pushing it to I makes the bit projections orthonormal.
@@ -51,19 +53,19 @@ def independence(kernel):
     return tf.reduce_sum(tf.square(gram - tf.eye(bits, dtype=kernel.dtype)))
 
 
-def collaborative(probabilities, target_bits):
+def collaborative(probabilities: tf.Tensor, target_bits: tf.Tensor) -> tf.Tensor:
     """Per-example ||E(G(z)) - b'||^2 between the codes of synthetic images and the generator's
     binary input b' (HashGAN Eq. 4). ``[batch]``."""
     return tf.reduce_sum(tf.square(probabilities - tf.cast(target_bits, probabilities.dtype)), axis=-1)
 
 
-def feature_matching(real_feature_mean, fake_feature_mean):
+def feature_matching(real_feature_mean: tf.Tensor, fake_feature_mean: tf.Tensor) -> tf.Tensor:
     """||E F(x) - E F(G(z))||^2 between mean features of real and synthetic batches (Eq. 5; Salimans
     et al. 2016). Takes the means, so the caller can gather them over the global batch."""
     return tf.reduce_sum(tf.square(real_feature_mean - fake_feature_mean))
 
 
-def discriminator_cross_entropy(real_logits, fake_logits):
+def discriminator_cross_entropy(real_logits: tf.Tensor, fake_logits: tf.Tensor) -> tf.Tensor:
     """Per-example GAN discriminator loss (negated Eq. 2) from logits: -log D(x) - log(1 - D(G(z))).
 
     ``real_logits`` and ``fake_logits`` are ``[batch]`` (or ``[batch, 1]``); returns ``[batch]`` pairs summed.
@@ -78,7 +80,7 @@ def discriminator_cross_entropy(real_logits, fake_logits):
 # SiGAH (sparsity-induced generative adversarial hashing) terms.
 
 
-def pairwise_distances(a):
+def pairwise_distances(a: tf.Tensor) -> tf.Tensor:
     """Euclidean distances ``[n, n]`` between the rows of ``a`` ``[n, d]``, through the Gram matrix (no
     ``[n, n, d]`` tensor); a tiny floor under the root keeps the gradient finite at zero distance."""
     squares = tf.reduce_sum(tf.square(a), axis=-1)
@@ -86,7 +88,7 @@ def pairwise_distances(a):
     return tf.sqrt(tf.maximum(squared, 0.0) + 1e-12)
 
 
-def heat_kernel_similarity(x, sigma=None):
+def heat_kernel_similarity(x: tf.Tensor, sigma: float | None = None) -> tf.Tensor:
     """S_ij = exp(-sigma ||x_i - x_j||) for i != j and 0 on the diagonal (SiGAH Eq. 17), no gradient.
 
     ``sigma=None`` uses 1 / (mean pairwise distance), which keeps S in a useful range for any feature scale.
@@ -98,14 +100,14 @@ def heat_kernel_similarity(x, sigma=None):
     return tf.stop_gradient(tf.exp(-sigma * distances) * off_diagonal)
 
 
-def graph_smoothness(similarity, codes):
+def graph_smoothness(similarity: tf.Tensor, codes: tf.Tensor) -> tf.Tensor:
     """mean_ij S_ij ||h_i - h_j|| over the batch's N^2 pairs (SiGAH L_S, Eq. 17; a scalar).
 
     Averaged rather than summed so the weight does not depend on the batch size."""
     return tf.reduce_mean(similarity * pairwise_distances(codes))
 
 
-def reconstruction_error(reconstruction, x, kind="norm"):
+def reconstruction_error(reconstruction: tf.Tensor, x: tf.Tensor, kind: str = "norm") -> tf.Tensor:
     """Per-example ||x^ - x|| (``"norm"``, SiGAH Eq. 20 as printed) or the mean squared error over the
     features (``"mse"``). ``[batch]``."""
     squared = tf.reduce_sum(tf.square(reconstruction - x), axis=-1)
@@ -114,7 +116,7 @@ def reconstruction_error(reconstruction, x, kind="norm"):
     return squared / tf.cast(tf.shape(x)[-1], x.dtype)
 
 
-def quantization(codes, sign="bound"):
+def quantization(codes: tf.Tensor, sign: str = "bound") -> tf.Tensor:
     """Per-example quantisation term of relaxed codes h in [-1, 1] ``[batch, r]``: ``-||h||^2 / r``.
 
     SiGAH Eq. 9 bounds the Hamming error by r - Tr(h h^T), so minimising ``-||h||^2 / r`` (``"bound"``)
@@ -124,19 +126,19 @@ def quantization(codes, sign="bound"):
     return -squared_norm if sign == "bound" else squared_norm
 
 
-def sparsity(activations, norm="l2"):
+def sparsity(activations: tf.Tensor, norm: str = "l2") -> tf.Tensor:
     """Per-example norm of the generator's sparse layer: ``"l2"`` (SiGAH Eq. 20 as printed) or ``"l1"``. ``[batch]``."""
     if norm == "l2":
         return tf.sqrt(tf.reduce_sum(tf.square(activations), axis=-1) + 1e-12)
     return tf.reduce_sum(tf.abs(activations), axis=-1)
 
 
-def energy(autoencoder_output, x):
+def energy(autoencoder_output: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
     """Per-example energy of an auto-encoder discriminator: mean squared reconstruction error (EBGAN). ``[batch]``."""
     return tf.reduce_mean(tf.square(autoencoder_output - x), axis=-1)
 
 
-def energy_margin(energy_real, energy_fake, margin):
+def energy_margin(energy_real: tf.Tensor, energy_fake: tf.Tensor, margin: float) -> tf.Tensor:
     """Per-example discriminator loss of SiGAH Eq. 21 (EBGAN): D(x) + max(0, margin - D(x^)). ``[batch]``."""
     return energy_real + tf.nn.relu(margin - energy_fake)
 
@@ -144,7 +146,7 @@ def energy_margin(energy_real, energy_fake, margin):
 # --- BGAN (Song et al., AAAI 2018) -----------------------------------------------------------------
 
 
-def continuation_sign(z, beta, kind="app"):
+def continuation_sign(z: tf.Tensor, beta: float | tf.Tensor, kind: str = "app") -> tf.Tensor:
     """BGAN's smooth stand-in for sign(z): app(beta z) (Eq. 5-6, clip to [-1, 1]) or tanh(beta z) (Eq. 7).
 
     Both tend to sign(z) as beta grows; training raises beta in stages (Sec. 3.4).
@@ -158,7 +160,9 @@ def continuation_sign(z, beta, kind="app"):
     raise ValueError(f"`kind` must be 'app' or 'tanh', got {kind!r}.")
 
 
-def neighbour_structure(codes, other_codes, similarity, similarity_transposed, pair_mask, positive_weight=1.0):
+def neighbour_structure(codes: tf.Tensor, other_codes: tf.Tensor, similarity: tf.Tensor,
+                        similarity_transposed: tf.Tensor, pair_mask: tf.Tensor,
+                        positive_weight: float | tf.Tensor = 1.0) -> tf.Tensor:
     """BGAN's neighbour structure loss (Eq. 10) for the pairs (i, j) of ``codes`` ``[b, L]`` and ``other_codes``
     ``[B, L]``: per row i, sum_j mask_ij * 1/2 [(c_i . c_j / L - S_ij)^2 + (c_i . c_j / L - S_ji)^2]. ``[b]``.
 
@@ -179,13 +183,13 @@ def neighbour_structure(codes, other_codes, similarity, similarity_transposed, p
     return tf.reduce_sum(terms * pair_mask, axis=-1)
 
 
-def pixel_mse(reconstruction, x):
+def pixel_mse(reconstruction: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
     """Per-example mean squared pixel error (Eq. 11). ``[batch]``."""
     axes = list(range(1, len(x.shape)))
     return tf.reduce_mean(tf.square(reconstruction - x), axis=axes)
 
 
-def binary_cross_entropy_logits(logits, target):
+def binary_cross_entropy_logits(logits: tf.Tensor, target: float | tf.Tensor) -> tf.Tensor:
     """Per-example sigmoid cross-entropy of ``logits`` ``[batch, 1]`` against a constant target 0 or 1. ``[batch]``."""
     labels = tf.fill(tf.shape(logits), tf.cast(target, logits.dtype))
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=-1)
@@ -194,7 +198,7 @@ def binary_cross_entropy_logits(logits, target):
 GENERATOR_LOSSES = ("minimax", "non_saturating")
 
 
-def generator_adversarial(fake_logits, kind):
+def generator_adversarial(fake_logits: tf.Tensor, kind: str) -> tf.Tensor:
     """A generator's adversarial loss on the discriminator's logits for its fakes. ``[batch]``.
 
     ``"minimax"``: minimise log(1 - D(G(z))), the objective as GAN papers write it; ``"non_saturating"``:
@@ -205,7 +209,7 @@ def generator_adversarial(fake_logits, kind):
     return binary_cross_entropy_logits(fake_logits, 1.0)
 
 
-def triplet_ranking(anchor, positive, negative, margin=1.0):
+def triplet_ranking(anchor: tf.Tensor, positive: tf.Tensor, negative: tf.Tensor, margin: float = 1.0) -> tf.Tensor:
     """Eq. 3 of DSH-GANs: max(0, margin - ||a - n||^2 + ||a - p||^2), Hamming distance relaxed to squared L2.
     ``[batch]``."""
     closer = tf.reduce_sum(tf.square(anchor - positive), axis=-1)
@@ -213,7 +217,7 @@ def triplet_ranking(anchor, positive, negative, margin=1.0):
     return tf.nn.relu(margin - farther + closer)
 
 
-def classification(logits, label_rows, multi_label=False):
+def classification(logits: tf.Tensor, label_rows: tf.Tensor, multi_label: bool = False) -> tf.Tensor:
     """Per-example classification loss against 0/1 label rows ``[batch, classes]``: softmax cross-entropy
     (Eq. 5; one class per row) or, for multi-label rows, sigmoid cross-entropy summed over classes (Eq. 6).
     ``[batch]``; an all-zero row (unlabelled) costs 0."""
@@ -224,13 +228,13 @@ def classification(logits, label_rows, multi_label=False):
     return tf.nn.softmax_cross_entropy_with_logits(labels=label_rows, logits=logits)
 
 
-def straight_through_sign(values):
+def straight_through_sign(values: tf.Tensor) -> tf.Tensor:
     """sign(values) in {-1, +1} (0 maps to +1) forward, the identity's gradient backward (GreedyHash's
     "greedy" step; CIBHash applies it to p - 0.5)."""
     return values + tf.stop_gradient(tf.where(values >= 0.0, 1.0, -1.0) - values)
 
 
-def nt_xent(codes_a, codes_b, temperature):
+def nt_xent(codes_a: tf.Tensor, codes_b: tf.Tensor, temperature: float) -> tf.Tensor:
     """Per-anchor NT-Xent (SimCLR) loss of two views ``[n, K]`` of the same n items: ``[2n]``.
 
     Anchor i of view a (rows 0..n-1) and of view b (rows n..2n-1) has its other view as the positive and
@@ -245,14 +249,14 @@ def nt_xent(codes_a, codes_b, temperature):
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=positives, logits=logits)
 
 
-def bernoulli_kl(probabilities, other_probabilities):
+def bernoulli_kl(probabilities: tf.Tensor, other_probabilities: tf.Tensor) -> tf.Tensor:
     """Per-example KL(Bern(p) || Bern(q)) summed over bits: ``[batch]``."""
     p, q = _clip(probabilities), _clip(other_probabilities)
     return tf.reduce_sum(p * (tf.math.log(p) - tf.math.log(q))
                          + (1.0 - p) * (tf.math.log(1.0 - p) - tf.math.log(1.0 - q)), axis=-1)
 
 
-def cosine_structure(codes_a, codes_b, targets_a, targets_b):
+def cosine_structure(codes_a: tf.Tensor, codes_b: tf.Tensor, targets_a: tf.Tensor, targets_b: tf.Tensor) -> tf.Tensor:
     """Per-pair (cos(b_a, b_b) - cos(t_a, t_b))^2 for paired rows of codes and of target features
     (GreedyHash's unsupervised loss, pairs = the two halves of a batch). ``[pairs]``."""
     def cosine(a, b):
@@ -261,6 +265,6 @@ def cosine_structure(codes_a, codes_b, targets_a, targets_b):
     return tf.square(cosine(codes_a, codes_b) - cosine(targets_a, targets_b))
 
 
-def cubic_penalty(values):
+def cubic_penalty(values: tf.Tensor) -> tf.Tensor:
     """Per-example mean over outputs of ||h| - 1|^3, which pulls outputs towards +-1 (GreedyHash). ``[batch]``."""
     return tf.reduce_mean(tf.abs(tf.pow(tf.abs(values) - 1.0, 3)), axis=-1)

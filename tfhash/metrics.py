@@ -370,8 +370,9 @@ def recall_at_k(query_codes: ArrayLike, database_codes: ArrayLike, query_labels:
     return float(curve[0]) if scalar else curve
 
 
-def precision_at_top_k_curve(query_codes, database_codes, query_labels, database_labels, ks=None, *,
-                             ties="index", n_jobs=None):
+def precision_at_top_k_curve(query_codes: ArrayLike, database_codes: ArrayLike, query_labels: ArrayLike,
+                             database_labels: ArrayLike, ks: Sequence[int] | None = None, *,
+                             ties: str = "index", n_jobs: int | None = None) -> tuple:
     """Precision over the top-k curve: ``(ks, precision)``; default ks 1, 100, 200, ... up to 1000."""
     if ks is None:
         ks = [1] + list(range(100, 1001, 100))
@@ -470,13 +471,15 @@ def ann_mean_average_precision(query_codes: ArrayLike, database_codes: ArrayLike
     return _mean(values, zero_relevance)
 
 
-def ann_precision_at_k(query_codes, database_codes, ground_truth, k, *, ties="index", n_jobs=None):
+def ann_precision_at_k(query_codes: ArrayLike, database_codes: ArrayLike, ground_truth: ArrayLike,
+                       k: int | Sequence[int], *, ties: str = "index", n_jobs: int | None = None) -> float | np.ndarray:
     """Precision@k against the true-neighbour ground truth (``k`` may be a sequence)."""
     query_codes, database_codes, relevance = _ground_truth_inputs(query_codes, database_codes, ground_truth)
     return _mean_precision_at_k(query_codes, database_codes, relevance, k, ties, n_jobs)
 
 
-def ann_recall_at_k(query_codes, database_codes, ground_truth, k, *, ties="index", n_jobs=None):
+def ann_recall_at_k(query_codes: ArrayLike, database_codes: ArrayLike, ground_truth: ArrayLike, k: int | Sequence[int],
+                    *, ties: str = "index", n_jobs: int | None = None) -> float | np.ndarray:
     """Recall@k: fraction of the true neighbours found among the first k (``k`` may be a sequence)."""
     query_codes, database_codes, relevance = _ground_truth_inputs(query_codes, database_codes, ground_truth)
     _, scalar, _, recall = _precision_recall_at_k(query_codes, database_codes, relevance, k, ties, n_jobs)
@@ -488,7 +491,7 @@ def ann_recall_at_k(query_codes, database_codes, ground_truth, k, *, ties="index
 # Clustering (HashGAN Table 3).
 
 
-def clustering_accuracy(labels_true, labels_pred):
+def clustering_accuracy(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """ACC: fraction of items whose cluster maps to their class under the best one-to-one mapping.
 
     The mapping maximises the number of matches (Hungarian algorithm on the contingency table).
@@ -509,7 +512,8 @@ def clustering_accuracy(labels_true, labels_pred):
     return float(table[rows, cols].sum() / labels_true.size)
 
 
-def kmeans_scores(codes, labels, *, bits, n_clusters=None, seed=0, n_init=10):
+def kmeans_scores(codes: ArrayLike, labels: ArrayLike, *, bits: int, n_clusters: int | None = None, seed: int = 0,
+                  n_init: int = 10) -> dict:
     """k-means on the {0, 1} bits of packed codes; returns ``{"nmi": ..., "acc": ...}``.
 
     ``n_clusters`` defaults to the number of distinct labels (HashGAN Sec. 4.3 uses k = classes).

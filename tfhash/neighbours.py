@@ -13,12 +13,15 @@ S_ij = +1 when j is in i's final list, -1 otherwise. The lists are stored in CSR
 for the pairs of its batch.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import sys
 import time
 
 import numpy as np
 import scipy.sparse
+from numpy.typing import ArrayLike
 
 from tfhash import _validation
 
@@ -40,22 +43,22 @@ class NeighbourGraph:
     seconds: float = 0.0
 
     @property
-    def num_items(self):
+    def num_items(self) -> int:
         return self.indptr.shape[0] - 1
 
-    def neighbours(self, i):
+    def neighbours(self, i: int) -> np.ndarray:
         return self.indices[self.indptr[i]:self.indptr[i + 1]]
 
-    def mean_degree(self):
+    def mean_degree(self) -> float:
         return float(np.diff(self.indptr).mean()) if self.num_items else 0.0
 
-    def pair_keys(self):
+    def pair_keys(self) -> np.ndarray:
         """Sorted int64 keys ``i * n + j`` of every pair with S_ij = +1 (for searchsorted lookups)."""
         n = self.num_items
         rows = np.repeat(np.arange(n, dtype=np.int64), np.diff(self.indptr))
         return rows * n + self.indices.astype(np.int64)  # sorted: rows ascend, each row's indices ascend
 
-    def same_label_fraction(self, labels):
+    def same_label_fraction(self, labels: ArrayLike) -> float:
         """Fraction of neighbour pairs whose items share a class id (a check of the graph's quality)."""
         labels = np.asarray(labels)
         rows = np.repeat(np.arange(self.num_items), np.diff(self.indptr))
@@ -94,7 +97,8 @@ def _drop_self(candidates, k, first_row):
     return candidates[keep].reshape(candidates.shape[0], k)
 
 
-def cosine_knn(features, k, *, block_size=1024, backend="auto", progress=None):
+def cosine_knn(features: ArrayLike, k: int, *, block_size: int = 1024, backend: str = "auto",
+               progress: bool | None = None) -> np.ndarray:
     """The ``k`` nearest neighbours of every item by cosine similarity, nearest first: int32 ``[n, k]``.
 
     Args:
@@ -138,7 +142,8 @@ def cosine_knn(features, k, *, block_size=1024, backend="auto", progress=None):
     return out
 
 
-def expand_neighbourhood(first_lists, k2, *, block_size=4096, progress=None):
+def expand_neighbourhood(first_lists: np.ndarray, k2: int, *, block_size: int = 4096,
+                         progress: bool | None = None) -> tuple:
     """Alg. 1's expansion of K1-lists ``[n, k1]``: CSR ``(indptr, indices)`` of each item's final list."""
     first_lists = np.asarray(first_lists)
     n, k1 = first_lists.shape
@@ -183,7 +188,7 @@ def expand_neighbourhood(first_lists, k2, *, block_size=4096, progress=None):
 PCA_COMPONENTS = 128  # BGAN's `graph_features="pca"`
 
 
-def pca_features(x, components=PCA_COMPONENTS, seed=0):
+def pca_features(x: ArrayLike, components: int = PCA_COMPONENTS, seed: int = 0) -> np.ndarray:
     """The first ``components`` principal components of the flattened items (fewer when the items have fewer
     dimensions, or there are fewer items): a graph built on them ranks by the directions that vary most
     rather than by every pixel alike."""
@@ -194,7 +199,8 @@ def pca_features(x, components=PCA_COMPONENTS, seed=0):
     return PCA(n_components=components, random_state=seed).fit_transform(flat)
 
 
-def neighbourhood_graph(features, k1=20, k2=30, *, backend="auto", progress=None):
+def neighbourhood_graph(features: ArrayLike, k1: int = 20, k2: int = 30, *, backend: str = "auto",
+                        progress: bool | None = None) -> NeighbourGraph:
     """Alg. 1: K1 cosine nearest neighbours, expanded through the K2 items whose lists overlap most.
 
     Args:

@@ -21,10 +21,13 @@ import glob
 import mmap
 import os
 import re
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 import xxhash
+from numpy.typing import ArrayLike
 
 from tfhash import _validation, datasets
 
@@ -44,7 +47,7 @@ class Source:
         """What identifies the collection (a resumed build refuses another one)."""
         raise NotImplementedError
 
-    def batches(self, start: int, batch_size: int):
+    def batches(self, start: int, batch_size: int) -> Iterator[tuple]:
         """Yields ``(positions int64 [b], items [b, *item_shape])`` from position ``start`` on."""
         raise NotImplementedError
 
@@ -52,7 +55,7 @@ class Source:
         """How to name the item at ``position`` in a report (and, for a named source, in the index)."""
         return f"item {position}"
 
-    def listing(self):
+    def listing(self) -> list | None:
         """Every item's name in order, for a source whose listing can change between two builds (else None)."""
         return None
 
@@ -74,11 +77,11 @@ class ArraySource(Source):
             raise ValueError(f"`source` ({what}) holds items of shape {self.item_shape}; the encoder takes "
                              f"{tuple(item_shape)}.")
 
-    def describe(self):
+    def describe(self) -> dict:
         return {"kind": "array", "origin": self.origin, "count": self.count, "item_shape": list(self.item_shape),
                 "dtype": str(self.array.dtype)}
 
-    def batches(self, start, batch_size):
+    def batches(self, start: int, batch_size: int) -> Iterator[tuple]:
         mapping, since_release = _file_mapping(self.array), 0
         for begin in range(start, self.count, batch_size):
             stop = min(begin + batch_size, self.count)
@@ -107,7 +110,7 @@ def _file_mapping(array):
     return base
 
 
-def decode_image(encoded, item_shape):
+def decode_image(encoded: bytes, item_shape: tuple) -> np.ndarray:
     """An encoded image (JPEG, PNG, BMP, GIF bytes) as float32 ``item_shape`` ``[h, w, c]`` in [0, 1]: decoded
     with ``c`` channels and resized with antialiasing."""
     height, width, channels = item_shape
@@ -116,7 +119,7 @@ def decode_image(encoded, item_shape):
     return tf.clip_by_value(image, 0.0, 1.0)
 
 
-def read_image(path, item_shape):
+def read_image(path: str | os.PathLike, item_shape: tuple) -> np.ndarray:
     """One image file as :func:`decode_image` gives it, with a leading batch axis."""
     return decode_image(tf.io.read_file(os.fspath(path)), item_shape).numpy()[None]
 
@@ -162,7 +165,7 @@ class _DecodedSource(Source):
         return "could not be read"
 
 
-def list_image_files(directory):
+def list_image_files(directory: str | os.PathLike) -> list:
     """The image files below ``directory``, as sorted relative paths with ``/`` separators: the one listing rule
     of the local build, Beam and training from a folder, so an id is the same file everywhere.
 
@@ -196,22 +199,22 @@ class ImageFolderSource(_DecodedSource):
         self.class_names = sorted({p[0] for p in parts}) if all(len(p) > 1 for p in parts) else None
 
     @property
-    def labels(self):
+    def labels(self) -> np.ndarray:
         """Class index of each file (its first-level sub-folder, sorted by name), or ``None``."""
         if self.class_names is None:
             return None
         index = {name: i for i, name in enumerate(self.class_names)}
         return np.array([index[f.split("/")[0]] for f in self.files], np.int64)
 
-    def describe(self):
+    def describe(self) -> dict:
         digest = xxhash.xxh3_128("\n".join(self.files).encode("utf-8")).hexdigest()
         return {"kind": "image_folder", "directory": os.path.abspath(self.directory), "count": self.count,
                 "first": self.files[0], "last": self.files[-1], "listing": digest, "item_shape": list(self.item_shape)}
 
-    def listing(self):
+    def listing(self) -> list:
         return self.files
 
-    def subset(self, positions):
+    def subset(self, positions: ArrayLike) -> ImageFolderSource:
         """The source of the files at ``positions`` only (their names unchanged)."""
         return ImageFolderSource(self.directory, self.item_shape, [self.files[int(p)] for p in positions])
 
@@ -223,7 +226,7 @@ class ImageFolderSource(_DecodedSource):
     def _encoded_at(self, position):
         return tf.io.read_file(os.path.join(self.directory, self.files[position]))
 
-    def name(self, position):
+    def name(self, position: int) -> str:
         return self.files[position]
 
 
@@ -252,7 +255,7 @@ class TFRecordSource(_DecodedSource):
         self._firsts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
         self.count = int(self._firsts[-1])
 
-    def describe(self):
+    def describe(self) -> dict:
         return {"kind": "tfrecord", "files": [os.path.abspath(f) for f in self.files], "count": self.count,
                 "image_feature": self.image_feature, "item_shape": list(self.item_shape)}
 
@@ -268,7 +271,7 @@ class TFRecordSource(_DecodedSource):
         record = next(iter(tf.data.TFRecordDataset(self.files).skip(position).take(1)))
         return self._image_bytes(record)
 
-    def name(self, position):
+    def name(self, position: int) -> str:
         """``FILE:N``: record N (from 0) of the TFRecord file FILE."""
         file = int(np.searchsorted(self._firsts, position, side="right")) - 1
         return f"{os.path.basename(self.files[file])}:{position - int(self._firsts[file])}"
@@ -294,7 +297,7 @@ class TFDSSource(_DecodedSource):
             raise ValueError(f"`source` tfds:{self.dataset_name}:{self.split} cannot be opened in data_dir "
                              f"{data_dir!r}: {_validation.error_summary(err)}") from err
 
-    def describe(self):
+    def describe(self) -> dict:
         return {"kind": "tfds", "name": self.dataset_name, "split": self.split, "count": self.count,
                 "item_shape": list(self.item_shape)}
 
@@ -311,11 +314,12 @@ class TFDSSource(_DecodedSource):
     def _encoded_at(self, position):
         return next(iter(self._images().skip(position).take(1)))
 
-    def name(self, position):
+    def name(self, position: int) -> str:
         return f"tfds:{self.dataset_name}:{self.split}[{position}]"
 
 
-def open_source(source, item_shape, *, data_dir=None, image_feature="image") -> Source:
+def open_source(source: Any, item_shape: tuple, *, data_dir: str | os.PathLike | None = None,
+                image_feature: str = "image") -> Source:
     """The :class:`Source` for what a user has: an array (or :class:`Source`), a folder of images, a ``.npy``,
     ``.fvecs`` or ``.bvecs`` file, TFRecord files (``.tfrecord`` / ``.tfrecords``, a glob, or a list of
     files), or ``"tfds:NAME[:SPLIT]"`` (prepared in ``data_dir``)."""

@@ -10,6 +10,7 @@ like the same step without it. The signatures follow ``tf.random.stateless_unifo
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import tensorflow as tf
 
@@ -22,7 +23,8 @@ def _unit_uniform(shape, seed) -> tf.Tensor:
     return tf.cast(ints, tf.float32) * (2.0**-_MANTISSA)
 
 
-def uniform(shape, seed, minval=0, maxval=None, dtype=tf.float32) -> tf.Tensor:
+def uniform(shape: Any, seed: tf.Tensor, minval: float | int = 0, maxval: float | int | None = None,
+            dtype: tf.DType = tf.float32) -> tf.Tensor:
     """Like ``tf.random.stateless_uniform``: floats in [minval, maxval) (maxval defaults to 1), or integers
     in [minval, maxval) for an integer ``dtype`` (Philox's own integer draw, already alike under XLA)."""
     dtype = tf.as_dtype(dtype)
@@ -33,7 +35,8 @@ def uniform(shape, seed, minval=0, maxval=None, dtype=tf.float32) -> tf.Tensor:
     return tf.cast(minval + (maxval - minval) * unit, dtype)
 
 
-def normal(shape, seed, mean=0.0, stddev=1.0, dtype=tf.float32) -> tf.Tensor:
+def normal(shape: Any, seed: tf.Tensor, mean: float = 0.0, stddev: float = 1.0,
+           dtype: tf.DType = tf.float32) -> tf.Tensor:
     """Like ``tf.random.stateless_normal``: Box-Muller on two uniform draws per value.
 
     The draws of value ``i`` depend only on ``i``'s position in ``shape``, so a slice of a bigger draw

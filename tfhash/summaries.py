@@ -15,19 +15,23 @@ epoch (step = epochs completed):
 JSON record of training time and evaluations that survives an interrupted, resumed run.
 """
 
+from __future__ import annotations
+
 import io
 import json
 import os
 import time
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from tfhash import _io, _validation, codes, metrics
 
 
-def image_grid(images, columns=8, min_size=32):
+def image_grid(images: ArrayLike, columns: int = 8, min_size: int = 32) -> np.ndarray:
     """Tiles ``[n, h, w, c]`` images in [0, 1] into one image (1-pixel gaps); images smaller than
     ``min_size`` pixels are enlarged by repeating pixels so that the grid stays legible.
     """
@@ -55,7 +59,7 @@ def _figure_to_image(figure):
     return tf.image.decode_png(buffer.getvalue(), channels=3).numpy()
 
 
-def precision_recall_figure(curves, title="precision-recall (Hamming radius 0..bits)"):
+def precision_recall_figure(curves: dict, title: str = "precision-recall (Hamming radius 0..bits)") -> Any:
     """A matplotlib figure of ``{name: (precision, recall)}`` curves (a plain ``Figure``: no pyplot state,
     no backend change)."""
     from matplotlib.figure import Figure
@@ -75,7 +79,7 @@ def precision_recall_figure(curves, title="precision-recall (Hamming radius 0..b
     return figure
 
 
-def write_precision_recall_image(log_dir, curves, step):
+def write_precision_recall_image(log_dir: str | os.PathLike, curves: dict, step: int) -> None:
     """Writes ``{name: (precision, recall)}`` curves as the image ``eval/precision_recall`` at ``step``."""
     if not curves:
         raise ValueError("`curves` must hold at least one {name: (precision, recall)} entry, got none.")
@@ -121,10 +125,10 @@ class TensorBoardLogger(keras.callbacks.Callback):
             self.writer = tf.summary.create_file_writer(self.log_dir)
         return self.writer
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict | None = None) -> None:
         self._epochs = self.params.get("epochs") if self.params else None
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         step = epoch + 1
         model = self.model
         with self._writer().as_default():
@@ -154,7 +158,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
                     self.log(f"epoch {step}: retrieval mAP {value:.4f}")
         self.writer.flush()
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict | None = None) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
@@ -183,10 +187,10 @@ class RunRecord(keras.callbacks.Callback):
         self._resumed_at = None
 
     @property
-    def train_seconds(self):
+    def train_seconds(self) -> float:
         return self.epochs[-1]["train_seconds"] if self.epochs else 0.0
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if self._resumed_at is None:  # the first epoch of this run: forget what came after the checkpoint
             self._resumed_at = epoch
             self.epochs = [e for e in self.epochs if e["epoch"] <= epoch]
@@ -194,7 +198,7 @@ class RunRecord(keras.callbacks.Callback):
             self._known = len(self.logger.evaluations) if self.logger is not None else 0
         self._base, self._start = self.train_seconds, time.perf_counter()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         self.epochs.append({"epoch": epoch + 1, "train_seconds": self._base + time.perf_counter() - self._start})
         if self.logger is not None:
             self.evaluations += [{"epoch": e, "mAP": m} for e, m in self.logger.evaluations[self._known:]]

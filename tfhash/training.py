@@ -12,6 +12,7 @@ import dataclasses
 import os
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
@@ -298,13 +299,14 @@ class Plan:
     epochs_from_preset: bool
 
     @property
-    def training(self):
+    def training(self) -> dict:
         """The schedule a checkpoint records (another one would not continue the same run)."""
         return {"epochs": self.epochs, "batch_size": self.batch_size, "seed": self.seed}
 
 
-def plan(scheme, *, bits=32, preset=None, epochs=None, batch_size=None, seed=0, hyperparameters=None,
-         origin="tfhash.fit", argument_names=None) -> Plan:
+def plan(scheme: str | type, *, bits: int = 32, preset: Any = None, epochs: int | None = None,
+         batch_size: int | None = None, seed: int = 0, hyperparameters: Any = None,
+         origin: str = "tfhash.fit", argument_names: dict | None = None) -> Plan:
     """Checks the settings of a run and merges the caller's over the preset's, without reading data or building a
     model. ``origin`` names the caller in errors, ``argument_names`` its spelling of ``epochs`` and ``batch_size``."""
     names = {"epochs": "epochs", "batch_size": "batch_size", **(argument_names or {})}
@@ -422,7 +424,7 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
         callbacks: Sequence[keras.callbacks.Callback] | None = None, seed: int = 0,
         checkpoint_dir: str | os.PathLike | None = None, steps_per_epoch: int | None = None,
         jit_compile: str | bool = "auto", steps_per_execution: int = 1, verbose: str | int = "auto",
-        **hyperparameters) -> Hasher:
+        **hyperparameters: Any) -> Hasher:
     """Trains a registered hashing scheme and returns a :class:`~tfhash.hasher.Hasher`.
 
     Args:
@@ -479,7 +481,7 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
 CONSTANT_BITS_SAMPLE = 1024  # training items encoded after training to look for bits that never change
 
 
-def constant_bits(codes, bits):
+def constant_bits(codes: ArrayLike, bits: int) -> int:
     """How many of the ``bits`` code bits take one value in every row of packed uint8 ``codes``."""
     unpacked = codes_lib.unpack(codes, bits)
     return int(np.sum(unpacked.min(axis=0) == unpacked.max(axis=0)))

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import inspect
 import os
+from typing import Any
 
 from tfhash.index.base import PAD_DISTANCE, SearchIndex, check_ids, encoder_description
 from tfhash.index.faiss_backend import FaissIndex
@@ -38,7 +39,7 @@ __all__ = ["BACKENDS", "FORMAT_VERSION", "MANIFEST", "PAD_DISTANCE", "FaissIndex
            "make_index", "read_manifest"]
 
 
-def make_index(bits: int, backend: str = "numpy", **options) -> SearchIndex:
+def make_index(bits: int, backend: str = "numpy", **options: Any) -> SearchIndex:
     """An empty index: ``backend="numpy"`` (:class:`HammingIndex`), ``"faiss"`` (:class:`FaissIndex`) or
     ``"milvus"`` (:class:`MilvusIndex`, which needs ``uri``)."""
     if backend not in BACKENDS:
@@ -46,7 +47,7 @@ def make_index(bits: int, backend: str = "numpy", **options) -> SearchIndex:
     return BACKENDS[backend](bits, **options)
 
 
-def check_encoder(manifest, encoder, path):
+def check_encoder(manifest: dict, encoder: Any, path: str | os.PathLike) -> None:
     """Refuses an ``encoder`` whose codes are not the ones the index at ``path`` holds."""
     if encoder is None:
         return
@@ -70,8 +71,8 @@ def check_encoder(manifest, encoder, path):
                          "be comparable. Build the index again with this encoder.")
 
 
-def load(path: str | os.PathLike, *, encoder=None, kind: str | None = None, verify: bool = True,
-         **options) -> SearchIndex:
+def load(path: str | os.PathLike, *, encoder: Any = None, kind: str | None = None, verify: bool = True,
+         **options: Any) -> SearchIndex:
     """Opens an index written by ``save`` or :func:`tfhash.collection.build`.
 
     The exact index's files are memory-mapped, not read: searches page in what they scan. ``verify`` checks

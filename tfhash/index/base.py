@@ -5,6 +5,8 @@ from __future__ import annotations
 import abc
 import os
 import threading
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -17,7 +19,7 @@ PAD_DISTANCE = np.iinfo(np.int32).max
 NO_NAME = "\x00"  # the name of an item added without one, beside items with names
 
 
-def check_ids(ids, count, what):
+def check_ids(ids: ArrayLike, count: int, what: str) -> np.ndarray:
     """``ids`` as an int64 copy of ``count`` distinct non-negative integers (``what`` says what they belong to)."""
     ids = np.asarray(ids)
     if ids.ndim == 1 and ids.size == 0:
@@ -35,7 +37,7 @@ def check_ids(ids, count, what):
     return ids
 
 
-def check_distinct(ids, where):
+def check_distinct(ids: ArrayLike, where: str) -> None:
     """Refuses ids that repeat (the one message for every place ids arrive)."""
     ordered = np.sort(ids)
     repeated = ordered[1:][ordered[1:] == ordered[:-1]]
@@ -43,24 +45,24 @@ def check_distinct(ids, where):
         raise ValueError(duplicate_message(repeated, where))
 
 
-def duplicate_message(repeated, where):
+def duplicate_message(repeated: ArrayLike, where: str) -> str:
     shown = ", ".join(str(int(i)) for i in np.unique(repeated)[:5])
     return f"{where} holds id {shown}{' and more' if np.unique(repeated).size > 5 else ''} twice; ids must be unique."
 
 
-def ids_to_remove(ids):
+def ids_to_remove(ids: ArrayLike) -> np.ndarray:
     """``ids`` given to ``remove``: distinct non-negative integers, any number of them."""
     ids = np.asarray(ids)
     return check_ids(ids, ids.shape[0] if ids.ndim == 1 else -1, "to remove")
 
 
-def missing_message(ids, held):
+def missing_message(ids: ArrayLike, held: ArrayLike) -> str:
     """The error for ids an operation needs held: ``ids`` and the mask of those held."""
     missing = ", ".join(str(int(i)) for i in ids[~held][:5])
     return f"`ids` must be held by the index; it holds no item with id {missing}."
 
 
-def check_names(names, count):
+def check_names(names: Sequence[str | None] | None, count: int) -> Any:
     """``names`` (strings, or None for an item without a name) as a :class:`format.Names` column."""
     if names is None:
         return None
@@ -97,7 +99,8 @@ class SearchIndex(abc.ABC):
         """Items held."""
 
     @abc.abstractmethod
-    def add(self, codes: ArrayLike, ids: ArrayLike | None = None, names=None) -> SearchIndex:
+    def add(self, codes: ArrayLike, ids: ArrayLike | None = None,
+            names: Sequence[str | None] | None = None) -> SearchIndex:
         """Adds packed codes (copied), with optional distinct int ids (default: running numbers) and names."""
 
     @abc.abstractmethod
@@ -120,7 +123,7 @@ class SearchIndex(abc.ABC):
     def _save_new(self, path, encoder, overwrite, details) -> str:
         """Writes the index as a new saved directory at ``path``; returns the directory."""
 
-    def update(self, ids: ArrayLike, codes: ArrayLike, names=None) -> SearchIndex:
+    def update(self, ids: ArrayLike, codes: ArrayLike, names: Sequence[str | None] | None = None) -> SearchIndex:
         """Replaces the codes of held items (their ids and, unless ``names`` are given, names stay; they rank as
         if just added)."""
         codes = self._check(codes, "codes")
@@ -154,7 +157,7 @@ class SearchIndex(abc.ABC):
             raise ValueError(f"`radius` must be a non-negative integer, got {radius!r}.")
         return int(min(radius, self.bits))
 
-    def save(self, path: str | os.PathLike | None = None, *, encoder=None, overwrite: bool = False,
+    def save(self, path: str | os.PathLike | None = None, *, encoder: Any = None, overwrite: bool = False,
              details: dict | None = None) -> str:
         """Saves the index and returns the directory.
 
@@ -186,7 +189,7 @@ def _same_directory(a, b):
     return os.path.realpath(os.fspath(a)) == os.path.realpath(os.fspath(b))
 
 
-def encoder_description(encoder):
+def encoder_description(encoder: Any) -> dict | None:
     """What a manifest records of the encoder that made the codes: scheme, bits and the encoder's
     fingerprint (a digest of its weights; ``None`` for exports written before fingerprints existed)."""
     if encoder is None:
@@ -230,7 +233,7 @@ class RowIndex(SearchIndex):
         raise NotImplementedError
 
     @property
-    def ntotal(self):
+    def ntotal(self) -> int:
         with self._lock:
             return self._rows - self._dead.shape[0]
 
@@ -297,7 +300,8 @@ class RowIndex(SearchIndex):
             raise ValueError(duplicate_message(held, "the index already; `ids`"))
         return ids
 
-    def add(self, codes: ArrayLike, ids: ArrayLike | None = None, names=None) -> RowIndex:
+    def add(self, codes: ArrayLike, ids: ArrayLike | None = None,
+            names: Sequence[str | None] | None = None) -> RowIndex:
         codes = self._check(codes, "codes")
         names = check_names(names, codes.shape[0])
         with self._lock:  # default ids follow the rows held, so they are assigned under the lock too

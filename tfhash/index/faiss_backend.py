@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from tfhash import _validation
 from tfhash.index import format as fmt
@@ -143,7 +144,7 @@ class FaissIndex(RowIndex):
         order = np.lexsort((rows, distances, query))
         return lims, distances[order], rows[order]
 
-    def range_search(self, queries, radius):
+    def range_search(self, queries: ArrayLike, radius: int) -> tuple:
         if self.kind == "hnsw":
             raise NotImplementedError("FaissIndex(kind='hnsw') has no range search (Faiss's IndexBinaryHNSW "
                                       "implements k-NN search only); use kind='flat' or 'ivf', or search().")

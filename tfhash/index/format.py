@@ -38,6 +38,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import xxhash
@@ -59,7 +61,7 @@ ENTRY = re.compile(r"(index\.json|index\.lock|faiss\.index|codes\.bin|ids\.bin|"
 _BLOCK = 16 << 20
 
 
-def segment_file(kind, number):
+def segment_file(kind: str, number: int) -> str:
     """The name of segment ``number``'s file of ``kind``: "codes", "ids", "names" (their ``.bin``), "offsets"
     (the names' ``.idx``) or "removed"."""
     stem, extension = ("names", "idx") if kind == "offsets" else (kind, "bin")
@@ -70,7 +72,7 @@ def _hasher():
     return xxhash.xxh3_128()
 
 
-def file_checksum(path):
+def file_checksum(path: str | os.PathLike) -> str:
     """The XXH3-128 hex digest of a file, read in 16 MB blocks."""
     digest = _hasher()
     with open(path, "rb") as f:
@@ -79,13 +81,13 @@ def file_checksum(path):
     return digest.hexdigest()
 
 
-def describe_file(directory, name):
+def describe_file(directory: str | os.PathLike, name: str) -> dict:
     """The manifest entry of a finished file in ``directory``."""
     path = os.path.join(directory, name)
     return {"name": name, "bytes": os.path.getsize(path), CHECKSUM: file_checksum(path)}
 
 
-def write_arrays(directory, name, arrays):
+def write_arrays(directory: str | os.PathLike, name: str, arrays: Sequence[np.ndarray]) -> dict:
     """Writes the arrays' bytes (C order) one after another to a new file ``directory/name``, in pieces (a
     memory-mapped array is streamed), synced to disk; returns its manifest entry (size and checksum)."""
     path = os.path.join(directory, name)
@@ -104,7 +106,7 @@ def write_arrays(directory, name, arrays):
     return {"name": name, "bytes": size, CHECKSUM: digest.hexdigest()}
 
 
-def write_names(directory, number, names):
+def write_names(directory: str | os.PathLike, number: int, names: Any) -> dict:
     """Writes a :class:`Names` column as a names segment; returns its ``{"offsets", "text"}`` entries."""
     return {"offsets": write_arrays(directory, segment_file("offsets", number), [np.asarray(names.offsets, ID_DTYPE)]),
             "text": write_arrays(directory, segment_file("names", number), [np.asarray(names.text, np.uint8)])}
@@ -117,7 +119,7 @@ class Names:
         self.offsets, self.text = offsets, text
 
     @classmethod
-    def of(cls, names):
+    def of(cls, names: Any) -> Names:
         encoded = [str(name).encode("utf-8") for name in names]
         offsets = np.zeros(len(encoded) + 1, np.int64)
         np.cumsum([len(e) for e in encoded], out=offsets[1:])
@@ -129,7 +131,7 @@ class Names:
     def __getitem__(self, row):
         return bytes(self.text[int(self.offsets[row]):int(self.offsets[row + 1])]).decode("utf-8")
 
-    def take(self, rows):
+    def take(self, rows: Any) -> Names:
         """The names of ``rows``, gathered without a loop over them."""
         rows = np.asarray(rows, np.int64)
         starts = np.asarray(self.offsets[rows], np.int64)
@@ -140,7 +142,7 @@ class Names:
         return Names(offsets, np.asarray(self.text)[gather])
 
     @staticmethod
-    def join(parts):
+    def join(parts: Sequence) -> Names:
         texts = [np.asarray(part.text) for part in parts]
         shifts = np.cumsum([0] + [t.shape[0] for t in texts[:-1]])
         offsets = np.concatenate([[0]] + [np.asarray(p.offsets[1:], np.int64) + s for p, s in zip(parts, shifts)])
@@ -169,7 +171,7 @@ def _check_int(path, manifest, field):
     return value
 
 
-def read_manifest(path):
+def read_manifest(path: str | os.PathLike) -> dict:
     """The manifest of the saved index at ``path``, its fields checked (a dict); a version-1 manifest is
     read as one segment without checksums."""
     path = os.fspath(path)
@@ -244,7 +246,7 @@ def _validation_of(path, manifest):
         raise _damaged(path, f"field 'count' ({count}) is larger than field 'rows' ({rows})")
 
 
-def file_path(directory, entry, verify):
+def file_path(directory: str | os.PathLike, entry: dict, verify: bool) -> str:
     """The path of a listed file, after checking its size (and, with ``verify``, its checksum)."""
     path = os.path.join(directory, entry["name"])
     if not os.path.isfile(path):
@@ -261,7 +263,7 @@ def file_path(directory, entry, verify):
     return path
 
 
-def map_array(directory, entry, dtype, shape, verify):
+def map_array(directory: str | os.PathLike, entry: dict, dtype: np.dtype, shape: tuple, verify: bool) -> np.ndarray:
     """A listed file memory-mapped read-only as an array of ``shape``."""
     path = file_path(directory, entry, verify)
     expected = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
@@ -273,7 +275,7 @@ def map_array(directory, entry, dtype, shape, verify):
     return np.memmap(path, dtype=dtype, mode="r", shape=shape)
 
 
-def map_names(directory, entry, rows, verify):
+def map_names(directory: str | os.PathLike, entry: dict, rows: Any, verify: bool) -> Names:
     if entry is None:
         return None
     offsets = map_array(directory, entry["offsets"], ID_DTYPE, (rows + 1,), verify)
@@ -284,7 +286,7 @@ def map_names(directory, entry, rows, verify):
     return Names(offsets, map_array(directory, entry["text"], np.uint8, (text_bytes,), verify))
 
 
-def read_segments(directory, manifest, width, verify):
+def read_segments(directory: str | os.PathLike, manifest: dict, width: int, verify: bool) -> list:
     """``[(codes or None, ids, names or None)]`` of every segment, memory-mapped, and the removed rows."""
     segments = []
     for segment in manifest["segments"]:
@@ -296,7 +298,7 @@ def read_segments(directory, manifest, width, verify):
     return segments, read_removed(directory, manifest, verify)
 
 
-def read_removed(directory, manifest, verify):
+def read_removed(directory: str | os.PathLike, manifest: dict, verify: bool) -> np.ndarray:
     entry = manifest.get("removed")
     if entry is None:
         return np.empty(0, np.int64)
@@ -309,8 +311,9 @@ def read_removed(directory, manifest, verify):
 # --- writing ---------------------------------------------------------------------------------------
 
 
-def new_manifest(backend, bits, *, count, rows, options, encoder, segments=(), removed=None, details=None,
-                 generation=1, **extra):
+def new_manifest(backend: str, bits: int, *, count: int, rows: Any, options: dict, encoder: dict | None,
+                 segments: list = (), removed: dict | None = None, details: dict | None = None,
+                 generation: int = 1, **extra: dict | None) -> dict:
     return {"format": FORMAT, "version": FORMAT_VERSION, "backend": backend, "bits": int(bits),
             "code_bytes": (int(bits) + 7) // 8, "count": int(count), "rows": int(rows), "generation": int(generation),
             "options": options or {}, "encoder": encoder, "segments": list(segments), "removed": removed,
@@ -318,7 +321,8 @@ def new_manifest(backend, bits, *, count, rows, options, encoder, segments=(), r
             "details": details or {}, **extra}
 
 
-def write_segment(directory, number, codes_parts, ids_parts, names=None):
+def write_segment(directory: str | os.PathLike, number: int, codes_parts: Sequence[np.ndarray] | None,
+                  ids_parts: Sequence[np.ndarray], names: Any = None) -> dict:
     """Writes segment ``number`` (codes unless ``codes_parts`` is None, ids and optional names) into
     ``directory``; returns its entry."""
     rows = sum(part.shape[0] for part in ids_parts)
@@ -331,7 +335,7 @@ def write_segment(directory, number, codes_parts, ids_parts, names=None):
     return segment
 
 
-def write_removed(directory, number, rows):
+def write_removed(directory: str | os.PathLike, number: int, rows: Any) -> dict:
     if not len(rows):
         return None
     return write_arrays(directory, segment_file("removed", number), [np.asarray(rows, ID_DTYPE)])
@@ -354,7 +358,7 @@ def _why_not_replaceable(path):
 PREVIOUS_INDEX = _io.Replaceable("a previous index", _why_not_replaceable)
 
 
-def check_save_target(path, overwrite=False):
+def check_save_target(path: str | os.PathLike, overwrite: bool = False) -> str:
     """The directory an index may be saved at (new, an empty directory, or with ``overwrite`` a previous
     index holding nothing else), else a ValueError saying why. A symbolic link to a directory is followed:
     the index is written where it points, and the link stays."""
@@ -366,7 +370,7 @@ def check_save_target(path, overwrite=False):
     return _io.check_directory_target(path, overwrite, PREVIOUS_INDEX)
 
 
-def write_index(path, overwrite, fill, label="tmp"):
+def write_index(path: str | os.PathLike, overwrite: bool, fill: Callable[[str], dict], label: str = "tmp") -> str:
     """Writes a saved index at ``path`` whole and returns the directory written: ``fill(directory)`` writes the
     files into a new hidden directory beside it and returns the manifest; :func:`seal` renames it into place.
     The directory is removed if anything fails."""
@@ -381,7 +385,7 @@ def write_index(path, overwrite, fill, label="tmp"):
     return target
 
 
-def seal(directory, target, overwrite, manifest):
+def seal(directory: str | os.PathLike, target: str | os.PathLike, overwrite: bool, manifest: dict) -> str:
     """Finishes an index written into ``directory``: its manifest, the modes the user's umask gives, then one
     rename to ``target``, which replaces only a previous index, and only with ``overwrite``."""
     _io.write_json_atomically(os.path.join(directory, MANIFEST), manifest)
@@ -390,7 +394,7 @@ def seal(directory, target, overwrite, manifest):
 
 
 @contextlib.contextmanager
-def appending(directory, generation):
+def appending(directory: str | os.PathLike, generation: int) -> Iterator[dict]:
     """Holds the index's append lock; refuses when the manifest is no longer at ``generation`` (another
     writer saved since this index was loaded). Yields the manifest to extend."""
     with _io.exclusive_lock(os.path.join(directory, LOCK_FILE), "writer of this index"):
@@ -402,7 +406,7 @@ def appending(directory, generation):
         yield manifest
 
 
-def commit_append(directory, manifest):
+def commit_append(directory: str | os.PathLike, manifest: dict) -> None:
     """Replaces the manifest of an index appended to (call inside :func:`appending`)."""
     _io.write_json_atomically(os.path.join(directory, MANIFEST), manifest)
     for name in os.listdir(directory):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 import warnings
+from collections.abc import Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
@@ -129,7 +130,7 @@ class MilvusIndex(SearchIndex):
         return int(self._client.get_collection_stats(self.collection)["row_count"])
 
     @property
-    def ntotal(self):
+    def ntotal(self) -> int:
         with self._lock:
             return self._count
 
@@ -142,7 +143,8 @@ class MilvusIndex(SearchIndex):
             held |= {int(row["item_id"]) for row in rows}
         return np.isin(ids, np.fromiter(held, np.int64, len(held)))
 
-    def add(self, codes: ArrayLike, ids: ArrayLike | None = None, names=None) -> MilvusIndex:
+    def add(self, codes: ArrayLike, ids: ArrayLike | None = None,
+            names: Sequence[str | None] | None = None) -> MilvusIndex:
         codes = self._check(codes, "codes")
         if names is not None:
             raise ValueError("`names`: a Milvus index keeps no names; use the numpy or faiss backend for names.")
@@ -277,7 +279,7 @@ class MilvusIndex(SearchIndex):
                           stacklevel=3)
 
 
-def location_of(directory, manifest):
+def location_of(directory: str | os.PathLike, manifest: dict) -> tuple:
     """The uri and collection a saved Milvus index names, a Lite file resolved against its directory."""
     location = manifest.get("location")
     if not isinstance(location, dict) or not isinstance(location.get("uri"), str) or not isinstance(

@@ -1,19 +1,24 @@
 """Feature networks the schemes with a ``backbone`` argument share: the small network from scratch, and the
 checks and rebuilding rules for a user's ``keras.Model`` (e.g. one with pretrained weights)."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
+import tensorflow as tf
 
 
-def leaky_relu(t):
+def leaky_relu(t: tf.Tensor) -> tf.Tensor:
     return keras.activations.leaky_relu(t, negative_slope=0.2)
 
 
-def is_small_image(shape):
+def is_small_image(shape: tuple) -> bool:
     """28x28 or 32x32 images, which the convolutional backbone is sized for."""
     return len(shape) == 3 and shape[0] == shape[1] and shape[0] in (28, 32)
 
 
-def default_backbone(item_shape, name, initializer="glorot_uniform"):
+def default_backbone(item_shape: tuple, name: str, initializer: Any = "glorot_uniform") -> keras.Model:
     """The small network from scratch: three strided 3x3 convolutions (32 / 64 / 128) and a dense layer of 256
     for 28x28 / 32x32 images; two dense layers (512, 256) for any other item shape."""
     shape = tuple(item_shape)
@@ -31,12 +36,12 @@ def default_backbone(item_shape, name, initializer="glorot_uniform"):
     return keras.Sequential(layers, name=name)
 
 
-def describe_backbone(value):
+def describe_backbone(value: Any) -> str | None:
     """``backbone`` as messages and checkpoints name it: ``None`` or ``"model NAME"`` for a user's model."""
     return value if value is None or isinstance(value, str) else f"model {value.name}"
 
 
-def check_backbone(value):
+def check_backbone(value: Any) -> None:
     """Raises ``ValueError`` unless ``value`` is a valid ``backbone`` argument; returns it."""
     if not (value is None or isinstance(value, keras.Model) or (isinstance(value, str) and value.startswith("model "))):
         raise ValueError(f"`backbone` must be None (the default network) or a keras.Model mapping items to [n, d] "
@@ -44,7 +49,7 @@ def check_backbone(value):
     return value
 
 
-def build_backbone(value, item_shape, name, initializer="glorot_uniform"):
+def build_backbone(value: Any, item_shape: tuple, name: str, initializer: Any = "glorot_uniform") -> keras.Model:
     """The feature network meant by ``backbone``: the user's model (checked to give ``[n, d]`` features) or,
     for ``None``, :func:`default_backbone`. A recorded name (``"model NAME"``) cannot be rebuilt: the model
     itself must be passed again."""

@@ -20,15 +20,20 @@ Constructor arguments are attributes of the same name and make up ``get_config()
 so ``from_config(get_config())`` rebuilds the same architecture.
 """
 
+from __future__ import annotations
+
 import contextlib
 import dataclasses
 import functools
 import inspect
 import random
+from collections.abc import Sequence
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
+from numpy.typing import ArrayLike
 
 from tfhash import _validation, distribution, encoding
 from tfhash import codes as codes_lib
@@ -174,13 +179,14 @@ class HashingScheme(keras.Model):
         return checked
 
     @classmethod
-    def default_hyperparameters(cls):
+    def default_hyperparameters(cls) -> dict:
         """``{name: default}`` of the hyperparameters (what ``tfhash.fit(**hyperparameters)`` accepts), as
         ``get_config`` records them."""
         return {name: settings.recorded(cls, name, value) for name, value in cls._hyperparameters().items()}
 
     @classmethod
-    def check_values(cls, hyperparameters, bits=32, origin="hyperparameters", names_only=False, extra=()):
+    def check_values(cls, hyperparameters: dict, bits: int = 32, origin: str = "hyperparameters",
+                     names_only: bool = False, extra: Sequence[str] = ()) -> dict:
         """Checks names and (unless ``names_only``) values against the declared rules without building anything,
         so a bad setting is refused before data is loaded. ``extra``: other names accepted. Returns
         ``hyperparameters``."""
@@ -197,30 +203,30 @@ class HashingScheme(keras.Model):
         return hyperparameters
 
     @classmethod
-    def check_combination(cls, hyperparameters):
+    def check_combination(cls, hyperparameters: dict) -> None:
         """Rules between hyperparameters (one setting needs another); each value has passed its own rule."""
 
-    def get_config(self):
+    def get_config(self) -> dict:
         config = {"bits": self.bits, "input_shape": list(self.item_shape), "seed": self.seed}
         for name in self._hyperparameters():
             config[name] = settings.recorded(type(self), name, getattr(self, name))
         return config
 
     @classmethod
-    def from_config(cls, config):
+    def from_config(cls, config: dict) -> HashingScheme:
         return cls(**config)
 
     # --- optimisation ----------------------------------------------------------------------------
 
-    def players(self):
+    def players(self) -> dict:
         """``{player name: [variables]}``: one optimizer each."""
         raise NotImplementedError
 
-    def default_optimizer(self, player, total_steps):
+    def default_optimizer(self, player: str, total_steps: int | None) -> keras.optimizers.Optimizer:
         """The paper's optimizer for ``player``; ``total_steps`` (or None) for schedules that depend on it."""
         raise NotImplementedError
 
-    def compile(self, optimizers=None, *, total_steps=None, **kwargs):
+    def compile(self, optimizers: dict | None = None, *, total_steps: int | None = None, **kwargs: Any) -> None:
         """One optimizer per player; defaults follow the paper (``default_optimizer``).
 
         Args:
@@ -257,7 +263,8 @@ class HashingScheme(keras.Model):
         # keras-team/keras#21800 (distributed build of models whose steps reshape their inputs).
         return None
 
-    def minimise(self, tape, loss, player, variables=None, scale=None):
+    def minimise(self, tape: tf.GradientTape, loss: tf.Tensor, player: str, variables: list | None = None,
+                 scale: tf.Tensor | None = None) -> None:
         """One optimizer step of ``player`` on ``loss``: the gradients for its variables (or ``variables``),
         each multiplied by ``scale`` when given, applied by its optimizer.
 
@@ -271,10 +278,10 @@ class HashingScheme(keras.Model):
         optimizer.apply(gradients, variables)
 
     @property
-    def metrics(self):
+    def metrics(self) -> list:
         return list(self.trackers.values())
 
-    def update_trackers(self, values):
+    def update_trackers(self, values: dict) -> dict:
         """Adds this step's ``{loss name: value}`` to the trackers and returns the logs of ``train_step``."""
         for name, value in values.items():
             self.trackers[name].update_state(value)
@@ -308,15 +315,15 @@ class HashingScheme(keras.Model):
         x = encoding.check_items(x, self.item_shape, "x", "as in training", self.input_kind)
         return encoding.encode_in_batches(self._serving_function, x, batch_size, self.bits)
 
-    def predict_probabilities(self, x, batch_size=256):
+    def predict_probabilities(self, x: ArrayLike, batch_size: int = 256) -> np.ndarray:
         """Continuous codes ``[n, bits]`` (numpy) for items ``x``."""
         return self._encode(x, batch_size)["probabilities"]
 
-    def encode(self, x, batch_size=256):
+    def encode(self, x: ArrayLike, batch_size: int = 256) -> np.ndarray:
         """Packed uint8 codes ``[n, ceil(bits / 8)]`` in the ``tfhash.codes`` convention."""
         return self._encode(x, batch_size)["codes"]
 
-    def encoder_model(self):
+    def encoder_model(self) -> keras.Model:
         """A plain functional Keras model: input item -> continuous code (the export target).
 
         It shares the scheme's layers, never includes the adversarial players.
@@ -330,16 +337,16 @@ class HashingScheme(keras.Model):
         inputs = keras.Input(shape=self.item_shape, name="inputs")
         return keras.Model(inputs, self.encode_graph(inputs), name=f"{self.key}_encoder")
 
-    def encode_graph(self, inputs):
+    def encode_graph(self, inputs: tf.Tensor) -> tf.Tensor:
         """Continuous code of ``inputs`` at inference (no noise); used by ``call`` and the export."""
         raise NotImplementedError
 
-    def call(self, inputs, training=False):
+    def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
         return self.encode_graph(inputs)
 
     # --- hooks of training -----------------------------------------------------------------------
 
-    def adapt(self, x, y=None):
+    def adapt(self, x: Any, y: Any = None) -> None:
         """Fits what the model keeps from the training set (e.g. feature standardisation, a neighbourhood
         graph), before training starts. Default: nothing.
 
@@ -350,20 +357,20 @@ class HashingScheme(keras.Model):
         """
 
     @classmethod
-    def settings_from_labels(cls, labels, hyperparameters):
+    def settings_from_labels(cls, labels: np.ndarray, hyperparameters: dict) -> dict:
         """Hyperparameters the training labels decide (e.g. the number of classes), after checking that the labels
         suit the scheme, before any network is built. ``labels``: checked class ids (-1 unlabelled) or multi-hot
         rows; ``hyperparameters``: the call's. ``tfhash.fit`` calls it for schemes that ``needs_labels``."""
         return {}
 
-    def training_callbacks(self):
+    def training_callbacks(self) -> list:
         """Keras callbacks the scheme's training needs (e.g. switching stages by epoch); ``tfhash.fit`` adds them."""
         return []
 
     #: Images per row of the TensorBoard grid of ``sample_images``.
     sample_columns = 8
 
-    def sample_images(self, count, seed=0):
+    def sample_images(self, count: int, seed: int = 0) -> np.ndarray | None:
         """``count`` generated images ``[count, h, w, c]`` in [0, 1] from noise fixed by ``seed``, or
         ``None`` for schemes (or inputs) without an image generator. Used for TensorBoard grids.
         """

@@ -25,7 +25,10 @@ Choices where the paper is silent or ambiguous (each an option):
   ``[n, d]`` or a ``keras.Model`` feature extractor (the paper's choice is one argument away).
 """
 
+from __future__ import annotations
+
 import hashlib
+from typing import Any
 
 import keras
 import numpy as np
@@ -43,7 +46,7 @@ ACTIVATIONS = ("app", "tanh")
 GRAPH_FEATURE_KINDS = ("pixels", "pca")
 
 
-def describe_graph_features(value):
+def describe_graph_features(value: Any) -> str:
     """What a checkpoint records of ``graph_features``: the name, or a fingerprint of an array / model."""
     if isinstance(value, str):
         return value
@@ -256,7 +259,7 @@ class BGAN(HashingScheme):
              keras.layers.Dense(self._channels(1024)), keras.layers.ELU(), keras.layers.Dense(1, dtype=OUTPUT_DTYPE)],
             name="discriminator_head")
 
-    def players(self):
+    def players(self) -> dict:
         # Eq. 18-21: encoder (theta) and hash layer (W_h) minimise l_N + l_C, G (pi) l_C + l_A, D (psi) maximises l_A.
         return {"encoder": self.encoder.trainable_variables + self.hash_layer.trainable_variables,
                 "generator": self.generator.trainable_variables,
@@ -264,12 +267,12 @@ class BGAN(HashingScheme):
                                   + self.discriminator_head.trainable_variables)}
 
     @property
-    def player_learning_rate(self):
+    def player_learning_rate(self) -> float:
         if self.network_kind == "conv" and self.conv_learning_rate is not None:
             return self.conv_learning_rate
         return self.learning_rate
 
-    def default_optimizer(self, player, total_steps):
+    def default_optimizer(self, player: str, total_steps: int | None) -> keras.optimizers.Optimizer:
         if self.optimizer_type == "sgd":
             return keras.optimizers.SGD(self.player_learning_rate, momentum=self.momentum, name=f"{player}_sgd")
         return keras.optimizers.Adam(self.player_learning_rate, name=f"{player}_adam")
@@ -299,7 +302,7 @@ class BGAN(HashingScheme):
                              f"{features.shape}.")
         return features
 
-    def adapt(self, x, y=None):
+    def adapt(self, x: Any, y: Any = None) -> None:
         """Builds the neighbourhood graph (Alg. 1) on the training items' features; labels are not used."""
         if isinstance(x, tf.data.Dataset):
             raise ValueError("bgan builds its graph from the training items in index order: pass arrays, or a "
@@ -316,14 +319,14 @@ class BGAN(HashingScheme):
         self._preview = x[:16]
 
     @property
-    def neighbour_pair_weight(self):
+    def neighbour_pair_weight(self) -> float:
         """``positive_weight``, scaled to the training set's size when ``positive_weight_items`` is set."""
         if self.positive_weight_items is None or self._graph is None:
             return self.positive_weight
         return self.positive_weight * (self._num_items / self.positive_weight_items) ** self.positive_weight_exponent
 
     @property
-    def graph(self):
+    def graph(self) -> Any:
         """The :class:`tfhash.neighbours.NeighbourGraph` built by ``adapt`` (``None`` before)."""
         return self._graph
 
@@ -347,11 +350,11 @@ class BGAN(HashingScheme):
     def _relaxed_codes(self, x, beta, training=False):
         return losses.continuation_sign(self.hash_layer(self.encoder(x, training=training)), beta, self.activation)
 
-    def encode_graph(self, inputs):
+    def encode_graph(self, inputs: tf.Tensor) -> tf.Tensor:
         # The converged network: the last stage's beta (codes are sign(z) whatever beta is).
         return self._relaxed_codes(inputs, self.beta_stages[-1])
 
-    def sample_images(self, count, seed=0):
+    def sample_images(self, count: int, seed: int = 0) -> np.ndarray | None:
         """Training images beside their reconstructions from their codes (pairs of columns), for TensorBoard."""
         if self._preview is None or len(self.item_shape) not in (2, 3):
             return None
@@ -406,7 +409,7 @@ class BGAN(HashingScheme):
         self.minimise(tape, total, "discriminator")
         return d_loss
 
-    def train_step(self, data):
+    def train_step(self, data: Any) -> dict:
         x, _, index = distribution.unpack_batch(data)
         if self._pair_keys is None:
             raise ValueError("bgan needs its neighbourhood graph: train it with tfhash.fit (which calls adapt).")

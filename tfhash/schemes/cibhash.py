@@ -31,6 +31,10 @@ Choices where the paper is open or does not fit this library (each an argument):
   summed gradient equals one device's.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 import tensorflow as tf
 
@@ -107,7 +111,7 @@ class CIBHash(HashingScheme):
         return augment.Policy(**{name: values[name] for name in VIEW_SETTINGS})
 
     @classmethod
-    def check_combination(cls, hyperparameters):
+    def check_combination(cls, hyperparameters: dict) -> None:
         cls._view_policy(hyperparameters)
 
     def __init__(self, bits=32, input_shape=None, seed=0, backbone=None, train_backbone=True, head_units=1024,
@@ -132,21 +136,21 @@ class CIBHash(HashingScheme):
 
     # --- networks ------------------------------------------------------------------------------
 
-    def encode_graph(self, inputs, training=False):
+    def encode_graph(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
         return self.head(self.feature_network(inputs, training=training), training=training)
 
-    def players(self):
+    def players(self) -> dict:
         variables = self.head.trainable_variables
         if self.train_backbone:
             variables = self.feature_network.trainable_variables + variables
         return {"encoder": variables}
 
-    def default_optimizer(self, player, total_steps):
+    def default_optimizer(self, player: str, total_steps: int | None) -> keras.optimizers.Optimizer:
         return keras.optimizers.Adam(self.learning_rate, name=f"{player}_adam")
 
     # --- training ------------------------------------------------------------------------------
 
-    def train_step(self, data):
+    def train_step(self, data: Any) -> dict:
         x, _, _ = distribution.unpack_batch(data)  # unsupervised: labels are never used
         x = tf.cast(x, tf.float32)
         step_context = distribution.step_context(x)

@@ -34,7 +34,10 @@ Choices where the paper is open (each an argument):
   independent of the batch size).
 """
 
+from __future__ import annotations
+
 import warnings
+from typing import Any
 
 import keras
 import numpy as np
@@ -58,7 +61,7 @@ def _gan_initializer():
     return keras.initializers.RandomNormal(stddev=0.02)  # Sec. 4.2, after DCGAN
 
 
-def default_generator(item_shape, input_size):
+def default_generator(item_shape: tuple, input_size: int) -> keras.Model:
     """G(C, z) (DCGAN-style): a dense layer to a 7x7 / 4x4 map, then 4x4 transposed convolutions with batch
     norm and ReLU up to the image (sigmoid: values in [0, 1]); dense layers for other item shapes."""
     shape = tuple(item_shape)
@@ -83,7 +86,7 @@ def default_generator(item_shape, input_size):
     return keras.Sequential(layers, name="generator")
 
 
-def label_vectors(labels, num_classes):
+def label_vectors(labels: tf.Tensor, num_classes: int) -> tf.Tensor:
     """``[n, num_classes]`` float 0/1 rows of labels (class ids with -1 unlabelled -> all-zero rows, or multi-hot)."""
     labels = tf.convert_to_tensor(labels)
     if labels.shape.rank == 1:
@@ -203,7 +206,7 @@ class DSHGAN(HashingScheme):
     }
 
     @classmethod
-    def check_combination(cls, hyperparameters):
+    def check_combination(cls, hyperparameters: dict) -> None:
         if hyperparameters["shared_init"] == "discriminator" and (
                 hyperparameters["backbone"] is not None or not hyperparameters["use_generator"]):
             raise ValueError("`shared_init`='discriminator' needs the default backbone (backbone=None) and the GAN "
@@ -240,7 +243,7 @@ class DSHGAN(HashingScheme):
             self.discriminator_class.build((None, self.discriminator.output_shape[-1]))
 
     @classmethod
-    def settings_from_labels(cls, labels, hyperparameters):
+    def settings_from_labels(cls, labels: np.ndarray, hyperparameters: dict) -> dict:
         """``num_classes`` and ``multi_label`` of the training labels, after checking each class has at least
         ``MIN_LABELLED_PER_CLASS`` labelled items."""
         multi_label = labels.ndim == 2
@@ -269,7 +272,7 @@ class DSHGAN(HashingScheme):
 
     # --- networks ------------------------------------------------------------------------------
 
-    def players(self):
+    def players(self) -> dict:
         shared = (self.shared_backbone.trainable_variables + self.hash_stream.trainable_variables
                   + self.class_stream.trainable_variables)
         if not self.use_generator:
@@ -280,7 +283,7 @@ class DSHGAN(HashingScheme):
                                   + self.discriminator_source.trainable_variables
                                   + self.discriminator_class.trainable_variables)}
 
-    def default_optimizer(self, player, total_steps):
+    def default_optimizer(self, player: str, total_steps: int | None) -> keras.optimizers.Optimizer:
         if player in ("generator", "discriminator"):
             return keras.optimizers.Adam(self.gan_learning_rate, beta_1=self.gan_beta_1, name=f"{player}_adam")
         rate = self.learning_rate
@@ -293,18 +296,18 @@ class DSHGAN(HashingScheme):
             return keras.optimizers.SGD(rate, momentum=0.9, weight_decay=decay, name="shared_sgd")
         return keras.optimizers.Adam(rate, weight_decay=decay, name="shared_adam")
 
-    def encode_graph(self, inputs):
+    def encode_graph(self, inputs: tf.Tensor) -> tf.Tensor:
         return self.hash_stream(self.shared_backbone(inputs))
 
-    def generate(self, label_rows, noise, training=False):
+    def generate(self, label_rows: tf.Tensor, noise: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Synthetic images G(C, z) from label vectors ``[n, num_classes]`` and noise ``[n, noise_dim]``."""
         return self.generator(tf.concat([tf.cast(label_rows, tf.float32), noise], axis=-1), training=training)
 
     @property
-    def sample_columns(self):
+    def sample_columns(self) -> int:
         return max(1, 64 // self.num_classes) if self.use_generator else 8
 
-    def sample_images(self, count, seed=0):
+    def sample_images(self, count: int, seed: int = 0) -> np.ndarray | None:
         """Generated images, one row per class (``count // num_classes`` each, at least one)."""
         if not self.use_generator or len(self.item_shape) != 3:
             return None
@@ -316,7 +319,7 @@ class DSHGAN(HashingScheme):
 
     # --- training data -------------------------------------------------------------------------
 
-    def adapt(self, x, y=None):
+    def adapt(self, x: Any, y: Any = None) -> None:
         """Keeps the labelled items: the queries of stage 2 and the items real triplets are drawn from."""
         if isinstance(x, tf.data.Dataset):
             pairs = [(np.asarray(a), np.asarray(b)) for a, b in tf.data.Dataset.zip((x, y)).as_numpy_iterator()]
@@ -369,7 +372,7 @@ class DSHGAN(HashingScheme):
 
     # --- training ------------------------------------------------------------------------------
 
-    def stage_of_epoch(self, epoch):
+    def stage_of_epoch(self, epoch: int) -> int:
         """1 (conditional GAN) for the first ``generator_epochs`` epochs, then 2 (DSH-GANs); always 2 without G."""
         return 1 if self.use_generator and epoch < self.generator_epochs else 2
 
@@ -382,13 +385,13 @@ class DSHGAN(HashingScheme):
             self._stage = stage
             self.make_train_function(force=True)  # the step below is traced for one stage
 
-    def training_callbacks(self):
+    def training_callbacks(self) -> list:
         return [_StageSwitch()]
 
     def _classification(self, logits, rows):
         return losses.classification(logits, rows, self.multi_label)
 
-    def train_step(self, data):
+    def train_step(self, data: Any) -> dict:
         if self._pool is None:
             raise ValueError("DSH-GANs keeps its labelled items in adapt(x, y); tfhash.fit calls it before training.")
         x, y, _ = distribution.unpack_batch(data)

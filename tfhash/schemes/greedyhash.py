@@ -24,6 +24,10 @@ Choices where the paper does not fit this library (each an argument):
   32x32 images and dense otherwise.
 """
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -90,7 +94,7 @@ class GreedyHash(HashingScheme):
     }
 
     @classmethod
-    def check_combination(cls, hyperparameters):
+    def check_combination(cls, hyperparameters: dict) -> None:
         if hyperparameters["target"] == "backbone" and hyperparameters["train_backbone"]:
             raise ValueError("`target`='backbone' needs train_backbone=False: a backbone that learns would shape its "
                              "own targets. Use target='inputs' to train the backbone.")
@@ -108,7 +112,7 @@ class GreedyHash(HashingScheme):
 
     # --- networks ------------------------------------------------------------------------------
 
-    def adapt(self, x, y=None):
+    def adapt(self, x: Any, y: Any = None) -> None:
         """Keeps the training items' mean, which centres the ``"inputs"`` targets; labels are not used."""
         if x is None or self.target != "inputs":
             return
@@ -119,23 +123,23 @@ class GreedyHash(HashingScheme):
             count += len(batch)
         self.input_mean.assign((total / count).astype(np.float32))
 
-    def encode_graph(self, inputs):
+    def encode_graph(self, inputs: tf.Tensor) -> tf.Tensor:
         return self.hash_layer(self.feature_network(inputs))
 
-    def players(self):
+    def players(self) -> dict:
         variables = self.hash_layer.trainable_variables
         if self.train_backbone:
             variables = self.feature_network.trainable_variables + variables
         return {"encoder": variables}
 
-    def default_optimizer(self, player, total_steps):
+    def default_optimizer(self, player: str, total_steps: int | None) -> keras.optimizers.Optimizer:
         if self.optimizer_type == "adam":
             return keras.optimizers.Adam(self.learning_rate, name=f"{player}_adam")
         return keras.optimizers.SGD(self.learning_rate, momentum=0.9, weight_decay=5e-4, name=f"{player}_sgd")
 
     # --- training ------------------------------------------------------------------------------
 
-    def train_step(self, data):
+    def train_step(self, data: Any) -> dict:
         x, _, _ = distribution.unpack_batch(data)  # unsupervised: labels are never used
         x = tf.cast(x, tf.float32)
         step_context = distribution.step_context(x)

@@ -27,6 +27,9 @@ Choices where the paper is open (each an argument):
   kernel W (K x K Gram matrix W^T W); the shared trunk and D's head use weight normalisation.
 """
 
+from __future__ import annotations
+
+from typing import Any
 
 import keras
 import numpy as np
@@ -203,14 +206,14 @@ class HashGAN(HashingScheme):
                                                               seed + [0, 7919 * (i + 1)], dtype=h.dtype)
         return keras.ops.cast(h, "float32")  # feature matching and the heads read F in float32
 
-    def encode_graph(self, inputs):
+    def encode_graph(self, inputs: tf.Tensor) -> tf.Tensor:
         return self.encoder_head(self._features(inputs))
 
-    def generate(self, noise, bits01, training=False):
+    def generate(self, noise: tf.Tensor, bits01: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Synthetic images from uniform noise ``[n, noise_dim]`` and bits ``[n, bits]``."""
         return self.generator(tf.concat([noise, tf.cast(bits01, noise.dtype)], axis=-1), training=training)
 
-    def sample_images(self, count, seed=0):
+    def sample_images(self, count: int, seed: int = 0) -> np.ndarray | None:
         if len(self.item_shape) not in (2, 3):
             return None  # flat feature vectors are not images
         count = _validation.check_positive_int(count, "count")
@@ -218,7 +221,7 @@ class HashGAN(HashingScheme):
         images = self.generate(noise, bits01, training=False).numpy()
         return images if images.ndim == 4 else images[..., None]
 
-    def adapt(self, x, y=None):
+    def adapt(self, x: Any, y: Any = None) -> None:
         """Keeps the bank of training items that per-item perturbation radii are measured against
         (``adversarial_radius="neighbour"`` only); labels are not used."""
         if self.transform_kind != "adversarial" or self.adversarial_radius != "neighbour" or x is None:
@@ -257,7 +260,7 @@ class HashGAN(HashingScheme):
 
     # --- optimisation --------------------------------------------------------------------------
 
-    def players(self):
+    def players(self) -> dict:
         shared = [v for layer in self.trunk_layers for v in layer.trainable_variables]
         return {
             "discriminator": (shared + self.discriminator_head.trainable_variables
@@ -265,7 +268,7 @@ class HashGAN(HashingScheme):
             "generator": self.generator.trainable_variables,
         }
 
-    def default_optimizer(self, player, total_steps):
+    def default_optimizer(self, player: str, total_steps: int | None) -> keras.optimizers.Optimizer:
         # Sec. 4: Adam(beta1=0.5, beta2=0.999, eps=1e-8), lr 9e-4 decayed linearly to 3e-4.
         learning_rate = self.learning_rate
         if total_steps:
@@ -328,7 +331,7 @@ class HashGAN(HashingScheme):
         self.minimise(tape, g_loss, "generator")
         return g_loss
 
-    def train_step(self, data):
+    def train_step(self, data: Any) -> dict:
         x, _, _ = distribution.unpack_batch(data)  # unsupervised: labels are never used
         x = tf.cast(x, tf.float32)
         step_context = distribution.step_context(x)

@@ -1,6 +1,9 @@
 """Layers and network choices shared by the schemes."""
 
+from __future__ import annotations
+
 import keras
+import tensorflow as tf
 from keras import ops
 
 from tfhash import _validation
@@ -15,12 +18,12 @@ OPTIMIZERS = ("sgd", "adam")
 OUTPUT_DTYPE = "float32"
 
 
-def batch_norm():
+def batch_norm() -> keras.layers.Layer:
     """Batch normalisation whose statistics are those of the global batch under any ``tf.distribute`` strategy."""
     return keras.layers.BatchNormalization(synchronized=True)
 
 
-def choose_network(item_shape, network="auto", *, scheme, mlp_max_pixels=None):
+def choose_network(item_shape: tuple, network: str = "auto", *, scheme: str, mlp_max_pixels: int | None = None) -> str:
     """``"conv"`` for 32x32 colour images (or 32x32 grey ones when asked), else ``"mlp"``.
 
     ``mlp_max_pixels``: the largest grey image the scheme's MLP takes (``None``: any item, flattened).
@@ -61,23 +64,23 @@ class WeightNormDense(keras.layers.Layer):
         self.activation = keras.activations.get(activation)
         self.use_bias = use_bias
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         self.direction = self.add_weight(name="direction", shape=(input_shape[-1], self.units),
                                          initializer="glorot_uniform")
         self.scale = self.add_weight(name="scale", shape=(self.units,), initializer="ones")
         self.bias = self.add_weight(name="bias", shape=(self.units,), initializer="zeros") if self.use_bias else None
 
     @property
-    def kernel(self):
+    def kernel(self) -> tf.Tensor:
         return self.direction * (self.scale / ops.sqrt(ops.sum(ops.square(self.direction), axis=0) + 1e-12))
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         outputs = ops.matmul(inputs, self.kernel)
         if self.use_bias:
             outputs = outputs + self.bias
         return self.activation(outputs)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "units": self.units,
                 "activation": keras.activations.serialize(self.activation), "use_bias": self.use_bias}
 
@@ -94,22 +97,22 @@ class WeightNormConv2D(keras.layers.Layer):
         self.padding = padding
         self.activation = keras.activations.get(activation)
 
-    def build(self, input_shape):
+    def build(self, input_shape: tuple) -> None:
         shape = (self.kernel_size, self.kernel_size, input_shape[-1], self.filters)
         self.direction = self.add_weight(name="direction", shape=shape, initializer="glorot_uniform")
         self.scale = self.add_weight(name="scale", shape=(self.filters,), initializer="ones")
         self.bias = self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
 
     @property
-    def kernel(self):
+    def kernel(self) -> tf.Tensor:
         norm = ops.sqrt(ops.sum(ops.square(self.direction), axis=(0, 1, 2)) + 1e-12)
         return self.direction * (self.scale / norm)
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         outputs = ops.conv(inputs, self.kernel, strides=self.strides, padding=self.padding) + self.bias
         return self.activation(outputs)
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "strides": self.strides, "padding": self.padding,
                 "activation": keras.activations.serialize(self.activation)}
@@ -125,9 +128,9 @@ class Standardize(keras.layers.Layer):
         self.mean = self.add_weight(shape=(self.features,), initializer="zeros", trainable=False, name="mean")
         self.scale = self.add_weight(shape=(self.features,), initializer="ones", trainable=False, name="scale")
 
-    def call(self, inputs):
+    def call(self, inputs: tf.Tensor) -> tf.Tensor:
         flat = keras.ops.reshape(keras.ops.cast(inputs, "float32"), (-1, self.features))
         return (flat - self.mean) / self.scale
 
-    def get_config(self):
+    def get_config(self) -> dict:
         return {**super().get_config(), "features": self.features}

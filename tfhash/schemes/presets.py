@@ -7,9 +7,12 @@ its default (``HashingScheme.default_preset``). ``tfhash.fit(scheme, x, preset=.
 explicit arguments override preset values. A JSON file with the same keys is a user-defined preset.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import json
 import os
+from typing import Any
 
 from tfhash import _validation
 
@@ -43,7 +46,7 @@ class Preset:
     name: str = ""
     training_items: int | None = None
 
-    def settings(self, bits):
+    def settings(self, bits: int) -> dict:
         """``{"epochs", "batch_size", "hyperparameters"}`` at code length ``bits``."""
         hyperparameters = dict(self.hyperparameters)
         training = {"epochs": self.epochs, "batch_size": self.batch_size}
@@ -51,13 +54,13 @@ class Preset:
             (training if key in TRAINING_KEYS else hyperparameters)[key] = value
         return {**training, "hyperparameters": hyperparameters}
 
-    def epochs_for(self, epochs, count):
+    def epochs_for(self, epochs: int, count: int | None) -> int:
         """The epochs to train ``count`` items for, given the preset's ``epochs`` (see ``training_items``)."""
         if self.training_items is None or count <= self.training_items:
             return epochs
         return max(1, round(epochs * self.training_items / count))
 
-    def check(self, scheme_cls, origin):
+    def check(self, scheme_cls: type, origin: str) -> Preset:
         """Raises ``ValueError`` for hyperparameters the scheme does not have, or a bad schedule."""
         _validation.check_positive_int(self.epochs, f"epochs of {origin}")
         _validation.check_positive_int(self.batch_size, f"batch_size of {origin}")
@@ -69,7 +72,7 @@ class Preset:
         return self
 
 
-def read_preset_file(path, scheme_cls):
+def read_preset_file(path: str | os.PathLike, scheme_cls: type) -> Preset:
     """A user-defined preset from a JSON object with the keys of ``FILE_KEYS`` (all optional)."""
     try:
         with open(path, encoding="utf-8") as f:
@@ -99,7 +102,7 @@ def read_preset_file(path, scheme_cls):
     return preset.check(scheme_cls, f"`preset` file {path!r}")
 
 
-def resolve(scheme_cls, preset=None):
+def resolve(scheme_cls: type, preset: Any = None) -> Preset:
     """The :class:`Preset` meant by ``preset``: ``None`` (the scheme's default), a name of the scheme's
     presets, a path to a JSON file, or a ``Preset``."""
     if preset is None:
@@ -118,6 +121,6 @@ def resolve(scheme_cls, preset=None):
                      f"or a JSON file, got {preset!r}.")
 
 
-def named(**presets):
+def named(**presets: Preset) -> dict:
     """``{name: Preset}`` with each preset's ``name`` set to its key (for a scheme's ``presets``)."""
     return {name: dataclasses.replace(preset, name=name) for name, preset in presets.items()}

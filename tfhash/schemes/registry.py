@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tfhash.schemes.base import HashingScheme
 
 _REGISTRY = {}
 
 
-def register(key):
+def register(key: str) -> Callable[[type], type]:
     """Class decorator: makes a :class:`~tfhash.schemes.base.HashingScheme` available as ``key``."""
     def decorator(cls):
         if key in _REGISTRY:
@@ -18,12 +20,12 @@ def register(key):
     return decorator
 
 
-def names():
+def names() -> list:
     """Registered scheme keys, sorted."""
     return sorted(_REGISTRY)
 
 
-def get(name):
+def get(name: str | type) -> type:
     """The scheme class registered as ``name`` (case-insensitive); a scheme class is returned as it is."""
     if isinstance(name, type) and issubclass(name, HashingScheme):
         return name

@@ -7,7 +7,10 @@ A rule is a callable ``rule(value, name) -> value as stored`` that raises ``Valu
 what was expected and what arrived.
 """
 
+from __future__ import annotations
+
 import numbers
+from typing import Any
 
 import keras
 import numpy as np
@@ -159,7 +162,7 @@ class Together:
         return value
 
 
-def recorded(scheme_cls, name, value):
+def recorded(scheme_cls: type, name: str, value: Any) -> Any:
     """How ``get_config`` records the value of hyperparameter ``name`` of ``scheme_cls`` (JSON, comparable with a
     resumed run's settings): by its rule's ``describe`` when it has one; a ``keras.Model`` (e.g. a user's
     backbone) as ``"model NAME"``; tuples as lists."""

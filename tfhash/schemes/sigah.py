@@ -42,7 +42,10 @@ Choices where the paper is open (each an argument):
   say Adam; ``optimizer_type="adam"`` (default) or ``"sgd"``, both with that learning rate and weight decay.
 """
 
+from __future__ import annotations
+
 import math
+from typing import Any
 
 import keras
 import numpy as np
@@ -79,7 +82,7 @@ def _first_rows(x, count, chunk_size=65536):
     return np.concatenate(parts)
 
 
-def feature_statistics(x, mode="global", chunk_size=65536):
+def feature_statistics(x: Any, mode: str = "global", chunk_size: int = 65536) -> tuple:
     """Mean ``[d]`` and scale ``[d]`` of features ``[n, ...]`` (an array, memory-mapped or not, or a batched
     ``tf.data.Dataset``), streamed a chunk at a time so large files are read once. Constant features get
     scale 1 (they stay 0 after centring).
@@ -226,7 +229,7 @@ class SiGAH(HashingScheme):
 
     # --- networks ------------------------------------------------------------------------------
 
-    def adapt(self, x, y=None):
+    def adapt(self, x: Any, y: Any = None) -> None:
         """Fits the feature standardisation and, with ``hash_init`` ``"pca"`` / ``"itq"``, the initial hash
         function on the training items (numpy / memory-mapped arrays or a batched dataset); labels are not
         used."""
@@ -249,7 +252,7 @@ class SiGAH(HashingScheme):
         projection = projection * (self.init_scale / np.maximum(spread.std(axis=0), 1e-12))
         self.hash_layer.kernel.assign(projection.astype(np.float32))
 
-    def encode_graph(self, inputs):
+    def encode_graph(self, inputs: tf.Tensor) -> tf.Tensor:
         return self.hash_layer(self.standardizer(inputs))
 
     def _generate(self, codes):
@@ -262,14 +265,14 @@ class SiGAH(HashingScheme):
 
     # --- optimisation --------------------------------------------------------------------------
 
-    def players(self):
+    def players(self) -> dict:
         # The hash function and the generator minimise the same loss (Eq. 20); separate players keep the
         # exported encoder (standardisation + hash function) apart from the generator.
         return {"discriminator": self.discriminator.trainable_variables,
                 "hash_function": self.hash_layer.trainable_variables,
                 "generator": self.sparse_layer.trainable_variables}
 
-    def default_optimizer(self, player, total_steps):
+    def default_optimizer(self, player: str, total_steps: int | None) -> keras.optimizers.Optimizer:
         learning_rate = self.learning_rate
         if self.final_learning_rate is not None and total_steps:  # the paper keeps it constant (Sec. 4)
             learning_rate = keras.optimizers.schedules.PolynomialDecay(
@@ -305,7 +308,7 @@ class SiGAH(HashingScheme):
         self.minimise(tape, g_loss, "hash_function", scale=warm)
         self.minimise(tape, g_loss, "generator")
 
-    def train_step(self, data):
+    def train_step(self, data: Any) -> dict:
         x, _, _ = distribution.unpack_batch(data)  # unsupervised: labels are never used
         x = self.standardizer(x)
         step_context = distribution.step_context(x)
