@@ -14,11 +14,11 @@ an interruption resumes it (``benchmarks.retrieval --checkpoint``), and its reco
 epochs trained before. Its wall time counts the epochs that interrupted invocations
 trained (a job line names any whose time was not kept). The finished runs (``command.json`` and ``runs.jsonl``;
 git ignores the epoch checkpoints) can be committed, so a job longer than a sitting resumes in another clone
-from its last finished run. Nothing in REPRODUCTION.md is typed by hand except the papers' own figures, copied
-as printed from ``../shared/papers`` (the section is named beside each table), the tables' notes on what differs
-from the paper's protocol, and the appendix of records made before these jobs (``benchmarks/quality_records.md``,
-included verbatim). A table's findings (``Table.findings``) compute their figures from the records, and print a
-sentence that explains them only while the figures it rests on hold.
+from its last finished run. Nothing in REPRODUCTION.md is typed by hand except what ``benchmarks/reproduction.toml``
+declares (the papers' own figures, copied as printed from ``../shared/papers``, the tables' notes on what differs
+from the paper's protocol, and the findings written from the figures) and the appendix of records made before
+these jobs (``benchmarks/quality_records.md``, included verbatim). A table's ``findings`` is a further table
+computed from the records; no sentence is composed from figures.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import os
 import shlex
 import subprocess
 import sys
+import tomllib
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from benchmarks import _common, report
 
 DOCUMENT = os.path.join(_common.ROOT, "REPRODUCTION.md")
 APPENDIX = os.path.join(_common.ROOT, "benchmarks", "quality_records.md")  # earlier records, moved here verbatim
+TABLES_FILE = os.path.join(_common.ROOT, "benchmarks", "reproduction.toml")  # the papers' tables and the notes
 PREFIX = "python -m benchmarks.retrieval "
 
 
@@ -175,14 +177,6 @@ class Verdict:
     finding: str = ""  # a hand-written note on what the row's figures show
 
 
-def _columns(metric_bits, data, heading=""):
-    return tuple(Column(f"{heading}{metric} {b}", data, b, metric) for metric, b in metric_bits)
-
-
-HASHGAN_MNIST = _columns([("mAP", 16), ("mAP", 32), ("mAP", 64), ("mAP@1000", 16), ("mAP@1000", 32),
-                          ("mAP@1000", 64)], "mnist10k")
-
-
 def _mean(found, row, column, metric="mAP"):
     """The mean over seeds of ``row``'s figure in ``column`` (None when its job has not run)."""
     values = per_seed(found, row.ours, column.data, column.bits, metric)
@@ -216,222 +210,28 @@ def binary_optimisation_findings(table, found):
     return "\n".join(lines)
 
 
-TABLES = [
-    Table("hashgan-table-1", "HashGAN, Table 1: mAP and mAP@1000 on MNIST (%)",
-          "Paper (Sec. 4.1): MNIST, 1,000 queries (100 per class) against the other 69,000 images, average of 5 "
-          "experiments; CIFAR-10 columns not shown (its 60,000 images are not here). Ours: mnist-10k, 1,000 "
-          "test queries (100 per class) against the other 9,000 images, which are also the training set; "
-          "`paper` preset (Sec. 4 settings; 100 epochs, batch 100: the paper states neither). K-means hashing, "
-          "DH, DeepBit and UTH are not in tfhash.",
-          HASHGAN_MNIST,
-          (Row("KMH", ("32.12", "33.29", "35.78", "59.12*", "70.32*", "67.62*")),
-           Row("SphH", ("25.81", "30.77", "34.75", "52.97*", "65.45*", "65.45*"), Ours("hashgan", "sph")),
-           Row("SpeH", ("26.64", "25.72", "24.10", "59.72*", "64.37*", "67.60*"), Ours("hashgan", "sh")),
-           Row("PCAH", ("27.33", "24.85", "21.47", "60.98*", "64.47*", "63.31*"), Ours("hashgan", "pcah")),
-           Row("LSH", ("20.88", "25.83", "31.71", "42.10*", "50.45*", "66.23*"), Ours("hashgan", "lsh")),
-           Row("ITQ", ("41.18", "43.82", "45.37", "70.06*", "76.86*", "80.23*"), Ours("hashgan", "itq")),
-           Row("DH", ("43.14", "44.97", "46.74", "-", "-", "-")),
-           Row("DeepBit", ("-", "-", "-", "28.18", "32.02", "44.53")),
-           Row("UTH", ("-", "-", "-", "43.15", "46.58", "49.88")),
-           Row("HashGAN", ("91.13", "92.70", "93.93", "94.31", "95.48", "96.37"), Ours("hashgan", "paper")),
-           Row("HashGAN without adversarial, feature-matching and L2 terms", (),
-               Ours("hashgan", f"paper {HASHGAN_GAN_OFF}"))),
-          percent=True),
-    Table("hashgan-table-2", "HashGAN, Table 2: precision@1000 on MNIST (%)",
-          "Protocol as in Table 1. With about 900 images of each class in mnist-10k's database (6,900 in the "
-          "paper's), precision@1000 cannot exceed about 90% here.",
-          _columns([("precision@1000", 16), ("precision@1000", 32), ("precision@1000", 64)], "mnist10k"),
-          (Row("KMH", ("51.08*", "53.82*", "54.13*")),
-           Row("SphH", ("46.31*", "54.74*", "62.50*"), Ours("hashgan", "sph")),
-           Row("SpeH", ("51.08*", "53.75*", "54.13*"), Ours("hashgan", "sh")),
-           Row("PCAH", ("51.79*", "51.90*", "48.36*"), Ours("hashgan", "pcah")),
-           Row("LSH", ("31.95*", "45.05*", "55.31*"), Ours("hashgan", "lsh")),
-           Row("ITQ", ("61.94*", "68.80*", "71.00*"), Ours("hashgan", "itq")),
-           Row("HashGAN", ("93.52", "94.83", "95.60"), Ours("hashgan", "paper")),
-           Row("HashGAN without adversarial, feature-matching and L2 terms", (),
-               Ours("hashgan", f"paper {HASHGAN_GAN_OFF}"))),
-          percent=True),
-    Table("hashgan-70k", "HashGAN at the paper's data volume: 69,000 training images, mAP at 32 bits (%)",
-          "The paper's MNIST protocol (1,000 queries, 100 per class, against the other 69,000 images, which are "
-          "also the training set) on the 70,000 Fashion-MNIST images (`fashion-mnist-10k` + "
-          "`fashion-mnist-train-60k`): the paper's figures are MNIST's, a different and easier data set. HashGAN's "
-          "default preset is `paper`, so the paper's settings are also the best validated ones. One seed for "
-          "HashGAN: a run takes about 2 hours here.",
-          (Column("mAP 32 (paper: MNIST; ours: Fashion-MNIST)", "fashion70k", 32),),
-          (Row("ITQ", ("43.82",), Ours("hashgan-70k", "itq")),
-           Row("HashGAN (`paper`, the default)", ("92.70",), Ours("hashgan-70k", "paper")),
-           Row("ITQ (3 seeds)", (), Ours("cibhash-70k", "itq")),
-           Row("CIBHash (`scratch`, the default)", (), Ours("cibhash-70k", "scratch")),
-           Row("GreedyHash (`scratch`, the default)", (), Ours("cibhash-70k", "greedyhash")),
-           Row("BGAN's neighbour loss (`neighbours`, the default)", (),
-               Ours("bgan-70k", "neighbours")),
-           Row("ITQ (beside BGAN)", (), Ours("bgan-70k", "itq"))),
-          percent=True),
-    Table("defaults-69k", "Every default preset at 69,000 training images (fashion70k, 32 bits, mAP)",
-          "The papers' MNIST protocol on the 70,000 Fashion-MNIST images: 1,000 test queries (100 per class) "
-          "against the other 69,000, which are also the training set; each scheme's default preset as "
-          "`tfhash.fit` trains it, with ITQ trained in the same run (the ratio is to that ITQ). SiGAH is "
-          "measured by its paper's Euclidean protocol (the true top-1,000 Euclidean neighbours are relevant), "
-          "DSH-GANs with every training label (it is a supervised scheme); the others by the label protocol, "
-          "without labels. One seed where a run takes over 20 minutes here.",
-          (Column("fashion70k, 32 bits", "fashion70k", 32),),
-          (Row("BGAN (`neighbours`)", (), Ours("bgan-70k", "neighbours", versus_itq=True)),
-           Row("CIBHash (`scratch`)", (), Ours("cibhash-70k", "scratch", versus_itq=True)),
-           Row("GreedyHash (`scratch`)", (), Ours("cibhash-70k", "greedyhash", versus_itq=True)),
-           Row("HashGAN (`paper`)", (), Ours("hashgan-70k", "paper", versus_itq=True)),
-           Row("SiGAH (`itq_start`), Euclidean protocol", (), Ours("sigah-70k", "itq_start", versus_itq=True)),
-           Row("DSH-GANs (`no_gan`), every training label", (), Ours("dshgan-70k", "no_gan", versus_itq=True)))),
-    Table("hashgan-figure-5", "HashGAN, Figure 5: change in precision@1000 when one loss term is removed (MNIST, "
-          "32 bits, %)",
-          "The paper shows these differences as bars (Fig. 5) without printing their values; it reports every "
-          "term helping, the adversarial group most. Ours: mnist-10k, difference from the full `paper` preset "
-          "on the same seeds, trained in the same job (mean ± spread of the per-seed differences); negative "
-          "means the term helped. The adversarial group's row is the verdict's job for this cell.",
-          (Column("Δ precision@1000, 32 bits", "mnist10k", 32, "precision@1000"),),
-          tuple(Row(f"without {term.lstrip('-')}", ("bar",), Ours(part, f"paper {term}", minus="paper"))
-                for part, terms in {**HASHGAN_FIG5_JOBS, "hashgan": (HASHGAN_GAN_OFF,)}.items() for term in terms),
-          percent=True),
-    Table("hashgan-table-3", "HashGAN, Table 3: k-means on the codes (NMI, ACC)",
-          "Paper (Sec. 4.3): k-means on HashGAN's codes, k = classes, MNIST (70,000 images) and USPS (11,000 "
-          "16x16 digits); code length not stated. Ours: 32-bit codes of the 9,000 database images of mnist-10k "
-          "and of scikit-learn's digits (1,797 8x8 images: the nearest set to USPS we have), k-means with k = 10 "
-          "and 10 restarts on the bits. FRGC and STL-10 are not here.",
-          (Column("MNIST NMI", "mnist10k", 32, "kmeans_nmi"), Column("MNIST ACC", "mnist10k", 32, "kmeans_acc"),
-           Column("USPS NMI (ours: digits)", "digits", 32, "kmeans_nmi"),
-           Column("USPS ACC (ours: digits)", "digits", 32, "kmeans_acc")),
-          (Row("K-means (on pixels)", ("0.500", "0.534", "0.450", "0.460")),
-           Row("DEC", ("0.816", "0.844", "0.586", "0.619")),
-           Row("DEPICT", ("0.917", "0.965", "0.927", "0.964")),
-           Row("ITQ + k-means", ("", "", "", ""), Ours("hashgan", "itq")),
-           Row("HashGAN + k-means", ("0.913", "0.965", "0.920", "0.958"), Ours("hashgan", "paper")))),
-    Table("bgan-table-3", "BGAN, Table 3: mAP on CIFAR-10",
-          "Paper (Sec. 4.1): CIFAR-10 (60,000 images; 1,000 queries), the VGG-style network of Table 1 trained on "
-          "the images. Ours: cifar10-6k (6,102 real CIFAR-10 images: 1,000 test queries, 5,102 database and "
-          "training images), the `paper` preset (Sec. 4.1.4 settings) and the best validated one (`neighbours`, its "
-          "convolutional encoder at the [learning rate chosen on cifar10-6k validation queries](#bgan-conv-rate); "
-          "3 seeds at 32 bits, one at 24 and 48, as a run of its encoder takes about an hour here). "
-          "The 12-bit column and the VGG-feature rows (ImageNet weights cannot be downloaded here) are not run. "
-          "The paper ranks the neighbourhood graph's lists on ImageNet CNN features; ours rank on the pixels "
-          "(`paper`) or their first 128 principal components (`neighbours`): [how many listed neighbours share "
-          "a class](#bgan-graph) on each data set.",
-          _columns([("mAP", 24), ("mAP", 32), ("mAP", 48)], "cifar6k"),
-          (Row("ITQ", ("0.169", "0.172", "0.175"), Ours("bgan-neighbours", "itq")),
-           Row("SH", ("0.135", "0.133", "0.130"), Ours("bgan-neighbours", "sh")),
-           Row("LSH", ("0.126", "0.120", "0.120"), Ours("bgan-neighbours", "lsh")),
-           Row("Spherical", ("0.141", "0.146", "0.150"), Ours("bgan-neighbours", "sph")),
-           Row("BGAN (`paper`, one seed)", ("0.512", "0.531", "0.558"), Ours("bgan-table4", "paper")),
-           Row("BGAN's neighbour loss (`neighbours`, the default)", (), Ours("bgan-neighbours", "neighbours")))),
-    Table("bgan-table-2", "BGAN, Table 2: the loss terms (CIFAR-10 mAP)",
-          "Paper (Sec. 4.2). Ours: cifar10-6k, 32 bits, the `paper` preset with each combination of the content "
-          "(l_C) and adversarial (l_A) terms switched on or off; one seed (a run of the paper's networks at "
-          "full width takes one to three hours here: see the job lines). The full model is the `paper` preset: "
-          "its row is the run of "
-          "Table 4's jobs, which also fills its 24 and 48-bit cells. Rows without l_N learn one code for every "
-          "image in the paper and are not run.",
-          _columns([("mAP", 24), ("mAP", 32), ("mAP", 48)], "cifar6k"),
-          (Row("l_N", ("0.487", "0.511", "0.543"),
-               Ours("bgan-table2-lN", "paper weight_content=0 weight_adversarial=0")),
-           Row("l_N + l_C", ("0.247", "0.379", "0.497"),
-               Ours("bgan-table2-lN-lC", "paper weight_content=0.1 weight_adversarial=0")),
-           Row("l_N + l_A", ("0.472", "0.503", "0.534"),
-               Ours("bgan-table2-lN-lA", "paper weight_content=0 weight_adversarial=0.1")),
-           Row("l_N + l_C + l_A (`paper`)", ("0.512", "0.531", "0.558"), Ours("bgan-table4", "paper")))),
-    Table("bgan-table-4", "BGAN, Table 4: binary optimisation (CIFAR-10 mAP)",
-          "Paper (Sec. 4.3); its two-step row repeats Table 2's full model exactly, while its text says the "
-          "continuation variants improve on the two-step solution. Ours: cifar10-6k, the `paper` preset (app "
-          "continuation) and its two variants, one seed.",
-          _columns([("mAP", 24), ("mAP", 32), ("mAP", 48)], "cifar6k"),
-          (Row("two-step (relaxed, sign after)", ("0.512", "0.531", "0.558"),
-               Ours("bgan-table4-twostep", "paper activation=tanh beta_stages=[1.0]")),
-           Row("sgn = lim tanh(beta z)", ("0.542", "0.577", "0.586"),
-               Ours("bgan-table4-tanh", "paper activation=tanh")),
-           Row("sgn = lim app(beta z)", ("0.537", "0.563", "0.581"), Ours("bgan-table4", "paper"))),
-          findings=binary_optimisation_findings,
-          finding="Ours, tanh and app continuation differ by at most 0.0001 mAP at any length measured; the paper "
-                  "has tanh ahead by 0.005 to 0.014. No output of the continuation runs is within 1% of ±1 after "
-                  "training: raising beta did not make the outputs binary (app's stay inside its clip, where "
-                  "app(beta z) is beta z itself), so sign() after training is what binarises in all three variants. "
-                  "Two-step trails app continuation at every length measured, by 0.0072 to 0.0083 mAP; the paper "
-                  "has it behind by 0.023 to 0.032."),
-    Table("dshgan-table-1", "DSH-GANs, Table 1 as printed: CIFAR-10 mAP",
-          "Paper (Sec. 4): CIFAR-10 with 5,000 labelled training images, AlexNet-sized networks on 224x224 "
-          "images, hand-crafted methods on 512-d GIST. Neither the data nor the image size is runnable here: "
-          "our ablation on the data we have follows.",
-          _columns([("mAP", 12), ("mAP", 24), ("mAP", 32), ("mAP", 48)], "cifar6k"),
-          (Row("LSH", ("0.121", "0.126", "0.120", "0.120")), Row("SH", ("0.127", "0.128", "0.126", "0.129")),
-           Row("ITQ", ("0.162", "0.169", "0.172", "0.175")), Row("ITQ+CNN", ("0.212", "0.230", "0.234", "0.240")),
-           Row("DPSH", ("0.713", "0.727", "0.744", "0.757")), Row("DSH-GANs^-", ("0.726", "0.769", "0.772", "0.783")),
-           Row("DSH-GANs", ("0.735", "0.781", "0.787", "0.802")))),
-    *[Table(f"dshgan-ablation-{labels}", f"DSH-GANs, the paper's ablation with {labels} labels per class (mAP)",
-            f"{labels} labelled training images per class (drawn per seed; the rest unlabelled), the `semi` preset "
-            "(the best GAN setting, chosen on validation queries) and its two ablations: without the "
-            "classification stream (DSH-GANs^-) and without the GAN (triplets of real labelled images only).",
-            tuple(Column(f"{d} {b}", d, b) for d in TWO_DATA for b in (16, 32, 64)),
-            (Row("ITQ", (), Ours(f"dshgan-{labels}", "itq")),
-             Row("DSH-GANs (`semi`)", (), Ours(f"dshgan-{labels}", "semi")),
-             Row("DSH-GANs^-", (), Ours(f"dshgan-{labels}", "semi DSH-GANs^- (no classification stream)")),
-             Row("same network, no GAN", (), Ours(f"dshgan-{labels}", "semi no GAN (real triplets)"))))
-      for labels in (50, 10)],
-    Table("sigah-table-2", "SiGAH, Table 2: semantic retrieval on MNIST (mAP, precision@100)",
-          "Paper (Sec. 5.3): MNIST, label protocol, features: pixels. Ours: mnist-10k, label protocol, the "
-          "`paper` preset (Sec. 4 settings) and the best validated one (`itq_start`). BA, SGH and OCH are not "
-          "in tfhash.",
-          _columns([("mAP", 32), ("mAP", 64), ("precision@100", 32), ("precision@100", 64)], "mnist10k"),
-          (Row("LSH", ("0.2148", "0.3598", "0.4952", "0.7450"), Ours("sigah-labels", "lsh")),
-           Row("ITQ", ("0.4223", "0.4681", "0.8255", "0.9267"), Ours("sigah-labels", "itq")),
-           Row("SpH", ("0.3462", "0.4894", "0.6786", "0.8467"), Ours("sigah-labels", "sph")),
-           Row("BA", ("0.3897", "0.4156", "0.8045", "0.9086")), Row("SGH", ("0.4195", "0.4920", "0.8101", "0.9124")),
-           Row("OCH", ("0.4191", "0.4550", "0.7649", "0.8835")),
-           Row("SiGAH (`paper`)", ("0.4320", "0.5014", "0.8255", "0.9294"), Ours("sigah-labels", "paper")),
-           Row("SiGAH (`itq_start`, the default)", (), Ours("sigah-labels", "itq_start")))),
-    Table("sigah-tables-1-4", "SiGAH, Tables 1 and 4 on the data we have: Euclidean neighbours (mAP, "
-          "precision@100)",
-          "Paper (Sec. 5.2, 5.5): GIST1M, Deep1M and Tiny100K (true top-1,000 Euclidean neighbours relevant); "
-          "none of them is here. Its Table 4 (mAP without / with the discriminator): GIST1M 0.1976 / 0.2076 and "
-          "0.2594 / 0.2594, Deep1M 0.2024 / 0.2156 and 0.3118 / 0.3307, Tiny100K 0.1576 / 0.1576 and 0.2348 / "
-          "0.2425 at 32 / 64 bits. Ours: the same protocol on gmm100k (100,000 synthetic 256-d points from a "
-          "Gaussian mixture) and mnist-10k pixels.",
-          (*_columns([("mAP", 16), ("mAP", 32), ("mAP", 64), ("precision@100", 16), ("precision@100", 32),
-                      ("precision@100", 64)], "gmm100k", "gmm100k "),
-           *_columns([("mAP", 32), ("mAP", 64)], "mnist10k", "mnist-10k ")),
-          (Row("ITQ", (), Ours("sigah", "itq")), Row("LSH", (), Ours("sigah", "lsh")),
-           Row("SpH", (), Ours("sigah", "sph")),
-           Row("SiGAH (`paper`)", (), Ours("sigah", "paper")),
-           Row("SiGAH (`paper`) without the discriminator", (), Ours("sigah", "paper -discriminator")),
-           Row("SiGAH (`itq_start`, the default)", (), Ours("sigah", "itq_start")),
-           Row("SiGAH (`itq_start`) without the discriminator", (), Ours("sigah", "itq_start -discriminator")))),
-]
-
-NON_ADVERSARIAL = (Ours("nonadv", "itq"), Ours("nonadv", "scratch"), Ours("nonadv", "bgan"))
 NON_ADVERSARIAL_NAMES = {"itq": "ITQ", "scratch": "CIBHash", "bgan": "BGAN l_N"}
+FINDINGS = {"binary_optimisation_findings": binary_optimisation_findings}
 
-VERDICTS = [
-    Verdict("HashGAN", Ours("hashgan", "paper"), Ours("hashgan", f"paper {HASHGAN_GAN_OFF}"), NON_ADVERSARIAL,
-            note="`paper` preset (the default) with and without the adversarial, feature-matching and L2 terms",
-            finding="the adversarial part changes mAP by +0.093 to +0.317 and helps in all six cells (mnist10k and "
-                    "fashion10k at 16, 32 and 64 bits): without it the `paper` preset collapses. It hurts nowhere. "
-                    "With it on, the scheme is not above the best non-adversarial method in any cell (on − best: "
-                    "-0.367 to -0.001)."),
-    Verdict("BGAN", Ours("bgan-gan", "neighbours"),
-            Ours("nonadv", "bgan"), NON_ADVERSARIAL,
-            note="`neighbours` (the default: l_N alone) with and without the paper's content and adversarial "
-                 "terms (weights 0.1; generator and discriminator at a quarter of the paper's channel widths, "
-                 "which take about 100 s per epoch here at full width)",
-            finding="the adversarial part changes mAP by -0.088 to +0.017: it hurts on mnist10k at 16, 32 and 64 bits "
-                    "(-0.045, -0.033, -0.088) and helps nowhere. With it on, BGAN is not above the best "
-                    "non-adversarial method in any cell (on − best: -0.088 to +0.003)."),
-    Verdict("DSH-GANs", Ours("dshgan-50", "semi"), Ours("dshgan-50", "semi no GAN (real triplets)"),
-            NON_ADVERSARIAL, note="`semi` (the best GAN setting) with and without the GAN, 50 labels per class; "
-                                  "the non-adversarial references use no labels",
-            finding="the adversarial part changes mAP by -0.049 to +0.022: it hurts on mnist10k at 16, 32 and 64 bits "
-                    "(-0.049, -0.048, -0.049) and helps on fashion10k at 16 bits (+0.022). With labels, the scheme is "
-                    "above the (unsupervised) non-adversarial references in all six cells (+0.101 to +0.165)."),
-    Verdict("SiGAH", Ours("sigah", "itq_start"), Ours("sigah", "itq_start -discriminator"), (Ours("sigah", "itq"),),
-            note="`itq_start` (the default) with and without the discriminator; Euclidean protocol (its paper's), "
-                 "so its reference is ITQ on the same protocol",
-            finding="the adversarial part changes mAP by -0.002 to 0.000: level in all six cells. With it on, the "
-                    "scheme is not above ITQ in any cell (on − ITQ: -0.008 to +0.001)."),
-]
+
+def load_tables(path=TABLES_FILE):
+    """``(tables, verdicts)`` as ``benchmarks/reproduction.toml`` declares them."""
+    with open(path, "rb") as f:
+        declared = tomllib.load(f)
+
+    def ours(entry):
+        return None if entry is None else Ours(**entry)
+
+    tables = [Table(t["anchor"], t["title"], t["notes"], tuple(Column(*column) for column in t["columns"]),
+                    tuple(Row(row["label"], tuple(row.get("paper", ())), ours(row.get("ours"))) for row in t["rows"]),
+                    percent=t.get("percent", False), findings=FINDINGS.get(t.get("findings")),
+                    finding=t.get("finding", "")) for t in declared["table"]]
+    verdicts = [Verdict(v["scheme"], ours(v["on"]), ours(v["off"]), tuple(ours(r) for r in v["reference"]),
+                        note=v["note"], finding=v["finding"]) for v in declared["verdict"]]
+    return tables, verdicts
+
+
+TABLES, VERDICTS = load_tables()
 
 
 # --- reading the results -----------------------------------------------------------------------------
