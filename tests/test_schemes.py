@@ -181,6 +181,7 @@ def test_every_hyperparameter_has_a_declared_rule_checked_without_building_anyth
         scheme_cls.check_values({}, 0, "origin")
 
 
+@pytest.mark.e2e  # XLA compiles every scheme's step (the slowest part of this suite): the end-to-end tier
 @pytest.mark.parametrize("name", SCHEMES)
 def test_xla_step_equals_the_plain_step(name):
     # What Keras does on one GPU by default: the training step compiled by XLA, forced here on the CPU.
