@@ -79,3 +79,22 @@ def test_cibhash_declares_that_its_step_cannot_compile_and_keras_falls_back():
     with pytest.warns(UserWarning, match="doesn't support `jit_compile=True`"):
         hasher = tfhash.fit("cibhash", x, bits=8, epochs=1, batch_size=32, verbose=0, jit_compile=True)
     assert hasher.model.jit_compile is False and hasher.trained
+
+
+@pytest.mark.parametrize("name", ["cibhash", "greedyhash", "dshgan"])
+def test_photos_get_a_default_network_whose_size_does_not_grow_with_theirs(name):
+    # Above 64x64 pixels the default backbone pools its convolutions: a 224x224 photo no longer makes a model of
+    # tens of millions of parameters (a flattening dense layer did). DSH-GANs without its generator, as its
+    # default preset trains (its generator's size for photos is not settled here).
+    scheme_cls = schemes.get(name)
+    extra = {"num_classes": 4, "use_generator": False} if scheme_cls.needs_labels else {}
+
+    def trainable_parameters(side):
+        model = scheme_cls(bits=16, input_shape=(side, side, 3), **extra)
+        return sum(int(np.prod(weight.shape)) for weight in model.trainable_weights)
+
+    at_64, at_224 = trainable_parameters(64), trainable_parameters(224)
+    assert at_224 <= 2 * at_64 and at_224 < 1_000_000, (at_64, at_224)
+    photos = np.random.default_rng(0).integers(0, 256, (16, 224, 224, 3), dtype=np.uint8)
+    hasher = tfhash.fit(name, photos, np.arange(16) % 4, bits=16, epochs=1, batch_size=8, verbose=0)
+    assert hasher.encode(photos).shape == (16, 2)

@@ -18,21 +18,42 @@ def is_small_image(shape: tuple) -> bool:
     return len(shape) == 3 and shape[0] == shape[1] and shape[0] in (28, 32)
 
 
+# Images with more pixels than this get the pooled convolutional network, whose size does not grow with theirs.
+POOLED_ABOVE_PIXELS = 64 * 64
+
+
+def is_large_image(shape: tuple) -> bool:
+    """Images ``[h, w, c]`` of more than 64x64 pixels (photos), which the pooled network encodes."""
+    return len(shape) == 3 and shape[0] * shape[1] > POOLED_ABOVE_PIXELS
+
+
 def default_backbone(item_shape: tuple, name: str, initializer: Any = "glorot_uniform") -> keras.Model:
     """The small network from scratch: three strided 3x3 convolutions (32 / 64 / 128) and a dense layer of 256
-    for 28x28 / 32x32 images; two dense layers (512, 256) for any other item shape."""
+    for 28x28 / 32x32 images; for images of more than 64x64 pixels, strided convolutions (32 / 64 / 128 / 256)
+    down to at most 16x16, global average pooling and a dense layer of 256, so its size does not grow with the
+    image's; two dense layers (512, 256) for any other item shape."""
     shape = tuple(item_shape)
     layers = [keras.Input(shape)]
+
+    def convolution(filters):
+        return keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation=leaky_relu,
+                                   kernel_initializer=initializer)
+
     if is_small_image(shape):
-        for filters in (32, 64, 128):
-            layers.append(keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation=leaky_relu,
-                                              kernel_initializer=initializer))
-        layers += [keras.layers.Flatten(), keras.layers.Dense(256, activation=leaky_relu,
-                                                              kernel_initializer=initializer)]
+        layers += [convolution(filters) for filters in (32, 64, 128)] + [keras.layers.Flatten()]
+    elif is_large_image(shape):
+        filters, side = 32, max(shape[0], shape[1])
+        while True:
+            layers.append(convolution(filters))
+            side = (side + 1) // 2
+            if side <= 16 and filters >= 128:
+                break
+            filters = min(2 * filters, 256)
+        layers.append(keras.layers.GlobalAveragePooling2D())
     else:
         layers += [keras.layers.Flatten(),
-                   keras.layers.Dense(512, activation=leaky_relu, kernel_initializer=initializer),
-                   keras.layers.Dense(256, activation=leaky_relu, kernel_initializer=initializer)]
+                   keras.layers.Dense(512, activation=leaky_relu, kernel_initializer=initializer)]
+    layers.append(keras.layers.Dense(256, activation=leaky_relu, kernel_initializer=initializer))
     return keras.Sequential(layers, name=name)
 
 
