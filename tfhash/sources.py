@@ -21,6 +21,7 @@ import glob
 import mmap
 import os
 import re
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -316,6 +317,54 @@ class TFDSSource(_DecodedSource):
 
     def name(self, position: int) -> str:
         return f"tfds:{self.dataset_name}:{self.split}[{position}]"
+
+
+IMAGE_FOLDER_SIZE = (224, 224)  # a phone photo after the usual resize
+
+
+def image_folder(directory: str | os.PathLike, *, image_size: tuple = IMAGE_FOLDER_SIZE, channels: int = 3,
+                 labels: str | None = "inferred", batch_size: int = 32, shuffle: bool = True, seed: int = 0,
+                 drop_remainder: bool = False) -> tf.data.Dataset:
+    """A batched ``tf.data.Dataset`` of the image files below ``directory`` (the listing rule of
+    :func:`list_image_files`), decoded and resized to ``image_size`` as uint8 pixels ``[b, h, w, channels]``,
+    read from disk as it goes, never held in memory whole.
+
+    Every file is decoded once first: those that cannot be are warned about by name and left out (training then
+    never stops on them). ``labels="inferred"``: elements are ``(images, labels)``, a file's label the index of
+    its first-level sub-folder (sorted by name, ``dataset.class_names``); ``None``: images only. ``shuffle``
+    reshuffles the files every epoch from ``seed``.
+    """
+    height, width = (_validation.check_positive_int(side, "image_size") for side in image_size)
+    if channels not in (1, 3):
+        raise ValueError(f"`channels` must be 1 or 3, got {channels!r}.")
+    _validation.check_choice(labels, "labels", ("inferred", None))
+    batch_size = _validation.check_positive_int(batch_size, "batch_size")
+    source = ImageFolderSource(directory, (height, width, channels))
+    if labels == "inferred" and source.class_names is None:
+        raise ValueError(f"`labels`='inferred' needs every image of `directory` {source.directory!r} in a "
+                         "sub-folder named by its class; pass labels=None for unlabelled images.")
+    decodable = np.concatenate([positions for positions, _ in source.batches(0, 256)] or [np.empty(0, np.int64)])
+    for position in sorted(set(range(source.count)) - set(decodable.tolist())):
+        warnings.warn(f"skipped {source.files[position]}: {source.error(position)}", stacklevel=2)
+    if not decodable.size:
+        raise ValueError(f"`directory` {source.directory!r} holds no image file that can be decoded.")
+    paths = np.array([os.path.join(source.directory, source.files[p]) for p in decodable])
+    parts = (paths,) if labels is None else (paths, source.labels[decodable])
+    data = tf.data.Dataset.from_tensor_slices(parts)
+    if shuffle:
+        data = data.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+
+    def load(path, *label):
+        image = decode_image(tf.io.read_file(path), (height, width, channels))
+        pixels = tf.cast(tf.round(image * 255.0), tf.uint8)
+        return (pixels, *label) if label else pixels
+
+    # A file removed or damaged after the check above is left out of its batch rather than ending a long run.
+    data = data.map(load, num_parallel_calls=tf.data.AUTOTUNE).ignore_errors()
+    data = data.batch(batch_size, drop_remainder=drop_remainder)
+    data = data.prefetch(tf.data.AUTOTUNE)
+    data.class_names = source.class_names
+    return data
 
 
 def open_source(source: Any, item_shape: tuple, *, data_dir: str | os.PathLike | None = None,

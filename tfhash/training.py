@@ -20,7 +20,7 @@ import tensorflow as tf
 from numpy.typing import ArrayLike
 from tensorflow.core.framework import graph_pb2
 
-from tfhash import _io, _validation, checkpoints, datasets, schemes
+from tfhash import _io, _validation, checkpoints, datasets, schemes, sources
 from tfhash import codes as codes_lib
 from tfhash.encoding import (
     IMAGE_RANGE_TOLERANCE,
@@ -210,8 +210,10 @@ def _image_range_errors():
         raise ValueError(rest.split(IMAGE_RANGE_END, 1)[0]) from None
 
 
-def _prepare_data(x, y, scheme_cls, steps_per_epoch=None):
+def _prepare_data(x, y, scheme_cls, steps_per_epoch=None, run=None):
     """Checks the training data and returns a :class:`_TrainingData` with what the scheme asks for."""
+    if isinstance(x, (str, os.PathLike)):
+        x = _image_folder(x, y, scheme_cls, run)
     if isinstance(x, datasets.RetrievalSplit):
         y = x.train_y if y is None else y
         x = x.train_x
@@ -247,6 +249,18 @@ def _prepare_data(x, y, scheme_cls, steps_per_epoch=None):
     x = check_items(x, None, "x", input_kind=scheme_cls.input_kind)
     labels = _validation.check_training_labels(y, "y", x.shape[0], "x") if scheme_cls.needs_labels else None
     return _TrainingData(item_shape=tuple(x.shape[1:]), x=x, y=labels)
+
+
+def _image_folder(directory, y, scheme_cls, run):
+    """The batches of a folder of images (:func:`tfhash.sources.image_folder`), labelled by their sub-folders for
+    a scheme that trains on labels, in the run's batch size and seed."""
+    if not os.path.isdir(directory):
+        raise ValueError(f"`x` as a path must be a folder of images, got {os.fspath(directory)!r}, which is not one.")
+    if y is not None:
+        raise ValueError("`y` must be None when `x` is a folder of images: their labels are its sub-folders.")
+    return sources.image_folder(directory, labels="inferred" if scheme_cls.needs_labels else None,
+                                batch_size=run.batch_size if run else 32, seed=run.seed if run else 0,
+                                drop_remainder=True)
 
 
 def _training_labels(data):
@@ -432,7 +446,8 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
         x: items ``[n, ...]`` -- images as float32 in [0, 1] (uint8 pixels are divided by 255; other values
             are refused) or feature vectors, as the scheme's ``input_kind`` says -- a batched
             ``tf.data.Dataset`` (yielding items, ``(items, labels)`` or dicts with ``"x"``, ``"y"``,
-            ``"index"``), or a ``tfhash.datasets.RetrievalSplit`` (its training part, with its labels).
+            ``"index"``), a ``tfhash.datasets.RetrievalSplit`` (its training part, with its labels), or a folder
+            of images, read from disk at 224x224 (``tfhash.sources.image_folder``; sub-folders are labels).
         y: labels for schemes that train on them (``needs_labels``): class ids ``[n]`` with -1 for
             unlabelled items, or 0/1 multi-hot rows ``[n, classes]`` with all-zero rows unlabelled.
             Unsupervised schemes ignore ``y``.
@@ -470,7 +485,7 @@ def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalS
     if checkpoint_dir is not None:
         checkpoint_dir = checkpoints.check_run_directory(checkpoint_dir, "checkpoint_dir")
     strategy = strategy or tf.distribute.get_strategy()
-    data = _prepare_data(x, y, run.scheme_cls, steps_per_epoch)
+    data = _prepare_data(x, y, run.scheme_cls, steps_per_epoch, run)
     steps = _settle_on_data(run, data, steps_per_epoch)
     model, initial_epoch, resumed = _resume_or_build(run, data, steps, strategy, checkpoint_dir, compile_options)
     hasher = Hasher(model, epoch=max(run.epochs, initial_epoch), preset=run.preset.name, training=run.training)
