@@ -395,8 +395,10 @@ def _adapt(model, data, keras_steps):
         return
     # One epoch's worth of batches: a dataset that never ends would never finish adapting.
     epoch = data.dataset if keras_steps is None else data.dataset.take(keras_steps)
-    with _image_range_errors():
-        model.adapt(epoch.map(lambda b: b["x"]), epoch.map(lambda b: b["y"]) if model.needs_labels else None)
+    items = epoch.map(lambda batch: batch["x"])
+    labels = epoch.map(lambda labelled: labelled["y"]) if model.needs_labels else None  # AutoGraph tells lambdas
+    with _image_range_errors():  # apart by their source: one per line
+        model.adapt(items, labels)
 
 
 def _train(hasher, run, data, steps, initial_epoch, resumed, checkpoint_dir, callbacks, verbose):
@@ -506,21 +508,21 @@ def _warn_on_constant_bits(hasher, data):
     """Warns when some bits are the same for every training item checked: they tell no items apart, and all of
     them at once means training collapsed (a typical cause: ReLUs killed by too high a learning rate)."""
     if data.x is not None:  # spread over the array: items sorted by class would share bits over a run of them
-        sample = data.x[::max(1, len(data.x) // CONSTANT_BITS_SAMPLE)][:CONSTANT_BITS_SAMPLE]
+        codes = hasher.encode(data.x[::max(1, len(data.x) // CONSTANT_BITS_SAMPLE)][:CONSTANT_BITS_SAMPLE])
     else:
-        batches, count = [], 0
-        for batch in data.dataset:  # the first batches only: a dataset may never end
-            batches.append(batch["x"].numpy())
-            count += len(batches[-1])
+        parts, count = [], 0
+        for batch in data.dataset:  # the first batches only (a dataset may never end), encoded one at a time
+            parts.append(hasher.encode(batch["x"].numpy()))
+            count += len(parts[-1])
             if count >= CONSTANT_BITS_SAMPLE:
                 break
-        sample = np.concatenate(batches)[:CONSTANT_BITS_SAMPLE] if batches else np.zeros((0,))
-    if len(sample) < 2:
+        codes = np.concatenate(parts)[:CONSTANT_BITS_SAMPLE] if parts else np.zeros((0, 1), np.uint8)
+    if len(codes) < 2:
         return
     bits = hasher.model.bits
-    constant = constant_bits(hasher.encode(sample), bits)
+    constant = constant_bits(codes, bits)
     if constant:
         everything = " (every item has the same code: training collapsed)" if constant == bits else ""
-        warnings.warn(f"tfhash.fit: {constant} of {bits} bits are the same for all {len(sample)} training items "
+        warnings.warn(f"tfhash.fit: {constant} of {bits} bits are the same for all {len(codes)} training items "
                       f"checked{everything}; such bits tell no items apart. Look at the losses in hasher.history; a "
                       "lower learning_rate or another preset may train.", RuntimeWarning, stacklevel=3)
