@@ -78,3 +78,18 @@ def test_fit_trains_on_a_folder_read_from_disk_labelled_by_its_sub_folders(name,
         assert hasher.model.num_classes == 2
     codes = hasher.encode(sources.read_image(folder / "dogs" / "01.jpg", hasher.model.item_shape))
     assert codes.shape == (1, 1)
+
+
+@pytest.mark.e2e  # a fit, an export and a build: the end-to-end tier
+def test_an_encoder_trained_on_a_folder_exports_and_indexes_that_folder_by_file_name(tmp_path):
+    folder = _photos(tmp_path / "photos", per_class=4)
+    with pytest.warns(UserWarning, match="skipped"):
+        hasher = tfhash.fit("greedyhash", folder, bits=16, epochs=1, batch_size=4, verbose=0)
+    export = hasher.export(tmp_path / "encoder")
+    with pytest.warns(UserWarning, match="skipped cats/broken.jpg"):
+        index = tfhash.build(export, folder, tmp_path / "index", progress=False)
+    listing = sources.list_image_files(folder)
+    held = [i for i, f in enumerate(listing) if f != "cats/broken.jpg"]  # ids are places in the listing
+    assert len(index) == len(held) and index.names(held) == [listing[i] for i in held]
+    query = sources.read_image(folder / "dogs" / "02.png", hasher.model.item_shape)
+    np.testing.assert_array_equal(tfhash.load(export).encode(query), hasher.encode(query))
