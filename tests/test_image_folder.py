@@ -70,7 +70,7 @@ def test_bad_folder_arguments_are_refused_by_name(tmp_path):
 
 @pytest.mark.parametrize("name", ["greedyhash", "dshgan"])
 def test_fit_trains_on_a_folder_read_from_disk_labelled_by_its_sub_folders(name, tmp_path):
-    folder = _photos(tmp_path / "photos", per_class=8)
+    folder = _photos(tmp_path / "photos", per_class=4)
     with pytest.warns(UserWarning, match="skipped cats/broken.jpg"):
         hasher = tfhash.fit(name, os.fspath(folder), bits=8, epochs=1, batch_size=4, verbose=0)
     assert hasher.model.item_shape == sources.IMAGE_FOLDER_SIZE + (3,)
