@@ -100,6 +100,7 @@ def test_encoder_model_is_plain_and_matches_encode(name):
     assert not adversarial_side & {id(v) for v in encoder.weights}
 
 
+@pytest.mark.e2e  # SavedModel and TFLite conversions of every scheme: the end-to-end tier
 @pytest.mark.parametrize("name", SCHEMES)
 def test_checkpoint_round_trip_and_exports_give_the_same_codes(name, tmp_path):
     x = _data(name)
@@ -197,6 +198,7 @@ def test_xla_step_equals_the_plain_step(name):
     assert_xla_trains_like_plain(plain, xla, x, 8)
 
 
+@pytest.mark.e2e  # the GPU path forced on the CPU, as the XLA test: the end-to-end tier
 @pytest.mark.parametrize("name", SCHEMES)
 def test_mixed_precision_trains_with_loss_scaling_and_serves_float32_and_uint8(name, mixed_precision, tmp_path):
     x = _data(name, n=32)
