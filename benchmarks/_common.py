@@ -117,3 +117,13 @@ def append_result(path, record, wall_seconds):
              "commit": commit(), "wall_seconds": round(wall_seconds, 1), **record}
     with open(path, "a", encoding="utf-8") as f:  # one line per run, appended whole
         f.write(json.dumps(entry, sort_keys=True, default=float) + "\n")
+
+
+def argument_parser(doc):
+    """A benchmark's command line: described by its docstring's first paragraph, with ``--results``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--results", default=None, metavar="FILE.jsonl",
+                        help="also append the record to this results file (benchmarks/results.jsonl feeds the docs)")
+    return parser

@@ -24,7 +24,6 @@ Ends with one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -36,7 +35,7 @@ import time
 
 import numpy as np
 
-from benchmarks import _common
+from benchmarks import _common, report
 
 QUERIES = 1000
 
@@ -190,7 +189,8 @@ def main(argv=None):
     if argv and argv[0] == "--child":
         _child_build(argv[1], argv[2], argv[3], int(argv[4]), *(int(a) for a in argv[5:6]))
         return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    started = time.perf_counter()
+    parser = _common.argument_parser(__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--work", default=None, help="scratch directory (default: a new temporary one, removed)")
     parser.add_argument("--bits", type=int, default=64)
@@ -200,7 +200,7 @@ def main(argv=None):
     sizes = sorted(args.sizes)
 
     import tfhash
-    from tfhash import evaluation, export, index
+    from tfhash import export, index
 
     work = args.work or tempfile.mkdtemp(prefix="tfhash-collection-")
     os.makedirs(work, exist_ok=True)
@@ -219,13 +219,14 @@ def main(argv=None):
         builds = []
         folder = os.path.join(work, "pngs")
         _write_pngs(folder, collection_x, collection_y, sizes[0])
-        for label, source, count in [(f"{sizes[0]:,} PNG files", folder, sizes[0])] + [
-                (f"{n:,} x 28x28 uint8 .npy (memory-mapped)", os.path.join(work, f"items-{n}.npy"), n) for n in sizes]:
+        for label, source, count in [("PNG files (tf.data decode + resize)", folder, sizes[0])] + [
+                ("uint8 `.npy`, memory-mapped", os.path.join(work, f"items-{n}.npy"), n) for n in sizes]:
             if source.endswith(".npy"):
                 _write_npy(source, collection_x, count)
             path = os.path.join(work, f"index-{len(builds)}")
             figures = _run_child(saved, source, path, args.batch_size)
-            figures.update(source=label, count=count, index_bytes=_directory_bytes(path), path=path)
+            figures.update(source=label, count=count, index_mb=_directory_bytes(path) / 1e6, path=path,
+                           items_per_s=figures["items"] / figures["seconds"])
             builds.append(figures)
             print(f"build {label}: {figures['items'] / figures['seconds']:.0f} items/s, peak RSS "
                   f"{figures['peak_rss_mb']:.0f} MB (before the build {figures['rss_before_mb']:.0f} MB)", flush=True)
@@ -249,7 +250,7 @@ def main(argv=None):
         exact.search(queries[:2], 100)  # compiles the kernel (or loads it from Numba's cache): not timed
         start = time.perf_counter()
         truth_d, truth = exact.search(queries, 100)
-        rows = [{"index": "exact (HammingIndex, memory-mapped)", "build_s": 0.0, "bytes": largest["index_bytes"],
+        rows = [{"index": "exact `HammingIndex` (memory-mapped)", "build_s": 0.0, "size_mb": largest["index_mb"],
                  "queries_per_s": QUERIES / (time.perf_counter() - start), "recall@10": 1.0, "recall@100": 1.0,
                  "ids@10": 1.0, "ids@100": 1.0}]
         rows[0]["p50_ms"], rows[0]["p99_ms"] = _latency_ms(exact, queries)
@@ -269,31 +270,22 @@ def main(argv=None):
             recall.update({f"ids@{k}": float(np.mean([np.isin(f[:k], t[:k]).mean() for f, t in zip(found, truth)]))
                            for k in (10, 100)})
             p50, p99 = _latency_ms(approximate, queries)
-            rows.append({"index": f"faiss {kind} {options or ''}".strip(), "build_s": build,
-                         "bytes": _directory_bytes(os.path.join(work, f"faiss-{kind}")), "queries_per_s": rate,
+            rows.append({"index": {"ivf": "Faiss IVF", "hnsw": "Faiss HNSW"}.get(kind, "Faiss multi-hash (1 flip)"),
+                         "build_s": build,
+                         "size_mb": _directory_bytes(os.path.join(work, f"faiss-{kind}")) / 1e6, "queries_per_s": rate,
                          **recall, "p50_ms": p50, "p99_ms": p99})
-        print(f"\nsaved index of {sizes[-1]:,} codes: loads in {1000 * load_seconds:.1f} ms with its checksums "
-              f"verified, {1000 * unverified_seconds:.1f} ms with verify=False (files in the page cache; "
-              f"memory-mapped either way)")
-        print(f"update of 1% ({update['items']:,} items: encode, index.update, save appending): "
-              f"{update['seconds']:.2f} s against {largest['seconds']:.2f} s for the full build "
-              f"({largest['seconds'] / update['seconds']:.0f}x less); the saved codes file unchanged: "
-              f"{update['first_segment_unchanged']}\n")
-        print(evaluation.markdown_table(rows, list(rows[0])))
-        print()
-        print(evaluation.markdown_table(
-            [{k: b[k] for k in ("source", "count", "seconds", "peak_rss_mb", "rss_before_mb", "index_bytes")}
-             for b in builds],
-            ["source", "count", "seconds", "peak_rss_mb", "rss_before_mb", "index_bytes"]))
-        print(evaluation.json_line({
+        keras_rate = rates["keras (in memory)"]
+        report.finish({
             "benchmark": "collection", "bits": args.bits, "epochs": args.epochs, "batch_size": args.batch_size,
-            "encode_items_per_s": rates, "savedmodel_over_keras": rates["SavedModel"] / rates["keras (in memory)"],
+            "encode": [{"encoder": name, "items_per_s": rate, "over_keras": rate / keras_rate}
+                       for name, rate in rates.items()],
             "builds": [{k: v for k, v in b.items() if k != "path"} for b in builds],
             "peak_rss_largest_over_smallest_npy": builds[-1]["peak_rss_mb"] / builds[1]["peak_rss_mb"],
-            "resume": {"killed_at": killed_at, "identical": identical}, "load_seconds": load_seconds,
-            "load_seconds_unverified": unverified_seconds, "update_one_percent": update,
+            "resume": {"killed_at": killed_at, "identical": identical, "items": sizes[-1]},
+            "load_ms": 1000 * load_seconds, "load_ms_unverified": 1000 * unverified_seconds,
+            "update_one_percent": {**update, "less": largest["seconds"] / update["seconds"]},
             "search": rows, "machine": _common.machine(),
-        }))
+        }, args.results, started)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -14,7 +14,6 @@ whether the distances are identical. Needs the ``[beam]`` and ``[milvus]`` extra
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -24,7 +23,7 @@ import time
 
 import numpy as np
 
-from benchmarks import _common
+from benchmarks import _common, report
 from benchmarks.collection import _tiled_pixels
 
 QUERIES = 1000
@@ -39,14 +38,15 @@ def _timed_command(command):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    started = time.perf_counter()
+    parser = _common.argument_parser(__doc__)
     parser.add_argument("--items", type=int, default=100_000)
     parser.add_argument("--bits", type=int, default=64)
     parser.add_argument("--work", default=None, help="scratch directory (default: a new temporary one, removed)")
     args = parser.parse_args(argv)
 
     import tfhash
-    from tfhash import evaluation, index
+    from tfhash import index
 
     work = args.work or tempfile.mkdtemp(prefix="tfhash-distributed-")
     os.makedirs(work, exist_ok=True)
@@ -63,7 +63,7 @@ def main(argv=None):
         rows = []
         seconds = _timed_command([sys.executable, "-m", "trainers.encode", f"--export={export}",
                                   f"--input={os.path.join(work, 'all.npy')}", f"--index={os.path.join(work, 'local')}"])
-        rows.append({"encoding": "tfhash.build (one process)", "seconds": seconds,
+        rows.append({"encoding": "`python -m trainers.encode` (one process)", "seconds": seconds,
                      "items_per_s": args.items / seconds, "identical_to_local": True})
         for workers in (1, 2):
             path = os.path.join(work, f"beam-{workers}")
@@ -74,10 +74,12 @@ def main(argv=None):
             identical = all(open(os.path.join(path, n), "rb").read()
                             == open(os.path.join(work, "local", n), "rb").read()
                             for n in ("codes-000000.bin", "ids-000000.bin"))
-            rows.append({"encoding": f"Beam DirectRunner, {workers} worker process(es)", "seconds": seconds,
+            rows.append({"encoding": f"`python -m trainers.encode_beam`, DirectRunner, {workers} worker "
+                                     f"process{'es' * (workers > 1)}", "seconds": seconds,
                          "items_per_s": args.items / seconds, "identical_to_local": identical})
             print(rows[-1], flush=True)
-        speedup = rows[1]["seconds"] / rows[2]["seconds"]
+        for row in rows:
+            row["over_local"] = rows[0]["seconds"] / row["seconds"]
 
         exact = index.load(os.path.join(work, "local"))
         codes, ids = exact._stored()
@@ -95,18 +97,14 @@ def main(argv=None):
         got_d, got_i = milvus.search(queries, 100)
         milvus_qps = QUERIES / (time.perf_counter() - start)
         search = [
-            {"index": "exact HammingIndex (memory-mapped)", "build_s": 0.0, "queries_per_s": exact_qps,
+            {"index": "exact `HammingIndex` (memory-mapped)", "build_s": 0.0, "queries_per_s": exact_qps,
              "recall@100": 1.0, "distances_identical": True},
-            {"index": "Milvus Lite BIN_FLAT", "build_s": milvus_build, "queries_per_s": milvus_qps,
+            {"index": "Milvus Lite `BIN_FLAT`", "build_s": milvus_build, "queries_per_s": milvus_qps,
              "recall@100": float(np.mean([np.isin(g, w).mean() for g, w in zip(got_i, want_i)])),
              "distances_identical": bool(np.array_equal(got_d, want_d))},
         ]
-        print(evaluation.markdown_table(rows, list(rows[0])))
-        print(f"\n2 worker processes: {speedup:.2f}x the speed of 1\n")
-        print(evaluation.markdown_table(search, list(search[0])))
-        print(evaluation.json_line({"benchmark": "distributed", "items": args.items, "bits": args.bits,
-                                    "encoding": rows, "beam_2_over_1": speedup, "search": search,
-                                    "machine": _common.machine()}))
+        report.finish({"benchmark": "distributed", "items": args.items, "bits": args.bits, "encoding": rows,
+                       "search": search, "machine": _common.machine()}, args.results, started)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -5,11 +5,9 @@
 A scheme (default: the first registered one) is trained briefly (throughput does not depend on how
 well it hashes), exported, and each path encodes the 10,000 images at batch 256 and the first 1,000
 at batch 1 (best of 7 runs). "SavedModel probabilities only" is the same encoder saved without the packing
-step, to measure what
-packing costs. Ends with one JSON line.
+step, to measure what packing costs. Ends with one JSON line.
 """
 
-import argparse
 import os
 import tempfile
 import time
@@ -17,17 +15,8 @@ import time
 import tensorflow as tf
 
 import tfhash
-from benchmarks import _common
-from tfhash import evaluation, export
-
-
-def best_of(fn, repeats=7):
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+from benchmarks import _common, report
+from tfhash import export
 
 
 def batched(call, x, batch):
@@ -58,7 +47,8 @@ def tflite_runner(path, item_shape):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    started = time.perf_counter()
+    parser = _common.argument_parser(__doc__)
     parser.add_argument("--scheme", default=tfhash.schemes.names()[0], choices=tfhash.schemes.names())
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--bits", type=int, default=32)
@@ -98,20 +88,14 @@ def main():
         row = {"path": name}
         for batch, items in ((256, x), (1, x[:1000])):
             call(items[:batch])  # warm up (tracing, allocation)
-            seconds = best_of(batched(call, items, batch))
-            row[f"items/s batch {batch}"] = items.shape[0] / seconds
+            seconds = _common.timed(batched(call, items, batch), repeats=7)[0]
+            row[f"batch_{batch}"] = items.shape[0] / seconds
         rows.append(row)
         print(row, flush=True)
-    by_name = {r["path"]: r for r in rows}
-    overhead = {b: by_name["SavedModel probabilities only"][f"items/s batch {b}"] /
-                by_name["SavedModel `codes` signature"][f"items/s batch {b}"] - 1.0 for b in (256, 1)}
-    print()
-    print(evaluation.markdown_table(rows, ["path", "items/s batch 256", "items/s batch 1"]))
-    print(f"\npacking overhead (SavedModel codes vs probabilities only): batch 256 {overhead[256]:+.1%}, "
-          f"batch 1 {overhead[1]:+.1%}")
-    print(evaluation.json_line({"benchmark": "encode", "bits": args.bits, "rows": rows,
-                                "packing_overhead": {str(k): v for k, v in overhead.items()},
-                                "machine": _common.machine()}))
+    unpacked, packed = rows[1], rows[2]  # what packing costs: the same SavedModel with and without it
+    packed.update({f"packing_{b}": unpacked[f"batch_{b}"] / packed[f"batch_{b}"] - 1 for b in (256, 1)})
+    report.finish({"benchmark": "encode", "scheme": args.scheme, "bits": args.bits, "rows": rows,
+                   "machine": _common.machine()}, args.results, started)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,13 @@ precision at every relevant rank), both with ties by database index. Peak extra 
 mAP is traced with tracemalloc (numpy allocations included). Ends with one JSON line.
 """
 
-import argparse
 import time
 import tracemalloc
 
 import numpy as np
 
-from benchmarks import _common
-from tfhash import codes, evaluation, metrics
+from benchmarks import _common, report
+from tfhash import codes, metrics
 
 
 def naive_average_precisions(query_codes, database_codes, query_labels, database_labels):
@@ -35,7 +34,8 @@ def naive_average_precisions(query_codes, database_codes, query_labels, database
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    started = time.perf_counter()
+    parser = _common.argument_parser(__doc__)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--database", type=int, default=1_000_000)
     parser.add_argument("--bits", type=int, default=64)
@@ -70,22 +70,18 @@ def main():
     print(f"naive mAP over {naive_n} queries {naive.mean():.12f} in {naive_seconds:.2f} s", flush=True)
 
     rows = [
-        {"implementation": "tfhash.metrics.mean_average_precision", "queries": args.queries,
+        {"implementation": "`tfhash.metrics.mean_average_precision`", "queries": args.queries,
          "seconds": ours_seconds, "mAP": float(ours.mean()), "peak_extra_MiB": peak / 2**20},
-        {"implementation": "naive per-query np.argsort", "queries": naive_n, "seconds": naive_seconds,
+        {"implementation": "naive per-query `np.argsort`", "queries": naive_n, "seconds": naive_seconds,
          "mAP": float(naive.mean())},
     ]
-    print()
-    print(evaluation.markdown_table(rows, ["implementation", "queries", "seconds", "mAP", "peak_extra_MiB"]))
-    print(f"\nspeed-up {naive_full / ours_seconds:.1f}x (naive time scaled to {args.queries} queries); "
-          f"largest per-query AP difference {difference:.3g}; mAP difference {map_difference:.3g}")
-    print(evaluation.json_line({
+    report.finish({
         "benchmark": "eval_speed", "queries": args.queries, "database": args.database, "bits": args.bits,
         "ours_seconds": ours_seconds, "ours_map": float(ours.mean()), "ours_peak_extra_mib": peak / 2**20,
         "naive_queries": naive_n, "naive_seconds": naive_seconds, "naive_map": float(naive.mean()),
         "speedup": naive_full / ours_seconds, "max_ap_difference": difference,
-        "map_difference": map_difference, "machine": _common.machine(),
-    }))
+        "map_difference": map_difference, "rows": rows, "machine": _common.machine(),
+    }, args.results, started)
 
 
 if __name__ == "__main__":

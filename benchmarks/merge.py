@@ -12,7 +12,6 @@ same bytes. Ends with one JSON line.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -23,7 +22,7 @@ import time
 
 import numpy as np
 
-from benchmarks import _common
+from benchmarks import _common, report
 
 SHARDS = 4
 
@@ -79,11 +78,10 @@ def main(argv=None):
     if argv and argv[0] == "--child":
         _child_merge(argv[1], argv[2], int(argv[3]))
         return
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.argument_parser(__doc__)
     parser.add_argument("--items", type=int, default=10_000_000)
     parser.add_argument("--bits", type=int, default=64)
     parser.add_argument("--rows-in-memory", type=int, nargs="+", default=[262_144, 4_194_304])
-    parser.add_argument("--results", default=None, metavar="FILE.jsonl", help="also append the JSON line here")
     args = parser.parse_args(argv)
     started = time.perf_counter()
     settings = sorted(set(args.rows_in_memory) | {args.items})
@@ -106,12 +104,10 @@ def main(argv=None):
             print(f"  {label}: {figures[rows]['seconds']:.1f} s, "
                   f"memory growth {figures[rows]['memory_growth_mb']:.0f} MB",
                   flush=True)
-    record = {"benchmark": "merge", "items": args.items, "bits": args.bits, "identical": len(contents) == 1,
-              "runs": {str(rows): figure for rows, figure in figures.items()}, "machine": _common.machine()}
-    print(f"every merge wrote the same bytes: {record['identical']}")
-    if args.results:
-        _common.append_result(args.results, record, time.perf_counter() - started)
-    print(json.dumps(record))
+    rows = [{"rows_in_memory": rows, "runs": -(-args.items // rows), "everything": rows == args.items,
+             **figures[rows]} for rows in settings]
+    report.finish({"benchmark": "merge", "items": args.items, "bits": args.bits, "identical": len(contents) == 1,
+                   "rows": rows, "machine": _common.machine()}, args.results, started)
 
 
 if __name__ == "__main__":

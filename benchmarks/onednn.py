@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from benchmarks import _common
+from benchmarks import _common, report
 
 SETTINGS = ("0", "1")
 
@@ -67,7 +67,8 @@ def _shape(text):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    started = time.perf_counter()
+    parser = _common.argument_parser(__doc__)
     parser.add_argument("--schemes", nargs="+", default=["bgan", "hashgan", "dshgan"])
     parser.add_argument("--preset", default="paper",
                         help="the preset every scheme trains with; \"default\": each scheme's default preset")
@@ -97,19 +98,12 @@ def main(argv=None):
             print(f"repeat {repeat + 1}/{args.repeats}, TF_ENABLE_ONEDNN_OPTS={setting}: "
                   + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in figures["seconds"].items()), flush=True)
 
-    # The parent never loads TensorFlow (so its machine record claims no oneDNN state): the table is written here
-    # rather than by tfhash.evaluation.markdown_table.
-    names = list(dict.fromkeys(name for name, _ in best))
-    print(f"\n{args.preset} preset, {args.items} random items, seconds of the second epoch (fastest of "
-          f"{args.repeats}); oneDNN reported on: off {states['0']}, on {states['1']}")
-    print("| scheme, items | oneDNN off | oneDNN on | speed-up |\n|---|---|---|---|")
-    rows = {}
-    for name in names:
-        off, on = best[name, "0"], best[name, "1"]
-        rows[name] = {"off_seconds": off, "on_seconds": on, "speedup": off / on}
-        print(f"| {name} | {off:.2f} | {on:.2f} | {off / on:.2f}x |")
-    print(json.dumps({"benchmark": "onednn", "preset": args.preset, "items": args.items, "repeats": args.repeats,
-                      "epochs": rows, "machine": _common.machine()}))
+    # The parent never loads TensorFlow, so its machine record claims no oneDNN state: the children's is kept.
+    rows = [{"setting": name, "off_seconds": best[name, "0"], "on_seconds": best[name, "1"],
+             "speedup": best[name, "0"] / best[name, "1"]} for name in dict.fromkeys(name for name, _ in best)]
+    print(f"oneDNN reported on: off {states['0']}, on {states['1']}")
+    report.finish({"benchmark": "onednn", "preset": args.preset, "items": args.items, "repeats": args.repeats,
+                   "onednn_reported": states, "rows": rows, "machine": _common.machine()}, args.results, started)
     return 0
 
 

@@ -1,21 +1,17 @@
-"""The headline figures, rendered from the results file the benchmark runs append to.
+"""The documents generated from ``benchmarks/results.jsonl``, the file every benchmark's ``--results`` appends to.
 
-``benchmarks/results.jsonl`` holds one JSON line per run of ``benchmarks.retrieval --results`` (with the
-command, commit and wall time). This script turns it into the one table of headline figures that README.md
-shows between ``<!-- headline:begin -->`` and ``<!-- headline:end -->``:
+    python -m benchmarks.report            # print README.md's headline table
+    python -m benchmarks.report --write    # rewrite it and BENCHMARKS.md
+    python -m benchmarks.report --check    # exit 1 when either differs from the results file
 
-    python -m benchmarks.report            # print the table
-    python -m benchmarks.report --write    # rewrite the block in README.md
-    python -m benchmarks.report --check    # exit 1 when the block differs from the results file
+README.md's headline block (between ``<!-- headline:begin -->`` and ``<!-- headline:end -->``; REPRODUCTION.md
+shows it too) holds the test mAP of each scheme's default preset and the baselines at 32 bits, mean ± sample
+standard deviation over seeds, as a ratio to ITQ trained in the same run. A run counts as the default when its
+settings are those of the current default preset; the record over the most seeds holding a cell wins, the last
+one on a tie; runs on a subset of the training items or a few labels are never headline cells.
 
-REPRODUCTION.md (``benchmarks.reproduce``) renders the same table at its top.
-
-A cell is the test mAP of a scheme's default preset (or a baseline) at the table's code length (a run whose
-overrides only set values the current default preset now has counts as the default), mean ±
-sample standard deviation over the run's seeds, with its ratio to ITQ trained in the same run. When several
-runs hold the same cell, the one over the most seeds wins, and the last line of the file among those. Runs on a
-subset of the training items
-(``--train-size``) or with a few labels (``--labelled-per-class``) are diagnostics, never headline cells.
+BENCHMARKS.md is ``benchmarks/benchmarks.toml`` (each section's hand-written notes and its tables' columns)
+filled from the last record of each benchmark; its appendix, ``benchmarks/speed_records.md``, is included verbatim.
 """
 
 from __future__ import annotations
@@ -24,15 +20,19 @@ import argparse
 import json
 import os
 import re
+import shlex
 import sys
 import textwrap
+import time
+import tomllib
 
 import numpy as np
 
 from benchmarks import _common
 
 RESULTS = os.path.join(_common.ROOT, "benchmarks", "results.jsonl")
-DOCUMENTS = ("README.md",)
+SPEED_FILE = os.path.join(_common.ROOT, "benchmarks", "benchmarks.toml")  # BENCHMARKS.md's notes and tables
+SPEED_APPENDIX = os.path.join(_common.ROOT, "benchmarks", "speed_records.md")  # earlier records, verbatim
 BEGIN, END = "<!-- headline:begin -->", "<!-- headline:end -->"
 
 BITS = 32
@@ -175,36 +175,130 @@ def replace_block(text: str, block: str, name: str = "document") -> str:
     return pattern.sub(lambda _: f"{BEGIN}\n{block}\n{END}", text)
 
 
+# --- tables declared as data: a selection of records and a format template per column -----------------------
+
+
+def command(record: dict) -> str:
+    """The record's command without where it wrote (``--results``, ``--checkpoint``): what reruns it."""
+    words = shlex.split(record.get("command", ""))
+    kept = [w for i, w in enumerate(words) if not (w in ("--results", "--checkpoint")
+                                                  or i and words[i - 1] in ("--results", "--checkpoint"))]
+    return shlex.join(kept)
+
+
+def select(records: list[dict], spec: dict) -> list[dict]:
+    """The records a table shows: those of ``spec["benchmark"]`` whose command starts with ``spec["command"]`` and
+    whose fields equal ``spec["where"]``; the last one for each value of the fields ``spec["each"]`` names
+    (one record when it names none), in the order those values first appear."""
+    chosen = {}
+    for record in records:
+        if (record.get("benchmark") == spec["benchmark"] and command(record).startswith(spec.get("command", ""))
+                and all(record.get(key) == value for key, value in spec.get("where", {}).items())):
+            chosen[tuple(json.dumps(record.get(key)) for key in spec.get("each", ()))] = record
+    return list(chosen.values())
+
+
+def _cell(templates, row: dict, record: dict) -> str:
+    """The first template that ``row`` (and its ``record``) fills; blank when none does."""
+    for template in [templates] if isinstance(templates, str) else templates:
+        try:
+            return template.format(**row, record=record)
+        except (KeyError, IndexError, TypeError, ValueError):
+            continue
+    return ""
+
+
+def record_table(spec: dict, records: list[dict]) -> list[str]:
+    """A markdown table: a row per item of each selected record's ``spec["rows"]`` list (the record itself when it
+    names none), a column per ``[heading, template]`` of ``spec["columns"]`` (a list of templates: the first that
+    fills), then the line naming what made it."""
+    chosen = select(records, spec)
+    columns = spec["columns"]
+    lines = ["| " + " | ".join(heading for heading, _ in columns) + " |", "|---" * len(columns) + "|"]
+    for record in chosen:
+        for row in record[spec["rows"]] if "rows" in spec else [record]:
+            lines.append("| " + " | ".join(_cell(template, row, record) for _, template in columns) + " |")
+    if not chosen:
+        return lines + ["| not run yet |" + " |" * (len(columns) - 1)]
+    made = sorted({f"`{command(r)}`" for r in chosen}) if spec.get("commands", True) else []
+    machine = chosen[-1].get("machine", {})
+    commits = ", ".join(sorted({str(r.get("commit"))[:7] for r in chosen}))
+    return lines + ["", "; ".join(made + [f"commit {commits}, {machine.get('cpu', 'CPU not recorded')}, "
+                                           f"{machine.get('cpus', '?')} cores"]) + "."]
+
+
+def render_section(section: dict, records: list[dict]) -> list[str]:
+    lines = [f"## {section['title']}", ""]
+    if "run" in section:
+        lines += ["```bash", section["run"].strip(), "```", ""]
+    for part in section["parts"]:
+        if "text" in part:
+            lines += [part["text"].strip(), ""]
+        if "columns" in part:
+            lines += [*record_table({"benchmark": section.get("benchmark"), **part}, records), ""]
+    return lines
+
+
+def render_benchmarks(records: list[dict], path: str = SPEED_FILE) -> str:
+    """BENCHMARKS.md's text."""
+    with open(path, "rb") as f:
+        declared = tomllib.load(f)
+    lines = [f"# {declared['title']}", "", declared["intro"].strip(), ""]
+    for section in declared["section"]:
+        lines += render_section(section, records)
+    with open(SPEED_APPENDIX, encoding="utf-8") as f:
+        return "\n".join(lines + [declared["appendix"].strip(), "", f.read()])
+
+
+def finish(record: dict, results: str | None, started: float) -> None:
+    """A benchmark's last words: its BENCHMARKS.md tables filled from ``record``, then ``record`` as one JSON
+    line, also appended to ``results`` (with its command, commit and wall time) when given."""
+    with open(SPEED_FILE, "rb") as f:
+        sections = tomllib.load(f)["section"]
+    for part in (part for section in sections for part in section["parts"]
+                 if part.get("benchmark", section.get("benchmark")) == record["benchmark"] and "columns" in part):
+        print("\n".join(record_table({**part, "benchmark": record["benchmark"], "commands": False}, [record])[:-2]))
+        print()
+    if results:
+        _common.append_result(results, record, time.perf_counter() - started)
+    print(json.dumps(record, sort_keys=True, default=float))
+
+
+def documents(records: list[dict]) -> dict[str, str]:
+    """``{path: text}`` of every generated document, README.md's with its block replaced."""
+    readme = os.path.join(_common.ROOT, "README.md")
+    with open(readme, encoding="utf-8") as f:
+        text = replace_block(f.read(), headline_table(records), "README.md")
+    return {readme: text}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results", default=RESULTS, help="the results file (JSON lines)")
     action = parser.add_mutually_exclusive_group()
-    action.add_argument("--write", action="store_true", help="rewrite the headline block of README.md")
-    action.add_argument("--check", action="store_true", help="exit 1 when a document's block differs")
+    action.add_argument("--write", action="store_true", help="rewrite README.md's headline block and BENCHMARKS.md")
+    action.add_argument("--check", action="store_true", help="exit 1 when a document differs from the results")
     args = parser.parse_args(argv)
 
-    block = headline_table(load_results(args.results))
+    from tfhash import _io  # here: the speed scripts that import this module need not load TensorFlow
+
+    records = load_results(args.results)
     if not (args.write or args.check):
-        print(block)
+        print(headline_table(records))
         return 0
     stale = []
-    for name in DOCUMENTS:
-        path = os.path.join(_common.ROOT, name)
+    for path, text in documents(records).items():
         with open(path, encoding="utf-8") as f:
-            text = f.read()
-        updated = replace_block(text, block, name)
-        if updated == text:
-            continue
+            if f.read() == text:
+                continue
         if args.check:
-            stale.append(name)
+            stale.append(os.path.basename(path))
         else:
-            with open(path + ".tmp", "w", encoding="utf-8") as f:
-                f.write(updated)
-            os.replace(path + ".tmp", path)
-            print(f"rewrote the headline block of {name}")
+            _io.write_bytes_atomically(path, text, mode="w")
+            print(f"rewrote {os.path.basename(path)}")
     if stale:
-        print(f"headline figures differ from {args.results}: {', '.join(stale)} "
-              "(run python -m benchmarks.report --write)", file=sys.stderr)
+        print(f"{', '.join(stale)} differ from {args.results} (run python -m benchmarks.report --write)",
+              file=sys.stderr)
         return 1
     return 0
 

@@ -14,7 +14,6 @@ exact scan's on this machine with this instruction set; the index's share of it 
 of the k nearest costs.
 """
 
-import argparse
 import concurrent.futures
 import os
 import time
@@ -22,8 +21,8 @@ import time
 import numpy as np
 from numba import njit
 
-from benchmarks import _common
-from tfhash import _kernels, codes, evaluation, index
+from benchmarks import _common, report
+from tfhash import _kernels, codes, index
 
 
 @njit(nogil=True, boundscheck=False)
@@ -64,7 +63,8 @@ def timed_search(idx, queries, k, repeats):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    started = time.perf_counter()
+    parser = _common.argument_parser(__doc__)
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--database", type=int, default=1_000_000)
     parser.add_argument("--bits", type=int, default=64)
@@ -97,11 +97,13 @@ def main():
 
     rows = [
         {"index": "every distance, nothing selected (the limit of an exact scan)",
-         "queries_per_s": args.queries / limit_seconds, "seconds": limit_seconds, "recall@k": ""},
-        {"index": "tfhash HammingIndex (exact)", "queries_per_s": args.queries / ours_seconds,
-         "seconds": ours_seconds, "recall@k": 1.0},
-        {"index": "faiss IndexBinaryFlat (exact)", "queries_per_s": args.queries / faiss_seconds,
-         "seconds": faiss_seconds, "recall@k": float(np.mean([np.isin(a, b).mean() for a, b in zip(faiss_i, ours_i)]))},
+         "queries_per_s": args.queries / limit_seconds, "seconds": limit_seconds},
+        {"index": "tfhash `HammingIndex` (exact; the default)", "queries_per_s": args.queries / ours_seconds,
+         "seconds": ours_seconds, "recall": 1.0, "of_limit": limit_seconds / ours_seconds,
+         "over_faiss": faiss_seconds / ours_seconds},
+        {"index": "Faiss `IndexBinaryFlat` (exact)", "queries_per_s": args.queries / faiss_seconds,
+         "seconds": faiss_seconds, "recall": float(np.mean([np.isin(a, b).mean() for a, b in zip(faiss_i, ours_i)])),
+         "of_limit": limit_seconds / faiss_seconds},
     ]
     for kind in ("ivf", "hnsw"):
         start = time.perf_counter()
@@ -110,8 +112,8 @@ def main():
         seconds, (_, ids) = timed_search(approximate, queries, args.k, args.repeats)
         # Recall against the exact top-k set (distance ties at the cut make exact ids one valid answer).
         recall = float(np.mean([np.isin(a, b).mean() for a, b in zip(ids, ours_i)]))
-        rows.append({"index": f"tfhash FaissIndex(kind={kind!r}) (approximate)",
-                     "queries_per_s": args.queries / seconds, "seconds": seconds, "recall@k": recall,
+        rows.append({"index": f"tfhash `FaissIndex(kind={kind!r})` (approximate)",
+                     "queries_per_s": args.queries / seconds, "seconds": seconds, "recall": recall,
                      "build_seconds": build})
 
     ours_range = index.HammingIndex(args.bits).add(database)
@@ -125,23 +127,20 @@ def main():
     hits = int(range_answers["ours"][0][-1])
     range_ratio = range_seconds["faiss"] / range_seconds["ours"]
 
-    ratio = faiss_seconds / ours_seconds
-    print(evaluation.markdown_table(rows, ["index", "queries_per_s", "seconds", "recall@k", "build_seconds"]))
-    print(f"\nHammingIndex: {ratio:.2f}x Faiss IndexBinaryFlat's queries/s, {limit_seconds / ours_seconds:.0%} of the "
-          f"limit of an exact scan; identical top-{args.k} ids and distances: {identical}")
-    print(f"range search (radius {args.radius}, {hits / args.queries:.0f} codes per query): HammingIndex "
-          f"{args.queries / range_seconds['ours']:.0f} queries/s, Faiss IndexBinaryFlat "
-          f"{args.queries / range_seconds['faiss']:.0f} ({range_ratio:.2f}x); identical answers: {range_identical}")
-    print(evaluation.json_line({
+    range_rows = [{"index": name, "queries_per_s": args.queries / range_seconds[key],
+                   "hits_per_query": hits / args.queries, "identical": range_identical,
+                   "over_faiss": range_seconds["faiss"] / range_seconds[key]}
+                  for key, name in (("ours", "tfhash `HammingIndex`"), ("faiss", "Faiss `IndexBinaryFlat`"))]
+    report.finish({
         "benchmark": "search", "queries": args.queries, "database": args.database, "bits": args.bits,
         "k": args.k, "ours_qps": args.queries / ours_seconds, "faiss_flat_qps": args.queries / faiss_seconds,
-        "limit_qps": args.queries / limit_seconds, "ours_over_faiss": ratio, "identical_topk": identical,
-        "rows": rows, "radius": args.radius, "range_hits_per_query": hits / args.queries,
-        "range_ours_qps": args.queries / range_seconds["ours"],
-        "range_faiss_qps": args.queries / range_seconds["faiss"],
-        "range_ours_over_faiss": range_ratio, "range_identical": range_identical,
-        "faiss_threads": faiss.omp_get_max_threads(), "machine": _common.machine(),
-    }))
+        "limit_qps": args.queries / limit_seconds, "ours_over_faiss": faiss_seconds / ours_seconds,
+        "identical_topk": identical, "rows": rows, "radius": args.radius, "range": range_rows,
+        "range_hits_per_query": hits / args.queries, "range_ours_qps": args.queries / range_seconds["ours"],
+        "range_faiss_qps": args.queries / range_seconds["faiss"], "range_ours_over_faiss": range_ratio,
+        "range_identical": range_identical, "faiss_threads": faiss.omp_get_max_threads(),
+        "machine": _common.machine(),
+    }, args.results, started)
 
 
 if __name__ == "__main__":

@@ -15,15 +15,14 @@ ratios compare runs measured side by side in this process. Ends with one JSON li
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 import tensorflow as tf
 
 import tfhash
-from benchmarks import _common
-from tfhash import evaluation, schemes, training
+from benchmarks import _common, report
+from tfhash import schemes, training
 
 
 def _labels(scheme_cls, count, seed=0):
@@ -77,7 +76,8 @@ def _bare_step_ms(model, batches, jit_compile, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    started = time.perf_counter()
+    parser = _common.argument_parser(__doc__)
     parser.add_argument("--schemes", nargs="+", default=schemes.names(), choices=schemes.names())
     parser.add_argument("--items", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=100)
@@ -90,46 +90,34 @@ def main(argv=None):
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
 
     x = np.random.default_rng(0).random((args.items, 28, 28, 1)).astype(np.float32)
-    rows, record = [], []
+    rows = []
     for name in args.schemes:
         scheme_cls = schemes.get(name)
         y = _labels(scheme_cls, len(x))
-        figures = {"scheme": name}
+        row = {"scheme": name}
         for jit in (False, True):
             hasher = tfhash.fit(name, x, y, bits=32, epochs=1, batch_size=args.batch_size, seed=0, verbose=0,
                                 jit_compile=jit)
             model = hasher.model
             mode = "xla" if jit else "plain"
             if jit and not model.jit_compile:
-                figures[mode] = None  # the scheme declares it cannot compile; Keras trained it plainly
-                continue
+                continue  # the scheme declares it cannot compile; Keras trained it plainly
             batches = _batches(hasher, x, y, args.batch_size, args.steps)
             callbacks = [training._NonFiniteLossGuard(), *model.training_callbacks()]
-            figures[mode] = {"fit_ms": _fit_step_ms(model, batches, callbacks, args.repeats),
-                             "bare_ms": _bare_step_ms(model, batches, jit, args.repeats)}
+            fit, bare = _fit_step_ms(model, batches, callbacks, args.repeats), _bare_step_ms(model, batches, jit,
+                                                                                            args.repeats)
             # tfhash.fit(steps_per_execution=10): the same compiled model, ten steps per call.
             model.steps_per_execution, model.train_function = 10, None
-            figures[mode]["fit_10_ms"] = _fit_step_ms(model, batches, callbacks, args.repeats)
-        record.append(figures)
-        plain, xla = figures["plain"], figures["xla"]
-        rows.append({
-            "scheme": name,
-            "plain step ms (fit / bare)": f"{plain['fit_ms']:.1f} / {plain['bare_ms']:.1f}",
-            "XLA step ms (fit / bare)": ("no XLA kernel" if xla is None
-                                         else f"{xla['fit_ms']:.1f} / {xla['bare_ms']:.1f}"),
-            "XLA speed-up (fit)": "" if xla is None else f"{plain['fit_ms'] / xla['fit_ms']:.2f}x",
-            "fit / bare (plain)": f"{plain['fit_ms'] / plain['bare_ms']:.2f}",
-            "fit, 10 steps per call / bare (plain, XLA)": f"{plain['fit_10_ms'] / plain['bare_ms']:.2f}" + (
-                "" if xla is None else f", {xla['fit_10_ms'] / xla['bare_ms']:.2f}"),
-            "images/s plain": f"{1000 * args.batch_size / plain['fit_ms']:.0f}",
-            "images/s XLA": "" if xla is None else f"{1000 * args.batch_size / xla['fit_ms']:.0f}",
-        })
-        print(f"{name}: {rows[-1]}", flush=True)
-    print()
-    print(evaluation.markdown_table(rows, list(rows[0])))
-    print(evaluation.json_line({"benchmark": "train_step", "items": args.items, "batch_size": args.batch_size,
-                                "steps": args.steps, "repeats": args.repeats, "schemes": record,
-                                "machine": _common.machine()}))
+            row.update({f"{mode}_fit_ms": fit, f"{mode}_bare_ms": bare, f"{mode}_fit_over_bare": fit / bare,
+                        f"{mode}_fit10_over_bare": _fit_step_ms(model, batches, callbacks, args.repeats) / bare,
+                        f"{mode}_images_per_s": 1000 * args.batch_size / fit})
+        if "xla_fit_ms" in row:
+            row["xla_speedup"] = row["plain_fit_ms"] / row["xla_fit_ms"]
+        rows.append(row)
+        print(row, flush=True)
+    report.finish({"benchmark": "train_step", "items": args.items, "batch_size": args.batch_size,
+                   "steps": args.steps, "repeats": args.repeats, "rows": rows, "machine": _common.machine()},
+                  args.results, started)
 
 
 if __name__ == "__main__":

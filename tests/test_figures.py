@@ -115,10 +115,35 @@ def test_replace_block_needs_exactly_one_block():
         report.replace_block("no block here", "new")
 
 
-@pytest.mark.parametrize("document", report.DOCUMENTS)
-def test_documents_show_the_results_files_figures(document):
-    block = report.headline_table(report.load_results())
-    with open(f"{ROOT}/{document}", encoding="utf-8") as f:
-        text = f.read()
-    assert report.replace_block(text, block, document) == text, (
-        f"{document}'s headline figures differ from benchmarks/results.jsonl: run python -m benchmarks.report --write")
+def test_generated_documents_are_the_results_files():
+    for path, text in report.documents(report.load_results()).items():
+        with open(path, encoding="utf-8") as f:
+            assert f.read() == text, f"{path} differs from benchmarks/results.jsonl: run python -m benchmarks.report --write"
+
+
+def _speed(name, rows, **extra):
+    return {"benchmark": name, "command": f"python -m benchmarks.{name} --results x.jsonl", "commit": "0123456789",
+            "machine": {"cpu": "CPU (avx2)", "cpus": 2}, "rows": rows, **extra}
+
+
+def test_a_declared_table_fills_its_templates_from_the_last_record_of_its_benchmark():
+    spec = {"benchmark": "search", "rows": "rows",
+            "columns": [["index", "{index}"], ["queries/s", "{qps:,.0f}"], ["ratio", ["{ratio:.2f}x", "-"]],
+                        ["bits", "{record[bits]}"]]}
+    older = _speed("search", [{"index": "old", "qps": 1.0}], bits=32)
+    newer = _speed("search", [{"index": "a", "qps": 12345.6, "ratio": 1.5}, {"index": "b", "qps": 7.0}], bits=64)
+    other = _speed("encode", [{"index": "c", "qps": 1.0}])
+    lines = report.record_table(spec, [older, newer, other])
+    assert lines[:4] == ["| index | queries/s | ratio | bits |", "|---|---|---|---|", "| a | 12,346 | 1.50x | 64 |",
+                         "| b | 7 | - | 64 |"]
+    assert lines[-1] == "`python -m benchmarks.search`; commit 0123456, CPU (avx2), 2 cores."  # where it wrote: dropped
+    assert report.record_table(spec, [other])[2] == "| not run yet | | | |"
+
+
+def test_a_declared_table_can_show_the_last_record_of_each_value_of_a_field_and_filter_by_command():
+    spec = {"benchmark": "graph", "each": ["data"], "where": {"k1": 20}, "command": "python -m benchmarks.graph",
+            "columns": [["data", "{data}"], ["share", "{share:.1%}"]]}
+    records = [_speed("graph", [], data="a", k1=20, share=0.1), _speed("graph", [], data="b", k1=20, share=0.2),
+               _speed("graph", [], data="a", k1=20, share=0.3), _speed("graph", [], data="c", k1=5, share=0.4)]
+    assert report.record_table(spec, records)[2:4] == ["| a | 30.0% |", "| b | 20.0% |"]
+    assert report.select(records, {**spec, "command": "python -m benchmarks.graph --data"}) == []
