@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from benchmarks import report
-from tests.helpers import ROOT
 
 
 def _run(data, method, seed, test, **extra):
@@ -118,7 +117,7 @@ def test_replace_block_needs_exactly_one_block():
 def test_generated_documents_are_the_results_files():
     for path, text in report.documents(report.load_results()).items():
         with open(path, encoding="utf-8") as f:
-            assert f.read() == text, f"{path} differs from benchmarks/results.jsonl: run python -m benchmarks.report --write"
+            assert f.read() == text, f"{path} differs from the results file: run python -m benchmarks.report --write"
 
 
 def _speed(name, rows, **extra):
