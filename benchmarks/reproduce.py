@@ -62,63 +62,18 @@ class Job:
         return PREFIX + shlex.join(self.argv)
 
 
-def group(name, scheme, data, bits, *args):
-    """One job per data set and code length: ``{name}-{data}-{bits}``."""
-    return [Job(f"{name}-{d}-{b}", name, d, b, (scheme, *args)) for d in data for b in bits]
-
-
-SEEDS = ("--seeds", "0", "1", "2")
 TWO_DATA = ("mnist10k", "fashion10k")
-PAPER_ONE_SEED = ("--presets", "paper", "--seeds", "0")
-HASHGAN_GAN_OFF = "-adversarial -feature -L2"  # Fig. 5: the adversarial loss goes with feature matching and L2
-HASHGAN_FIG5_JOBS = {"hashgan-fig5a": ("-independence", "-collaborative (L2)", "-consistency"),
-                     "hashgan-fig5b": ("-uniform frequency", "-entropy")}
 
-# In the order --run-missing takes them: the verdict's jobs first, then each paper's tables.
-JOBS = [
-    *group("nonadv", "cibhash", TWO_DATA, (16, 32, 64), *SEEDS, "--baselines", "itq", "--compare", "bgan"),
-    *group("sigah", "sigah", TWO_DATA + ("gmm100k",), (16, 32, 64), "--presets", "paper", "itq_start", *SEEDS,
-           "--ablation=-discriminator"),
-    *group("sigah-labels", "sigah", ("mnist10k",), (32, 64), "--presets", "paper", "itq_start", *SEEDS,
-           "--protocol", "labels"),
-    # The generator and discriminator at a quarter of the paper's channels: at full width the pair takes about
-    # 100 s per epoch of mnist-10k here (REPRODUCTION.md (i)), 40 epochs x 18 runs.
-    *group("bgan-gan", "bgan", TWO_DATA, (16, 32, 64), *SEEDS, "--baselines", "itq",
-           "--set", "weight_content=0.1", "--set", "weight_adversarial=0.1", "--set", "width=0.25"),
-    *group("hashgan", "hashgan", TWO_DATA, (16, 32, 64), *SEEDS, f"--ablation={HASHGAN_GAN_OFF}"),
-    *group("dshgan-50", "dshgan", TWO_DATA, (16, 32, 64), "--presets", "semi", *SEEDS, "--baselines", "itq",
-           "--labelled-per-class", "50", "--ablation"),
-    *group("dshgan-10", "dshgan", TWO_DATA, (16, 32, 64), "--presets", "semi", *SEEDS, "--baselines", "itq",
-           "--labelled-per-class", "10", "--ablation"),
-    *group("hashgan", "hashgan", ("digits",), (32,), *SEEDS, f"--ablation={HASHGAN_GAN_OFF}"),  # Table 3's USPS
-    # Figure 5 in two jobs that each land within a session (the paper preset is run in both: each difference is
-    # taken on the runs of its own job); the adversarial group's bar is the verdict's job of the same cell.
-    *[job for part, terms in HASHGAN_FIG5_JOBS.items()
-      for job in group(part, "hashgan", ("mnist10k",), (32,), *SEEDS, "--baselines", "itq",
-                       *(f"--ablation={term}" for term in terms))],
-    # The neighbour loss trains the paper's encoder on the images: about 80 min per run of cifar10-6k on a
-    # 2-core machine without AVX-512, so 3 seeds at 32 bits and one at 24 and 48 (the cells say "1 seed").
-    *group("bgan-neighbours", "bgan", ("cifar6k",), (32,), *SEEDS),
-    *group("bgan-neighbours", "bgan", ("cifar6k",), (24, 48), "--seeds", "0"),
-    # BGAN's paper networks at full width, one run (40 epochs) per job: about an hour on the machine that made
-    # the first ones, about three hours on a 2-core processor without AVX-512 even with oneDNN on (each job
-    # line gives its cost); a job that outlasts a session resumes from its epoch checkpoints. Table 2's full
-    # model is the `paper` preset, which Table 4's jobs run.
-    *group("bgan-table4", "bgan", ("cifar6k",), (24, 32, 48), *PAPER_ONE_SEED),
-    *group("bgan-table4-tanh", "bgan", ("cifar6k",), (24, 32, 48), *PAPER_ONE_SEED, "--grid", "activation=tanh"),
-    *group("bgan-table4-twostep", "bgan", ("cifar6k",), (24, 32, 48), *PAPER_ONE_SEED, "--grid", "activation=tanh",
-           "--grid", "beta_stages=[1.0]"),
-    *[job for terms, content, adversarial in (("lN", "0", "0"), ("lN-lC", "0.1", "0"), ("lN-lA", "0", "0.1"))
-      for job in group(f"bgan-table2-{terms}", "bgan", ("cifar6k",), (32,), *PAPER_ONE_SEED, "--baselines", "itq",
-                       "--grid", f"weight_content={content}", "--grid", f"weight_adversarial={adversarial}")],
-    # The papers' data volume: already measured for issue-sized runs (REPRODUCTION (m)).
-    *group("hashgan-70k", "hashgan", ("fashion70k",), (32,), "--seeds", "0", "--baselines", "itq"),
-    *group("cibhash-70k", "cibhash", ("fashion70k",), (32,), *SEEDS, "--baselines", "itq", "--compare",
-           "greedyhash"),
-    *group("bgan-70k", "bgan", ("fashion70k",), (32,), *SEEDS, "--baselines", "itq"),
-    *group("sigah-70k", "sigah", ("fashion70k",), (32,), *SEEDS, "--baselines", "itq"),
-    *group("dshgan-70k", "dshgan", ("fashion70k",), (32,), "--seeds", "0", "--baselines", "itq"),
-]
+
+def load_jobs(path=TABLES_FILE):
+    """The jobs ``benchmarks/reproduction.toml`` declares: one per data set and code length of each entry."""
+    with open(path, "rb") as f:
+        return [Job(f"{entry['group']}-{data}-{bits}", entry["group"], data, bits, (entry["scheme"], *entry["args"]))
+                for entry in tomllib.load(f)["job"] for data in entry.get("data", TWO_DATA)
+                for bits in entry.get("bits", (16, 32, 64))]
+
+
+JOBS = load_jobs()
 JOBS_BY_NAME = {job.name: job for job in JOBS}
 JOBS_BY_CELL = {(job.group, job.data, job.bits): job for job in JOBS}
 assert len(JOBS_BY_NAME) == len(JOBS) == len(JOBS_BY_CELL), "job names and cells must be unique"
@@ -215,7 +170,7 @@ FINDINGS = {"binary_optimisation_findings": binary_optimisation_findings}
 
 
 def load_tables(path=TABLES_FILE):
-    """``(tables, verdicts)`` as ``benchmarks/reproduction.toml`` declares them."""
+    """``(tables, verdicts, record tables, texts)`` as ``benchmarks/reproduction.toml`` declares them."""
     with open(path, "rb") as f:
         declared = tomllib.load(f)
 
@@ -228,10 +183,10 @@ def load_tables(path=TABLES_FILE):
                     finding=t.get("finding", "")) for t in declared["table"]]
     verdicts = [Verdict(v["scheme"], ours(v["on"]), ours(v["off"]), tuple(ours(r) for r in v["reference"]),
                         note=v["note"], finding=v["finding"]) for v in declared["verdict"]]
-    return tables, verdicts
+    return tables, verdicts, declared["record_table"], declared["text"]
 
 
-TABLES, VERDICTS = load_tables()
+TABLES, VERDICTS, RECORD_TABLES, TEXT = load_tables()
 
 
 # --- reading the results -----------------------------------------------------------------------------
@@ -432,12 +387,7 @@ def verdict_rows(found, verdict):
 
 def render_verdict(found, started=None):
     lines = ['<a id="verdict"></a>', "## The verdict: does the adversarial part pull its weight?", "",
-             "Each scheme's best validated setting with its adversarial terms on and off, everything else equal "
-             "(same seeds, same data, same epochs); test mAP, label protocol unless stated, mean ± sample standard "
-             "deviation over seeds 0, 1, 2; Δ is on − off, its spread that of the per-seed differences. Beside "
-             "it, the best non-adversarial method of the library on the same seeds (ITQ, CIBHash's default, "
-             "BGAN's neighbour loss alone). The GAN helps or hurts in a cell when Δ exceeds both its spread and "
-             "0.005 mAP; smaller differences are level.", ""]
+             TEXT["verdict"], ""]
     rows_of = {verdict.scheme: verdict_rows(found, verdict) for verdict in VERDICTS}
     lines += [f"- **{verdict.scheme}**: {verdict.finding}" for verdict in VERDICTS]
     lines += ["", "| scheme | data | bits | GAN on | GAN off | Δ (on − off) | best non-adversarial |",
@@ -460,73 +410,16 @@ def render_verdict(found, started=None):
     return "\n".join(lines)
 
 
-GRAPH_DATA = ("mnist10k", "fashion10k", "cifar6k")
-GRAPH_COMMAND = "python -m benchmarks.graph --data DATA --features FEATURES --results benchmarks/results.jsonl"
+def render_record_table(entry, records):
+    """A table filled from other benchmarks' records (``[[record_table]]`` in the declarations)."""
+    lines = [f'<a id="{entry["anchor"]}"></a>', f"### {entry['title']}", "", entry["notes"], "",
+             *report.record_table(entry, records)]
+    return "\n".join(lines + (["", entry["footer"]] if "footer" in entry else []))
 
 
-def render_graph_lists(records):
-    """The same-class share of BGAN's neighbour lists (Alg. 1 at the paper's K1 = 20, K2 = 30) on each data set,
-    from the last ``benchmarks.graph`` record of each data set and feature kind."""
-    latest = {}
-    for record in records:
-        if (record.get("benchmark") == "graph" and record.get("data") in GRAPH_DATA and "same_class_k1" in record
-                and (record.get("k1"), record.get("k2")) == (20, 30)):
-            latest[record["data"], record["features"]] = record
-    lines = ['<a id="bgan-graph"></a>', "### BGAN: how many listed neighbours share a class", "",
-             "The neighbour loss l_N pulls an item's code towards those of its listed neighbours and away from "
-             "every other item's, so it can teach classes only as far as the lists hold them. The paper ranks "
-             "on ImageNet CNN features, not downloadable here; ours rank on the pixels (the `paper` preset) or "
-             "their first 128 principal components (`neighbours`). Training items of the seed-0 split; ten "
-             "classes, so a list drawn at random would be 10% same-class.", "",
-             "| data | features | training items | first lists (20-NN) same class | expanded lists same class "
-             "(mean length) |", "|---|---|---|---|---|"]
-    for (data, features), record in sorted(latest.items(), key=lambda item: (GRAPH_DATA.index(item[0][0]),
-                                                                             item[0][1] != "pixels")):
-        lines.append(f"| {data} | {features} | {record['items']:,} | {record['same_class_k1']:.1%} | "
-                     f"{record['same_class_expanded']:.1%} ({record['mean_list']:.0f}) |")
-    if not latest:
-        lines.append("| not run | | | | |")
-    lines += ["", f"Each row: `{GRAPH_COMMAND}` (a few seconds per row)."]
-    return "\n".join(lines)
-
-
-CONV_RATE_COMMAND = ("python -m benchmarks.retrieval --scheme bgan --data cifar6k --bits 32 --seeds 0 "
-                     "--grid learning_rate=0.0003,0.0001 --baselines itq")
-
-
-def render_conv_learning_rate(records):
-    """The selection of BGAN's ``conv_learning_rate`` (the ``neighbours`` preset) on cifar10-6k validation queries,
-    from the last record of ``CONV_RATE_COMMAND``."""
-    wanted = _arguments(shlex.split(CONV_RATE_COMMAND[len(PREFIX):]))
-    chosen = [record for record in records if record_arguments(record) == wanted]
-    lines = ['<a id="bgan-conv-rate"></a>', "### BGAN: the convolutional encoder's learning rate", "",
-             "On 32x32 colour images BGAN encodes with a VGG-style convolutional stack without batch norm. At the "
-             "Adam 1e-3 that the `neighbours` preset was chosen with on mnist-10k (where BGAN uses its MLP encoder) "
-             "that stack's ReLUs stop firing and every image gets the same code (the first run of "
-             "`bgan-neighbours-cifar6k-32`, which was then restarted). The preset's `conv_learning_rate` is the "
-             "rate below with the best validation mAP (queries drawn from the training items, seed 0, 32 bits); "
-             "the test figures are shown, not used. In this run `learning_rate` still set the convolutional "
-             "encoder's rate, as `conv_learning_rate` does now.", ""]
-    if not chosen:
-        return "\n".join(lines + ["Not run yet: `" + CONV_RATE_COMMAND + "`."])
-    runs = chosen[-1]["runs"]
-    best = max((run for run in runs if not run["baseline"]), key=lambda run: run["validation"])
-    lines += ["| setting | validation mAP | test mAP | binary outputs | bit frequencies |", "|---|---|---|---|---|"]
-    for run in runs:
-        if run["baseline"]:
-            lines.append(f"| {run['method'].upper()} | {run['validation']:.4f} | {run['test']:.4f} | | |")
-            continue
-        label = f"Adam {run['hyperparameters']['learning_rate']:g}" + (" (chosen)" if run is best else "")
-        lines.append(f"| {label} | {run['validation']:.4f} | {run['test']:.4f} | {run['saturation']:.4f} | "
-                     f"{run['bit_freq_min']:.2f}-{run['bit_freq_max']:.2f} |")
-    lines += ["", f"`{CONV_RATE_COMMAND}`, {chosen[-1]['machine']['cpu']}, {chosen[-1]['machine']['cpus']} cores."]
-    return "\n".join(lines)
-
-
-# Each section: its title, the prefix of its tables' anchors, and what else it shows (functions of the records).
-SECTIONS = (("Defaults at the papers' data size", "defaults"), ("HashGAN", "hashgan"),
-            ("BGAN", "bgan", render_graph_lists, render_conv_learning_rate), ("DSH-GANs", "dshgan"),
-            ("SiGAH", "sigah"))
+# Each section: its title and the prefix of its tables' anchors.
+SECTIONS = (("Defaults at the papers' data size", "defaults"), ("HashGAN", "hashgan"), ("BGAN", "bgan"),
+            ("DSH-GANs", "dshgan"), ("SiGAH", "sigah"))
 
 
 def render(records, started=None):
@@ -534,33 +427,20 @@ def render(records, started=None):
     under way (``started_jobs``)."""
     found = job_records(records)
     done = sum(name in found for name in JOBS_BY_NAME)
-    lines = ["# Reproduction report", "",
-             "The four papers' tables as printed, our figure in the same cell where the same measurement can be "
-             "made here, and a verdict on what the adversarial part of each scheme is worth. Generated by "
-             "`python -m benchmarks.reproduce --report` from `benchmarks/results.jsonl` (each record holds its "
-             "command, commit, machine, seeds, wall time and peak memory); only the papers' figures and the notes are "
-             "typed. Settings are chosen on validation queries drawn from the training items, never on the "
-             "test queries reported; ITQ is trained in the same run as every figure beside it.", "",
-             f"Jobs run: {done} of {len(JOBS)}" + (f", {len(started)} under way" if started else "") +
-             " (`python -m benchmarks.reproduce --list`). A cell reading "
-             "\"not run\" names its job under the table; figures marked * in the papers were measured by their "
-             "authors with others' code.", "",
-             "## Headline figures", "", report.headline_table(records), "",
+    lines = ["# Reproduction report", "", TEXT["intro"], "",
+             f"Jobs run: {done} of {len(JOBS)}" + (f", {len(started)} under way" if started else "") + " "
+             + TEXT["jobs"], "", "## Headline figures", "", report.headline_table(records), "",
              render_verdict(found, started), ""]
-    for title, prefix, *extras in SECTIONS:
+    for title, prefix in SECTIONS:
         lines += [f"## {title}", ""]
-        for table in TABLES:
-            if table.anchor.startswith(prefix + "-"):
-                lines += [render_table(table, found, started), ""]
-        lines += [line for extra in extras for line in (extra(records), "")]
+        lines += [line for table in TABLES if table.anchor.startswith(prefix + "-")
+                  for line in (render_table(table, found, started), "")]
+        lines += [line for entry in RECORD_TABLES if entry["section"] == prefix
+                  for line in (render_record_table(entry, records), "")]
     with open(APPENDIX, encoding="utf-8") as f:
         records_text = f.read()
-    lines += ["## Appendix: quality records made before these jobs", "",
-              "Measured before the jobs above existed, each with the command that printed it (the section letters "
-              "are those other pages cite). The exploration records (what was tried before and while choosing "
-              "settings; not results) are in [BENCHMARKS_EXPLORATION.md](BENCHMARKS_EXPLORATION.md); speed and "
-              "memory in [BENCHMARKS.md](BENCHMARKS.md).", "", records_text]
-    return "\n".join(lines)
+    return "\n".join(lines + ["## Appendix: quality records made before these jobs", "", TEXT["appendix"], "",
+                              records_text])
 
 
 # --- command line -----------------------------------------------------------------------------------------

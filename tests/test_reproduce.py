@@ -70,7 +70,7 @@ def _run(job, method, seed, test, **extra):
 
 def test_cells_show_mean_and_spread_paired_differences_and_the_job_cost():
     job = reproduce.JOBS_BY_CELL[("hashgan", "mnist10k", 32)]
-    off = f"paper {reproduce.HASHGAN_GAN_OFF}"
+    off = "paper -adversarial -feature -L2"  # the job's ablation
     runs = []
     for seed, (gan, no_gan, itq) in enumerate([(0.30, 0.40, 0.45), (0.32, 0.44, 0.45), (0.34, 0.42, 0.44)]):
         runs += [_run(job, "paper", seed, gan, test_details={"precision@1000": gan + 0.1}),
@@ -427,35 +427,41 @@ def test_jobs_run_with_onednn_unless_the_caller_chose(tmp_path, monkeypatch):
 
 def test_the_bgan_section_shows_the_last_graph_record_of_each_data_set_and_feature_kind():
     def graph(data, features, same, k1=20):
-        return {"benchmark": "graph", "data": data, "features": features, "items": 5102, "k1": k1, "k2": 30,
-                "same_class_k1": same, "same_class_expanded": same - 0.05, "mean_list": 166.9}
+        given = "" if data == "random" else f" --data {data}"  # synthetic items: no --data
+        return {"benchmark": "graph", "command": f"python -m benchmarks.graph{given} --features {features}",
+                "data": data, "features": features, "items": 5102, "k1": k1, "k2": 30, "same_class_k1": same,
+                "same_class_expanded": same - 0.05, "mean_list": 166.9}
 
+    entry = next(entry for entry in reproduce.RECORD_TABLES if entry["anchor"] == "bgan-graph")
     records = [graph("cifar6k", "pca", 0.30), graph("cifar6k", "pixels", 0.222), graph("mnist10k", "pca", 0.891),
                graph("cifar6k", "pca", 0.25), graph("cifar6k", "pixels", 0.9, k1=5), graph("random", "pixels", 0.5)]
-    text = reproduce.render_graph_lists(records)
+    text = reproduce.render_record_table(entry, records)
     rows = [line for line in text.splitlines() if line.startswith("| ") and "%" in line]
-    assert rows == ["| mnist10k | pca | 5,102 | 89.1% | 84.1% (167) |",
+    assert rows == ["| cifar6k | pca | 5,102 | 25.0% | 20.0% (167) |",  # the last of each, where the first stood
                     "| cifar6k | pixels | 5,102 | 22.2% | 17.2% (167) |",
-                    "| cifar6k | pca | 5,102 | 25.0% | 20.0% (167) |"]
-    assert "| not run |" in reproduce.render_graph_lists([])
+                    "| mnist10k | pca | 5,102 | 89.1% | 84.1% (167) |"]
+    assert "| not run yet |" in reproduce.render_record_table(entry, [])
     assert '<a id="bgan-graph"></a>' in reproduce.render(records)
 
 
-def test_the_conv_learning_rate_section_marks_the_rate_with_the_best_validation_map():
+def test_the_conv_learning_rate_section_shows_each_rate_s_validation_and_test_figures():
     def run(rate, validation, test):
         return {"baseline": False, "method": f"neighbours learning_rate={rate}", "validation": validation,
-                "test": test, "hyperparameters": {"learning_rate": rate}, "saturation": 0.5, "bit_freq_min": 0.3,
+                "test": test, "overrides": {"learning_rate": rate}, "saturation": 0.5, "bit_freq_min": 0.3,
                 "bit_freq_max": 0.7, "train_seconds": 600.0}
 
+    entry = next(entry for entry in reproduce.RECORD_TABLES if entry["anchor"] == "bgan-conv-rate")
     itq = {"baseline": True, "method": "itq", "validation": 0.14, "test": 0.15}
-    record = {"benchmark": "retrieval", "command": reproduce.CONV_RATE_COMMAND, "machine": {"cpu": "X", "cpus": 2},
+    record = {"benchmark": "retrieval", "command": entry["command"] + " --results x.jsonl --checkpoint y",
+              "commit": "abcdef123", "machine": {"cpu": "X", "cpus": 2},
               "runs": [itq, run(0.0003, 0.13, 0.12), run(0.0001, 0.12, 0.13)]}
-    lines = reproduce.render_conv_learning_rate([record]).splitlines()
-    assert "| Adam 0.0003 (chosen) | 0.1300 | 0.1200 | 0.5000 | 0.30-0.70 |" in lines  # not the best test
+    lines = reproduce.render_record_table(entry, [record]).splitlines()
+    assert "| Adam 0.0003 | 0.1300 | 0.1200 | 0.5000 | 0.30-0.70 |" in lines
     assert "| Adam 0.0001 | 0.1200 | 0.1300 | 0.5000 | 0.30-0.70 |" in lines
-    assert "| ITQ | 0.1400 | 0.1500 | | |" in lines
-    other = dict(record, command=reproduce.CONV_RATE_COMMAND.replace("--seeds 0", "--seeds 1"))
-    assert "Not run yet" in reproduce.render_conv_learning_rate([other])
+    assert "| itq | 0.1400 | 0.1500 |  |  |" in lines
+    assert f"`{entry['command']}`; commit abcdef1, X, 2 cores." in lines
+    other = dict(record, command=entry["command"].replace("--seeds 0", "--seeds 1"))
+    assert "| not run yet |" in reproduce.render_record_table(entry, [other])
 
 
 def test_bgan_table_4_says_how_each_variant_differs_from_app_continuation_and_how_binary_the_outputs_are():
