@@ -1,43 +1,14 @@
 """Retrieval quality of a scheme against the shallow baselines, with settings chosen on validation queries only.
 
-    python -m benchmarks.retrieval --scheme SCHEME --data mnist10k --bits 32 --presets paper vat --seeds 0 1 2
-    python -m benchmarks.retrieval --scheme SCHEME --data fashion10k digits --bits 32 --presets NAME
-    python -m benchmarks.retrieval --scheme SCHEME --data mnist10k --bits 32 --grid weight_entropy=0.05,0.1
-    python -m benchmarks.retrieval --scheme SCHEME --data mnist10k --bits 32 --ablation --seeds 0
-    python -m benchmarks.retrieval --scheme hashgan --data mnist10k --bits 32 "--ablation=-adversarial -feature -L2"
-    python -m benchmarks.retrieval --scheme bgan --data mnist10k --bits 32 --compare hashgan --compare-epochs 30
-    python -m benchmarks.retrieval --scheme dshgan --data mnist10k --labelled-per-class 50 --ablation --compare hashgan
-    python -m benchmarks.retrieval --scheme hashgan --data mnist10k fashion10k digits --bits 16 32 64 --deep-baselines
+    python -m benchmarks.retrieval --scheme SCHEME --data mnist10k fashion10k --bits 16 32 --presets paper vat
+    python -m benchmarks.retrieval --scheme SCHEME --data mnist10k --grid weight_entropy=0.05,0.1 --ablation
+    python -m benchmarks.retrieval --scheme bgan --data mnist10k --compare hashgan --compare-epochs 30
 
-SCHEME is any key of ``tfhash.schemes.names()``; everything scheme-specific (presets, ablation, the paper's
-protocol and baselines) is read from the scheme's class.
-
-**Protocol.** For each data set, code length and seed: the seed draws the test queries (100 per class;
-10 for digits; 1,000 random points for gmm100k) and, from the training items, the validation queries
-(as many); validation queries are searched among the other training items, test queries in the
-database. Every candidate setting (``--presets`` x ``--grid``, plus the ablation) and every baseline is
-trained on the same training set in the same run. Candidates are **ranked on validation figures only**;
-the chosen one's test figures are reported as mean and spread (sample standard deviation) over the seeds,
-beside ITQ's. Test figures of the other candidates are printed too, but never used for the choice.
-
-Data: mnist10k / fashion10k (``../shared/data``: the MNIST / Fashion-MNIST test splits; the other
-9,000 images are database and training set), fashion70k (all 70,000 Fashion-MNIST images: 1,000 queries, the
-other 69,000 are database and training set, the papers' MNIST protocol), digits (scikit-learn, offline), cifar6k
-(``../shared/data/cifar10-6k``), gmm100k (100,000 synthetic 256-d points, ``make_gaussian_mixture``).
-
-Metric (``--protocol``, default: the scheme's ``retrieval_protocol``): **labels** (same class is relevant):
-mAP over the whole database; **euclidean** (the true top-N Euclidean neighbours are relevant, N = 1,000,
-or a tenth of the database when it holds fewer than 5,000 items): mAP. Each run also records the other test
-figures the papers print (``test_details``: labels: mAP@1000, precision@1000 and @100, NMI and accuracy of
-k-means on the database codes; euclidean: precision@100). Ends with one JSON line holding every run.
-
-**Resuming** (``--checkpoint DIR``): each finished run is appended to ``DIR/runs.jsonl`` and each deep model
-saves a checkpoint after every epoch; the same command with the same DIR after an interruption reads the
-finished runs back and resumes the unfinished one from its last epoch. A finished run whose hyperparameters or
-batch size differ from what the command now asks for (its preset changed since) is trained again. The record then
-says how many runs and epochs came from earlier invocations; DIR is removed once the record is written.
-A run's ``train_seconds`` (and the record's wall time) include the epochs that interrupted invocations trained: each
-epoch's end writes the run's running total beside its epoch checkpoints.
+For each data set, code length and seed, every candidate (``--presets`` x ``--grid``, with the ablations) and
+every baseline trains on the same training items; candidates are ranked on validation queries drawn from the
+training items (``tfhash.evaluation.SplitScorer``), and the test figures of all are reported, mean and sample
+standard deviation over the seeds, beside ITQ's. ``--checkpoint DIR`` keeps finished runs and epoch checkpoints
+so the same command resumes after an interruption. The protocol and the data sets: docs/benchmarks.md.
 """
 
 import argparse
@@ -54,7 +25,7 @@ import numpy as np
 
 import tfhash
 from benchmarks import _common
-from tfhash import _io, baselines, checkpoints, datasets, evaluation, metrics, schemes
+from tfhash import _io, baselines, checkpoints, datasets, evaluation, schemes
 from trainers.config import JIT_COMPILE, parse_set_flags
 
 DATA = ("mnist10k", "fashion10k", "fashion70k", "digits", "cifar6k", "gmm100k")
@@ -75,45 +46,9 @@ def load_split(data, seed, train_size=None):
                                seed=seed, name=data)
 
 
-class Scorer:
-    """The protocol's figure for codes of one split (labels: mAP; euclidean: mAP against true neighbours).
-
-    ``bits`` (the code length) asks for the other figures the papers print: labels: mAP@1000, precision@1000
-    and @100, and k-means
-    (k = classes) on the database codes scored by NMI and accuracy (HashGAN Table 3); euclidean: precision@100.
-    """
-
-    def __init__(self, split, protocol):
-        self.split, self.protocol = split, protocol
-        self.truth = None
-        if protocol == "euclidean":
-            database = split.database_x.reshape(len(split.database_x), -1)
-            n = 1000 if len(database) >= 5000 else max(1, len(database) // 10)
-            self.truth = metrics.euclidean_ground_truth(split.query_x.reshape(len(split.query_x), -1), database, n)
-
-    def __call__(self, encode, bits=None):
-        query, database = encode(self.split.query_x), encode(self.split.database_x)
-        if self.protocol == "euclidean":
-            figure = metrics.ann_mean_average_precision(query, database, self.truth)
-            extra = {} if bits is None else {
-                "precision@100": metrics.ann_precision_at_k(query, database, self.truth, 100)}
-        else:
-            labelled = (query, database, self.split.query_y, self.split.database_y)
-            figure = metrics.mean_average_precision(*labelled)
-            extra = {}
-            if bits is not None:
-                extra = {"mAP@1000": metrics.mean_average_precision(*labelled, top_k=1000),
-                         "precision@1000": metrics.precision_at_k(*labelled, 1000),
-                         "precision@100": metrics.precision_at_k(*labelled, 100)}
-                if np.ndim(self.split.database_y) == 1:
-                    clusters = metrics.kmeans_scores(database, self.split.database_y, bits=bits, seed=0)
-                    extra.update({"kmeans_nmi": clusters["nmi"], "kmeans_acc": clusters["acc"]})
-        return figure if bits is None else (figure, extra)
-
-
 def score(scorers, encode, bits):
     """``{"validation": figure, "test": figure, "test_details": {...}}`` for one trained encoder."""
-    test, details = scorers["test"](encode, bits)
+    test, details = scorers["test"](encode, bits=bits)
     return {"validation": scorers["validation"](encode), "test": test, "test_details": details}
 
 
@@ -339,12 +274,6 @@ def compare_label(name, hasher):
     return f"{name} (default preset {hasher.preset!r}, {hasher.epoch} epochs)"
 
 
-def summary(values):
-    values = np.asarray(values, dtype=float)
-    spread = float(values.std(ddof=1)) if values.size > 1 else 0.0
-    return float(values.mean()), spread
-
-
 def build_parser():
     """The command line (also used by ``benchmarks.reproduce`` to read the commands stored with results)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -386,12 +315,43 @@ def build_parser():
     return parser
 
 
+def _summary_rows(results, data_sets, bit_lengths, labels):
+    """One console row per method of each cell: validation and test mean ± spread, the choice marked."""
+    def summary(values):
+        return f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0.0:.4f}"
+
+    rows = []
+    for data, bits in itertools.product(data_sets, bit_lengths):
+        cell = [r for r in results if r["data"] == data and r["bits"] == bits]
+        by_method = {}
+        for run in cell:
+            by_method.setdefault(run["method"], []).append(run)
+        chosen = max(labels, key=lambda m: np.mean([r["validation"] for r in by_method[m]]))
+        itq = np.mean([r["test"] for r in by_method["itq"]])
+        for method, mine in by_method.items():
+            rows.append({"data": data, "bits": bits, "method": method + " (chosen on validation)" * (method == chosen and len(labels) > 1),
+                         "validation": summary([r["validation"] for r in mine]),
+                         "test": summary([r["test"] for r in mine]),
+                         "x ITQ (test)": f"{np.mean([r['test'] for r in mine]) / itq:.2f}",
+                         "train s": f"{np.mean([r['train_seconds'] for r in mine]):.1f}"})
+    return rows
+
+
+def _forget_changed_runs(log, scheme_cls, runs, batch_size):
+    for key, run in list(log.finished.items() if log else ()):
+        differing = changed_settings(scheme_cls, runs, batch_size, key, run)
+        if differing:
+            log.forget(key)
+            details = ", ".join(f"{name}: logged {a!r}, asked {b!r}" for name, (a, b) in sorted(differing.items()))
+            print(f"  {key[0]} {key[1]} bits seed {key[2]} {key[3]}: finished earlier with other settings "
+                  f"({details}); trained again", flush=True)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     started = time.perf_counter()
     arguments = {key: value for key, value in vars(args).items() if key not in ("results", "checkpoint")}
-
     scheme_cls = schemes.get(args.scheme)
     if args.deep_baselines:
         deep = [n for n in schemes.names() if schemes.get(n).spec.deep_baseline and n != args.scheme]
@@ -400,134 +360,80 @@ def main(argv=None):
     unknown = sorted(set(preset_names) - set(scheme_cls.presets))
     if unknown:
         raise SystemExit(f"--presets must be among {sorted(scheme_cls.presets)}, got {unknown}")
-    overrides = parse_set_flags(args.set, scheme_cls)
-    runs = candidates(scheme_cls, preset_names, parse_grid(args.grid, scheme_cls), overrides, args.ablation)
+    runs = candidates(scheme_cls, preset_names, parse_grid(args.grid, scheme_cls),
+                      parse_set_flags(args.set, scheme_cls), args.ablation)
     protocol = args.protocol or scheme_cls.spec.retrieval_protocol
     baseline_names = list(dict.fromkeys(["itq"] + list(args.baselines or scheme_cls.spec.paper_baselines)))
-    labelled = ("" if args.labelled_per_class is None else
-                f"; {args.labelled_per_class} labelled training items per class for schemes that train on labels")
     print(f"{args.scheme}: {len(runs)} candidate(s) x seeds {args.seeds} on {args.data}, bits {args.bits}; "
-          f"protocol {protocol}; selection on validation queries{labelled}", flush=True)
-
-    jit_compile = JIT_COMPILE[args.jit_compile]
+          f"protocol {protocol}; selection on validation queries", flush=True)
     log = None if args.checkpoint is None else RunLog(args.checkpoint, arguments,
                                                       {key: parser.get_default(key) for key in arguments})
-    for key, run in list(log.finished.items() if log else ()):
-        differing = changed_settings(scheme_cls, runs, args.batch_size, key, run)
-        if differing:
-            log.forget(key)
-            details = ", ".join(f"{name}: logged {a!r}, asked {b!r}" for name, (a, b) in sorted(differing.items()))
-            print(f"  {key[0]} {key[1]} bits seed {key[2]} {key[3]}: finished earlier with other settings "
-                  f"({details}); trained again", flush=True)
+    _forget_changed_runs(log, scheme_cls, runs, args.batch_size)
     run_names = baseline_names + [f"compare {other}" for other in args.compare] + [label for label, _, _ in runs]
     results = []  # one dict per (data, bits, seed, method)
 
-    def finished(key):
-        run = log.get(key) if log else None
-        if run is not None:
-            results.append(run)
-            print(f"  {key[0]} {key[1]} bits seed {key[2]} {key[3]}: test {run['test']:.4f} (finished earlier)",
-                  flush=True)
-        return run is not None
-
-    def keep(key, run, message):
-        results.append(run)
-        if log:
-            log.add(key, run)
-        print(f"  {key[0]} {key[1]} bits seed {key[2]} {message}", flush=True)
-
     def timed_fit(key, scheme, *arguments, **options):
-        """``tfhash.fit`` resuming from the run's epoch checkpoints; the hasher, its training seconds (those of
-        epochs trained by interrupted invocations too) and the run's ``untimed_epochs`` field when there are some."""
+        """``tfhash.fit`` resuming from the run's epoch checkpoints; the hasher and the run's timing fields (the
+        seconds of epochs trained by interrupted invocations too, and ``untimed_epochs`` when there are some)."""
         clock = TrainingClock(log.clock_path(key) if log else None)
-        hasher = tfhash.fit(scheme, *arguments, verbose=0, jit_compile=jit_compile, callbacks=[clock],
-                            checkpoint_dir=log.training_directory(key) if log else None, **options)
+        hasher = tfhash.fit(scheme, *arguments, verbose=0, jit_compile=JIT_COMPILE[args.jit_compile],
+                            callbacks=[clock], checkpoint_dir=log.training_directory(key) if log else None, **options)
         seconds = clock.seconds(hasher.epoch)
         if log:
             log.resumed_training_seconds += clock.earlier
             log.resumed_epochs += clock.resumed_epochs
-        return hasher, seconds, ({"untimed_epochs": clock.untimed_epochs} if clock.untimed_epochs else {})
+        return hasher, {"train_seconds": seconds,
+                        **({"untimed_epochs": clock.untimed_epochs} if clock.untimed_epochs else {})}
 
-    for data in args.data:
-        for seed in args.seeds:
-            keys = [(data, bits, seed, name) for bits in args.bits for name in run_names]
-            if log and all(log.get(key) is not None for key in keys):
-                results += [log.get(key) for key in keys]
-                print(f"{data} seed {seed}: every run finished by an earlier invocation", flush=True)
-                continue
-            split = load_split(data, seed, args.train_size)
-            print(split, flush=True)
-            scorers = {"validation": Scorer(split.validation(), protocol), "test": Scorer(split, protocol)}
-            labels = None if args.labelled_per_class is None else split.partial_labels(args.labelled_per_class, seed)
-            for bits in args.bits:
-                for name in baseline_names:
-                    key = (data, bits, seed, name)
-                    if finished(key):
-                        continue
-                    start = time.perf_counter()
-                    method = baselines.get(name)(bits=bits, seed=seed).fit(split.train_x)
-                    scores = score(scorers, method.encode, bits)
-                    keep(key, {"data": data, "bits": bits, "seed": seed, "method": name, "baseline": True,
-                               **scores, "train_seconds": time.perf_counter() - start},
-                         f"{name}: validation {scores['validation']:.4f}, test {scores['test']:.4f}")
-                for other in args.compare:
-                    key = (data, bits, seed, f"compare {other}")
-                    if finished(key):
-                        continue
-                    hasher, seconds, untimed = timed_fit(key, other, *training_data(split, other, labels), bits=bits,
-                                                         epochs=args.compare_epochs, seed=seed)
-                    scores = score(scorers, hasher.encode, bits)
-                    keep(key, {"data": data, "bits": bits, "seed": seed, "method": compare_label(other, hasher),
-                               "scheme": other, "preset": hasher.preset, "baseline": True, "compared": True,
-                               **scores, "train_seconds": seconds, **untimed},
-                         f"{compare_label(other, hasher)}: validation {scores['validation']:.4f}, "
-                         f"test {scores['test']:.4f} ({seconds:.0f} s)")
-                for label, preset, values in runs:
-                    key = (data, bits, seed, label)
-                    if finished(key):
-                        continue
-                    hasher, seconds, untimed = timed_fit(key, args.scheme, *training_data(split, args.scheme, labels),
-                                                         bits=bits, preset=preset, epochs=args.epochs,
-                                                         batch_size=args.batch_size, seed=seed, **values)
-                    scores = score(scorers, hasher.encode, bits)
-                    shape = code_shape(hasher, split.database_x)
-                    keep(key, {"data": data, "bits": bits, "seed": seed, "method": label, "baseline": False,
-                               "preset": preset, "overrides": values, "epochs": hasher.epoch,
-                               "hyperparameters": resolved_hyperparameters(hasher),
-                               "batch_size": hasher.training["batch_size"], **scores, **shape,
-                               "train_seconds": seconds, **untimed},
-                         f"{label}: validation {scores['validation']:.4f}, test {scores['test']:.4f} "
-                         f"({seconds:.0f} s); "
-                         f"binary outputs {shape['saturation']:.4f}, bit frequencies "
-                         f"[{shape['bit_freq_min']:.2f}, {shape['bit_freq_max']:.2f}]")
+    def train(key, split, labels, scorers):
+        """The run ``key`` = (data, bits, seed, method name): trained, scored and described."""
+        data, bits, seed, name = key
+        cell = {"data": data, "bits": bits, "seed": seed}
+        if name in baseline_names:
+            start = time.perf_counter()
+            method = baselines.get(name)(bits=bits, seed=seed).fit(split.train_x)
+            return {**cell, "method": name, "baseline": True, **score(scorers, method.encode, bits),
+                    "train_seconds": time.perf_counter() - start}
+        if name.startswith("compare "):
+            other = name[len("compare "):]
+            hasher, timing = timed_fit(key, other, *training_data(split, other, labels), bits=bits,
+                                       epochs=args.compare_epochs, seed=seed)
+            return {**cell, "method": compare_label(other, hasher), "scheme": other, "preset": hasher.preset,
+                    "baseline": True, "compared": True, **score(scorers, hasher.encode, bits), **timing}
+        preset, values = next((p, v) for label, p, v in runs if label == name)
+        hasher, timing = timed_fit(key, args.scheme, *training_data(split, args.scheme, labels), bits=bits,
+                                   preset=preset, epochs=args.epochs, batch_size=args.batch_size, seed=seed, **values)
+        return {**cell, "method": name, "baseline": False, "preset": preset, "overrides": values,
+                "epochs": hasher.epoch, "hyperparameters": resolved_hyperparameters(hasher),
+                "batch_size": hasher.training["batch_size"], **score(scorers, hasher.encode, bits),
+                **code_shape(hasher, split.database_x), **timing}
 
-    rows = []
-    for data in args.data:
-        for bits in args.bits:
-            cell = [r for r in results if r["data"] == data and r["bits"] == bits]
-            itq_test = summary([r["test"] for r in cell if r["method"] == "itq"])
-            labels = [label for label, _, _ in runs]
-            chosen = max(labels, key=lambda m: summary([r["validation"] for r in cell if r["method"] == m])[0])
-            compared = list(dict.fromkeys(r["method"] for r in cell if r.get("compared")))
-            for method in baseline_names + compared + labels:
-                mine = [r for r in cell if r["method"] == method]
-                validation, test = summary([r["validation"] for r in mine]), summary([r["test"] for r in mine])
-                rows.append({
-                    "data": data, "bits": bits, "method": method + (" (chosen on validation)" if method == chosen
-                                                                     and len(labels) > 1 else ""),
-                    "validation": f"{validation[0]:.4f} ± {validation[1]:.4f}",
-                    "test": f"{test[0]:.4f} ± {test[1]:.4f}", "x ITQ (test)": f"{test[0] / itq_test[0]:.2f}",
-                    "train s": f"{np.mean([r['train_seconds'] for r in mine]):.1f}",
-                    "binary outputs": (f"{np.mean([r['saturation'] for r in mine]):.4f}" if "saturation" in mine[0]
-                                       else ""),
-                    "bit freq": (f"[{min(r['bit_freq_min'] for r in mine):.2f}, "
-                                 f"{max(r['bit_freq_max'] for r in mine):.2f}]"
-                                 if "saturation" in mine[0] else ""),
-                })
-    print()
-    print(f"{protocol} mAP, mean ± sample std over seeds {args.seeds}; settings ranked on validation queries only")
-    print(evaluation.markdown_table(rows, ["data", "bits", "method", "validation", "test", "x ITQ (test)", "train s",
-                                           "binary outputs", "bit freq"]))
+    for data, seed in itertools.product(args.data, args.seeds):
+        keys = [(data, bits, seed, name) for bits in args.bits for name in run_names]
+        if log and all(log.get(key) is not None for key in keys):
+            results += [log.get(key) for key in keys]
+            print(f"{data} seed {seed}: every run finished by an earlier invocation", flush=True)
+            continue
+        split = load_split(data, seed, args.train_size)
+        print(split, flush=True)
+        scorers = {"validation": evaluation.SplitScorer(split.validation(), protocol),
+                   "test": evaluation.SplitScorer(split, protocol)}
+        labels = None if args.labelled_per_class is None else split.partial_labels(args.labelled_per_class, seed)
+        for key in keys:
+            run = log.get(key) if log else None
+            if run is None:
+                run = train(key, split, labels, scorers)
+                if log:
+                    log.add(key, run)
+            shape = (f"; binary outputs {run['saturation']:.4f}, bit frequencies [{run['bit_freq_min']:.2f}, "
+                     f"{run['bit_freq_max']:.2f}]" if "saturation" in run else "")
+            print(f"  {data} {key[1]} bits seed {seed} {run['method']}: validation {run['validation']:.4f}, test "
+                  f"{run['test']:.4f} ({run['train_seconds']:.0f} s){shape}", flush=True)
+            results.append(run)
+
+    print(f"\n{protocol} mAP, mean ± sample std over seeds {args.seeds}; settings ranked on validation queries only")
+    rows = _summary_rows(results, args.data, args.bits, [label for label, _, _ in runs])
+    print(evaluation.markdown_table(rows, list(rows[0])))
     record = {"benchmark": "retrieval", "scheme": args.scheme, "data": args.data, "protocol": protocol,
               "seeds": args.seeds, "selection": "validation", "labelled_per_class": args.labelled_per_class,
               "train_size": args.train_size, "epochs": args.epochs, "batch_size": args.batch_size,

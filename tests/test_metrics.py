@@ -263,3 +263,30 @@ def test_zero_queries_are_refused_by_every_metric():
     for call in _metric_calls(np.zeros((0, 1), np.uint8), db, np.zeros(0, int), np.array([0, 1])).values():
         with pytest.raises(ValueError, match="`query_codes` must hold at least one query, got 0"):
             call()
+
+
+def test_split_scorer_scores_by_labels_or_by_true_euclidean_neighbours():
+    from tfhash import datasets, evaluation
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(4), 50)
+    x = (y[:, None] * 10.0 + rng.normal(size=(200, 3))).astype(np.float32)
+    split = datasets.make_split(x, y, queries_per_class=5, validation_per_class=5, seed=0)
+
+    def by_class(items):  # one code per class: every same-class item at distance 0, every other farther
+        return np.packbits(np.eye(8, dtype=bool)[np.round(items[:, 0] / 10).astype(int)], axis=1)
+
+    labels = evaluation.SplitScorer(split)
+    assert labels(by_class) == pytest.approx(1.0)
+    figure, details = labels(by_class, bits=8)
+    assert figure == pytest.approx(1.0) and details["mAP@1000"] == pytest.approx(1.0)
+    assert details["precision@100"] == pytest.approx(45 / 100)  # 45 database items per class
+    assert details["kmeans_nmi"] > 0.99
+    assert evaluation.SplitScorer(split.validation())(by_class) == pytest.approx(1.0)
+    # Without labels: the true top-N Euclidean neighbours (N: a tenth of a small database) are the relevant ones;
+    # codes that keep only the class cannot rank within it.
+    euclidean = evaluation.SplitScorer(split, protocol="euclidean")
+    assert euclidean.truth.shape == (len(split.query_x), len(split.database_x) // 10)
+    assert 0.0 < euclidean(by_class) < 1.0 and set(euclidean(by_class, bits=8)[1]) == {"precision@100"}
+    with pytest.raises(ValueError, match="`protocol` must be one of"):
+        evaluation.SplitScorer(split, protocol="cosine")

@@ -71,6 +71,50 @@ def compare_baselines(split: RetrievalSplit, bits: int, *,
     return rows
 
 
+PROTOCOLS = ("labels", "euclidean")
+
+
+class SplitScorer:
+    """The figure settings are chosen by, for codes of one split's queries and database.
+
+    ``protocol="labels"``: an item is relevant to a query of the same class; mAP over the whole database.
+    ``"euclidean"`` (for data without labels): the query's true top-N Euclidean neighbours are relevant (N = 1,000,
+    or a tenth of the database when it holds fewer than 5,000 items); mAP. The ground truth is computed once, here.
+    Score ``split.validation()`` to choose settings and ``split`` itself to report the chosen one.
+    """
+
+    def __init__(self, split: RetrievalSplit, protocol: str = "labels") -> None:
+        if protocol not in PROTOCOLS:
+            raise ValueError(f"`protocol` must be one of {PROTOCOLS}, got {protocol!r}.")
+        self.split, self.protocol, self.truth = split, protocol, None
+        if protocol == "euclidean":
+            database = split.database_x.reshape(len(split.database_x), -1)
+            n = 1000 if len(database) >= 5000 else max(1, len(database) // 10)
+            self.truth = metrics.euclidean_ground_truth(split.query_x.reshape(len(split.query_x), -1), database, n)
+
+    def __call__(self, encode: Callable[[np.ndarray], np.ndarray], *, bits: int | None = None) -> Any:
+        """mAP of ``encode``'s codes; with ``bits``, ``(mAP, details)``: the other figures the papers print
+        (labels: mAP@1000, precision@1000 and @100, NMI and accuracy of k-means on the database codes;
+        euclidean: precision@100)."""
+        query, database = encode(self.split.query_x), encode(self.split.database_x)
+        if self.protocol == "euclidean":
+            figure = metrics.ann_mean_average_precision(query, database, self.truth)
+            if bits is None:
+                return figure
+            return figure, {"precision@100": metrics.ann_precision_at_k(query, database, self.truth, 100)}
+        labelled = (query, database, self.split.query_y, self.split.database_y)
+        figure = metrics.mean_average_precision(*labelled)
+        if bits is None:
+            return figure
+        details = {"mAP@1000": metrics.mean_average_precision(*labelled, top_k=1000),
+                   "precision@1000": metrics.precision_at_k(*labelled, 1000),
+                   "precision@100": metrics.precision_at_k(*labelled, 100)}
+        if np.ndim(self.split.database_y) == 1:
+            clusters = metrics.kmeans_scores(database, self.split.database_y, bits=bits, seed=0)
+            details.update({"kmeans_nmi": clusters["nmi"], "kmeans_acc": clusters["acc"]})
+        return figure, details
+
+
 def markdown_table(rows: list, columns: Sequence[str]) -> str:
     """A markdown table of ``rows`` (dicts); floats with 4 decimals, missing cells as '-'."""
     def cell(value):
