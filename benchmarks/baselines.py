@@ -2,9 +2,7 @@
 
     python -m benchmarks.baselines [--bits 16 32 64] [--methods lsh pcah itq sph sh]
 
-100 queries per class (seed 0), the other 9,000 images are database and training set, pixels in
-[0, 1]. Prints a markdown table (mAP, mAP@1000, precision@1000, precision within radius 2) and ends
-with one JSON line of the figures.
+What it measures and how: REPRODUCTION.md's appendix, section (a). Ends with one JSON line.
 """
 
 import argparse

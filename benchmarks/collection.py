@@ -2,24 +2,7 @@
 
     python -m benchmarks.collection [--sizes 100000 1000000] [--work DIR] [--bits 64]
 
-An encoder (HashGAN, default preset but ``--epochs``, trained on 10,000 of the real Fashion-MNIST images in
-``../shared/data``) is exported as a SavedModel and a TFLite file. The collection is the 70,000 real
-Fashion-MNIST images tiled with small pixel noise to each size: the smallest size also as a folder of PNG
-files, every size as a memory-mapped ``.npy`` of uint8 pixels. Then, in one run:
-
-- **encode**: items/s of the in-memory Keras encoder, the SavedModel and the TFLite export on the same
-  50,000 float images (best of 3 rounds, each running the three in turn);
-- **build**: ``tfhash.build`` through the SavedModel into a saved index, each in a fresh process
-  (its peak resident memory, ``VmHWM``, and its resident memory before the build), for the PNG folder
-  and for every ``.npy`` size; the index size on disk;
-- **resume**: the largest build killed (SIGKILL) once about half its items are recorded, run again, and
-  its codes and ids compared byte for byte with the uninterrupted build;
-- **search**: load time (memory-mapped), single-query latency p50 / p99 of the exact index and of Faiss IVF,
-  HNSW and multi-hash indexes built from the same codes, with their build time, size and recall@10 / @100
-  against the exact answer (1,000 real test images as queries; ids by position): the share of the codes found
-  within the exact k-th nearest distance, and the share of the exact answer's ids found.
-
-Ends with one JSON line.
+What it measures and how: BENCHMARKS.md, section (o). Ends with one JSON line.
 """
 
 from __future__ import annotations

@@ -3,13 +3,7 @@ streaming build, and Milvus Lite's exact search against the exact index, on real
 
     python -m benchmarks.distributed [--items 100000] [--bits 64]
 
-The encoder is HashGAN (default preset, 2 epochs on 10,000 real Fashion-MNIST images), exported as a
-SavedModel; the collection is the other 69,000 real Fashion-MNIST images tiled with pixel noise to
-``--items``, in 10 uint8 ``.npy`` shards. Each encoding runs in a fresh process (``trainers.encode`` for the
-local build, ``trainers.encode_beam`` for Beam), timed from the outside, so all three pay their start-up;
-their indexes are compared byte for byte. Milvus Lite (a local server process) then holds the codes of the
-collection: 1,000 real test images as queries, top-100, queries/s and recall against the exact index, and
-whether the distances are identical. Needs the ``[beam]`` and ``[milvus]`` extras. Ends with one JSON line.
+What it measures and how: BENCHMARKS.md, section (p). Ends with one JSON line.
 """
 
 from __future__ import annotations

@@ -2,10 +2,7 @@
 
     python -m benchmarks.encode [--scheme KEY] [--epochs 1] [--bits 32]
 
-A scheme (default: the first registered one) is trained briefly (throughput does not depend on how
-well it hashes), exported, and each path encodes the 10,000 images at batch 256 and the first 1,000
-at batch 1 (best of 7 runs). "SavedModel probabilities only" is the same encoder saved without the packing
-step, to measure what packing costs. Ends with one JSON line.
+What it measures and how: BENCHMARKS.md, section (e). Ends with one JSON line.
 """
 
 import os

@@ -2,10 +2,7 @@
 
     python -m benchmarks.eval_speed [--queries 1000] [--database 1000000] [--bits 64] [--naive-queries N]
 
-Single labels over 10 classes, seed 0. tfhash's mAP is compared in the same run with a
-straightforward implementation (per query: Hamming distances as int64, a stable ``np.argsort``,
-precision at every relevant rank), both with ties by database index. Peak extra memory of our
-mAP is traced with tracemalloc (numpy allocations included). Ends with one JSON line.
+What it measures and how: BENCHMARKS.md, section (b). Ends with one JSON line.
 """
 
 import time

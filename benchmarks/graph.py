@@ -4,14 +4,9 @@
     python -m benchmarks.graph --data mnist10k      # real images: also the same-class fraction of the lists
     python -m benchmarks.graph --data cifar6k --features pca --results benchmarks/results.jsonl
 
-``--features``: what the lists rank on, as BGAN's ``graph_features``: the pixels or their first 128 principal
-components (the ``neighbours`` preset). ``--results`` appends the JSON line to a results file, with its
-command and commit; REPRODUCTION.md's BGAN section reads the same-class fractions of real data from there.
-
-Random data: ``--items`` float32 vectors in [0, 1] (784-d by default, the size of MNIST images), drawn
-around 100 random centres so neighbour lists are not arbitrary. Peak memory is the process's maximum
-resident set (``ru_maxrss``), measured before and after, with the input array alone noted. Ends with one
-JSON line.
+``--features``: what the lists rank on (BGAN's ``graph_features``). Random data: ``--items`` vectors in [0, 1]
+drawn around 100 random centres; peak memory is the process's ``ru_maxrss``. On real data it also measures the
+same-class share of the lists, which REPRODUCTION.md's BGAN section shows. Ends with one JSON line.
 """
 
 import argparse

@@ -2,12 +2,7 @@
 
     python -m benchmarks.merge [--items 10000000] [--bits 64] [--rows-in-memory 262144 4194304]
 
-Writes ``--items`` shuffled (id, code) records into four TFRecord shards, as ``tfhash.beam.EncodeToShards``
-does, then merges them with ``tfhash.beam.merge_shards`` once per ``rows_in_memory`` setting and once with
-every record in one run (``rows_in_memory`` = ``--items``: the whole sort in memory), each in a fresh process.
-For each: wall seconds and the growth of the process's anonymous resident memory during the merge (pages of
-the files it reads and writes are the page cache's, not the process's). Checks that every merge wrote the
-same bytes. Ends with one JSON line.
+What it measures and how: BENCHMARKS.md, section (p). Ends with one JSON line.
 """
 
 from __future__ import annotations

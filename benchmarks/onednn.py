@@ -3,12 +3,7 @@
     python -m benchmarks.onednn [--schemes bgan hashgan dshgan] [--preset paper] [--shapes 28x28x1 32x32x3]
                                 [--items 512] [--repeats 2]
 
-TensorFlow turns its oneDNN kernels on by itself only on processors with AVX-512 VNNI, BF16 or AMX;
-``TF_ENABLE_ONEDNN_OPTS=1`` or ``0`` decides instead. The variable is read once, when TensorFlow loads, so
-each setting runs in a child process: it trains each scheme's preset for two epochs on random items of each
-shape (schemes that take feature vectors get the shape flattened) and times the second epoch (the first
-builds and traces). The children alternate between the settings, ``--repeats`` times each, and the fastest
-epoch of each setting counts (other processes on the machine only ever add time). Ends with one JSON line.
+What it measures and how: BENCHMARKS.md, section (q). Ends with one JSON line.
 """
 
 from __future__ import annotations

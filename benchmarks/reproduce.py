@@ -6,19 +6,10 @@
     python -m benchmarks.reproduce --report               # rewrite REPRODUCTION.md from the results file
     python -m benchmarks.reproduce --check                # exit 1 when REPRODUCTION.md differs from it
 
-A **job** is one ``benchmarks.retrieval`` command on one data set at one code length; it appends one JSON
-record to ``benchmarks/results.jsonl`` with its command, commit, machine, seeds, wall time and peak memory. A
-record belongs to a job when its command parses to the same arguments. Until its record is written, a job keeps
-its finished runs and epoch checkpoints in ``checkpoints/JOB`` beside the results file: running it again after
-an interruption resumes it (``benchmarks.retrieval --checkpoint``), and its record then counts the runs and
-epochs trained before. Its wall time counts the epochs that interrupted invocations
-trained (a job line names any whose time was not kept). The finished runs (``command.json`` and ``runs.jsonl``;
-git ignores the epoch checkpoints) can be committed, so a job longer than a sitting resumes in another clone
-from its last finished run. Nothing in REPRODUCTION.md is typed by hand except what ``benchmarks/reproduction.toml``
-declares (the papers' own figures, copied as printed from ``../shared/papers``, the tables' notes on what differs
-from the paper's protocol, and the findings written from the figures) and the appendix of records made before
-these jobs (``benchmarks/quality_records.md``, included verbatim). A table's ``findings`` is a further table
-computed from the records; no sentence is composed from figures.
+A **job** is one ``benchmarks.retrieval`` command on one data set at one code length, declared with the
+papers' tables and the hand-written notes in ``benchmarks/reproduction.toml``; it appends one record to
+``benchmarks/results.jsonl``, and keeps its finished runs in ``checkpoints/JOB`` beside it until then, so it
+resumes after an interruption (docs/benchmarks.md). No sentence is composed from figures.
 """
 
 from __future__ import annotations

@@ -329,7 +329,8 @@ def _summary_rows(results, data_sets, bit_lengths, labels):
         chosen = max(labels, key=lambda m: np.mean([r["validation"] for r in by_method[m]]))
         itq = np.mean([r["test"] for r in by_method["itq"]])
         for method, mine in by_method.items():
-            rows.append({"data": data, "bits": bits, "method": method + " (chosen on validation)" * (method == chosen and len(labels) > 1),
+            marked = method + " (chosen on validation)" * (method == chosen and len(labels) > 1)
+            rows.append({"data": data, "bits": bits, "method": marked,
                          "validation": summary([r["validation"] for r in mine]),
                          "test": summary([r["test"] for r in mine]),
                          "x ITQ (test)": f"{np.mean([r['test'] for r in mine]) / itq:.2f}",

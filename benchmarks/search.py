@@ -2,16 +2,7 @@
 
     python -m benchmarks.search [--queries 1000] [--database 1000000] [--bits 64] [--k 100]
 
-tfhash's exact ``HammingIndex`` against Faiss ``IndexBinaryFlat`` in the same run (both exact, ties by
-database index). Reports queries/s (best of --repeats runs), whether the top-k ids are identical, and
-the approximate Faiss backends' recall@k against the exact answer; then the same for a range search (every
-code within ``--radius``, inclusive) of the exact index and Faiss ``IndexBinaryFlat``. Ends with one JSON line.
-
-**The speed limit.** No exact search can beat computing every query-code distance once, so the run also
-times that alone: the same blocked, transposed XOR + popcount loop as the index's kernel over every code
-for every query, summing the distances and keeping nothing, on as many threads. Its queries/s bound any
-exact scan's on this machine with this instruction set; the index's share of it is how much the selection
-of the k nearest costs.
+What it measures and how: BENCHMARKS.md, section (c). Ends with one JSON line.
 """
 
 import concurrent.futures

@@ -3,14 +3,7 @@
     python -m benchmarks.train_step [--schemes hashgan bgan] [--items 2000] [--batch-size 100] [--steps 60]
         [--repeats 3]
 
-Random 28x28 grey items (labels for schemes that train on them), 32 bits, default presets. Each scheme is
-trained for one epoch first (building, adapting and compiling are not timed); then the same ``--steps``
-batches, held in memory, go through (a) ``Model.fit`` with the callbacks ``tfhash.fit`` adds (per step:
-the time of all the steps minus that of the first five, so a call's fixed cost cancels) and (b) a
-bare ``tf.function`` loop around the same ``train_step``, and (c) ``Model.fit`` running ten steps per call
-(``tfhash.fit(steps_per_execution=10)``), once without XLA and once with
-``jit_compile=True`` (what Keras does on one GPU). Per-step milliseconds are wall time over all steps; the
-ratios compare runs measured side by side in this process. Ends with one JSON line.
+What it measures and how: BENCHMARKS.md, section (n). Ends with one JSON line.
 """
 
 from __future__ import annotations
