@@ -50,7 +50,9 @@ def test_a_frozen_user_backbone_stays_as_given(name, digits):
     for old, new in zip(before, backbone.weights):
         np.testing.assert_array_equal(old, new.numpy())
     assert hasher.model.get_config()["backbone"] == "model pretrained"
-    with pytest.raises(ValueError, match="`backbone` must be None .* or a keras.Model"):
+    with pytest.raises(ValueError, match="`backbone` must be None .* a keras.Model .* one of .*, got 'alexnet'"):
+        tfhash.fit(name, digits, bits=8, backbone="alexnet")
+    with pytest.raises(ValueError, match=r"`backbone`='vgg16' takes colour images \[height, width, 3\]"):
         tfhash.fit(name, digits, bits=8, backbone="vgg16")
 
 
@@ -98,3 +100,47 @@ def test_photos_get_a_default_network_whose_size_does_not_grow_with_theirs(name)
     photos = np.random.default_rng(0).integers(0, 256, (8, 224, 224, 3), dtype=np.uint8)
     hasher = tfhash.fit(name, photos, np.arange(8) % 4, bits=16, epochs=1, batch_size=8, verbose=0)
     assert hasher.encode(photos).shape == (8, 2)
+
+
+def test_resnet_and_vgg_see_their_pixels_as_in_training_bgr_without_the_imagenet_means():
+    from tfhash.schemes import backbones
+
+    rgb = np.array([[[[10.0, 20.0, 30.0]]]], np.float32)
+    np.testing.assert_allclose(backbones.CaffePreprocessing()(rgb).numpy()[0, 0, 0],
+                               [30 - 103.939, 20 - 116.779, 10 - 123.68], rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", [pytest.param("cibhash", marks=pytest.mark.e2e), "greedyhash",
+                                  pytest.param("dshgan", marks=pytest.mark.e2e)])
+def test_a_named_backbone_is_a_keras_application_that_learns_unless_frozen(name, tmp_path):
+    x = np.random.default_rng(0).random((64, 32, 32, 3)).astype(np.float32)
+    y = np.arange(64) % 4 if name == "dshgan" else None
+    options = {"bits": 8, "epochs": 1, "batch_size": 32, "seed": 0, "verbose": 0, "backbone": "mobilenet_v3_small"}
+    if name == "dshgan":
+        options["use_generator"] = False
+    learning = tfhash.fit(name, x, y, **options)
+    network = learning.model.shared_backbone if name == "dshgan" else learning.model.feature_network
+    application = network.get_layer(index=-1)
+    assert application.name.startswith("MobileNetV3Small") and network.output_shape == (None, 576)
+    assert learning.model.backbone_learns and learning.model.get_config()["backbone"] == "mobilenet_v3_small"
+    frozen = tfhash.fit(name, x, y, **options, train_backbone=False)
+    network = frozen.model.shared_backbone if name == "dshgan" else frozen.model.feature_network
+    fresh = tfhash.schemes.get(name)(bits=8, input_shape=x.shape[1:], seed=0, backbone="mobilenet_v3_small",
+                                     **({"num_classes": 4, "use_generator": False} if name == "dshgan" else {}))
+    fresh_network = fresh.shared_backbone if name == "dshgan" else fresh.feature_network
+    for trained, initial in zip(network.weights, fresh_network.weights):  # batch statistics included
+        np.testing.assert_array_equal(trained.numpy(), initial.numpy())
+    # Saved and loaded: rebuilt by name, every weight from the checkpoint.
+    loaded = tfhash.Hasher.load(frozen.save(str(tmp_path / "saved")))
+    np.testing.assert_array_equal(loaded.encode(x), frozen.encode(x))
+
+
+def test_backbone_weights_belong_to_a_named_backbone():
+    x = np.zeros((8, 32, 32, 3), np.float32)
+    with pytest.raises(ValueError, match="`backbone_weights`='imagenet' loads a named backbone's weights .* got "
+                                         "backbone=None"):
+        tfhash.fit("greedyhash", x, bits=8, backbone_weights="imagenet")
+    with pytest.raises(ValueError, match="`backbone_weights` must be None .* or 'imagenet'.* got 'places365'"):
+        tfhash.fit("greedyhash", x, bits=8, backbone="resnet50", backbone_weights="places365")
+    with pytest.raises(ValueError, match="`train_backbone` must be True or False, got 'yes'"):
+        tfhash.fit("cibhash", x, bits=8, train_backbone="yes")

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from tfhash import _io, _validation, schemes
 from tfhash import export as export_lib
+from tfhash.schemes import backbones
 
 CONFIG_FILE = "tfhash_config.json"
 CHECKPOINT_PREFIX = "ckpt"
@@ -101,7 +102,8 @@ def restore(directory: str | os.PathLike, description: dict, strategy: tf.distri
             scheme_cls = schemes.get(description["scheme"])
             described = {k: v for k, v in (hyperparameters or {}).items()
                          if isinstance(schemes.settings.recorded(scheme_cls, k, v), str) and not isinstance(v, str)}
-            model = scheme_cls.from_config({**description["config"], **described})
+            with backbones.restoring():  # the checkpoint brings every weight: nothing to download
+                model = scheme_cls.from_config({**description["config"], **described})
         except ValueError as err:
             raise ValueError(f"{os.path.join(directory, CONFIG_FILE)}: field 'config' holds settings the "
                              f"{description['scheme']!r} scheme refuses: {err}") from err

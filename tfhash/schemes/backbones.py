@@ -1,12 +1,18 @@
-"""Feature networks the schemes with a ``backbone`` argument share: the small network from scratch, and the
-checks and rebuilding rules for a user's ``keras.Model`` (e.g. one with pretrained weights)."""
+"""Feature networks the schemes with a ``backbone`` argument share: the small network from scratch, the
+``keras.applications`` models a backbone may name (with their own preprocessing), and the checks and rebuilding
+rules for a user's ``keras.Model`` (e.g. one with pretrained weights)."""
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from typing import Any
 
 import keras
 import tensorflow as tf
+
+from tfhash.schemes import settings
 
 
 def leaky_relu(t: tf.Tensor) -> tf.Tensor:
@@ -57,23 +63,105 @@ def default_backbone(item_shape: tuple, name: str, initializer: Any = "glorot_un
     return keras.Sequential(layers, name=name)
 
 
+# The keras.applications models a backbone may name: their constructor and how they expect their pixels
+# ("included": the model rescales 0-255 itself; "caffe": BGR with the ImageNet channel means subtracted).
+APPLICATIONS = {
+    "mobilenet_v3_small": ("MobileNetV3Small", "included"),
+    "mobilenet_v3_large": ("MobileNetV3Large", "included"),
+    "efficientnet_v2_b0": ("EfficientNetV2B0", "included"),
+    "resnet50": ("ResNet50", "caffe"),
+    "vgg16": ("VGG16", "caffe"),
+}
+# Set while a model is rebuilt to have its weights restored from a checkpoint: a named backbone's pretrained
+# weights would only be overwritten, so they are not downloaded (a saved hasher loads offline).
+_RESTORING = contextvars.ContextVar("restoring_backbone", default=False)
+CAFFE_MEANS = (103.939, 116.779, 123.68)  # ImageNet's BGR channel means, as keras.applications' "caffe" mode
+BACKBONE_WEIGHTS = (None, "imagenet")
+
+
+@keras.saving.register_keras_serializable(package="tfhash")
+class CaffePreprocessing(keras.layers.Layer):
+    """RGB pixels in 0-255 to what ResNet50 and VGG16 were trained on: BGR, each channel's ImageNet mean removed."""
+
+    def call(self, pixels: tf.Tensor) -> tf.Tensor:
+        return keras.ops.flip(pixels, axis=-1) - keras.ops.convert_to_tensor(CAFFE_MEANS, dtype=pixels.dtype)
+
+
+@contextlib.contextmanager
+def restoring() -> Iterator[None]:
+    """Builds named backbones without their pretrained weights, for a model whose weights a checkpoint restores."""
+    token = _RESTORING.set(True)
+    try:
+        yield
+    finally:
+        _RESTORING.reset(token)
+
+
+def named_backbone(name: str, item_shape: tuple, weights: str | None = None,
+                   model_name: str = "backbone") -> keras.Model:
+    """The ``keras.applications`` model ``name`` without its classifier, global-average pooled to ``[n, d]``
+    features, taking images as the library passes them (floats in [0, 1]) and preprocessing them as the model
+    was trained. ``weights="imagenet"`` downloads its pretrained weights (Keras caches them)."""
+    constructor, mode = APPLICATIONS[name]
+    if len(item_shape) != 3 or item_shape[-1] != 3:
+        raise ValueError(f"`backbone`={name!r} takes colour images [height, width, 3], got items of shape "
+                         f"{tuple(item_shape)}.")
+    inputs = keras.Input(tuple(item_shape))
+    pixels = keras.layers.Rescaling(255.0)(inputs)  # the library's [0, 1] back to the 0-255 the models expect
+    options = {"include_preprocessing": True} if mode == "included" else {}
+    if mode == "caffe":
+        pixels = CaffePreprocessing()(pixels)
+    weights = None if _RESTORING.get() else weights
+    application = getattr(keras.applications, constructor)(include_top=False, weights=weights, pooling="avg",
+                                                            input_shape=tuple(item_shape), **options)
+    return keras.Model(inputs, application(pixels), name=model_name)
+
+
 def describe_backbone(value: Any) -> str | None:
     """``backbone`` as messages and checkpoints name it: ``None`` or ``"model NAME"`` for a user's model."""
     return value if value is None or isinstance(value, str) else f"model {value.name}"
 
 
-def check_backbone(value: Any) -> None:
+def check_backbone(value: Any) -> Any:
     """Raises ``ValueError`` unless ``value`` is a valid ``backbone`` argument; returns it."""
-    if not (value is None or isinstance(value, keras.Model) or (isinstance(value, str) and value.startswith("model "))):
-        raise ValueError(f"`backbone` must be None (the default network) or a keras.Model mapping items to [n, d] "
-                         f"features, got {type(value).__name__}.")
+    if isinstance(value, str) and not value.startswith("model ") and value not in APPLICATIONS:
+        raise ValueError(f"`backbone` must be None (the default network), a keras.Model mapping items to [n, d] "
+                         f"features or one of {sorted(APPLICATIONS)}, got {value!r}.")
+    if not (value is None or isinstance(value, (keras.Model, str))):
+        raise ValueError(f"`backbone` must be None (the default network), a keras.Model mapping items to [n, d] "
+                         f"features or one of {sorted(APPLICATIONS)}, got {type(value).__name__}.")
     return value
 
 
-def build_backbone(value: Any, item_shape: tuple, name: str, initializer: Any = "glorot_uniform") -> keras.Model:
-    """The feature network meant by ``backbone``: the user's model (checked to give ``[n, d]`` features) or,
-    for ``None``, :func:`default_backbone`. A recorded name (``"model NAME"``) cannot be rebuilt: the model
-    itself must be passed again."""
+def check_backbone_weights(value: Any) -> Any:
+    if value not in BACKBONE_WEIGHTS:
+        raise ValueError(f"`backbone_weights` must be None (random initial weights) or 'imagenet' (a named "
+                         f"backbone's pretrained weights, downloaded by Keras), got {value!r}.")
+    return value
+
+
+def check_backbone_combination(hyperparameters: dict) -> None:
+    """Weights belong to a named backbone only."""
+    if hyperparameters["backbone_weights"] is not None and hyperparameters["backbone"] not in APPLICATIONS:
+        raise ValueError(f"`backbone_weights`={hyperparameters['backbone_weights']!r} loads a named backbone's "
+                         f"weights (one of {sorted(APPLICATIONS)}), got backbone="
+                         f"{describe_backbone(hyperparameters['backbone'])!r}; a keras.Model brings its own.")
+
+
+def trains_backbone(train_backbone: bool | None, backbone_weights: str | None) -> bool:
+    """``train_backbone=None`` (the default): a pretrained backbone stays frozen, as the papers use theirs; any
+    other backbone (the small default network, a random named one, a user's model) learns with the head."""
+    return backbone_weights is None if train_backbone is None else bool(train_backbone)
+
+
+def build_backbone(value: Any, item_shape: tuple, name: str, initializer: Any = "glorot_uniform",
+                   weights: str | None = None) -> keras.Model:
+    """The feature network meant by ``backbone``: the user's model (checked to give ``[n, d]`` features), a
+    named ``keras.applications`` model (:func:`named_backbone`, with ``weights``) or, for ``None``,
+    :func:`default_backbone`. A recorded model (``"model NAME"``) cannot be rebuilt: the model itself must be
+    passed again."""
+    if isinstance(value, str) and value in APPLICATIONS:
+        return named_backbone(value, item_shape, weights, name)
     if isinstance(value, keras.Model):
         features = value(keras.ops.zeros((1,) + tuple(item_shape)))
         if len(features.shape) != 2:
@@ -84,3 +172,8 @@ def build_backbone(value: Any, item_shape: tuple, name: str, initializer: Any = 
         return default_backbone(item_shape, name, initializer)
     raise ValueError(f"`backbone` {value!r} was a keras.Model at training: pass the same model "
                      "(hyperparameters={'backbone': model}) to rebuild it.")
+
+
+# The hyperparameters every scheme with a backbone declares, checked alike.
+RULES = {"backbone": settings.Checked(check_backbone), "backbone_weights": settings.Checked(check_backbone_weights),
+         "train_backbone": settings.Optional(settings.Flag(strict=True))}

@@ -39,8 +39,7 @@ import keras
 import tensorflow as tf
 
 from tfhash import augment, distribution, losses
-from tfhash.schemes import settings
-from tfhash.schemes.backbones import build_backbone, check_backbone
+from tfhash.schemes import backbones, settings
 from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.layers import OUTPUT_DTYPE
 from tfhash.schemes.presets import Preset, named
@@ -57,9 +56,13 @@ class CIBHash(HashingScheme):
         bits: code length K.
         input_shape: one image's shape ``[h, w, c]``; values in [0, 1].
         seed: seeds initialisation and every view.
-        backbone: ``None`` (the small network from scratch) or a ``keras.Model`` mapping images to
-            ``[n, d]`` features (e.g. pretrained weights, on a machine that has them).
-        train_backbone: whether the backbone learns with the head (the paper freezes its pretrained VGG-16).
+        backbone: ``None`` (the small network from scratch), the name of a ``keras.applications`` model
+            (``tfhash.schemes.backbones.APPLICATIONS``: ``"mobilenet_v3_small"``, ``"efficientnet_v2_b0"``,
+            ``"resnet50"``, ``"vgg16"``, ...; colour images, its own preprocessing) or a ``keras.Model`` mapping
+            images to ``[n, d]`` features.
+        backbone_weights: ``None`` or ``"imagenet"`` (a named backbone's pretrained weights, downloaded by Keras).
+        train_backbone: whether the backbone learns with the head; ``None`` (default): frozen when pretrained
+            (``backbone_weights`` set, as the paper freezes its VGG-16), learning otherwise.
         head_units: width of the hidden dense layer of the head (paper: 1024).
         head_batch_norm: synchronized batch normalisation before the sigmoid (see the module docstring).
         temperature: tau of NT-Xent (paper: 0.3).
@@ -99,7 +102,7 @@ class CIBHash(HashingScheme):
     default_preset = "scratch"
 
     hyperparameter_rules = {
-        "backbone": settings.Checked(check_backbone), "train_backbone": settings.Flag(),
+        **backbones.RULES,
         "head_units": settings.PositiveInt(), "head_batch_norm": settings.Flag(), "temperature": settings.Positive(),
         "weight_kl": settings.NonNegative(), "learning_rate": settings.NonNegative(),
         # The view strengths are checked together, by the augmentation policy they make.
@@ -112,9 +115,11 @@ class CIBHash(HashingScheme):
 
     @classmethod
     def check_combination(cls, hyperparameters: dict) -> None:
+        backbones.check_backbone_combination(hyperparameters)
         cls._view_policy(hyperparameters)
 
-    def __init__(self, bits=32, input_shape=None, seed=0, backbone=None, train_backbone=True, head_units=1024,
+    def __init__(self, bits=32, input_shape=None, seed=0, backbone=None, backbone_weights=None, train_backbone=None,
+                 head_units=1024,
                  head_batch_norm=False, temperature=0.3, weight_kl=1e-3, learning_rate=1e-3, max_shift=2.0,
                  max_rotation=10.0, max_zoom=0.1, padding=4, brightness=0.4, contrast=0.4, saturation=0.4, **kwargs):
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
@@ -122,7 +127,9 @@ class CIBHash(HashingScheme):
         if len(self.item_shape) != 3:
             raise ValueError(f"`x` items must be images [h, w, c] for cibhash (its views are image augmentations), "
                              f"got items of shape {self.item_shape}.")
-        self.feature_network = build_backbone(self.backbone, self.item_shape, "backbone")
+        self.feature_network = backbones.build_backbone(self.backbone, self.item_shape, "backbone",
+                                                        weights=self.backbone_weights)
+        self.backbone_learns = backbones.trains_backbone(self.train_backbone, self.backbone_weights)
         width = self.feature_network.output_shape[-1]
         layers = [keras.Input((width,)), keras.layers.Dense(self.head_units, activation="relu"),
                   keras.layers.Dense(self.bits)]
@@ -137,11 +144,13 @@ class CIBHash(HashingScheme):
     # --- networks ------------------------------------------------------------------------------
 
     def encode_graph(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return self.head(self.feature_network(inputs, training=training), training=training)
+        # A frozen backbone runs in inference mode: its batch statistics stay those it was trained with.
+        features = self.feature_network(inputs, training=training and self.backbone_learns)
+        return self.head(features, training=training)
 
     def players(self) -> dict:
         variables = self.head.trainable_variables
-        if self.train_backbone:
+        if self.backbone_learns:
             variables = self.feature_network.trainable_variables + variables
         return {"encoder": variables}
 

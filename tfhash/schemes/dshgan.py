@@ -44,8 +44,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfhash import distribution, losses, stateless
-from tfhash.schemes import settings
-from tfhash.schemes.backbones import build_backbone, check_backbone, default_backbone, describe_backbone, is_small_image
+from tfhash.schemes import backbones, settings
+from tfhash.schemes.backbones import default_backbone, describe_backbone, is_small_image
 from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.layers import OPTIMIZERS, OUTPUT_DTYPE
 from tfhash.schemes.presets import Preset, named
@@ -121,8 +121,12 @@ class DSHGAN(HashingScheme):
         use_generator: ``False`` trains the same shared network without any GAN: no stage 1, triplets of real
             labelled items (a positive of the same labels, a negative sharing none), classification kept and
             no adversary stream. The baseline the paper's claim is measured against.
-        backbone: ``None`` (the small CNN from scratch) or a ``keras.Model`` mapping items to ``[n, d]``
-            features (e.g. a network with pretrained weights, as the paper's AlexNet).
+        backbone: ``None`` (the small CNN from scratch), the name of a ``keras.applications`` model
+            (``tfhash.schemes.backbones.APPLICATIONS``; colour images, its own preprocessing) or a ``keras.Model``
+            mapping items to ``[n, d]`` features (e.g. a network with pretrained weights, as the paper's AlexNet).
+        backbone_weights: ``None`` or ``"imagenet"`` (a named backbone's pretrained weights, downloaded by Keras).
+        train_backbone: whether the backbone learns with the streams; ``None`` (default): frozen when pretrained
+            (``backbone_weights`` set), learning otherwise.
         shared_init: ``"scratch"`` or ``"discriminator"`` (stage 2 starts from stage 1's discriminator; the
             default backbone only).
         noise_dim: length of the Gaussian noise z.
@@ -195,7 +199,7 @@ class DSHGAN(HashingScheme):
         "num_classes": settings.Optional(settings.PositiveInt(2, "a triplet needs another class")),
         **{name: settings.Flag(strict=True) for name in (
             "multi_label", "use_generator", "generator_in_stage_two", "real_triplets", "classify_synthetic")},
-        "backbone": settings.Checked(check_backbone), "shared_init": settings.Choice(SHARED_INITS),
+        **backbones.RULES, "shared_init": settings.Choice(SHARED_INITS),
         "noise_dim": settings.PositiveInt(), "generator_epochs": settings.Count(),
         "label_sampling": settings.Choice(LABEL_SAMPLINGS),
         **{name: settings.NonNegative() for name in (
@@ -207,6 +211,7 @@ class DSHGAN(HashingScheme):
 
     @classmethod
     def check_combination(cls, hyperparameters: dict) -> None:
+        backbones.check_backbone_combination(hyperparameters)
         if hyperparameters["shared_init"] == "discriminator" and (
                 hyperparameters["backbone"] is not None or not hyperparameters["use_generator"]):
             raise ValueError("`shared_init`='discriminator' needs the default backbone (backbone=None) and the GAN "
@@ -214,7 +219,8 @@ class DSHGAN(HashingScheme):
                              f"use_generator={hyperparameters['use_generator']!r}.")
 
     def __init__(self, bits=32, input_shape=None, seed=0, num_classes=None, multi_label=False, use_generator=True,
-                 backbone=None, shared_init="scratch", noise_dim=100, generator_epochs=20, label_sampling="batch",
+                 backbone=None, backbone_weights=None, train_backbone=None, shared_init="scratch", noise_dim=100,
+                 generator_epochs=20, label_sampling="batch",
                  weight_triplet=1.0, weight_adversarial=1.0, weight_classification=1.0, margin=1.0,
                  generator_loss="non_saturating", gan_learning_rate=2e-4, gan_beta_1=0.9, optimizer_type="sgd",
                  learning_rate=1e-4, decay_steps=10_000, weight_decay=5e-4, generator_in_stage_two=True,
@@ -224,7 +230,9 @@ class DSHGAN(HashingScheme):
         self._pool = None
         if self.num_classes is None:
             raise ValueError("`num_classes` is required to build DSH-GANs (tfhash.fit infers it from `y`).")
-        self.shared_backbone = build_backbone(self.backbone, self.item_shape, "shared_backbone")
+        self.shared_backbone = backbones.build_backbone(self.backbone, self.item_shape, "shared_backbone",
+                                                        weights=self.backbone_weights)
+        self.backbone_learns = backbones.trains_backbone(self.train_backbone, self.backbone_weights)
         width = self.shared_backbone.output_shape[-1]
         self.hash_stream = keras.layers.Dense(self.bits, activation="sigmoid", name="hash_stream", dtype=OUTPUT_DTYPE)
         self.class_stream = keras.layers.Dense(self.num_classes, name="class_stream", dtype=OUTPUT_DTYPE)
@@ -273,8 +281,8 @@ class DSHGAN(HashingScheme):
     # --- networks ------------------------------------------------------------------------------
 
     def players(self) -> dict:
-        shared = (self.shared_backbone.trainable_variables + self.hash_stream.trainable_variables
-                  + self.class_stream.trainable_variables)
+        shared = ((self.shared_backbone.trainable_variables if self.backbone_learns else [])
+                  + self.hash_stream.trainable_variables + self.class_stream.trainable_variables)
         if not self.use_generator:
             return {"shared": shared}
         return {"shared": shared + self.source_stream.trainable_variables,
@@ -297,7 +305,7 @@ class DSHGAN(HashingScheme):
         return keras.optimizers.Adam(rate, weight_decay=decay, name="shared_adam")
 
     def encode_graph(self, inputs: tf.Tensor) -> tf.Tensor:
-        return self.hash_stream(self.shared_backbone(inputs))
+        return self.hash_stream(self.shared_backbone(inputs, training=False))
 
     def generate(self, label_rows: tf.Tensor, noise: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Synthetic images G(C, z) from label vectors ``[n, num_classes]`` and noise ``[n, noise_dim]``."""
@@ -471,7 +479,7 @@ class DSHGAN(HashingScheme):
             images += real_pair
             is_real += [1.0] * len(real_pair)
             slots = len(images)
-            features = self.shared_backbone(tf.concat(images, 0))
+            features = self.shared_backbone(tf.concat(images, 0), training=self.backbone_learns)
             codes = tf.split(self.hash_stream(features), slots)
             all_valid = tf.tile(valid, [slots])
             ranking = [losses.triplet_ranking(codes[0], codes[k], codes[k + 1], self.margin)

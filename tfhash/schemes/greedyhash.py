@@ -35,8 +35,7 @@ import tensorflow as tf
 from tfhash import codes as codes_lib
 from tfhash import distribution, losses
 from tfhash.encoding import item_chunks
-from tfhash.schemes import settings
-from tfhash.schemes.backbones import build_backbone, check_backbone
+from tfhash.schemes import backbones, settings
 from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.layers import OPTIMIZERS, OUTPUT_DTYPE
 from tfhash.schemes.presets import Preset, named
@@ -53,8 +52,13 @@ class GreedyHash(HashingScheme):
         bits: code length K.
         input_shape: one item's shape (images in [0, 1]).
         seed: seeds initialisation and training order.
-        backbone: ``None`` (the small network from scratch) or a ``keras.Model`` mapping items to ``[n, d]``.
-        train_backbone: whether the backbone learns with the hash layer (the paper freezes its VGG-16).
+        backbone: ``None`` (the small network from scratch), the name of a ``keras.applications`` model
+            (``tfhash.schemes.backbones.APPLICATIONS``: ``"mobilenet_v3_small"``, ``"efficientnet_v2_b0"``,
+            ``"resnet50"``, ``"vgg16"``, ...; colour images, its own preprocessing) or a ``keras.Model`` mapping
+            items to ``[n, d]`` features.
+        backbone_weights: ``None`` or ``"imagenet"`` (a named backbone's pretrained weights, downloaded by Keras).
+        train_backbone: whether the backbone learns with the hash layer; ``None`` (default): frozen when pretrained
+            (``backbone_weights`` set, as the paper freezes its VGG-16), learning otherwise.
         target: ``"inputs"`` (centred items) or ``"backbone"`` (the backbone's features, held fixed in the
             loss) as the cosine structure to keep.
         weight_penalty: weight of the cubic penalty (authors' code: 0.1).
@@ -88,21 +92,26 @@ class GreedyHash(HashingScheme):
     default_preset = "scratch"
 
     hyperparameter_rules = {
-        "backbone": settings.Checked(check_backbone), "train_backbone": settings.Flag(),
+        **backbones.RULES,
         "target": settings.Choice(TARGETS), "weight_penalty": settings.NonNegative(),
         "optimizer_type": settings.Choice(OPTIMIZERS), "learning_rate": settings.NonNegative(),
     }
 
     @classmethod
     def check_combination(cls, hyperparameters: dict) -> None:
-        if hyperparameters["target"] == "backbone" and hyperparameters["train_backbone"]:
+        backbones.check_backbone_combination(hyperparameters)
+        if hyperparameters["target"] == "backbone" and backbones.trains_backbone(
+                hyperparameters["train_backbone"], hyperparameters["backbone_weights"]):
             raise ValueError("`target`='backbone' needs train_backbone=False: a backbone that learns would shape its "
                              "own targets. Use target='inputs' to train the backbone.")
 
-    def __init__(self, bits=32, input_shape=None, seed=0, backbone=None, train_backbone=True, target="inputs",
+    def __init__(self, bits=32, input_shape=None, seed=0, backbone=None, backbone_weights=None, train_backbone=None,
+                 target="inputs",
                  weight_penalty=0.1, optimizer_type="sgd", learning_rate=1e-4, **kwargs):
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
-        self.feature_network = build_backbone(self.backbone, self.item_shape, "backbone")
+        self.feature_network = backbones.build_backbone(self.backbone, self.item_shape, "backbone",
+                                                        weights=self.backbone_weights)
+        self.backbone_learns = backbones.trains_backbone(self.train_backbone, self.backbone_weights)
         width = self.feature_network.output_shape[-1]
         self.hash_layer = keras.layers.Dense(self.bits, name="hash_layer", dtype=OUTPUT_DTYPE)
         self.hash_layer.build((None, width))
@@ -124,11 +133,11 @@ class GreedyHash(HashingScheme):
         self.input_mean.assign((total / count).astype(np.float32))
 
     def encode_graph(self, inputs: tf.Tensor) -> tf.Tensor:
-        return self.hash_layer(self.feature_network(inputs))
+        return self.hash_layer(self.feature_network(inputs, training=False))
 
     def players(self) -> dict:
         variables = self.hash_layer.trainable_variables
-        if self.train_backbone:
+        if self.backbone_learns:
             variables = self.feature_network.trainable_variables + variables
         return {"encoder": variables}
 
@@ -144,7 +153,7 @@ class GreedyHash(HashingScheme):
         x = tf.cast(x, tf.float32)
         step_context = distribution.step_context(x)
         with tf.GradientTape() as tape:
-            features = self.feature_network(x)
+            features = self.feature_network(x, training=self.backbone_learns)
             outputs = self.hash_layer(features)
             codes = losses.straight_through_sign(outputs)
             if self.target == "inputs":
