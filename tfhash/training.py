@@ -64,10 +64,12 @@ class _TrainingData:
     x: np.ndarray = None
     y: np.ndarray = None
     dataset: tf.data.Dataset = None
+    features: np.ndarray = None  # a frozen backbone's outputs for every item, computed once (``features_once``)
 
     @property
     def count(self):
-        return None if self.x is None else self.x.shape[0]
+        arrays = [part for part in (self.x, self.features) if part is not None]
+        return arrays[0].shape[0] if arrays else None
 
 
 def _dataset_parts(spec):
@@ -277,9 +279,8 @@ def _epoch_batches(data, scheme_cls, batch_size, seed, first_epoch, epochs):
 
     So a run resumed at epoch e sees exactly the batches an uninterrupted run would have seen.
     """
-    tensors = {"x": tf.convert_to_tensor(data.x)}
-    if data.y is not None:
-        tensors["y"] = tf.convert_to_tensor(data.y)
+    tensors = {key: tf.convert_to_tensor(value) for key, value in
+               (("x", data.x), ("y", data.y), ("features", data.features)) if value is not None}
     with_index = scheme_cls.needs_indices
 
     def one_epoch(epoch):
@@ -401,6 +402,26 @@ def _adapt(model, data, keras_steps):
         model.adapt(items, labels)
 
 
+def _features_once(model, data, batch_size):
+    """The training data with a frozen backbone's features of every item (the scheme's ``features_once``), run
+    once here instead of in every epoch's steps; the items stay when the steps need them too. A dataset is read
+    once for it when the steps need only the features (and when it ends), else trained on as it is."""
+    if model.features_once is None:
+        return data
+    network = getattr(model, model.features_once)
+    if data.x is not None:
+        return dataclasses.replace(data, features=network.predict(data.x, batch_size=batch_size, verbose=0))
+    if model.features_once_needs_items or data.dataset.cardinality() == tf.data.INFINITE_CARDINALITY:
+        return data
+    features, labels = [], []
+    for batch in data.dataset:
+        features.append(network(batch["x"], training=False).numpy())
+        if "y" in batch:
+            labels.append(batch["y"].numpy())
+    return _TrainingData(item_shape=data.item_shape, features=np.concatenate(features),
+                         y=np.concatenate(labels) if labels else None)
+
+
 def _train(hasher, run, data, steps, initial_epoch, resumed, checkpoint_dir, callbacks, verbose):
     """Trains ``hasher.model`` from ``initial_epoch`` to ``run.epochs``, checkpointing each epoch."""
     model = hasher.model
@@ -417,15 +438,17 @@ def _train(hasher, run, data, steps, initial_epoch, resumed, checkpoint_dir, cal
         done = "training is complete" if initial_epoch >= run.epochs else f"resuming at epoch {initial_epoch + 1}"
         print(f"{checkpoint_dir}: checkpoint after epoch {initial_epoch} of {run.epochs}; {done}.", flush=True)
     if initial_epoch < run.epochs:
-        dataset = data.dataset
-        if data.x is not None:
-            dataset = _epoch_batches(data, run.scheme_cls, run.batch_size, run.seed, initial_epoch, run.epochs)
+        given, keras_steps = _features_once(model, data, run.batch_size), steps.keras
+        dataset = given.dataset
+        if given.count is not None:
+            dataset = _epoch_batches(given, run.scheme_cls, run.batch_size, run.seed, initial_epoch, run.epochs)
+            keras_steps = given.count // run.batch_size  # a dataset read once into features: epochs of arrays
         with warnings.catch_warnings():
             # A finite dataset of unknown size ends each epoch by running out, which is expected here.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
             with _image_range_errors():
                 hasher.history = model.fit(dataset, epochs=run.epochs, initial_epoch=initial_epoch,
-                                           callbacks=all_callbacks, steps_per_epoch=steps.keras, shuffle=False,
+                                           callbacks=all_callbacks, steps_per_epoch=keras_steps, shuffle=False,
                                            verbose=verbose)
     if guard.message is not None:
         where = f"; the last good checkpoint is in {checkpoint_dir!r}" if checkpoint_dir else ""

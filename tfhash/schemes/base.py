@@ -135,6 +135,11 @@ class HashingScheme(keras.Model):
     adapt_on_resume = False
     #: ``{hyperparameter: rule}`` (``tfhash.schemes.settings``) for every constructor argument of the scheme.
     hyperparameter_rules = {}
+    #: The attribute name of a frozen feature network whose outputs ``train_step`` also takes precomputed, as the
+    #: batch's ``"features"``: ``tfhash.fit`` then runs it once over the training items instead of every epoch.
+    #: Set per model (it depends on the hyperparameters), with whether the step still needs the items themselves.
+    features_once = None
+    features_once_needs_items = True
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

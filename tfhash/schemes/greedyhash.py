@@ -112,6 +112,8 @@ class GreedyHash(HashingScheme):
         self.feature_network = backbones.build_backbone(self.backbone, self.item_shape, "backbone",
                                                         weights=self.backbone_weights)
         self.backbone_learns = backbones.trains_backbone(self.train_backbone, self.backbone_weights)
+        if not self.backbone_learns:  # its features are fixed: computed once per fit, not once per epoch
+            self.features_once, self.features_once_needs_items = "feature_network", self.target == "inputs"
         width = self.feature_network.output_shape[-1]
         self.hash_layer = keras.layers.Dense(self.bits, name="hash_layer", dtype=OUTPUT_DTYPE)
         self.hash_layer.build((None, width))
@@ -149,11 +151,12 @@ class GreedyHash(HashingScheme):
     # --- training ------------------------------------------------------------------------------
 
     def train_step(self, data: Any) -> dict:
-        x, _, _ = distribution.unpack_batch(data)  # unsupervised: labels are never used
-        x = tf.cast(x, tf.float32)
-        step_context = distribution.step_context(x)
+        given = data.get("features") if isinstance(data, dict) else None  # a frozen backbone's, computed once
+        x = None if given is not None and not self.features_once_needs_items else tf.cast(
+            distribution.unpack_batch(data)[0], tf.float32)  # unsupervised: labels are never used
+        step_context = distribution.step_context(x if given is None else given)
         with tf.GradientTape() as tape:
-            features = self.feature_network(x, training=self.backbone_learns)
+            features = given if given is not None else self.feature_network(x, training=self.backbone_learns)
             outputs = self.hash_layer(features)
             codes = losses.straight_through_sign(outputs)
             if self.target == "inputs":
