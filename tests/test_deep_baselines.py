@@ -160,7 +160,7 @@ class _Counting(keras.layers.Layer):
 def _counting_backbone():
     """A user backbone (a functional keras.Model) and the counter of the items it has run on."""
     inputs = keras.Input((8, 8, 1))
-    counter = _Counting()
+    counter = _Counting(name="counter")
     outputs = keras.layers.Dense(16)(keras.layers.Flatten()(counter(inputs)))
     return keras.Model(inputs, outputs, name="counting"), counter
 

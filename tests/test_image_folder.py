@@ -93,3 +93,18 @@ def test_an_encoder_trained_on_a_folder_exports_and_indexes_that_folder_by_file_
     assert len(index) == len(held) and index.names(held) == [listing[i] for i in held]
     query = sources.read_image(folder / "dogs" / "02.png", hasher.model.item_shape)
     np.testing.assert_array_equal(tfhash.load(export).encode(query), hasher.encode(query))
+
+
+@pytest.mark.e2e
+def test_the_schemes_page_photos_block_runs_on_a_folder_without_downloaded_weights(tmp_path, monkeypatch):
+    text = open(os.path.join(os.path.dirname(__file__), "..", "docs", "schemes.md"), encoding="utf-8").read()
+    block = text.split("## Photos")[1].split("```python\n")[1].split("```")[0]
+    assert 'backbone_weights="imagenet"' in block
+    _photos(tmp_path / "photos", per_class=150)  # BGAN's default batch is 256 items
+    monkeypatch.chdir(tmp_path)
+    namespace = {}
+    with pytest.warns(UserWarning, match="skipped"):
+        exec(compile(block.replace('backbone_weights="imagenet"', "backbone_weights=None"), "docs/schemes.md",
+                     "exec"), namespace)
+    index = tfhash.index.load("photos.index")
+    assert len(index) == 300 and namespace["hasher"].model.network_shape == (576,)

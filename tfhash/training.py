@@ -31,6 +31,7 @@ from tfhash.encoding import (
     check_training_dtype,
 )
 from tfhash.hasher import Hasher
+from tfhash.schemes import backbones
 from tfhash.schemes import presets as presets_lib
 
 DATASET_KEYS = {"x": ("x", "image", "images"), "y": ("y", "label", "labels"), "index": ("index",)}
@@ -385,13 +386,24 @@ def _resume_or_build(run, data, steps, strategy, checkpoint_dir, compile_options
         with strategy.scope():
             model = scheme_cls(bits=run.bits, input_shape=data.item_shape, seed=run.seed, **run.hyperparameters)
             model.compile(total_steps=steps.total, **compile_options)
-    if not resumed or (scheme_cls.adapt_on_resume and initial_epoch < run.epochs):
-        _adapt(model, data, steps.keras)
     return model, initial_epoch, resumed
 
 
+def _adapted(model, run, data, steps, initial_epoch, resumed):
+    """The data training goes on (with a frozen backbone's features when the scheme takes them), the model
+    adapted to it unless a resumed model keeps what adapting gives."""
+    trains = initial_epoch < run.epochs
+    given = _features_once(model, data, run.batch_size) if trains else data
+    if not resumed or (run.scheme_cls.adapt_on_resume and trains):
+        _adapt(model, given, steps.keras)
+    return given
+
+
 def _adapt(model, data, keras_steps):
-    if data.x is not None:
+    if model.backbone_network is not None and data.features is not None:  # networks on a backbone's features
+        model.adapt(backbones.adapt_feature_range(model, data.features), data.y)
+        return
+    if data.x is not None or data.dataset is None:
         model.adapt(data.x, data.y)
         return
     # One epoch's worth of batches: a dataset that never ends would never finish adapting.
@@ -423,8 +435,9 @@ def _features_once(model, data, batch_size):
 
 
 def _train(hasher, run, data, steps, initial_epoch, resumed, checkpoint_dir, callbacks, verbose):
-    """Trains ``hasher.model`` from ``initial_epoch`` to ``run.epochs``, checkpointing each epoch."""
-    model = hasher.model
+    """Adapts ``hasher.model`` and trains it from ``initial_epoch`` to ``run.epochs``, checkpointing each epoch."""
+    model, items = hasher.model, data
+    data = _adapted(model, run, items, steps, initial_epoch, resumed)  # a frozen backbone's features, maybe
     guard = _NonFiniteLossGuard()
     all_callbacks = [guard] + model.training_callbacks() + list(callbacks or [])
     if checkpoint_dir is not None:
@@ -438,11 +451,10 @@ def _train(hasher, run, data, steps, initial_epoch, resumed, checkpoint_dir, cal
         done = "training is complete" if initial_epoch >= run.epochs else f"resuming at epoch {initial_epoch + 1}"
         print(f"{checkpoint_dir}: checkpoint after epoch {initial_epoch} of {run.epochs}; {done}.", flush=True)
     if initial_epoch < run.epochs:
-        given, keras_steps = _features_once(model, data, run.batch_size), steps.keras
-        dataset = given.dataset
-        if given.count is not None:
-            dataset = _epoch_batches(given, run.scheme_cls, run.batch_size, run.seed, initial_epoch, run.epochs)
-            keras_steps = given.count // run.batch_size  # a dataset read once into features: epochs of arrays
+        dataset, keras_steps = data.dataset, steps.keras
+        if data.count is not None:
+            dataset = _epoch_batches(data, run.scheme_cls, run.batch_size, run.seed, initial_epoch, run.epochs)
+            keras_steps = data.count // run.batch_size  # (a dataset read once into features: epochs of arrays)
         with warnings.catch_warnings():
             # A finite dataset of unknown size ends each epoch by running out, which is expected here.
             warnings.filterwarnings("ignore", message="Your input ran out of data")
@@ -454,7 +466,7 @@ def _train(hasher, run, data, steps, initial_epoch, resumed, checkpoint_dir, cal
         where = f"; the last good checkpoint is in {checkpoint_dir!r}" if checkpoint_dir else ""
         raise FloatingPointError(f"training stopped: {guard.message}{where}.")
     if initial_epoch < run.epochs:
-        _warn_on_constant_bits(hasher, data)
+        _warn_on_constant_bits(hasher, items)  # on the items themselves
 
 
 def fit(scheme: str | type, x: ArrayLike | tf.data.Dataset | datasets.RetrievalSplit, y: ArrayLike | None = None, *,

@@ -148,6 +148,14 @@ def check_backbone_combination(hyperparameters: dict) -> None:
                          f"{describe_backbone(hyperparameters['backbone'])!r}; a keras.Model brings its own.")
 
 
+def check_fixed_backbone(hyperparameters: dict, scheme: str) -> None:
+    """For schemes whose generator and discriminator work in a backbone's feature space: it stays fixed."""
+    check_backbone_combination(hyperparameters)
+    if hyperparameters["train_backbone"]:
+        raise ValueError(f"`train_backbone`=True: {scheme}'s generator and discriminator work in the backbone's "
+                         "feature space, which stays fixed; use train_backbone=None or False.")
+
+
 def trains_backbone(train_backbone: bool | None, backbone_weights: str | None) -> bool:
     """``train_backbone=None`` (the default): a pretrained backbone stays frozen, as the papers use theirs; any
     other backbone (the small default network, a random named one, a user's model) learns with the head."""
@@ -172,6 +180,30 @@ def build_backbone(value: Any, item_shape: tuple, name: str, initializer: Any = 
         return default_backbone(item_shape, name, initializer)
     raise ValueError(f"`backbone` {value!r} was a keras.Model at training: pass the same model "
                      "(hyperparameters={'backbone': model}) to rebuild it.")
+
+
+@keras.saving.register_keras_serializable(package="tfhash")
+class FeatureRange(keras.layers.Layer):
+    """Each feature scaled to [0, 1] by the training items' range (:func:`adapt_feature_range`), clipped so a new
+    item beyond that range stays in [0, 1]."""
+
+    def build(self, input_shape: tuple) -> None:
+        width = int(input_shape[-1])
+        self.low = self.add_weight(shape=(width,), initializer="zeros", trainable=False, name="low")
+        self.scale = self.add_weight(shape=(width,), initializer="ones", trainable=False, name="scale")
+
+    def call(self, features: Any) -> Any:
+        return keras.ops.clip((keras.ops.cast(features, "float32") - self.low) * self.scale, 0.0, 1.0)
+
+
+def adapt_feature_range(model: keras.Model, features: Any) -> Any:
+    """Sets the [0, 1] scaling of a scheme's backbone features (``HashingScheme._on_backbone_features``) from
+    the training items' ``features``; returns them scaled."""
+    features = tf.convert_to_tensor(features, tf.float32)
+    low, high = tf.reduce_min(features, axis=0), tf.reduce_max(features, axis=0)
+    model.feature_range.low.assign(low)
+    model.feature_range.scale.assign(1.0 / tf.maximum(high - low, 1e-6))
+    return model.feature_range(features).numpy()
 
 
 # The hyperparameters every scheme with a backbone declares, checked alike.

@@ -37,7 +37,7 @@ from numpy.typing import ArrayLike
 
 from tfhash import _validation, distribution, encoding
 from tfhash import codes as codes_lib
-from tfhash.schemes import settings
+from tfhash.schemes import backbones, settings
 
 
 @contextlib.contextmanager
@@ -152,6 +152,8 @@ class HashingScheme(keras.Model):
         if input_shape is None or len(tuple(input_shape)) == 0:
             raise ValueError(f"`input_shape` must be the shape of one item, e.g. (28, 28, 1), got {input_shape!r}.")
         self.item_shape = tuple(int(d) for d in input_shape)
+        self.network_shape = self.item_shape  # what the scheme's own networks take (see _on_backbone_features)
+        self.backbone_network = None
         self.seed = int(seed)
         for name, value in self.__dict__.get("_pending_hyperparameters", {}).items():
             setattr(self, name, value)
@@ -340,14 +342,45 @@ class HashingScheme(keras.Model):
         # Not tracked by Keras (cached_property bypasses its __setattr__): it holds no variables of its own,
         # only the scheme's layers.
         inputs = keras.Input(shape=self.item_shape, name="inputs")
-        return keras.Model(inputs, self.encode_graph(inputs), name=f"{self.key}_encoder")
+        return keras.Model(inputs, self.encode_graph(self._network_inputs(inputs)), name=f"{self.key}_encoder")
 
     def encode_graph(self, inputs: tf.Tensor) -> tf.Tensor:
         """Continuous code of ``inputs`` at inference (no noise); used by ``call`` and the export."""
         raise NotImplementedError
 
     def call(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
-        return self.encode_graph(inputs)
+        return self.encode_graph(self._network_inputs(inputs))
+
+    # --- a backbone in front of networks that take vectors ------------------------------------------
+
+    def _on_backbone_features(self) -> None:
+        """For schemes whose own networks take vectors in [0, 1] (call before building them): with a
+        ``backbone``, they work on its features, each dimension scaled to [0, 1] by the training items' range
+        (``backbones.adapt_feature_range``); images pass the frozen backbone first in ``call``, the export and
+        the steps, and ``tfhash.fit`` runs it once per item (``features_once``)."""
+        if self.backbone is None:
+            return
+        self.backbone_network = backbones.build_backbone(self.backbone, self.item_shape, "backbone",
+                                                         weights=self.backbone_weights)
+        self.backbone_network.trainable = False
+        width = int(self.backbone_network.output_shape[-1])
+        self.feature_range = backbones.FeatureRange(name="feature_range")
+        self.feature_range.build((None, width))
+        self.network_shape = (width,)
+        self.features_once, self.features_once_needs_items = "backbone_network", False
+
+    def _network_inputs(self, inputs):
+        if self.backbone_network is None:
+            return inputs
+        return self.feature_range(self.backbone_network(inputs, training=False))
+
+    def _step_inputs(self, data: Any) -> tuple:
+        """``(x, y, index)`` of a training batch, ``x`` as the scheme's networks take it: the items, or a backbone's
+        scaled features (computed once by ``tfhash.fit``, or here)."""
+        if isinstance(data, dict) and "features" in data:
+            return self.feature_range(data["features"]), data.get("y"), data.get("index")
+        x, y, index = distribution.unpack_batch(data)
+        return self._network_inputs(x), y, index
 
     # --- hooks of training -----------------------------------------------------------------------
 

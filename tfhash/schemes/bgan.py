@@ -23,6 +23,12 @@ Choices where the paper is silent or ambiguous (each an option):
 * **The graph's features.** The paper ranks neighbours on ImageNet CNN features, which cannot be
   downloaded offline: ``graph_features`` is raw pixels by default, or ``"pca"``, a precomputed array
   ``[n, d]`` or a ``keras.Model`` feature extractor (the paper's choice is one argument away).
+* **Backbone** (photos). With ``backbone=`` (e.g. ``"vgg16"`` with ``backbone_weights="imagenet"``, the paper's
+  features), the encoder, generator and discriminator work in the frozen backbone's feature space, each
+  feature scaled to [0, 1] by the training items' range: the generator reconstructs the features from the code,
+  the discriminator judges features, and the graph ranks neighbours on them (``graph_features="pixels"``
+  then means the features). The images pass the backbone once per fit and before the encoder in ``encode``
+  and the export.
 """
 
 from __future__ import annotations
@@ -36,7 +42,7 @@ import tensorflow as tf
 
 from tfhash import _validation, distribution, losses, neighbours
 from tfhash import codes as codes_lib
-from tfhash.schemes import settings
+from tfhash.schemes import backbones, settings
 from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.layers import NETWORKS, OPTIMIZERS, OUTPUT_DTYPE, batch_norm, choose_network
 from tfhash.schemes.presets import Preset, named
@@ -85,6 +91,11 @@ class BGAN(HashingScheme):
         input_shape: one item's shape; images in [0, 1] (``[h, w, c]``, ``[h, w]`` or flat).
         seed: seeds initialisation and all training noise.
         network: ``"auto"`` (conv for 32x32 colour, else MLP), ``"mlp"`` or ``"conv"`` (the encoder).
+        backbone: ``None``, the name of a ``keras.applications`` model (``backbones.APPLICATIONS``) or a
+            ``keras.Model`` mapping images to ``[n, d]``: the encoder, generator and discriminator work on its
+            features instead of the pixels (see "Backbone" above).
+        backbone_weights: ``None`` or ``"imagenet"`` (a named backbone's pretrained weights, downloaded by Keras).
+        train_backbone: ``None`` or ``False``: the backbone stays fixed (the feature space the GAN works in).
         encoder_units: hidden units of the MLP encoder.
         width: multiplies the channel counts of the generator (256/128/32) and discriminator
             (32/128/256/512, dense 1024): 1 is the paper's networks.
@@ -164,6 +175,7 @@ class BGAN(HashingScheme):
     default_preset = "neighbours"
 
     hyperparameter_rules = {
+        **backbones.RULES,
         "network": settings.Choice(NETWORKS), "encoder_units": settings.PositiveInts(), "width": settings.Positive(),
         "k1": settings.PositiveInt(), "k2": settings.PositiveInt(),
         "graph_features": settings.Checked(lambda value: BGAN._check_graph_features(value),
@@ -178,15 +190,21 @@ class BGAN(HashingScheme):
         "positive_weight_exponent": settings.Positive(),
     }
 
+    @classmethod
+    def check_combination(cls, hyperparameters: dict) -> None:
+        backbones.check_fixed_backbone(hyperparameters, "BGAN")
+
     def __init__(self, bits=32, input_shape=None, seed=0, network="auto", encoder_units=(1024, 1024), width=1.0,
                  k1=20, k2=30, graph_features="pixels", activation="app", beta_stages=(1.0, 2.0, 5.0, 10.0),
                  negative_similarity=-1.0, positive_weight=1.0, weight_content=0.1, weight_adversarial=0.1,
                  generator_loss="minimax", optimizer_type="sgd", learning_rate=0.01, momentum=0.0,
-                 positive_weight_items=None, positive_weight_exponent=1.0, conv_learning_rate=None, **kwargs):
+                 positive_weight_items=None, positive_weight_exponent=1.0, conv_learning_rate=None, backbone=None,
+                 backbone_weights=None, train_backbone=None, **kwargs):
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
         self._graph = None
         self._pair_keys = None
         self._preview = None
+        self._on_backbone_features()  # with a backbone, the networks below take its features
         self._build_networks()
 
     @staticmethod
@@ -205,7 +223,7 @@ class BGAN(HashingScheme):
         return max(1, int(round(count * self.width)))
 
     def _build_networks(self):
-        shape = self.item_shape
+        shape = self.network_shape
         self.network_kind = choose_network(shape, self.network, scheme="BGAN")
         size = int(np.prod(shape))
         spatial = len(shape) in (2, 3)
@@ -356,11 +374,11 @@ class BGAN(HashingScheme):
 
     def sample_images(self, count: int, seed: int = 0) -> np.ndarray | None:
         """Training images beside their reconstructions from their codes (pairs of columns), for TensorBoard."""
-        if self._preview is None or len(self.item_shape) not in (2, 3):
+        if self._preview is None or len(self.network_shape) not in (2, 3):
             return None
         x = tf.constant(self._preview[: max(1, count // 2)], tf.float32)
         reconstruction = self.generator(self._relaxed_codes(x, self.beta_stages[-1]), training=False)
-        pairs = tf.reshape(tf.stack([x, reconstruction], axis=1), (-1,) + tuple(self.item_shape))
+        pairs = tf.reshape(tf.stack([x, reconstruction], axis=1), (-1,) + tuple(self.network_shape))
         images = pairs.numpy()
         return images if images.ndim == 4 else images[..., None]
 
@@ -410,7 +428,7 @@ class BGAN(HashingScheme):
         return d_loss
 
     def train_step(self, data: Any) -> dict:
-        x, _, index = distribution.unpack_batch(data)
+        x, _, index = self._step_inputs(data)
         if self._pair_keys is None:
             raise ValueError("bgan needs its neighbourhood graph: train it with tfhash.fit (which calls adapt).")
         x = tf.cast(x, tf.float32)

@@ -25,6 +25,10 @@ Choices where the paper is open (each an argument):
   the bank's share of the training set (rank 10 of 9,000 items is rank 5 of a 4,096-item bank).
 * The encoder's last layer is a plain dense layer, so the independence term acts on its real
   kernel W (K x K Gram matrix W^T W); the shared trunk and D's head use weight normalisation.
+* **Backbone** (photos; the paper hashes raw pixels). With ``backbone=``, G, D and E work in the frozen
+  backbone's feature space: each feature scaled to [0, 1] by the training items' range, G generating feature
+  vectors, D/E (the MLP pair) judging and encoding them, the consistency transform the noise one. The images
+  pass the backbone once per fit (``tfhash.fit``) and before E in ``encode`` and the export.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ import tensorflow as tf
 
 from tfhash import _validation, augment, distribution, losses, stateless
 from tfhash.encoding import item_chunks
-from tfhash.schemes import settings
+from tfhash.schemes import backbones, settings
 from tfhash.schemes.base import HashingScheme, SchemeSpec
 from tfhash.schemes.layers import NETWORKS, OUTPUT_DTYPE, WeightNormConv2D, WeightNormDense, batch_norm, choose_network
 from tfhash.schemes.presets import Preset, named
@@ -57,6 +61,11 @@ class HashGAN(HashingScheme):
         input_shape: one item's shape; images in [0, 1].
         seed: seeds initialisation and all training noise.
         network: ``"auto"``, ``"mlp"`` (Improved-GAN MNIST pair) or ``"conv"`` (Improved-GAN CIFAR pair).
+        backbone: ``None``, the name of a ``keras.applications`` model (``backbones.APPLICATIONS``) or a
+            ``keras.Model`` mapping images to ``[n, d]``: G, D and E work on its features instead of the pixels
+            (see "Backbone" above).
+        backbone_weights: ``None`` or ``"imagenet"`` (a named backbone's pretrained weights, downloaded by Keras).
+        train_backbone: ``None`` or ``False``: the backbone stays fixed (the feature space the GAN works in).
         noise_dim: length of the uniform noise z' (Sec. 3.2: z' ~ U(0, 1)).
         input_noise: std of the Gaussian noise on D/E inputs (Sec. 4: 0.15).
         hidden_noise: std of the Gaussian noise after each hidden D/E layer (Improved-GAN MNIST uses
@@ -120,6 +129,7 @@ class HashGAN(HashingScheme):
     )
 
     hyperparameter_rules = {
+        **backbones.RULES,
         "network": settings.Choice(NETWORKS), "noise_dim": settings.PositiveInt(),
         **{name: settings.NonNegative() for name in (
             "input_noise", "hidden_noise", "weight_adversarial", "weight_entropy", "weight_frequency",
@@ -130,28 +140,35 @@ class HashGAN(HashingScheme):
         "radius_neighbour": settings.PositiveInt(), "warmup_fraction": settings.Fraction(),
     }
 
+    @classmethod
+    def check_combination(cls, hyperparameters: dict) -> None:
+        backbones.check_fixed_backbone(hyperparameters, "HashGAN")
+
     def __init__(self, bits=32, input_shape=None, seed=0, network="auto", noise_dim=100, input_noise=0.15,
                  hidden_noise=0.0, weight_adversarial=1.0, weight_entropy=1e-2, weight_frequency=1.0,
                  weight_consistency=1.0, weight_independence=1.0, weight_collaborative=0.1,
                  weight_feature_matching=1.0, consistency_transform="auto", transform_noise=0.3,
                  max_shift=2, max_rotation=10.0, max_zoom=0.1, adversarial_epsilon=2.0, adversarial_radius="fixed",
                  radius_neighbour=10, warmup_fraction=0.1, learning_rate=9e-4,
-                 final_learning_rate=3e-4, **kwargs):
+                 final_learning_rate=3e-4, backbone=None, backbone_weights=None,
+                 train_backbone=None, **kwargs):
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
         self._radius_bank, self._bank_centre, self._bank_rank = None, None, None
+        self._on_backbone_features()  # with a backbone, the networks below take its features
         self._build_networks()
 
     # --- networks ------------------------------------------------------------------------------
 
     def _build_networks(self):
-        self.network_kind = choose_network(self.item_shape, self.network, scheme="HashGAN", mlp_max_pixels=64 * 64)
+        self.network_kind = choose_network(self.network_shape, self.network, scheme="HashGAN",
+                                           mlp_max_pixels=64 * 64)
         transform = self.consistency_transform
         if transform == "auto":
-            colour = len(self.item_shape) == 3 and self.item_shape[-1] == 3
+            colour = len(self.network_shape) == 3 and self.network_shape[-1] == 3
             transform = "translate_flip" if colour else "noise"
-        if transform in ("affine", "translate_flip", "augment") and len(self.item_shape) != 3:
+        if transform in ("affine", "translate_flip", "augment") and len(self.network_shape) != 3:
             raise ValueError(f"`consistency_transform`={transform!r} needs images [h, w, c], got items of "
-                             f"shape {self.item_shape}; use 'noise'.")
+                             f"shape {self.network_shape}; use 'noise'.")
         self.transform_kind = transform
         lrelu = lambda t: keras.activations.leaky_relu(t, negative_slope=0.2)  # noqa: E731
         if self.network_kind == "mlp":
@@ -159,13 +176,13 @@ class HashGAN(HashingScheme):
             self.trunk_layers = [keras.layers.Flatten()] + [
                 WeightNormDense(units, activation=lrelu, name=f"trunk_dense_{i}")
                 for i, units in enumerate((1000, 500, 250, 250, 250))]
-            size = int(np.prod(self.item_shape))
+            size = int(np.prod(self.network_shape))
             self.generator = keras.Sequential([
                 keras.Input((self.noise_dim + self.bits,)),
                 keras.layers.Dense(500, activation="softplus"), batch_norm(),
                 keras.layers.Dense(500, activation="softplus"), batch_norm(),
                 WeightNormDense(size, activation="sigmoid", dtype=OUTPUT_DTYPE),
-                keras.layers.Reshape(self.item_shape, dtype=OUTPUT_DTYPE),
+                keras.layers.Reshape(self.network_shape, dtype=OUTPUT_DTYPE),
             ], name="generator")
         else:
             # Improved-GAN CIFAR-10 discriminator (strided convolutions, no pooling but the last).
@@ -176,7 +193,7 @@ class HashGAN(HashingScheme):
                                   WeightNormConv2D(192, 1, 1, activation=lrelu, name="trunk_conv_7"),
                                   WeightNormConv2D(192, 1, 1, activation=lrelu, name="trunk_conv_8"),
                                   keras.layers.GlobalAveragePooling2D()]
-            channels = self.item_shape[-1]
+            channels = self.network_shape[-1]
             self.generator = keras.Sequential([
                 keras.Input((self.noise_dim + self.bits,)),
                 keras.layers.Dense(4 * 4 * 512), batch_norm(), keras.layers.ReLU(),
@@ -190,7 +207,7 @@ class HashGAN(HashingScheme):
             ], name="generator")
         self.discriminator_head = WeightNormDense(1, name="discriminator_head", dtype=OUTPUT_DTYPE)
         self.encoder_head = keras.layers.Dense(self.bits, activation="sigmoid", name="encoder_head", dtype=OUTPUT_DTYPE)
-        features = self._features(keras.ops.zeros((1,) + self.item_shape))
+        features = self._features(keras.ops.zeros((1,) + self.network_shape))
         self.discriminator_head(features)
         self.encoder_head(features)
 
@@ -214,7 +231,7 @@ class HashGAN(HashingScheme):
         return self.generator(tf.concat([noise, tf.cast(bits01, noise.dtype)], axis=-1), training=training)
 
     def sample_images(self, count: int, seed: int = 0) -> np.ndarray | None:
-        if len(self.item_shape) not in (2, 3):
+        if len(self.network_shape) not in (2, 3):
             return None  # flat feature vectors are not images
         count = _validation.check_positive_int(count, "count")
         noise, bits01 = self._sample_generator_inputs(count, tf.constant([int(seed), 0], tf.int64))
@@ -281,7 +298,7 @@ class HashGAN(HashingScheme):
     def _adversarial_copy(self, x, seed):
         """x + r, with r (||r|| = epsilon per item) the direction that most changes the codes (VAT)."""
         def normalise(d):
-            axes = list(range(1, len(self.item_shape) + 1))
+            axes = list(range(1, len(self.network_shape) + 1))
             return d / (tf.sqrt(tf.reduce_sum(tf.square(d), axis=axes, keepdims=True)) + 1e-12)
 
         codes = tf.stop_gradient(self.encoder_head(self._features(x)))
@@ -292,7 +309,7 @@ class HashGAN(HashingScheme):
             divergence = tf.reduce_sum(losses.consistency(codes, moved))
         direction = tf.stop_gradient(tape.gradient(divergence, probe))
         if self.adversarial_radius == "neighbour":
-            radius = tf.reshape(self._neighbour_radius(x), [-1] + [1] * len(self.item_shape))
+            radius = tf.reshape(self._neighbour_radius(x), [-1] + [1] * len(self.network_shape))
             return x + radius * normalise(direction)
         return x + self.adversarial_epsilon * normalise(direction)
 
@@ -332,7 +349,7 @@ class HashGAN(HashingScheme):
         return g_loss
 
     def train_step(self, data: Any) -> dict:
-        x, _, _ = distribution.unpack_batch(data)  # unsupervised: labels are never used
+        x, _, _ = self._step_inputs(data)  # unsupervised: labels are never used
         x = tf.cast(x, tf.float32)
         step_context = distribution.step_context(x)
         local_batch, average = step_context.local_batch, step_context.average
