@@ -269,7 +269,7 @@ def documents(records: list[dict]) -> dict[str, str]:
     readme = os.path.join(_common.ROOT, "README.md")
     with open(readme, encoding="utf-8") as f:
         text = replace_block(f.read(), headline_table(records), "README.md")
-    return {readme: text}
+    return {readme: text, os.path.join(_common.ROOT, "BENCHMARKS.md"): render_benchmarks(records)}
 
 
 def main(argv: list[str] | None = None) -> int:
