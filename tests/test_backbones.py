@@ -66,3 +66,28 @@ def test_a_gan_takes_a_named_backbone(scheme, tmp_path):
     assert hasher.model.network_shape == (576,)
     exported = tfhash.load(hasher.export(str(tmp_path / "export")))
     np.testing.assert_array_equal(exported.encode(x), hasher.encode(x))
+
+
+@pytest.mark.parametrize("scheme", ["hashgan", "bgan"])
+def test_without_a_backbone_a_gan_sees_a_32x32_copy_of_a_photo(scheme):
+    scheme_cls = tfhash.schemes.get(scheme)
+
+    def model(shape):
+        return scheme_cls(bits=16, input_shape=shape)
+
+    def trainable(built):
+        return sum(int(np.prod(weight.shape)) for weight in built.trainable_weights)
+
+    at_64, at_224 = model((64, 64, 3)), model((224, 224, 3))
+    assert at_64.network_shape == at_224.network_shape == (32, 32, 3)
+    assert trainable(at_64) == trainable(at_224) == trainable(model((32, 32, 3)))
+    for small in ((28, 28, 1), (32, 32, 3), (8, 8, 1)):  # the small-image paths are unchanged
+        assert model(small).network_shape == small and model(small).low_resolution is None
+    # A copy averaged over 7x7 blocks: a photo of one colour per block is seen exactly.
+    blocks = np.random.default_rng(0).random((1, 32, 32, 3)).astype(np.float32)
+    photo = np.repeat(np.repeat(blocks, 7, axis=1), 7, axis=2)
+    np.testing.assert_allclose(at_224.low_resolution(photo).numpy(), blocks, atol=1e-6)
+    if scheme == "bgan":  # the quicker of the two trains here; the end-to-end tier trains both
+        photos = np.random.default_rng(0).integers(0, 256, (64, 224, 224, 3), dtype=np.uint8)
+        hasher = tfhash.fit(scheme, photos, bits=16, epochs=1, batch_size=32, verbose=0)
+        assert hasher.encode(photos).shape == (64, 2)

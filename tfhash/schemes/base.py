@@ -105,6 +105,9 @@ class SchemeSpec:
     replica_local_terms: dict = dataclasses.field(default_factory=dict)
 
 
+LOW_RESOLUTION = 32  # the side of the copy of a photo that networks sized for small images see
+
+
 class HashingScheme(keras.Model):
     """Base class of the hashing schemes (a ``keras.Model``): the adversarial ones and the deep baselines.
 
@@ -153,7 +156,7 @@ class HashingScheme(keras.Model):
             raise ValueError(f"`input_shape` must be the shape of one item, e.g. (28, 28, 1), got {input_shape!r}.")
         self.item_shape = tuple(int(d) for d in input_shape)
         self.network_shape = self.item_shape  # what the scheme's own networks take (see _on_backbone_features)
-        self.backbone_network = None
+        self.backbone_network = self.low_resolution = None
         self.seed = int(seed)
         for name, value in self.__dict__.get("_pending_hyperparameters", {}).items():
             setattr(self, name, value)
@@ -357,8 +360,17 @@ class HashingScheme(keras.Model):
         """For schemes whose own networks take vectors in [0, 1] (call before building them): with a
         ``backbone``, they work on its features, each dimension scaled to [0, 1] by the training items' range
         (``backbones.adapt_feature_range``); images pass the frozen backbone first in ``call``, the export and
-        the steps, and ``tfhash.fit`` runs it once per item (``features_once``)."""
+        the steps, and ``tfhash.fit`` runs it once per item (``features_once``). Without one, photos (colour
+        images above 32x32 pixels, grey ones above 64x64) are seen as a 32x32 copy, averaged over blocks of
+        pixels, so the networks' size does not grow with the image's."""
         if self.backbone is None:
+            shape = self.item_shape
+            if len(shape) == 3 and (shape[0] * shape[1] > 64 * 64 or (shape[2] == 3 and shape[0] * shape[1] > 32 * 32)):
+                factor = max(1, round(max(self.item_shape[:2]) / LOW_RESOLUTION))
+                self.low_resolution = keras.Sequential([
+                    keras.layers.Resizing(LOW_RESOLUTION * factor, LOW_RESOLUTION * factor),
+                    keras.layers.AveragePooling2D(factor)], name="low_resolution")
+                self.network_shape = (LOW_RESOLUTION, LOW_RESOLUTION, self.item_shape[-1])
             return
         self.backbone_network = backbones.build_backbone(self.backbone, self.item_shape, "backbone",
                                                          weights=self.backbone_weights)
@@ -370,6 +382,8 @@ class HashingScheme(keras.Model):
         self.features_once, self.features_once_needs_items = "backbone_network", False
 
     def _network_inputs(self, inputs):
+        if self.low_resolution is not None:
+            return self.low_resolution(inputs)
         if self.backbone_network is None:
             return inputs
         return self.feature_range(self.backbone_network(inputs, training=False))

@@ -28,7 +28,8 @@ Choices where the paper is silent or ambiguous (each an option):
   feature scaled to [0, 1] by the training items' range: the generator reconstructs the features from the code,
   the discriminator judges features, and the graph ranks neighbours on them (``graph_features="pixels"``
   then means the features). The images pass the backbone once per fit and before the encoder in ``encode``
-  and the export.
+  and the export. Without a backbone, a colour image above 32x32 pixels (a grey one above 64x64) is seen
+  as a 32x32 copy averaged over blocks of pixels, which the networks are sized for.
 """
 
 from __future__ import annotations

@@ -28,7 +28,9 @@ Choices where the paper is open (each an argument):
 * **Backbone** (photos; the paper hashes raw pixels). With ``backbone=``, G, D and E work in the frozen
   backbone's feature space: each feature scaled to [0, 1] by the training items' range, G generating feature
   vectors, D/E (the MLP pair) judging and encoding them, the consistency transform the noise one. The images
-  pass the backbone once per fit (``tfhash.fit``) and before E in ``encode`` and the export.
+  pass the backbone once per fit (``tfhash.fit``) and before E in ``encode`` and the export. Without a
+  backbone, a colour image above 32x32 pixels (a grey one above 64x64) is seen as a 32x32 copy averaged over
+  blocks of pixels, which G, D and E are sized for.
 """
 
 from __future__ import annotations
