@@ -38,8 +38,10 @@ def main(argv=None):
             options = {} if network == "default" else {"backbone": network}
             built = {**options, **({"num_classes": 4, "use_generator": False} if labels is not None else {})}
             epochs = []
-            timer = keras.callbacks.LambdaCallback(on_epoch_begin=lambda *_: epochs.append(time.perf_counter()),
-                                                   on_epoch_end=lambda *_: epochs.append(time.perf_counter()))
+            def stamp(*_, epochs=epochs):
+                epochs.append(time.perf_counter())
+
+            timer = keras.callbacks.LambdaCallback(on_epoch_begin=stamp, on_epoch_end=stamp)
             start = time.perf_counter()
             tfhash.fit(name, photos, labels, bits=32, epochs=2, batch_size=32, seed=0, verbose=0,
                        callbacks=[timer], **options)

@@ -110,8 +110,8 @@ def test_resnet_and_vgg_see_their_pixels_as_in_training_bgr_without_the_imagenet
                                [30 - 103.939, 20 - 116.779, 10 - 123.68], rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", [pytest.param("cibhash", marks=pytest.mark.e2e), "greedyhash",
-                                  pytest.param("dshgan", marks=pytest.mark.e2e)])
+@pytest.mark.e2e  # three fits of MobileNetV3 each
+@pytest.mark.parametrize("name", ["cibhash", "greedyhash", "dshgan"])
 def test_a_named_backbone_is_a_keras_application_that_learns_unless_frozen(name, tmp_path):
     x = np.random.default_rng(0).random((64, 32, 32, 3)).astype(np.float32)
     y = np.arange(64) % 4 if name == "dshgan" else None

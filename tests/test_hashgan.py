@@ -30,7 +30,7 @@ def test_bad_input_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match="`x` must be finite, got 1 NaN/inf"):
         tfhash.fit("hashgan", bad, batch_size=16)
     with pytest.raises(ValueError, match="fit neither HashGAN network"):
-        tfhash.fit("hashgan", np.zeros((40, 64, 64, 3), np.float32), batch_size=16)
+        tfhash.fit("hashgan", np.zeros((40, 16, 16, 2), np.float32), batch_size=16)
     with pytest.raises(ValueError, match="`weight_entropy` must be a non-negative number"):
         tfhash.fit("hashgan", x, batch_size=16, weight_entropy=-1.0)
 

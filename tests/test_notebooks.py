@@ -10,7 +10,8 @@ from tests.helpers import ROOT
 
 pytestmark = pytest.mark.e2e  # runs a notebook in a kernel
 
-NOTEBOOKS = ("quickstart.ipynb", "hashgan_tfds.ipynb", "export_serving.ipynb", "large_collections.ipynb")
+NOTEBOOKS = ("quickstart.ipynb", "hashgan_tfds.ipynb", "export_serving.ipynb", "large_collections.ipynb",
+             "your_photos.ipynb")
 
 
 def _read(name):
@@ -90,3 +91,11 @@ def test_large_collections_notebook_builds_searches_and_matches_beam(tmp_path, m
     assert 0.5 <= namespace["recall"] <= 1
     if importlib.util.find_spec("apache_beam") is not None:
         assert namespace["same"] is True and len(namespace["merged"]) == 20000
+
+
+def test_your_photos_notebook_trains_indexes_and_searches_a_folder_of_real_photographs(tmp_path, monkeypatch):
+    namespace = _exec_notebook("your_photos.ipynb", tmp_path, monkeypatch,
+                               {"TFHASH_NOTEBOOK_EPOCHS": "1", "TFHASH_BACKBONE_WEIGHTS": "none"})
+    assert len(namespace["index"]) == 300  # 150 crops of each of scikit-learn's two photographs
+    assert namespace["neighbours"][0] == namespace["query_file"]  # a photo finds itself first
+    assert len(namespace["neighbours"]) == 9 and namespace["distances"][0, 0] == 0
