@@ -36,3 +36,23 @@ def assert_xla_trains_like_plain(plain, xla, x, bits):
             np.testing.assert_allclose(xla.history.history[key], value, rtol=1e-4, atol=1e-6, err_msg=key)
     agree = codes.unpack(plain.encode(x), bits) == codes.unpack(xla.encode(x), bits)
     assert agree.mean() >= 0.99
+
+
+def counting_backbone(shape=(8, 8, 3), features=16):
+    """A user backbone (a functional keras.Model: flatten, dense) and the non-trainable variable counting the
+    items it has run on."""
+    import keras
+    import tensorflow as tf
+
+    class Counting(keras.layers.Layer):
+        def build(self, input_shape):
+            self.items = self.add_weight(shape=(), initializer="zeros", trainable=False, name="items")
+
+        def call(self, x):
+            self.items.assign_add(tf.cast(tf.shape(x)[0], tf.float32))
+            return x
+
+    inputs = keras.Input(shape)
+    counter = Counting(name="counter")
+    outputs = keras.layers.Dense(features, activation="relu")(keras.layers.Flatten()(counter(inputs)))
+    return keras.Model(inputs, outputs, name="counting"), counter.items

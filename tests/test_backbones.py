@@ -1,42 +1,23 @@
 """A backbone in front of HashGAN's and BGAN's networks: they work in its fixed feature space."""
 
-import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import tfhash
-
-
-class _Counting(keras.layers.Layer):
-    """Passes items through, counting them."""
-
-    def build(self, input_shape):
-        self.items = self.add_weight(shape=(), initializer="zeros", trainable=False, name="items")
-
-    def call(self, x):
-        self.items.assign_add(tf.cast(tf.shape(x)[0], tf.float32))
-        return x
-
-
-def _counting_backbone(shape=(8, 8, 3)):
-    inputs = keras.Input(shape)
-    counter = _Counting(name="counter")
-    outputs = keras.layers.Dense(16, activation="relu")(keras.layers.Flatten()(counter(inputs)))
-    return keras.Model(inputs, outputs, name="counting"), counter
+from tests.helpers import counting_backbone
 
 
 @pytest.mark.parametrize("scheme", ["hashgan", "bgan"])
 def test_a_gan_works_in_a_fixed_backbone_s_feature_space_which_runs_once_per_item(scheme, tmp_path):
     x = np.random.default_rng(0).random((128, 8, 8, 3)).astype(np.float32)
-    backbone, counter = _counting_backbone()
+    backbone, counter = counting_backbone()
     before = [w.numpy().copy() for w in backbone.trainable_weights]
     hasher = tfhash.fit(scheme, x, bits=8, epochs=3, batch_size=32, seed=0, verbose=0, backbone=backbone)
     model = hasher.model
     assert model.item_shape == (8, 8, 3) and model.network_shape == (16,)  # images in, features for the GAN
     # 1 item to check its output shape, each item once for three epochs, then the items fit encodes after
     # training to look for constant bits.
-    assert counter.items.numpy() == 1 + 128 + 128
+    assert counter.numpy() == 1 + 128 + 128
     for old, new in zip(before, backbone.trainable_weights):
         np.testing.assert_array_equal(old, new.numpy())
     scale = model.feature_range.scale.numpy()

@@ -6,6 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tfhash
+from tests.helpers import counting_backbone
 from tfhash import augment, datasets, schemes
 
 
@@ -146,40 +147,21 @@ def test_backbone_weights_belong_to_a_named_backbone():
         tfhash.fit("cibhash", x, bits=8, train_backbone="yes")
 
 
-class _Counting(keras.layers.Layer):
-    """Passes items through, counting them."""
-
-    def build(self, input_shape):
-        self.items = self.add_weight(shape=(), initializer="zeros", trainable=False, name="items")
-
-    def call(self, x):
-        self.items.assign_add(tf.cast(tf.shape(x)[0], tf.float32))
-        return x
-
-
-def _counting_backbone():
-    """A user backbone (a functional keras.Model) and the counter of the items it has run on."""
-    inputs = keras.Input((8, 8, 1))
-    counter = _Counting(name="counter")
-    outputs = keras.layers.Dense(16)(keras.layers.Flatten()(counter(inputs)))
-    return keras.Model(inputs, outputs, name="counting"), counter
-
-
 @pytest.mark.parametrize("target", ["backbone", "inputs"])
 def test_a_frozen_backbone_runs_once_per_item_per_fit_not_once_per_epoch(target):
     x = np.random.default_rng(0).random((256, 8, 8, 1)).astype(np.float32)
     options = {"bits": 8, "epochs": 3, "batch_size": 64, "seed": 0, "verbose": 0, "target": target}
-    frozen, counter = _counting_backbone()
+    frozen, counter = counting_backbone((8, 8, 1))
     tfhash.fit("greedyhash", x, **options, backbone=frozen, train_backbone=False)
     # 1 item to check its output shape, every item once for training, then the 256 items fit encodes after
     # training to look for constant bits.
-    assert counter.items.numpy() == 1 + 256 + 256
+    assert counter.numpy() == 1 + 256 + 256
     if target == "backbone":  # the steps need only the features: a dataset is read once for them too
-        read_once, counter = _counting_backbone()
+        read_once, counter = counting_backbone((8, 8, 1))
         tfhash.fit("greedyhash", tf.data.Dataset.from_tensor_slices(x).batch(64), **options, backbone=read_once,
                    train_backbone=False)
-        assert counter.items.numpy() == 1 + 256 + 256
+        assert counter.numpy() == 1 + 256 + 256
         return
-    learning, counter = _counting_backbone()
+    learning, counter = counting_backbone((8, 8, 1))
     tfhash.fit("greedyhash", x, **options, backbone=learning)
-    assert counter.items.numpy() == 1 + 3 * 256 + 256
+    assert counter.numpy() == 1 + 3 * 256 + 256
