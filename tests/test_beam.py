@@ -193,9 +193,11 @@ def test_merge_benchmark_measures_each_run_size_and_finds_the_same_bytes(tmp_pat
                             cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(result.stdout.strip().splitlines()[-1])
-    assert record["identical"] is True and sorted(record["runs"]) == ["5000", "700"]
-    assert all(run["items"] == 5000 and run["seconds"] > 0 for run in record["runs"].values())
+    assert record["identical"] is True and [row["rows_in_memory"] for row in record["rows"]] == [700, 5000]
+    assert [row["runs"] for row in record["rows"]] == [8, 1] and record["rows"][1]["everything"] is True
+    assert all(row["items"] == 5000 and row["seconds"] > 0 for row in record["rows"])
     assert "runs of 700" in result.stdout and "all in one run" in result.stdout
+    assert "| 700 | 8 |" in result.stdout  # BENCHMARKS.md's table, filled
     assert json.loads((tmp_path / "r.jsonl").read_text())["command"].startswith("python -m benchmarks.merge")
 
 

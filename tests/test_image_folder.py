@@ -108,3 +108,10 @@ def test_the_schemes_page_photos_block_runs_on_a_folder_without_downloaded_weigh
                      "exec"), namespace)
     index = tfhash.index.load("photos.index")
     assert len(index) == 300 and namespace["hasher"].model.network_shape == (576,)
+
+
+def test_a_folder_smaller_than_a_batch_is_refused_naming_the_batch(tmp_path):
+    folder = _photos(tmp_path / "photos", per_class=3)
+    with pytest.warns(UserWarning, match="skipped"), pytest.raises(
+            ValueError, match=r"`x` folder .* must hold at least one batch \(32 images it can decode\)"):
+        tfhash.fit("greedyhash", str(folder), bits=8, batch_size=32)

@@ -364,6 +364,7 @@ def image_folder(directory: str | os.PathLike, *, image_size: tuple = IMAGE_FOLD
     data = data.batch(batch_size, drop_remainder=drop_remainder)
     data = data.prefetch(tf.data.AUTOTUNE)
     data.class_names = source.class_names
+    data.file_paths = paths.tolist()  # the decodable files, as Keras's image_dataset_from_directory names them
     return data
 
 

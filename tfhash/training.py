@@ -261,9 +261,13 @@ def _image_folder(directory, y, scheme_cls, run):
         raise ValueError(f"`x` as a path must be a folder of images, got {os.fspath(directory)!r}, which is not one.")
     if y is not None:
         raise ValueError("`y` must be None when `x` is a folder of images: their labels are its sub-folders.")
-    return sources.image_folder(directory, labels="inferred" if scheme_cls.needs_labels else None,
-                                batch_size=run.batch_size if run else 32, seed=run.seed if run else 0,
-                                drop_remainder=True)
+    batch_size = run.batch_size if run else 32
+    dataset = sources.image_folder(directory, labels="inferred" if scheme_cls.needs_labels else None,
+                                   batch_size=batch_size, seed=run.seed if run else 0, drop_remainder=True)
+    if len(dataset.file_paths) < batch_size:
+        raise ValueError(f"`x` folder {os.fspath(directory)!r} must hold at least one batch ({batch_size} images "
+                         "it can decode), got fewer: pass a smaller batch_size or add images.")
+    return dataset
 
 
 def _training_labels(data):
