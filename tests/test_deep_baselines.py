@@ -165,3 +165,23 @@ def test_a_frozen_backbone_runs_once_per_item_per_fit_not_once_per_epoch(target)
     learning, counter = counting_backbone((8, 8, 1))
     tfhash.fit("greedyhash", x, **options, backbone=learning)
     assert counter.numpy() == 1 + 3 * 256 + 256
+
+
+@pytest.mark.e2e
+def test_a_pretrained_named_backbone_is_frozen_and_a_saved_hasher_loads_without_downloading(tmp_path, monkeypatch):
+    asked = []
+    real = keras.applications.MobileNetV3Small
+
+    def offline(*args, weights=None, **kwargs):  # stands in for the download this machine cannot make
+        asked.append(weights)
+        return real(*args, weights=None, **kwargs)
+
+    monkeypatch.setattr(keras.applications, "MobileNetV3Small", offline)
+    x = np.random.default_rng(0).random((64, 32, 32, 3)).astype(np.float32)
+    hasher = tfhash.fit("greedyhash", x, bits=8, epochs=1, batch_size=32, verbose=0, backbone="mobilenet_v3_small",
+                        backbone_weights="imagenet", target="backbone")
+    assert asked == ["imagenet"] and not hasher.model.backbone_learns  # pretrained: frozen by default
+    loaded = tfhash.Hasher.load(hasher.save(str(tmp_path / "saved")))
+    assert asked == ["imagenet", None]  # every weight comes from the checkpoint
+    assert loaded.model.get_config()["backbone_weights"] == "imagenet" and not loaded.model.backbone_learns
+    np.testing.assert_array_equal(loaded.encode(x), hasher.encode(x))
