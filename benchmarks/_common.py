@@ -87,6 +87,20 @@ def machine():
             "numpy": np.__version__}
 
 
+def rss_mb():
+    """This process's resident memory now, MB (Linux /proc)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def high_water_mb():
+    """This process's peak resident memory, MB: ``VmHWM``, the high-water mark of its own address space.
+    (``getrusage``'s ``ru_maxrss`` is carried across ``exec`` from the parent that forked it, so a child
+    started by a large parent would report the parent's size.)"""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
+
+
 def peak_rss_mb():
     import resource
 

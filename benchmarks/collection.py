@@ -23,20 +23,6 @@ from benchmarks import _common, report
 QUERIES = 1000
 
 
-def _rss_mb():
-    """This process's resident memory now, MB (Linux /proc)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-def _peak_rss_mb():
-    """This process's peak resident memory, MB: ``VmHWM``, the high-water mark of its own address space.
-    (``getrusage``'s ``ru_maxrss`` is carried across ``exec`` from the parent that forked it, so a child
-    started by a large parent would report the parent's size.)"""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) / 1024
-
-
 def _child_build(export, source, path, batch_size, kill_at=None):
     """A build in this (fresh) process; prints its figures as JSON. With ``kill_at``, the process records its
     progress after every batch and kills itself (SIGKILL: no cleanup runs) right after the first record of at
@@ -56,12 +42,12 @@ def _child_build(export, source, path, batch_size, kill_at=None):
 
         collection._flush = record_then_die
     encoder = tfhash.load(export)
-    before = _rss_mb()
+    before = _common.rss_mb()
     start = time.perf_counter()
     built = tfhash.build(encoder, source, path, batch_size=batch_size, progress=False)
     seconds = time.perf_counter() - start
     print(json.dumps({"items": len(built), "seconds": seconds, "rss_before_mb": before,
-                      "peak_rss_mb": _peak_rss_mb()}))
+                      "peak_rss_mb": _common.high_water_mb()}))
 
 
 def _child_command(export, source, path, batch_size, *extra):

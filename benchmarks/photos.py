@@ -19,7 +19,6 @@ import numpy as np
 
 import tfhash
 from benchmarks import _common, report
-from benchmarks.collection import _peak_rss_mb, _rss_mb
 from tfhash import schemes
 
 IMAGE_SCHEMES = ("hashgan", "bgan", "dshgan", "cibhash", "greedyhash")
@@ -44,9 +43,9 @@ def _write_folder(folder, count, seed=0):
 
 def _child_fit(folder, work):
     """In a fresh process: GreedyHash fitted on the folder, its export, and an index of the folder built with it."""
-    before, start = _rss_mb(), time.perf_counter()
+    before, start = _common.rss_mb(), time.perf_counter()
     hasher = tfhash.fit("greedyhash", folder, bits=32, epochs=1, seed=0, verbose=0)
-    seconds, peak = time.perf_counter() - start, _peak_rss_mb()
+    seconds, peak = time.perf_counter() - start, _common.high_water_mb()
     built = tfhash.build(tfhash.load(hasher.export(os.path.join(work, "export"))), folder,
                          os.path.join(work, "index"), progress=False)
     names = sorted(os.path.relpath(os.path.join(root, f), folder) for root, _, files in os.walk(folder) for f in files)

@@ -33,6 +33,13 @@ def is_large_image(shape: tuple) -> bool:
     return len(shape) == 3 and shape[0] * shape[1] > POOLED_ABOVE_PIXELS
 
 
+def needs_low_resolution(shape: tuple) -> bool:
+    """Photos for networks sized for small images (HashGAN's, BGAN's): colour images above 32x32 pixels, grey ones
+    above 64x64, which those networks see as a 32x32 copy."""
+    return len(shape) == 3 and (shape[0] * shape[1] > POOLED_ABOVE_PIXELS
+                                or (shape[2] == 3 and shape[0] * shape[1] > 32 * 32))
+
+
 def default_backbone(item_shape: tuple, name: str, initializer: Any = "glorot_uniform") -> keras.Model:
     """The small network from scratch: three strided 3x3 convolutions (32 / 64 / 128) and a dense layer of 256
     for 28x28 / 32x32 images; for images of more than 64x64 pixels, strided convolutions (32 / 64 / 128 / 256)
@@ -124,12 +131,11 @@ def describe_backbone(value: Any) -> str | None:
 
 def check_backbone(value: Any) -> Any:
     """Raises ``ValueError`` unless ``value`` is a valid ``backbone`` argument; returns it."""
-    if isinstance(value, str) and not value.startswith("model ") and value not in APPLICATIONS:
+    named = isinstance(value, str) and (value in APPLICATIONS or value.startswith("model "))  # or recorded
+    if not (value is None or named or isinstance(value, keras.Model)):
+        got = repr(value) if isinstance(value, str) else type(value).__name__
         raise ValueError(f"`backbone` must be None (the default network), a keras.Model mapping items to [n, d] "
-                         f"features or one of {sorted(APPLICATIONS)}, got {value!r}.")
-    if not (value is None or isinstance(value, (keras.Model, str))):
-        raise ValueError(f"`backbone` must be None (the default network), a keras.Model mapping items to [n, d] "
-                         f"features or one of {sorted(APPLICATIONS)}, got {type(value).__name__}.")
+                         f"features or one of {sorted(APPLICATIONS)}, got {got}.")
     return value
 
 
@@ -150,7 +156,6 @@ def check_backbone_combination(hyperparameters: dict) -> None:
 
 def check_fixed_backbone(hyperparameters: dict, scheme: str) -> None:
     """For schemes whose generator and discriminator work in a backbone's feature space: it stays fixed."""
-    check_backbone_combination(hyperparameters)
     if hyperparameters["train_backbone"]:
         raise ValueError(f"`train_backbone`=True: {scheme}'s generator and discriminator work in the backbone's "
                          "feature space, which stays fixed; use train_backbone=None or False.")

@@ -185,6 +185,8 @@ class HashingScheme(keras.Model):
         (others stored as given), then the rules between them (``check_combination``)."""
         checked = {name: cls.hyperparameter_rules[name](value, name) if name in cls.hyperparameter_rules else value
                    for name, value in values.items()}
+        if "backbone_weights" in checked:  # a scheme with a backbone: weights belong to a named one
+            backbones.check_backbone_combination(checked)
         cls.check_combination(checked)
         return checked
 
@@ -364,22 +366,26 @@ class HashingScheme(keras.Model):
         images above 32x32 pixels, grey ones above 64x64) are seen as a 32x32 copy, averaged over blocks of
         pixels, so the networks' size does not grow with the image's."""
         if self.backbone is None:
-            shape = self.item_shape
-            if len(shape) == 3 and (shape[0] * shape[1] > 64 * 64 or (shape[2] == 3 and shape[0] * shape[1] > 32 * 32)):
+            if backbones.needs_low_resolution(self.item_shape):
                 factor = max(1, round(max(self.item_shape[:2]) / LOW_RESOLUTION))
                 self.low_resolution = keras.Sequential([
                     keras.layers.Resizing(LOW_RESOLUTION * factor, LOW_RESOLUTION * factor),
                     keras.layers.AveragePooling2D(factor)], name="low_resolution")
                 self.network_shape = (LOW_RESOLUTION, LOW_RESOLUTION, self.item_shape[-1])
             return
-        self.backbone_network = backbones.build_backbone(self.backbone, self.item_shape, "backbone",
-                                                         weights=self.backbone_weights)
+        self.backbone_network = self._build_backbone("backbone")
         self.backbone_network.trainable = False
         width = int(self.backbone_network.output_shape[-1])
         self.feature_range = backbones.FeatureRange(name="feature_range")
         self.feature_range.build((None, width))
         self.network_shape = (width,)
         self.features_once, self.features_once_needs_items = "backbone_network", False
+
+    def _build_backbone(self, name: str) -> keras.Model:
+        """The feature network the ``backbone``, ``backbone_weights`` and ``train_backbone`` hyperparameters mean;
+        sets ``backbone_learns``."""
+        self.backbone_learns = backbones.trains_backbone(self.train_backbone, self.backbone_weights)
+        return backbones.build_backbone(self.backbone, self.item_shape, name, weights=self.backbone_weights)
 
     def _network_inputs(self, inputs):
         if self.low_resolution is not None:

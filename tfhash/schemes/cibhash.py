@@ -115,7 +115,6 @@ class CIBHash(HashingScheme):
 
     @classmethod
     def check_combination(cls, hyperparameters: dict) -> None:
-        backbones.check_backbone_combination(hyperparameters)
         cls._view_policy(hyperparameters)
 
     def __init__(self, bits=32, input_shape=None, seed=0, backbone=None, backbone_weights=None, train_backbone=None,
@@ -127,9 +126,7 @@ class CIBHash(HashingScheme):
         if len(self.item_shape) != 3:
             raise ValueError(f"`x` items must be images [h, w, c] for cibhash (its views are image augmentations), "
                              f"got items of shape {self.item_shape}.")
-        self.feature_network = backbones.build_backbone(self.backbone, self.item_shape, "backbone",
-                                                        weights=self.backbone_weights)
-        self.backbone_learns = backbones.trains_backbone(self.train_backbone, self.backbone_weights)
+        self.feature_network = self._build_backbone("backbone")
         width = self.feature_network.output_shape[-1]
         layers = [keras.Input((width,)), keras.layers.Dense(self.head_units, activation="relu"),
                   keras.layers.Dense(self.bits)]

@@ -211,7 +211,6 @@ class DSHGAN(HashingScheme):
 
     @classmethod
     def check_combination(cls, hyperparameters: dict) -> None:
-        backbones.check_backbone_combination(hyperparameters)
         if hyperparameters["shared_init"] == "discriminator" and (
                 hyperparameters["backbone"] is not None or not hyperparameters["use_generator"]):
             raise ValueError("`shared_init`='discriminator' needs the default backbone (backbone=None) and the GAN "
@@ -230,9 +229,7 @@ class DSHGAN(HashingScheme):
         self._pool = None
         if self.num_classes is None:
             raise ValueError("`num_classes` is required to build DSH-GANs (tfhash.fit infers it from `y`).")
-        self.shared_backbone = backbones.build_backbone(self.backbone, self.item_shape, "shared_backbone",
-                                                        weights=self.backbone_weights)
-        self.backbone_learns = backbones.trains_backbone(self.train_backbone, self.backbone_weights)
+        self.shared_backbone = self._build_backbone("shared_backbone")
         width = self.shared_backbone.output_shape[-1]
         self.hash_stream = keras.layers.Dense(self.bits, activation="sigmoid", name="hash_stream", dtype=OUTPUT_DTYPE)
         self.class_stream = keras.layers.Dense(self.num_classes, name="class_stream", dtype=OUTPUT_DTYPE)

@@ -99,7 +99,6 @@ class GreedyHash(HashingScheme):
 
     @classmethod
     def check_combination(cls, hyperparameters: dict) -> None:
-        backbones.check_backbone_combination(hyperparameters)
         if hyperparameters["target"] == "backbone" and backbones.trains_backbone(
                 hyperparameters["train_backbone"], hyperparameters["backbone_weights"]):
             raise ValueError("`target`='backbone' needs train_backbone=False: a backbone that learns would shape its "
@@ -109,9 +108,7 @@ class GreedyHash(HashingScheme):
                  target="inputs",
                  weight_penalty=0.1, optimizer_type="sgd", learning_rate=1e-4, **kwargs):
         super().__init__(bits=bits, input_shape=input_shape, seed=seed, **kwargs)
-        self.feature_network = backbones.build_backbone(self.backbone, self.item_shape, "backbone",
-                                                        weights=self.backbone_weights)
-        self.backbone_learns = backbones.trains_backbone(self.train_backbone, self.backbone_weights)
+        self.feature_network = self._build_backbone("backbone")
         if not self.backbone_learns:  # its features are fixed: computed once per fit, not once per epoch
             self.features_once, self.features_once_needs_items = "feature_network", self.target == "inputs"
         width = self.feature_network.output_shape[-1]
