@@ -169,7 +169,12 @@ def test_ivf_first_add_smaller_than_its_lists(rng):
 
 
 def _backends():
-    return ["numpy"] + (["faiss"] if importlib.util.find_spec("faiss") else [])
+    return ["numpy", "mih"] + (["faiss"] if importlib.util.find_spec("faiss") else [])
+
+
+def _make(bits, backend):
+    """An empty index of ``backend``, or the exact index with multi-index hashing tables for "mih"."""
+    return index.make_index(bits, kind="mih") if backend == "mih" else index.make_index(bits, backend)
 
 
 @pytest.mark.parametrize("backend", _backends())
@@ -178,7 +183,7 @@ def test_threads_searching_one_index_get_correct_results_and_change_nothing(rng,
     expected_d, expected_pos = _brute_force(q, db, 10)
     failures = []
     for _ in range(30):
-        idx = index.make_index(64, backend)
+        idx = _make(64, backend)
         for part in np.array_split(db, 4):  # codes waiting to be merged: the first searches merge them
             idx.add(part)
         barrier = threading.Barrier(4)
@@ -205,7 +210,7 @@ def test_threads_searching_one_index_get_correct_results_and_change_nothing(rng,
 def test_add_while_another_thread_searches_loses_no_code(rng, backend):
     db, q = _random_codes(rng, 4_000, 32), _random_codes(rng, 20, 32)
     for _ in range(20):
-        idx = index.make_index(32, backend).add(db[:2_000])
+        idx = _make(32, backend).add(db[:2_000])
         stop, errors = threading.Event(), []
 
         def search(idx=idx, stop=stop, errors=errors):
@@ -232,9 +237,103 @@ def test_add_while_another_thread_searches_loses_no_code(rng, backend):
 def test_ties_follow_insertion_order_for_every_backend_and_search_kind(backend):
     codes_ = np.zeros((6, 2), np.uint8)  # six identical codes: every distance ties
     ids = np.array([50, 10, 40, 20, 30, 0])
-    idx = index.make_index(16, backend).add(codes_[:3], ids=ids[:3]).add(codes_[3:], ids=ids[3:])
+    idx = _make(16, backend).add(codes_[:3], ids=ids[:3]).add(codes_[3:], ids=ids[3:])
     _, found = idx.search(codes_[:1], 6)
     lims, _, within = idx.range_search(codes_[:1], 0)
     assert found[0].tolist() == within.tolist() == ids.tolist()  # not sorted by id
     lims, distances, _ = idx.range_search(codes_[:1], 2**31)  # any radius: capped at the code length
     assert lims.tolist() == [0, 6] and distances.tolist() == [0] * 6
+
+
+def _clustered_codes(rng, n, bits, centres=40, flips=3):
+    """Codes near a few centres (a few random bits flipped): what an encoder makes of similar images."""
+    bits01 = rng.integers(0, 2, (centres, bits), dtype=np.uint8)[rng.integers(0, centres, n)]
+    for column in rng.integers(0, bits, (flips, n)):
+        bits01[np.arange(n), column] ^= 1
+    return codes.pack(bits01)
+
+
+def test_an_unknown_kind_is_refused_by_name():
+    with pytest.raises(ValueError, match="`kind` must be one of flat, mih, auto, got 'scan'"):
+        index.make_index(64, kind="scan")
+
+
+@pytest.mark.parametrize("bits", [12, 64, 100])
+def test_multi_index_hashing_answers_as_the_scan_over_several_runs_of_tables(rng, bits, monkeypatch):
+    from tfhash.index import flat
+
+    monkeypatch.setattr(flat, "SCAN_TAIL", 500)  # runs of tables after every 500 added codes
+    db, q = _clustered_codes(rng, 6_000, bits), _clustered_codes(rng, 30, bits)
+    mih, scan = index.make_index(bits, kind="mih"), index.make_index(bits)
+    runs = []
+    for part in np.array_split(np.arange(6_000), [3_000, 3_400, 4_200, 5_000]):
+        mih.add(db[part])
+        scan.add(db[part])
+        mih.search(q[:1], 1)  # tables the rows added so far (a run, or a merge of runs)
+        runs.append([run.count for run in mih._runs])
+    # 400 rows are scanned; 800 more make a run; a run of 800 merges into the 1,200 before it, and that into the first
+    assert runs == [[3_000], [3_000], [3_000, 1_200], [5_000], [5_000, 1_000]]
+    for k in (1, 10, 500):
+        assert all(np.array_equal(a, b) for a, b in zip(mih.search(q, k), scan.search(q, k)))
+    for radius in (0, 2, bits // 4):
+        assert all(np.array_equal(a, b) for a, b in zip(mih.range_search(q, radius), scan.range_search(q, radius)))
+
+
+def test_saved_tables_are_memory_mapped_on_load_and_kept_by_their_kind(rng, tmp_path):
+    db, q = _clustered_codes(rng, 5_000, 64), _clustered_codes(rng, 20, 64)
+    path = index.make_index(64, kind="mih").add(db).save(tmp_path / "mih")
+    loaded = index.load(path)
+    assert loaded.kind == "mih" and isinstance(loaded._runs[0].rows, np.memmap)
+    assert loaded._runs[0].rows.dtype == np.uint32  # 4 bytes per code per substring
+    scan = index.make_index(64).add(db)
+    assert all(np.array_equal(a, b) for a, b in zip(loaded.search(q, 10), scan.search(q, 10)))
+    with pytest.raises(ValueError, match="`kind` 'flat' disagrees"):
+        index.load(path, kind="flat")
+    assert index.load(index.make_index(64).add(db).save(tmp_path / "flat")).kind == "flat"
+
+
+def test_damaged_tables_are_refused_or_cost_results_never_wrong_ones(rng, tmp_path):
+    import json
+
+    db, q = _clustered_codes(rng, 3_000, 32), _clustered_codes(rng, 20, 32)
+    path = index.make_index(32, kind="mih").add(db).save(tmp_path / "mih")
+    manifest = json.loads((tmp_path / "mih" / "index.json").read_text())
+    rows_file = tmp_path / "mih" / manifest["tables"][0]["rows_file"]["name"]
+    rows = np.fromfile(rows_file, np.uint32)
+    rows[::7] = rows[::-7][:rows[::7].shape[0]]  # rows moved to other buckets, and out of range
+    rows[5] = 10**9
+    rows.tofile(rows_file)
+    with pytest.raises(ValueError, match="damaged"):
+        index.load(path)  # the checksum
+    unchecked = index.load(path, verify=False)
+    want_d, _ = _brute_force(q, db, 3_000)
+    lims, distances, ids = unchecked.range_search(q, 32)
+    for i in range(len(q)):  # every code found is at its true distance, and found once
+        found = ids[lims[i]:lims[i + 1]]
+        assert np.unique(found).shape == found.shape
+        np.testing.assert_array_equal(distances[lims[i]:lims[i + 1]],
+                                      codes.hamming_distance(q[i:i + 1], db[found])[0])
+    offsets_file = tmp_path / "mih" / manifest["tables"][0]["offsets"]["name"]
+    offsets = np.fromfile(offsets_file, np.int64)
+    offsets[3] = 10**6
+    offsets.tofile(offsets_file)
+    with pytest.raises(ValueError, match="offsets of substring table 0 do not delimit its rows"):
+        index.load(path, verify=False)
+    manifest["tables"][0]["substrings"] = [[0, 16], [20, 16]]
+    (tmp_path / "mih" / "index.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"tables\[0\].substrings must be"):
+        index.load(path, verify=False)
+
+
+def test_auto_takes_tables_where_its_rule_says_and_answers_the_same(rng, monkeypatch):
+    from tfhash.index import flat
+
+    db, q = _clustered_codes(rng, 4_000, 64), _clustered_codes(rng, 30, 64)
+    auto, scan = index.make_index(64, kind="auto").add(db), index.make_index(64).add(db)
+    monkeypatch.setattr(flat, "prefers_tables", lambda count, bits, batch: batch == 1)
+    for batch in (q[:1], q):
+        assert all(np.array_equal(a, b) for a, b in zip(auto.search(batch, 10), scan.search(batch, 10)))
+    assert len(auto._runs) == 1  # built by the single query only
+    fresh = index.make_index(64, kind="auto").add(db)
+    fresh.search(q, 10)
+    assert fresh._runs == []

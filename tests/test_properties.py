@@ -2,9 +2,11 @@
 convention, Hamming distances, every index backend against brute force, and the ranking metrics against a
 plain reference. Codes of a few bits make ties the rule, not the exception."""
 
+import contextlib
 import importlib.util
 import os
 import tempfile
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -12,8 +14,21 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tfhash import codes, index, metrics
+from tfhash.index import flat
 
-BACKENDS = ["numpy"] + (["faiss"] if importlib.util.find_spec("faiss") else [])
+# "mih": the exact index's multi-index hashing tables, with runs of tables made after every 2 added rows so that
+# a few rows exercise several runs, their merges and their saved files.
+BACKENDS = ["numpy", "mih"] + (["faiss"] if importlib.util.find_spec("faiss") else [])
+
+
+def _make_index(bits, backend):
+    if backend == "mih":
+        return index.make_index(bits, kind="mih")
+    return index.make_index(bits, backend)
+
+
+def _small_runs(backend):
+    return mock.patch.object(flat, "SCAN_TAIL", 2) if backend == "mih" else contextlib.nullcontext()
 seeds = st.integers(0, 2**32 - 1)
 
 
@@ -59,8 +74,8 @@ def test_every_index_backend_equals_brute_force_ties_included(backend, bits, nd,
     database_bits, query_bits = _bits01(rng, nd, bits), _bits01(rng, nq, bits)
     database, queries = codes.pack(database_bits), codes.pack(query_bits)
     ids = rng.choice(2**62, nd, replace=False).astype(np.int64) if custom_ids else np.arange(nd, dtype=np.int64)
-    idx = index.make_index(bits, backend)
-    with tempfile.TemporaryDirectory() as directory:
+    idx = _make_index(bits, backend)
+    with tempfile.TemporaryDirectory() as directory, _small_runs(backend):
         for i, chunk in enumerate(np.array_split(np.arange(nd), parts)):
             idx.add(database[chunk], ids=ids[chunk] if custom_ids else None)
             if i == 0 and saved_first:  # the rest is added to the saved, reopened (memory-mapped) first part
@@ -155,8 +170,8 @@ def apply_operations(idx, ops, rng, bits, directory):
 def test_any_sequence_of_changes_searches_like_a_brute_force_model(backend, bits, ops, k, radius, seed):
     """add / remove / update / save (new, then in place) / load / compact, against a brute-force model."""
     rng = np.random.default_rng(seed)
-    with tempfile.TemporaryDirectory() as directory:
-        idx, ids, database_bits = apply_operations(index.make_index(bits, backend), ops, rng, bits, directory)
+    with tempfile.TemporaryDirectory() as directory, _small_runs(backend):
+        idx, ids, database_bits = apply_operations(_make_index(bits, backend), ops, rng, bits, directory)
         if ids.size:
             query_bits = _bits01(rng, 3, bits)
             _check_against_brute_force(idx, query_bits, database_bits, codes.pack(query_bits), ids,

@@ -40,8 +40,9 @@ __all__ = ["BACKENDS", "FORMAT_VERSION", "MANIFEST", "PAD_DISTANCE", "FaissIndex
 
 
 def make_index(bits: int, backend: str = "numpy", **options: Any) -> SearchIndex:
-    """An empty index: ``backend="numpy"`` (:class:`HammingIndex`), ``"faiss"`` (:class:`FaissIndex`) or
-    ``"milvus"`` (:class:`MilvusIndex`, which needs ``uri``)."""
+    """An empty index: ``backend="numpy"`` (:class:`HammingIndex`: exact; ``kind="flat"`` scans, ``"mih"``
+    answers from multi-index hashing tables, ``"auto"`` picks per search), ``"faiss"`` (:class:`FaissIndex`)
+    or ``"milvus"`` (:class:`MilvusIndex`, which needs ``uri``)."""
     if backend not in BACKENDS:
         raise ValueError(f"`backend` must be one of {', '.join(BACKENDS)}, got {backend!r}.")
     return BACKENDS[backend](bits, **options)

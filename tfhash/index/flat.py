@@ -1,4 +1,5 @@
-"""The exact index: brute-force Hamming distance with compiled kernels, saved as appendable segments."""
+"""The exact index: a brute-force scan with compiled kernels, or multi-index hashing (``kind="mih"``), saved as
+appendable segments."""
 
 from __future__ import annotations
 
@@ -11,25 +12,52 @@ from tfhash import _kernels
 from tfhash import codes as codes_lib
 from tfhash.index import format as fmt
 from tfhash.index.base import RowIndex, encoder_description
+from tfhash.index.mih import SubstringTables
+
+KINDS = ("flat", "mih", "auto")
+# Rows added after the last tables are scanned until there are this many; then they get tables of their own.
+SCAN_TAIL = 65_536
+# kind="auto" searches the tables for at most AUTO_MAX_BATCH queries at once over at least AUTO_MIN_CODES codes;
+# a larger batch shares each pass of the scan between its queries (BENCHMARKS.md (s): the crossovers measured).
+AUTO_MIN_CODES, AUTO_MAX_BATCH = 1_000_000, 32
+
+
+def prefers_tables(count: int, bits: int, num_queries: int) -> bool:
+    """``kind="auto"``'s rule: tables for ``num_queries`` queries over ``count`` codes of ``bits`` bits."""
+    return count >= AUTO_MIN_CODES and num_queries <= AUTO_MAX_BATCH
 
 
 class HammingIndex(RowIndex):
-    """Exact search by brute-force Hamming distance, with compiled kernels (``tfhash._kernels``): counting
-    selection for ``search``, a counting sort of the hits for ``range_search``. Both scan the database in
-    cache-sized blocks, so their memory is that of their results. Saved segments are memory-mapped; codes
-    added after loading are held in memory beside them and saved as a new segment.
+    """Exact search in Hamming space: every answer is the brute-force one, ties by row.
+
+    ``kind="flat"`` scans every code with compiled kernels (``tfhash._kernels``): counting selection for
+    ``search``, a counting sort of the hits for ``range_search``, the database read in cache-sized blocks.
+    ``kind="mih"`` answers from multi-index hashing tables (``tfhash._mih``; Norouzi et al., TPAMI 2014), which
+    visit only the codes near each query: on clustered codes (real images') a query over 10^8 codes takes well
+    under a millisecond where the scan takes a second; on uniformly random codes, or for queries far from every
+    code, it degrades towards a scan. The tables cost ``4 * m`` bytes per code (m substrings, about
+    ``bits / log2(n)``) and are built on the first search, in time linear in n; codes added later are scanned
+    until there are :data:`SCAN_TAIL` of them, then tabled as a run of their own (runs merge as they grow, so
+    each code is tabled O(log n) times). ``kind="auto"`` picks per call by the measured rule of
+    :func:`prefers_tables` (BENCHMARKS.md). Saved segments and tables are memory-mapped; codes added after
+    loading are held in memory beside them and saved as a new segment.
 
     Args:
         bits: code length; codes must be ``ceil(bits / 8)`` bytes wide.
+        kind: ``"flat"`` (the default), ``"mih"`` or ``"auto"``.
         n_jobs: worker threads (queries are split between them); ``None`` uses every core.
     """
 
     backend = "numpy"
     kind = "flat"
 
-    def __init__(self, bits, *, n_jobs=None):
+    def __init__(self, bits, *, kind="flat", n_jobs=None):
         super().__init__(bits)
+        if kind not in KINDS:
+            raise ValueError(f"`kind` must be one of {', '.join(KINDS)}, got {kind!r}.")
+        self.kind = kind
         self.n_jobs = n_jobs
+        self._runs = []  # SubstringTables runs, each with .first (its first row); together rows [0, covered)
         self._mapped = []  # codes of the saved segments (memory-mapped), never changed
         self._pending = []  # codes added since: joined into self._memory before a search
         self._memory = np.empty((0, self.width), np.uint8)
@@ -50,20 +78,72 @@ class HammingIndex(RowIndex):
         return parts
 
     def _options(self):
-        return {"n_jobs": self.n_jobs}
+        return {"n_jobs": self.n_jobs, **({"kind": self.kind} if self.kind != "flat" else {})}
 
     def _run(self, queries, worker):
         """Splits the queries over threads; ``worker(start, stop)`` fills its rows of the outputs."""
-        n_jobs = _kernels.threads_for(queries.shape[0], self._rows, self.n_jobs)
-        bounds = np.linspace(0, queries.shape[0], n_jobs + 1).astype(int)
+        return self._split(queries.shape[0], worker)
+
+    def _split(self, count, worker):
+        n_jobs = _kernels.threads_for(count, self._rows, self.n_jobs)
+        bounds = np.linspace(0, count, n_jobs + 1).astype(int)
         if n_jobs == 1:
-            return [worker(0, queries.shape[0])]
+            return [worker(0, count)]
         with concurrent.futures.ThreadPoolExecutor(n_jobs) as pool:
             return list(pool.map(lambda b: worker(*b), zip(bounds[:-1], bounds[1:])))
 
+    # --- multi-index hashing ----------------------------------------------------------------------
+
+    def _uses_tables(self, num_queries):
+        return self.kind == "mih" or (self.kind == "auto" and prefers_tables(self._rows, self.bits, num_queries))
+
+    def _rows_view(self, start, stop):
+        """The codes of rows [start, stop) as one array without a copy: when they span stored parts, the parts
+        are joined in memory first, once (a run of tables merged across a saved segment and later adds)."""
+        for codes, first in self._segments():
+            if first <= start and stop <= first + codes.shape[0]:
+                return np.asarray(codes)[start - first:stop - first]
+        self._memory, self._mapped = self._codes_of_rows(slice(0, self._rows)), []
+        return self._memory[start:stop]
+
+    def _tabled(self):
+        """The tables' runs, brought up to date: rows past them get a run once there are SCAN_TAIL of them, and a
+        run at least half the size of the one before merges into it (call under the lock)."""
+        covered = self._runs[-1].first + self._runs[-1].count if self._runs else 0
+        if self._rows - covered > (SCAN_TAIL if self._runs else 0):
+            self._runs.append(self._table_run(covered, self._rows))
+            while len(self._runs) > 1 and 2 * self._runs[-1].count >= self._runs[-2].count:
+                last = self._runs.pop()
+                self._runs[-1] = self._table_run(self._runs[-1].first, last.first + last.count)
+        return self._runs
+
+    def _table_run(self, start, stop):
+        run = SubstringTables.build(self._rows_view(start, stop), self.bits)
+        run.first, run.entry = start, None  # entry: its saved files, once written
+        return run
+
+    def _search_parts(self, num_queries):
+        """``(tables or None, codes, first row)`` of what a search covers, in row order."""
+        if not self._uses_tables(num_queries):
+            return [(None, codes, start) for codes, start in self._segments()]
+        runs = self._tabled()
+        parts = [(run, self._rows_view(run.first, run.first + run.count), run.first) for run in runs]
+        covered = runs[-1].first + runs[-1].count if runs else 0
+        if covered < self._rows:
+            parts.append((None, self._rows_view(covered, self._rows), covered))
+        return parts
+
+    # --- search -----------------------------------------------------------------------------------
+
     def _nearest_rows(self, queries, k):
         query_words = codes_lib.as_words(queries)
-        found = [self._nearest(query_words, codes, min(k, codes.shape[0]), start) for codes, start in self._segments()]
+        found = []
+        for tables, codes, start in self._search_parts(queries.shape[0]):
+            if tables is None:
+                found.append(self._nearest(query_words, codes, min(k, codes.shape[0]), start))
+            else:
+                distances, rows = tables.nearest(queries, codes, min(k, codes.shape[0]), self._split)
+                found.append((distances, rows + start))
         if len(found) == 1:
             return found[0]
         # Each segment's nearest, joined: a stable sort by distance keeps ties in row order.
@@ -87,7 +167,13 @@ class HammingIndex(RowIndex):
 
     def _rows_within(self, queries, radius):
         query_words = codes_lib.as_words(queries)
-        found = [self._within(query_words, codes, radius, start) for codes, start in self._segments()]
+        found = []
+        for tables, codes, start in self._search_parts(queries.shape[0]):
+            if tables is None:
+                found.append(self._within(query_words, codes, radius, start))
+            else:
+                counts, distances, rows = tables.within(queries, codes, radius, self._split)
+                found.append((np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), distances, rows + start))
         if len(found) == 1:
             return found[0]
         # Each segment's balls, joined per query: a stable sort by (query, distance) keeps row order.
@@ -113,16 +199,27 @@ class HammingIndex(RowIndex):
 
     def _rebuild(self, live_rows):
         self._memory = np.concatenate([codes for codes, _ in self._segments()])[live_rows]
-        self._mapped = []
+        self._mapped, self._runs = [], []
 
     # --- files -----------------------------------------------------------------------------------
 
     def _fill(self, directory, encoder, details):
-        """Writes every row as one segment (plus the removed rows) into a new directory."""
+        """Writes every row as one segment (plus the removed rows and the tables) into a new directory."""
         ids = self._all_ids()
         segments = [fmt.write_segment(directory, 0, [codes for codes, _ in self._segments()], [ids],
                                       self._names_of_rows(0, self._rows))] if self._rows else []
-        return self._written(directory, encoder, details, segments)
+        runs = self._tabled() if self.kind == "mih" else self._runs
+        self._new_table_entries = [self._write_run(directory, number, run) for number, run in enumerate(runs, 1)]
+        manifest = self._written(directory, encoder, details, segments)
+        return {**manifest, "tables": self._new_table_entries} if runs else manifest
+
+    def _write_run(self, directory, number, run):
+        return fmt.write_tables(directory, number, run.first, run.substrings, run.offsets, run.rows)
+
+    def _written_whole(self):
+        super()._written_whole()
+        for run, entry in zip(self._runs, getattr(self, "_new_table_entries", [])):
+            run.entry = entry  # the runs' files in the directory just written (set once it is in place)
 
     def _save_in_place(self, manifest, encoder, details):
         """Appends the rows added since load as a new segment and records the removed rows."""
@@ -141,12 +238,18 @@ class HammingIndex(RowIndex):
         removed = manifest["removed"]
         if self._dead.shape[0] != self._saved_dead:
             removed = fmt.write_removed(directory, number, self._dead)
+        if self.kind != "flat":  # runs tabled since the last save get files of their own
+            written = {id(run): self._write_run(directory, number + i, run)
+                       for i, run in enumerate(run for run in self._runs if run.entry is None)}
+            manifest["tables"] = [run.entry or written[id(run)] for run in self._runs]
         manifest = {**manifest, "segments": segments, "removed": removed, "count": self.ntotal, "rows": self._rows,
                     "generation": manifest["generation"] + 1, "options": self._options(),
                     "encoder": encoder_description(encoder) if encoder is not None else manifest["encoder"],
                     "details": {**manifest["details"], **(details or {})}}
         fmt.commit_append(directory, manifest)
         self._generation, self._saved_rows, self._saved_dead = manifest["generation"], self._rows, self._dead.shape[0]
+        for run, entry in zip(self._runs, manifest.get("tables") or []):
+            run.entry = entry
 
     def _stored(self):
         """``(codes, ids)`` of the items held, in row order (copies)."""
@@ -166,6 +269,14 @@ class HammingIndex(RowIndex):
         for _, ids, names in segments:
             self._adopt_rows(ids, names)
         self._dead = dead
+        if self.kind != "flat":
+            self._runs = []
+            for (first, substrings, offsets, rows), entry in zip(fmt.map_tables(directory, manifest, verify),
+                                                                manifest.get("tables") or []):
+                run = SubstringTables(substrings, offsets, rows, rows.shape[1])
+                run.check(f"`path` {directory!r}")
+                run.first, run.entry = first, entry
+                self._runs.append(run)
         if self.ntotal != manifest["count"]:
             raise ValueError(f"`path` {directory!r}: its files hold {self.ntotal} items, the manifest says "
                              f"{manifest['count']} (damaged).")

@@ -11,6 +11,9 @@ file                          what it holds
 ``names-NNNNNN.idx`` / .bin   optional: each item's name (a file's path relative to the source root,
                               a record's key) as UTF-8 text, and ``count + 1`` int64 offsets into it
 ``removed-NNNNNN.bin``        rows removed since the segments were written (int64 row numbers)
+``tables-NNNNNN.idx`` / .bin  optional, ``kind="mih"``: a run of multi-index hashing tables over rows
+                              ``first .. first + rows``: per substring, ``2**min(length, 24) + 1`` int64
+                              offsets (``.idx``), then per substring the run's rows (uint32 or int64, ``.bin``)
 ``faiss.index``               a Faiss index (Faiss backends: codes live here, ids in ``ids-*``)
 ``index.lock``                held while a process appends to the index
 ============================  ==================================================================
@@ -20,8 +23,10 @@ Manifest fields: ``format`` ("tfhash-index"), ``version`` (:data:`FORMAT_VERSION
 (raised by every save, so two writers cannot both append to what they loaded), ``options`` (search
 settings), ``encoder`` (scheme, bits and fingerprint of the encoder that made the codes), ``segments``
 (each ``{"rows", "codes", "ids", "names"?}`` with file entries), ``removed`` (a file entry or null),
-``faiss`` (a file entry, Faiss backends), ``location`` (Milvus), ``checksum`` (the algorithm), ``details``
-(a build's source, skipped items, listing). A file entry is ``{"name", "bytes", "xxh3_128"}``.
+``faiss`` (a file entry, Faiss backends), ``tables`` (optional: each run's ``{"first", "rows", "substrings",
+"row_bytes", "offsets", "rows_file"}``, substrings as ``[first bit, length]``), ``location`` (Milvus),
+``checksum`` (the algorithm), ``details`` (a build's source, skipped items, listing). A file entry is
+``{"name", "bytes", "xxh3_128"}``.
 
 Checksums are XXH3-128 (the ``xxhash`` package): about 20 GB/s of one core on data in memory, so a
 verifying load is bound by the disk, not the hash. ``load(verify=False)`` skips them.
@@ -57,14 +62,14 @@ ID_DTYPE = np.dtype("<i8")
 BACKENDS = ("numpy", "faiss", "milvus")
 # Every name an index writes; anything else in a directory makes it not (only) an index.
 ENTRY = re.compile(r"(index\.json|index\.lock|faiss\.index|codes\.bin|ids\.bin|"
-                   r"(codes|ids|names|removed)-\d{6}\.(bin|idx))")
+                   r"(codes|ids|names|removed|tables)-\d{6}\.(bin|idx))")
 _BLOCK = 16 << 20
 
 
 def segment_file(kind: str, number: int) -> str:
-    """The name of segment ``number``'s file of ``kind``: "codes", "ids", "names" (their ``.bin``), "offsets"
-    (the names' ``.idx``) or "removed"."""
-    stem, extension = ("names", "idx") if kind == "offsets" else (kind, "bin")
+    """The name of segment ``number``'s file of ``kind``: "codes", "ids", "names", "tables" (their ``.bin``),
+    "offsets" (the names' ``.idx``), "table_offsets" (the tables' ``.idx``) or "removed"."""
+    stem, extension = {"offsets": ("names", "idx"), "table_offsets": ("tables", "idx")}.get(kind, (kind, "bin"))
     return f"{stem}-{number:06d}.{extension}"
 
 
@@ -237,6 +242,22 @@ def _validation_of(path, manifest):
                 raise _damaged(path, f"segments[{i}].names must be an object, got {names!r}")
             for key in ("offsets", "text"):
                 _check_entry(path, names.get(key), f"segments[{i}].names.{key}")
+    tables = manifest.get("tables") or []
+    if not isinstance(tables, list):
+        raise _damaged(path, f"field 'tables' must be a list, got {tables!r}")
+    covered = 0
+    for i, run in enumerate(tables):
+        if not isinstance(run, dict) or run.get("first") != covered or run.get("row_bytes") not in (4, 8):
+            raise _damaged(path, f"tables[{i}] must be an object whose 'first' ({covered}) follows the run before, "
+                                 f"with 'row_bytes' 4 or 8, got {run!r}")
+        covered += _check_int(path, run, "rows")
+        if not _covers_in_order(run.get("substrings"), manifest["bits"]):
+            raise _damaged(path, f"tables[{i}].substrings must be [first bit, length] pairs of 1 to 32 bits that "
+                                 f"cover the {manifest['bits']} bits in order, got {run.get('substrings')!r}")
+        for key in ("offsets", "rows_file"):
+            _check_entry(path, run.get(key), f"tables[{i}].{key}")
+    if covered > rows:
+        raise _damaged(path, f"its tables cover {covered} rows, field 'rows' says {rows}")
     for key in ("removed", "faiss"):
         if manifest.get(key) is not None:
             _check_entry(path, manifest[key], key)
@@ -244,6 +265,19 @@ def _validation_of(path, manifest):
         raise _damaged(path, f"its segments hold {sum(s['rows'] for s in segments)} rows, field 'rows' says {rows}")
     if count > rows:
         raise _damaged(path, f"field 'count' ({count}) is larger than field 'rows' ({rows})")
+
+
+def _covers_in_order(substrings, bits):
+    """Whether ``substrings`` are ``[first bit, length]`` pairs (1 to 32 bits) that cut ``bits`` bits in order."""
+    if not isinstance(substrings, list) or not substrings:
+        return False
+    covered = 0
+    for pair in substrings:
+        if not (isinstance(pair, list) and len(pair) == 2 and pair[0] == covered and isinstance(pair[1], int)
+                and not isinstance(pair[1], bool) and 0 < pair[1] <= 32):
+            return False
+        covered += pair[1]
+    return covered == bits
 
 
 def file_path(directory: str | os.PathLike, entry: dict, verify: bool) -> str:
@@ -296,6 +330,29 @@ def read_segments(directory: str | os.PathLike, manifest: dict, width: int, veri
                          map_array(directory, segment["ids"], ID_DTYPE, (rows,), verify),
                          map_names(directory, segment.get("names"), rows, verify)))
     return segments, read_removed(directory, manifest, verify)
+
+
+def map_tables(directory: str | os.PathLike, manifest: dict, verify: bool) -> list:
+    """``[(first row, substrings, offsets, rows)]`` of each saved run of tables, memory-mapped."""
+    runs = []
+    for run in manifest.get("tables") or []:
+        lengths = [length for _, length in run["substrings"]]
+        offsets = map_array(directory, run["offsets"], ID_DTYPE, (sum(2**min(n, 24) + 1 for n in lengths),), verify)
+        dtype = np.dtype("<u4") if run["row_bytes"] == 4 else ID_DTYPE
+        rows = map_array(directory, run["rows_file"], dtype, (len(lengths), run["rows"]), verify)
+        runs.append((run["first"], run["substrings"], offsets, rows))
+    return runs
+
+
+def write_tables(directory: str | os.PathLike, number: int, first: int, substrings: Sequence, offsets: np.ndarray,
+                 rows: np.ndarray) -> dict:
+    """Writes a run of multi-index hashing tables as files ``number``; returns its manifest entry."""
+    row_bytes = 4 if rows.dtype.itemsize == 4 else 8
+    return {"first": int(first), "rows": int(rows.shape[1]), "row_bytes": row_bytes,
+            "substrings": [[int(start), int(length)] for start, length in substrings],
+            "offsets": write_arrays(directory, segment_file("table_offsets", number), [offsets.astype(ID_DTYPE)]),
+            "rows_file": write_arrays(directory, segment_file("tables", number),
+                                      [rows.astype("<u4" if row_bytes == 4 else ID_DTYPE, copy=False)])}
 
 
 def read_removed(directory: str | os.PathLike, manifest: dict, verify: bool) -> np.ndarray:

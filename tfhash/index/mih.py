@@ -1,0 +1,126 @@
+"""The substring tables of multi-index hashing (``HammingIndex(kind="mih")``): planned, built, searched.
+
+How the search works and why it is exact: :mod:`tfhash._mih`. This module chooses the substrings (the paper's
+m ~ b / log2(n), checked against the codes themselves: :func:`plans`), builds
+the tables by counting sorts (linear in n) and runs the kernels over threads.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from tfhash import _mih
+from tfhash import codes as codes_lib
+
+LONGEST_SUBSTRING = 32  # the kernels read a substring as one 64-bit word from at most 5 bytes
+
+
+def plans(bits: int, count: int) -> list[list[tuple[int, int]]]:
+    """The substrings worth trying for ``count`` codes of ``bits`` bits, each ``[(first bit, length)]``: m =
+    b / log2(n) (Norouzi et al., Sec. 4.1), rounded down and rounded to nearest (at least 2 substrings, none
+    longer than 32 bits), lengths as equal as the code length allows. The paper's m fits uniformly random
+    codes; codes of real images crowd into few buckets, where fewer, longer substrings read far fewer rows
+    (10^7 real codes at 64 bits, BENCHMARKS.md (s): 2 substrings against 3, a tenth of the single-query time),
+    so :meth:`SubstringTables.build` keeps whichever reads less on the codes themselves."""
+    exact = bits / math.log2(max(count, 2))
+    out = []
+    for m in sorted({math.floor(exact), round(exact)}):
+        m = min(bits, max(2, m, math.ceil(bits / LONGEST_SUBSTRING)))
+        lengths = [bits // m + (j < bits % m) for j in range(m)]
+        chosen = [(sum(lengths[:j]), length) for j, length in enumerate(lengths)]
+        if chosen not in out:
+            out.append(chosen)
+    return out
+
+
+SAMPLE_QUERIES = 16  # codes of the collection searched to compare plans
+
+
+def buckets(lengths):
+    """The buckets of a table of substrings of ``lengths`` bits: the low bits it addresses directly."""
+    return 2 ** np.minimum(lengths, _mih.DIRECT_BITS)
+
+
+class SubstringTables:
+    """Tables over the first ``count`` rows of a code array: for substring j, ``offsets[bases[j] + v]`` ..
+    ``offsets[bases[j] + v + 1]`` delimit the rows in ``rows[j]`` whose substring j has low bits v (ordered by
+    the substring's high bits, then by row)."""
+
+    def __init__(self, substrings, offsets, rows, count):
+        self.substrings = [(int(start), int(length)) for start, length in substrings]
+        self.starts = np.array([start for start, _ in self.substrings], np.int64)
+        self.lengths = np.array([length for _, length in self.substrings], np.int64)
+        self.bases = np.concatenate([[0], np.cumsum(buckets(self.lengths) + 1)[:-1]]).astype(np.int64)
+        self.offsets, self.rows, self.count = offsets, rows, int(count)
+
+    @classmethod
+    def build(cls, codes: np.ndarray, bits: int) -> SubstringTables:
+        """Tables of every row of ``codes`` ``[n, bytes]``, of the plan that reads fewest rows for k = 10
+        searches of :data:`SAMPLE_QUERIES` codes drawn from ``codes`` (fixed seed); linear in n per plan."""
+        candidates = plans(bits, codes.shape[0])
+        sample = codes[np.random.default_rng(0).choice(codes.shape[0], min(SAMPLE_QUERIES, codes.shape[0]),
+                                                       replace=False)]
+        best, least = None, np.iinfo(np.int64).max
+        for substrings in reversed(candidates):  # the paper's m first; the other is counted until it costs more
+            tables = cls._built(codes, bits, substrings)
+            if len(candidates) == 1:
+                return tables
+            spent = tables.work(sample, codes, min(10, codes.shape[0]), least)
+            if best is None or spent < least:
+                best, least = tables, spent
+        return best
+
+    def work(self, queries, codes, k, budget):
+        return _mih.work(queries, codes_lib.as_words(queries), codes, codes_lib.as_words(codes), self.starts,
+                         self.lengths, self.bases, self.offsets, self.rows, self.count, k, budget)
+
+    @classmethod
+    def _built(cls, codes, bits, substrings):
+        count = codes.shape[0]
+        lengths = np.array([length for _, length in substrings])
+        offsets = np.empty(int(np.sum(buckets(lengths) + 1)), np.int64)
+        rows = np.empty((len(substrings), count), np.uint32 if count < 2**32 else np.int64)
+        tables = cls(substrings, offsets, rows, count)
+        for j, (start, length) in enumerate(substrings):
+            base = tables.bases[j]
+            _mih.build_table(codes, count, start, length, offsets[base:base + buckets(length) + 1], rows[j])
+        return tables
+
+    def check(self, where: str) -> None:
+        """Refuses tables whose offsets do not delimit their rows (a damaged file)."""
+        for j, length in enumerate(self.lengths):
+            part = self.offsets[self.bases[j]:self.bases[j] + buckets(length) + 1]
+            if part[0] != 0 or part[-1] != self.count or np.any(np.diff(part) < 0):
+                raise ValueError(f"{where}: the offsets of substring table {j} do not delimit its rows (damaged).")
+
+    def nearest(self, queries, codes, k, run):
+        """``(distances, rows)`` ``[nq, k]`` of the k nearest tabled rows (k <= count), ties by row.
+        ``run(n_queries, work, worker)`` splits the queries over threads."""
+        query_words, words = codes_lib.as_words(queries), codes_lib.as_words(codes)
+        out_distances = np.empty((queries.shape[0], k), np.int32)
+        out_rows = np.empty((queries.shape[0], k), np.int64)
+
+        def worker(start, stop):
+            _mih.knn(queries, query_words, codes, words, self.starts, self.lengths, self.bases, self.offsets,
+                     self.rows, self.count, k, out_distances, out_rows, start, stop)
+
+        run(queries.shape[0], worker)
+        return out_distances, out_rows
+
+    def within(self, queries, codes, radius, run):
+        """``(counts, distances, rows)`` of every tabled row within ``radius`` of each query."""
+        query_words, words = codes_lib.as_words(queries), codes_lib.as_words(codes)
+
+        def worker(start, stop):
+            return _mih.within_radius(queries, query_words, codes, words, self.starts, self.lengths, self.bases,
+                                      self.offsets, self.rows, self.count, radius, start, stop)
+
+        parts = run(queries.shape[0], worker)
+        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                np.concatenate([p[2] for p in parts]))
+
+    @property
+    def nbytes(self) -> int:
+        return self.offsets.nbytes + self.rows.nbytes
