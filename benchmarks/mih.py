@@ -140,10 +140,36 @@ def _remove(path):
     shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
+def crossover_rows(base, queries, sizes, batches):
+    """Queries per second of the flat scan and of the tables, by collection size and batch size: ``kind="auto"``'s
+    rule. Each batch size is timed over the same queries (at least 64 of them, in batches)."""
+    from tfhash import index as tfhash_index
+
+    rows = []
+    for count in sizes:
+        codes = grown(base, count, seed=1)
+        indexes = {"flat": tfhash_index.make_index(64).add(codes),
+                   "mih": tfhash_index.make_index(64, kind="mih").add(codes)}
+        for index in indexes.values():
+            index.search(queries[:1], K)
+        for batch in batches:
+            row = {"codes": count, "batch": batch}
+            for name, index in indexes.items():
+                batches_timed = max(1, 64 // batch)
+                start = time.perf_counter()
+                for first in range(0, batches_timed * batch, batch):
+                    index.search(queries[first:first + batch], K)
+                row[f"{name}_qps"] = batches_timed * batch / (time.perf_counter() - start)
+            row["mih_over_flat"] = row["mih_qps"] / row["flat_qps"]
+            print(row, flush=True)
+            rows.append(row)
+    return rows
+
+
 def distance_shares(distances):
     """The share of the queries' k nearest at each distance (0 to 8, then beyond)."""
     counts = np.bincount(np.minimum(distances.ravel(), 9), minlength=10) / distances.size
-    return {("9+" if d == 9 else str(d)): float(share) for d, share in enumerate(counts)}
+    return {("d9_more" if d == 9 else f"d{d}"): float(share) for d, share in enumerate(counts)}
 
 
 def main(argv=None):
@@ -154,7 +180,14 @@ def main(argv=None):
     parser.add_argument("--epochs", type=int, default=3, help="the encoder's training epochs")
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--scan-queries", type=int, default=100, help="single queries of the scans at 10^8 codes")
+    parser.add_argument("--crossover", action="store_true",
+                        help="instead: the flat scan against the tables by batch size, on real codes of --sizes")
     args = parser.parse_args(argv)
+    if args.crossover:
+        queries, base = real_codes(64, args.epochs)
+        rows = crossover_rows(base, queries, args.sizes, (1, 4, 16, 64, 256, 1000))
+        return report.finish({"benchmark": "mih_crossover", "k": K, "epochs": args.epochs, "rows": rows,
+                              "machine": _common.machine()}, args.results, started)
 
     rows, spread = [], {}
     with tempfile.TemporaryDirectory() as work:
