@@ -314,7 +314,7 @@ def test_damaged_tables_are_refused_or_cost_results_never_wrong_ones(rng, tmp_pa
         np.testing.assert_array_equal(distances[lims[i]:lims[i + 1]],
                                       codes.hamming_distance(q[i:i + 1], db[found])[0])
     offsets_file = tmp_path / "mih" / manifest["tables"][0]["offsets"]["name"]
-    offsets = np.fromfile(offsets_file, np.int64)
+    offsets = np.fromfile(offsets_file, np.int32)  # 4-byte offsets below 2**31 rows
     offsets[3] = 10**6
     offsets.tofile(offsets_file)
     with pytest.raises(ValueError, match="offsets of substring table 0 do not delimit its rows"):

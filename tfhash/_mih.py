@@ -11,9 +11,9 @@ found codes lie within that radius (Sec. 4.2's incremental search); the codes at
 found, so ties resolve by row as in the flat scan. A code met again in a later probe is skipped by recomputing
 which probe met it first, the smallest (d_j, j) over its substring distances, which needs no per-query marker.
 
-A table addresses its buckets directly by the substring's low bits (at most ``DIRECT_BITS``: 2**24 offsets)
-and keeps each bucket's rows ordered by the substring's remaining high bits, then by row, so the rows of one
-key are found by a binary search within its bucket.
+A table addresses its buckets directly by the substring's low bits (about log2 n of them, at most
+``DIRECT_BITS``) and keeps each bucket's rows ordered by the substring's remaining high bits, then by row, so
+the rows of one key are found by a binary search within its bucket.
 """
 
 import numpy as np
@@ -21,7 +21,7 @@ from numba import njit
 
 from tfhash._kernels import _grown, _popcount
 
-DIRECT_BITS = 24  # a table's offsets address at most this many bits of its substring (2**24 + 1 int64: 128 MB)
+DIRECT_BITS = 24  # a table's offsets address at most this many bits of its substring (2**24 + 1 offsets)
 
 
 @njit(nogil=True, boundscheck=False, cache=True, inline="always")
@@ -36,41 +36,43 @@ def substring(codes, row, start, length):
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
-def build_table(codes, count, start, length, offsets, rows):
-    """Places rows ``0 .. count`` of ``codes`` by their substring: bucket v (the substring's low
-    ``min(length, DIRECT_BITS)`` bits) holds ``rows[offsets[v]:offsets[v + 1]]``, ordered by the substring's
-    high bits, then by row. Two stable counting sorts (high bits, then low bits): linear in ``count``."""
-    direct = min(length, DIRECT_BITS)
-    mask = (np.uint64(1) << np.uint64(direct)) - np.uint64(1)
-    order = np.arange(count).astype(rows.dtype)
-    if length > direct:  # rows in order of their high bits first (stable: by row within)
-        high = np.zeros((1 << (length - direct)) + 1, np.int64)
-        for row in range(count):
-            high[(substring(codes, row, start, length) >> np.uint64(direct)) + np.uint64(1)] += 1
-        for v in range(1, high.shape[0]):
-            high[v] += high[v - 1]
-        for row in range(count):
-            key = substring(codes, row, start, length) >> np.uint64(direct)
-            order[high[key]] = row
-            high[key] += 1
-    offsets[:] = 0
-    for row in range(count):
-        offsets[(substring(codes, row, start, length) & mask) + np.uint64(1)] += 1
-    for v in range(1, offsets.shape[0]):
-        offsets[v] += offsets[v - 1]
-    filled = offsets[:-1].copy()
-    for i in range(count):
-        row = order[i]
-        key = substring(codes, row, start, length) & mask
-        rows[filled[key]] = row
-        filled[key] += 1
+def _counting_pass(codes, start, length, shift, width, order, out, counts):
+    """``order`` stably sorted into ``out`` by bits ``shift .. shift + width`` of each row's substring;
+    ``counts`` (``2**width + 1``) ends as the offsets of those values."""
+    mask = (np.uint64(1) << np.uint64(width)) - np.uint64(1)
+    counts[:] = 0
+    for i in range(order.shape[0]):
+        counts[((substring(codes, np.int64(order[i]), start, length) >> np.uint64(shift)) & mask) + 1] += 1
+    for v in range(1, counts.shape[0]):
+        counts[v] += counts[v - 1]
+    filled = counts[:-1].copy()
+    for i in range(order.shape[0]):
+        value = (substring(codes, np.int64(order[i]), start, length) >> np.uint64(shift)) & mask
+        out[filled[value]] = order[i]
+        filled[value] += 1
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
-def _key_range(codes, table_rows, low, high, start, length, key):
+def build_table(codes, count, start, length, direct, offsets, rows):
+    """Places rows ``0 .. count`` of ``codes`` by their substring: bucket v (the substring's low ``direct`` bits)
+    holds ``rows[offsets[v]:offsets[v + 1]]``, ordered by the substring's high bits, then by row. Stable
+    counting sorts, the high bits at most 16 at a time, then the low bits: linear in ``count``."""
+    order = np.arange(count).astype(rows.dtype)
+    spare = np.empty(count, rows.dtype)
+    counts = np.empty((1 << 16) + 1, np.int64)
+    shift = direct
+    while shift < length:
+        width = min(16, length - shift)
+        _counting_pass(codes, start, length, shift, width, order, spare, counts[:(1 << width) + 1])
+        order, spare = spare, order
+        shift += width
+    _counting_pass(codes, start, length, 0, direct, order, rows, offsets)
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
+def _key_range(codes, table_rows, low, high, start, length, direct, key):
     """The part of bucket ``[low, high)`` holding the rows whose whole substring is ``key`` (the bucket is
     ordered by the substring's high bits): a binary search on each end."""
-    direct = min(length, DIRECT_BITS)
     if length == direct:
         return low, high
     wanted = key >> np.uint64(direct)
@@ -108,8 +110,8 @@ def _next_combination(positions, r, length):
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
-def _search_one(query_bytes, query_words, q, codes, words, starts, lengths, bases, offsets, rows, count, radius,
-                k, found_distance, found_row):
+def _search_one(query_bytes, query_words, q, codes, words, starts, lengths, directs, bases, offsets, rows, count,
+                radius, k, found_distance, found_row):
     """The candidates of query ``q`` found by probing until either k of them lie within the guaranteed radius
     (``k > 0``) or the guaranteed radius reaches ``radius`` (``k == 0``). Returns ``(held, bound)``: the first
     ``held`` entries of ``found_*`` (possibly grown, returned too) and the distance up to which they are
@@ -123,6 +125,9 @@ def _search_one(query_bytes, query_words, q, codes, words, starts, lengths, base
     positions = np.empty(32, np.int64)
     held = 0
     work = 0  # buckets probed and rows read: the search's cost, which the build compares plans by
+    # Codes farther than this are passed over: the radius, or the k-th smallest distance found so far (a code
+    # farther than k found ones is no answer, and the bound only falls).
+    bound = radius if k == 0 else bits
     longest = lengths.max()
     for r in range(longest + 1):
         for j in range(m):
@@ -135,19 +140,25 @@ def _search_one(query_bytes, query_words, q, codes, words, starts, lengths, base
                     key = keys[j]
                     for i in range(r):
                         key ^= np.uint64(1) << np.uint64(positions[i])
-                    bucket = bases[j] + (key & ((np.uint64(1) << np.uint64(min(lengths[j], DIRECT_BITS)))
-                                                - np.uint64(1)))
+                    bucket = bases[j] + (key & ((np.uint64(1) << np.uint64(directs[j])) - np.uint64(1)))
                     low, high = _key_range(codes, rows[j], offsets[bucket], offsets[bucket + 1], starts[j],
-                                           lengths[j], key)
+                                           lengths[j], directs[j], key)
                     work += 1 + high - low
                     previous = np.int64(-1)
                     for p in range(low, high):
                         row = np.int64(rows[j, p])
                         # A damaged table opened unverified: a row out of range, out of order or in a bucket not
                         # its own is passed over, so such damage can lose codes but never repeat or invent one.
-                        if row >= count or row <= previous or substring(codes, row, starts[j], lengths[j]) != key:
+                        if row >= count or row <= previous:
                             continue
                         previous = row
+                        distance = 0
+                        for w in range(words.shape[1]):
+                            distance += _popcount(words[row, w] ^ query_words[q, w])
+                        if distance > bound:
+                            continue  # farther than k codes found already (or than the radius): never an answer
+                        if substring(codes, row, starts[j], lengths[j]) != key:
+                            continue
                         first = True  # was this probe the first to meet the row?
                         for other in range(m):
                             if other != j:
@@ -155,9 +166,6 @@ def _search_one(query_bytes, query_words, q, codes, words, starts, lengths, base
                                 first = first and not (d < r or (d == r and other < j))
                         if not first:
                             continue
-                        distance = 0
-                        for w in range(words.shape[1]):
-                            distance += _popcount(words[row, w] ^ query_words[q, w])
                         if held == found_distance.shape[0]:
                             found_distance = _grown(found_distance, held + 1)
                             found_row = _grown(found_row, held + 1)
@@ -165,6 +173,11 @@ def _search_one(query_bytes, query_words, q, codes, words, starts, lengths, base
                         found_row[held] = row
                         held += 1
                         per_distance[distance] += 1
+                        if k > 0 and held >= k:  # the k-th smallest distance found so far
+                            total, bound = 0, 0
+                            while total + per_distance[bound] < k:
+                                total += per_distance[bound]
+                                bound += 1
                     more = r > 0 and _next_combination(positions, r, lengths[j])
             if k > 0:
                 within = 0
@@ -187,7 +200,7 @@ def _ordered(found_distance, found_row, held, bound):
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
-def knn(query_bytes, query_words, codes, words, starts, lengths, bases, offsets, rows, count, k, out_distances,
+def knn(query_bytes, query_words, codes, words, starts, lengths, directs, bases, offsets, rows, count, k, out_distances,
         out_rows, start, stop):
     """Rows ``start:stop`` of ``out_distances`` / ``out_rows`` ``[nq, k]``: the k nearest of the ``count``
     tabled rows (``k <= count``), ascending distance, ties by row. Releases the GIL."""
@@ -195,7 +208,7 @@ def knn(query_bytes, query_words, codes, words, starts, lengths, bases, offsets,
     found_row = np.empty(1024, np.int64)
     for q in range(start, stop):
         held, bound, found_distance, found_row, _ = _search_one(
-            query_bytes, query_words, q, codes, words, starts, lengths, bases, offsets, rows, count, 0, k,
+            query_bytes, query_words, q, codes, words, starts, lengths, directs, bases, offsets, rows, count, 0, k,
             found_distance, found_row)
         distance, row = _ordered(found_distance, found_row, held, bound)
         out_distances[q, :] = distance[:k]
@@ -203,7 +216,7 @@ def knn(query_bytes, query_words, codes, words, starts, lengths, bases, offsets,
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
-def work(query_bytes, query_words, codes, words, starts, lengths, bases, offsets, rows, count, k, budget):
+def work(query_bytes, query_words, codes, words, starts, lengths, directs, bases, offsets, rows, count, k, budget):
     """Buckets probed plus rows read by k-NN searches of every query: what one plan of substrings costs (counted
     until it passes ``budget``)."""
     found_distance = np.empty(1024, np.int32)
@@ -211,7 +224,7 @@ def work(query_bytes, query_words, codes, words, starts, lengths, bases, offsets
     total = 0
     for q in range(query_bytes.shape[0]):
         _, _, found_distance, found_row, spent = _search_one(
-            query_bytes, query_words, q, codes, words, starts, lengths, bases, offsets, rows, count, 0, k,
+            query_bytes, query_words, q, codes, words, starts, lengths, directs, bases, offsets, rows, count, 0, k,
             found_distance, found_row)
         total += spent
         if total > budget:
@@ -220,7 +233,7 @@ def work(query_bytes, query_words, codes, words, starts, lengths, bases, offsets
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
-def within_radius(query_bytes, query_words, codes, words, starts, lengths, bases, offsets, rows, count, radius,
+def within_radius(query_bytes, query_words, codes, words, starts, lengths, directs, bases, offsets, rows, count, radius,
                   start, stop):
     """Every tabled row within ``radius`` of queries ``start:stop``: ``(counts, distances, rows)``, each
     query's hits in turn by (distance, row). Releases the GIL."""
@@ -232,7 +245,7 @@ def within_radius(query_bytes, query_words, codes, words, starts, lengths, bases
     written = 0
     for q in range(start, stop):
         held, _, found_distance, found_row, _ = _search_one(
-            query_bytes, query_words, q, codes, words, starts, lengths, bases, offsets, rows, count, radius, 0,
+            query_bytes, query_words, q, codes, words, starts, lengths, directs, bases, offsets, rows, count, radius, 0,
             found_distance, found_row)
         distance, row = _ordered(found_distance, found_row, held, radius)
         n = distance.shape[0]

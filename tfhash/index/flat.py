@@ -214,7 +214,7 @@ class HammingIndex(RowIndex):
         return {**manifest, "tables": self._new_table_entries} if runs else manifest
 
     def _write_run(self, directory, number, run):
-        return fmt.write_tables(directory, number, run.first, run.substrings, run.offsets, run.rows)
+        return fmt.write_tables(directory, number, run.first, run.substrings, run.directs, run.offsets, run.rows)
 
     def _written_whole(self):
         super()._written_whole()
@@ -271,9 +271,9 @@ class HammingIndex(RowIndex):
         self._dead = dead
         if self.kind != "flat":
             self._runs = []
-            for (first, substrings, offsets, rows), entry in zip(fmt.map_tables(directory, manifest, verify),
-                                                                manifest.get("tables") or []):
-                run = SubstringTables(substrings, offsets, rows, rows.shape[1])
+            for (first, substrings, directs, offsets, rows), entry in zip(
+                    fmt.map_tables(directory, manifest, verify), manifest.get("tables") or []):
+                run = SubstringTables(substrings, directs, offsets, rows, rows.shape[1])
                 run.check(f"`path` {directory!r}")
                 run.first, run.entry = first, entry
                 self._runs.append(run)

@@ -12,8 +12,9 @@ file                          what it holds
                               a record's key) as UTF-8 text, and ``count + 1`` int64 offsets into it
 ``removed-NNNNNN.bin``        rows removed since the segments were written (int64 row numbers)
 ``tables-NNNNNN.idx`` / .bin  optional, ``kind="mih"``: a run of multi-index hashing tables over rows
-                              ``first .. first + rows``: per substring, ``2**min(length, 24) + 1`` int64
-                              offsets (``.idx``), then per substring the run's rows (uint32 or int64, ``.bin``)
+                              ``first .. first + rows``: per substring, ``2**direct_bits + 1`` offsets
+                              (``.idx``), then per substring the run's rows (``.bin``); both int32 / uint32
+                              below 2**31 rows (``row_bytes`` 4), int64 above
 ``faiss.index``               a Faiss index (Faiss backends: codes live here, ids in ``ids-*``)
 ``index.lock``                held while a process appends to the index
 ============================  ==================================================================
@@ -24,7 +25,8 @@ Manifest fields: ``format`` ("tfhash-index"), ``version`` (:data:`FORMAT_VERSION
 settings), ``encoder`` (scheme, bits and fingerprint of the encoder that made the codes), ``segments``
 (each ``{"rows", "codes", "ids", "names"?}`` with file entries), ``removed`` (a file entry or null),
 ``faiss`` (a file entry, Faiss backends), ``tables`` (optional: each run's ``{"first", "rows", "substrings",
-"row_bytes", "offsets", "rows_file"}``, substrings as ``[first bit, length]``), ``location`` (Milvus),
+"direct_bits", "row_bytes", "offsets", "rows_file"}``, substrings as ``[first bit, length]``), ``location``
+(Milvus),
 ``checksum`` (the algorithm), ``details`` (a build's source, skipped items, listing). A file entry is
 ``{"name", "bytes", "xxh3_128"}``.
 
@@ -254,6 +256,12 @@ def _validation_of(path, manifest):
         if not _covers_in_order(run.get("substrings"), manifest["bits"]):
             raise _damaged(path, f"tables[{i}].substrings must be [first bit, length] pairs of 1 to 32 bits that "
                                  f"cover the {manifest['bits']} bits in order, got {run.get('substrings')!r}")
+        directs = run.get("direct_bits")
+        if (not isinstance(directs, list) or len(directs) != len(run["substrings"])
+                or not all(isinstance(d, int) and not isinstance(d, bool) and 0 < d <= min(length, 24)
+                           for d, (_, length) in zip(directs, run["substrings"]))):
+            raise _damaged(path, f"tables[{i}].direct_bits must give each substring 1 to min(length, 24) bits, "
+                                 f"got {directs!r}")
         for key in ("offsets", "rows_file"):
             _check_entry(path, run.get(key), f"tables[{i}].{key}")
     if covered > rows:
@@ -333,26 +341,28 @@ def read_segments(directory: str | os.PathLike, manifest: dict, width: int, veri
 
 
 def map_tables(directory: str | os.PathLike, manifest: dict, verify: bool) -> list:
-    """``[(first row, substrings, offsets, rows)]`` of each saved run of tables, memory-mapped."""
+    """``[(first row, substrings, direct bits, offsets, rows)]`` of each saved run of tables, memory-mapped."""
     runs = []
     for run in manifest.get("tables") or []:
-        lengths = [length for _, length in run["substrings"]]
-        offsets = map_array(directory, run["offsets"], ID_DTYPE, (sum(2**min(n, 24) + 1 for n in lengths),), verify)
-        dtype = np.dtype("<u4") if run["row_bytes"] == 4 else ID_DTYPE
-        rows = map_array(directory, run["rows_file"], dtype, (len(lengths), run["rows"]), verify)
-        runs.append((run["first"], run["substrings"], offsets, rows))
+        dtypes = {4: (np.dtype("<i4"), np.dtype("<u4")), 8: (ID_DTYPE, ID_DTYPE)}[run["row_bytes"]]
+        offsets = map_array(directory, run["offsets"], dtypes[0], (sum(2**d + 1 for d in run["direct_bits"]),),
+                            verify)
+        rows = map_array(directory, run["rows_file"], dtypes[1], (len(run["substrings"]), run["rows"]), verify)
+        runs.append((run["first"], run["substrings"], run["direct_bits"], offsets, rows))
     return runs
 
 
-def write_tables(directory: str | os.PathLike, number: int, first: int, substrings: Sequence, offsets: np.ndarray,
-                 rows: np.ndarray) -> dict:
+def write_tables(directory: str | os.PathLike, number: int, first: int, substrings: Sequence, directs: Sequence,
+                 offsets: np.ndarray, rows: np.ndarray) -> dict:
     """Writes a run of multi-index hashing tables as files ``number``; returns its manifest entry."""
-    row_bytes = 4 if rows.dtype.itemsize == 4 else 8
-    return {"first": int(first), "rows": int(rows.shape[1]), "row_bytes": row_bytes,
+    size = rows.dtype.itemsize
+    return {"first": int(first), "rows": int(rows.shape[1]), "row_bytes": size,
             "substrings": [[int(start), int(length)] for start, length in substrings],
-            "offsets": write_arrays(directory, segment_file("table_offsets", number), [offsets.astype(ID_DTYPE)]),
+            "direct_bits": [int(d) for d in directs],
+            "offsets": write_arrays(directory, segment_file("table_offsets", number),
+                                    [offsets.astype("<i4" if size == 4 else ID_DTYPE, copy=False)]),
             "rows_file": write_arrays(directory, segment_file("tables", number),
-                                      [rows.astype("<u4" if row_bytes == 4 else ID_DTYPE, copy=False)])}
+                                      [rows.astype("<u4" if size == 4 else ID_DTYPE, copy=False)])}
 
 
 def read_removed(directory: str | os.PathLike, manifest: dict, verify: bool) -> np.ndarray:

@@ -38,21 +38,24 @@ def plans(bits: int, count: int) -> list[list[tuple[int, int]]]:
 SAMPLE_QUERIES = 16  # codes of the collection searched to compare plans
 
 
-def buckets(lengths):
-    """The buckets of a table of substrings of ``lengths`` bits: the low bits it addresses directly."""
-    return 2 ** np.minimum(lengths, _mih.DIRECT_BITS)
+def direct_bits(lengths, count):
+    """The low bits of each substring a table of ``count`` rows addresses directly: log2(count) + 2, so a probe
+    mostly lands in a bucket of its own key and the offsets take at most 4 times the rows' memory (at most
+    ``DIRECT_BITS``, at most the substring)."""
+    return np.minimum(np.minimum(lengths, _mih.DIRECT_BITS), int(math.log2(max(count, 1))) + 2)
 
 
 class SubstringTables:
     """Tables over the first ``count`` rows of a code array: for substring j, ``offsets[bases[j] + v]`` ..
-    ``offsets[bases[j] + v + 1]`` delimit the rows in ``rows[j]`` whose substring j has low bits v (ordered by
-    the substring's high bits, then by row)."""
+    ``offsets[bases[j] + v + 1]`` delimit the rows in ``rows[j]`` whose substring j has low ``directs[j]`` bits v
+    (ordered by the substring's high bits, then by row)."""
 
-    def __init__(self, substrings, offsets, rows, count):
+    def __init__(self, substrings, directs, offsets, rows, count):
         self.substrings = [(int(start), int(length)) for start, length in substrings]
         self.starts = np.array([start for start, _ in self.substrings], np.int64)
         self.lengths = np.array([length for _, length in self.substrings], np.int64)
-        self.bases = np.concatenate([[0], np.cumsum(buckets(self.lengths) + 1)[:-1]]).astype(np.int64)
+        self.directs = np.array(directs, np.int64)
+        self.bases = np.concatenate([[0], np.cumsum(2 ** self.directs + 1)[:-1]]).astype(np.int64)
         self.offsets, self.rows, self.count = offsets, rows, int(count)
 
     @classmethod
@@ -74,24 +77,26 @@ class SubstringTables:
 
     def work(self, queries, codes, k, budget):
         return _mih.work(queries, codes_lib.as_words(queries), codes, codes_lib.as_words(codes), self.starts,
-                         self.lengths, self.bases, self.offsets, self.rows, self.count, k, budget)
+                         self.lengths, self.directs, self.bases, self.offsets, self.rows, self.count, k, budget)
 
     @classmethod
     def _built(cls, codes, bits, substrings):
         count = codes.shape[0]
-        lengths = np.array([length for _, length in substrings])
-        offsets = np.empty(int(np.sum(buckets(lengths) + 1)), np.int64)
-        rows = np.empty((len(substrings), count), np.uint32 if count < 2**32 else np.int64)
-        tables = cls(substrings, offsets, rows, count)
+        directs = direct_bits(np.array([length for _, length in substrings]), count)
+        small = count < 2**31  # 4-byte rows and offsets below 2**31 rows
+        offsets = np.empty(int(np.sum(2 ** directs + 1)), np.int32 if small else np.int64)
+        rows = np.empty((len(substrings), count), np.uint32 if small else np.int64)
+        tables = cls(substrings, directs, offsets, rows, count)
         for j, (start, length) in enumerate(substrings):
             base = tables.bases[j]
-            _mih.build_table(codes, count, start, length, offsets[base:base + buckets(length) + 1], rows[j])
+            _mih.build_table(codes, count, start, length, int(directs[j]), offsets[base:base + 2 ** directs[j] + 1],
+                             rows[j])
         return tables
 
     def check(self, where: str) -> None:
         """Refuses tables whose offsets do not delimit their rows (a damaged file)."""
-        for j, length in enumerate(self.lengths):
-            part = self.offsets[self.bases[j]:self.bases[j] + buckets(length) + 1]
+        for j, direct in enumerate(self.directs):
+            part = self.offsets[self.bases[j]:self.bases[j] + 2 ** direct + 1]
             if part[0] != 0 or part[-1] != self.count or np.any(np.diff(part) < 0):
                 raise ValueError(f"{where}: the offsets of substring table {j} do not delimit its rows (damaged).")
 
@@ -103,8 +108,8 @@ class SubstringTables:
         out_rows = np.empty((queries.shape[0], k), np.int64)
 
         def worker(start, stop):
-            _mih.knn(queries, query_words, codes, words, self.starts, self.lengths, self.bases, self.offsets,
-                     self.rows, self.count, k, out_distances, out_rows, start, stop)
+            _mih.knn(queries, query_words, codes, words, self.starts, self.lengths, self.directs, self.bases,
+                     self.offsets, self.rows, self.count, k, out_distances, out_rows, start, stop)
 
         run(queries.shape[0], worker)
         return out_distances, out_rows
@@ -114,8 +119,8 @@ class SubstringTables:
         query_words, words = codes_lib.as_words(queries), codes_lib.as_words(codes)
 
         def worker(start, stop):
-            return _mih.within_radius(queries, query_words, codes, words, self.starts, self.lengths, self.bases,
-                                      self.offsets, self.rows, self.count, radius, start, stop)
+            return _mih.within_radius(queries, query_words, codes, words, self.starts, self.lengths, self.directs,
+                                      self.bases, self.offsets, self.rows, self.count, radius, start, stop)
 
         parts = run(queries.shape[0], worker)
         return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
