@@ -152,28 +152,35 @@ def _remove(path):
 
 
 def crossover_rows(base, queries, sizes, batches):
-    """Queries per second of the flat scan and of the tables, by collection size and batch size: ``kind="auto"``'s
-    rule. Each batch size is timed over the same queries (at least 64 of them, in batches)."""
+    """Queries per second of the flat scan and of the tables by collection, its size and the batch size, with the
+    reads per query the tables' sample counted (what ``kind="auto"`` weighs). Each batch size is timed over the
+    same queries (at least 64 of them, in batches)."""
     from tfhash import index as tfhash_index
 
     rows = []
     for count in sizes:
-        codes = grown(base, count, seed=1)
-        indexes = {"flat": tfhash_index.make_index(64).add(codes),
-                   "mih": tfhash_index.make_index(64, kind="mih").add(codes)}
-        for index in indexes.values():
-            index.search(queries[:1], K)
-        for batch in batches:
-            row = {"codes": count, "batch": batch}
-            for name, index in indexes.items():
-                batches_timed = max(1, 64 // batch)
-                start = time.perf_counter()
-                for first in range(0, batches_timed * batch, batch):
-                    index.search(queries[first:first + batch], K)
-                row[f"{name}_qps"] = batches_timed * batch / (time.perf_counter() - start)
-            row["mih_over_flat"] = row["mih_qps"] / row["flat_qps"]
-            print(row, flush=True)
-            rows.append(row)
+        for label, codes, asked in (("real, grown", grown(base, count, seed=1), queries),
+                                    ("uniform", uniform(count, 8, seed=2), uniform(len(queries), 8, seed=3))):
+            indexes = {"flat": tfhash_index.make_index(64).add(codes),
+                       "mih": tfhash_index.make_index(64, kind="mih").add(codes)}
+            for index in indexes.values():
+                index.search(asked[:1], K)
+            tables = indexes["mih"]._runs[0]
+            work = tables.sample_work(codes)
+            for batch in batches:
+                row = {"collection": label, "codes": count, "batch": batch, "reads_per_query": work}
+                for name, index in indexes.items():
+                    batches_timed = max(1, 64 // batch)
+                    start = time.perf_counter()
+                    for first in range(0, batches_timed * batch, batch):
+                        index.search(asked[first:first + batch], K)
+                    seconds = (time.perf_counter() - start) / (batches_timed * batch)
+                    row[f"{name}_qps"], row[f"{name}_ns_per_read"] = 1 / seconds, 1e9 * seconds / (
+                        count if name == "flat" else work)
+                row["mih_over_flat"] = row["mih_qps"] / row["flat_qps"]
+                print(row, flush=True)
+                rows.append(row)
+            del codes, indexes
     return rows
 
 
@@ -197,7 +204,7 @@ def main(argv=None):
     if args.crossover:
         queries, base = real_codes(64, args.epochs)
         warm_up(64)
-        rows = crossover_rows(base, queries, args.sizes, (1, 4, 16, 64, 256, 1000))
+        rows = crossover_rows(base, queries, args.sizes, (1, 4, 32, 1000))
         return report.finish({"benchmark": "mih_crossover", "k": K, "epochs": args.epochs, "rows": rows,
                               "machine": _common.machine()}, args.results, started)
 

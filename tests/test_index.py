@@ -326,14 +326,20 @@ def test_damaged_tables_are_refused_or_cost_results_never_wrong_ones(rng, tmp_pa
 
 
 def test_auto_takes_tables_where_its_rule_says_and_answers_the_same(rng, monkeypatch):
-    from tfhash.index import flat
+    from tfhash.index import flat, mih
 
     db, q = _clustered_codes(rng, 4_000, 64), _clustered_codes(rng, 30, 64)
-    auto, scan = index.make_index(64, kind="auto").add(db), index.make_index(64).add(db)
-    monkeypatch.setattr(flat, "prefers_tables", lambda count, bits, batch: batch == 1)
+    scan = index.make_index(64).add(db)
+    small = index.make_index(64, kind="auto").add(db)
+    small.search(q, 10)
+    assert small._runs == []  # below AUTO_MIN_CODES: no tables
+    monkeypatch.setattr(flat, "AUTO_MIN_CODES", 1_000)
+    rules, searched = [], []
+    monkeypatch.setattr(flat, "prefers_tables", lambda count, work, batch: rules.append((count, work)) or batch == 1)
+    nearest = mih.SubstringTables.nearest
+    monkeypatch.setattr(mih.SubstringTables, "nearest", lambda *a: searched.append(len(a[1])) or nearest(*a))
+    auto = index.make_index(64, kind="auto").add(db)
     for batch in (q[:1], q):
         assert all(np.array_equal(a, b) for a, b in zip(auto.search(batch, 10), scan.search(batch, 10)))
-    assert len(auto._runs) == 1  # built by the single query only
-    fresh = index.make_index(64, kind="auto").add(db)
-    fresh.search(q, 10)
-    assert fresh._runs == []
+    assert searched == [1]  # the single query by the tables, the batch by the scan
+    assert len(rules) == 2 and rules[0][0] == 4_000 and 0 < rules[0][1] < 4_000  # fewer reads than codes

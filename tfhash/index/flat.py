@@ -17,14 +17,21 @@ from tfhash.index.mih import SubstringTables
 KINDS = ("flat", "mih", "auto")
 # Rows added after the last tables are scanned until there are this many; then they get tables of their own.
 SCAN_TAIL = 65_536
-# kind="auto" searches the tables for at most AUTO_MAX_BATCH queries at once over at least AUTO_MIN_CODES codes;
-# a larger batch shares each pass of the scan between its queries (BENCHMARKS.md (s): the crossovers measured).
-AUTO_MIN_CODES, AUTO_MAX_BATCH = 1_000_000, 32
+# kind="auto" weighs what a search reads. The tables read about `work` buckets and rows per query (counted on
+# codes drawn from the collection, :meth:`SubstringTables.sample_work`), each a jump through memory; the scan
+# reads every code in order, and a batch shares each pass between up to 32 queries. The costs per read were
+# measured on this project's machine (BENCHMARKS.md (s), the crossovers of the scan and the tables).
+AUTO_MIN_CODES = 100_000  # below this, no table is built: a scan takes well under a millisecond
+NS_PER_TABLE_READ = 40.0
+NS_PER_CODE_SCANNED = (2.0, 0.09)  # one query at a time; in a batch of 32 or more
 
 
-def prefers_tables(count: int, bits: int, num_queries: int) -> bool:
-    """``kind="auto"``'s rule: tables for ``num_queries`` queries over ``count`` codes of ``bits`` bits."""
-    return count >= AUTO_MIN_CODES and num_queries <= AUTO_MAX_BATCH
+def prefers_tables(count: int, work_per_query: float, num_queries: int) -> bool:
+    """``kind="auto"``'s rule: the tables for ``num_queries`` queries over ``count`` codes, when they read
+    ``work_per_query`` buckets and rows a query, if that costs less than a scan."""
+    single, batched = NS_PER_CODE_SCANNED
+    per_code = batched + (single - batched) / min(max(num_queries, 1), 32)
+    return work_per_query * NS_PER_TABLE_READ < count * per_code
 
 
 class HammingIndex(RowIndex):
@@ -38,9 +45,10 @@ class HammingIndex(RowIndex):
     code, it degrades towards a scan. The tables cost ``4 * m`` bytes per code (m substrings, about
     ``bits / log2(n)``) and are built on the first search, in time linear in n; codes added later are scanned
     until there are :data:`SCAN_TAIL` of them, then tabled as a run of their own (runs merge as they grow, so
-    each code is tabled O(log n) times). ``kind="auto"`` picks per call by the measured rule of
-    :func:`prefers_tables` (BENCHMARKS.md). Saved segments and tables are memory-mapped; codes added after
-    loading are held in memory beside them and saved as a new segment.
+    each code is tabled O(log n) times). ``kind="auto"`` scans below :data:`AUTO_MIN_CODES` codes; above, it
+    builds the tables and picks per call by the measured rule of :func:`prefers_tables` (BENCHMARKS.md (s)).
+    Saved segments and tables are memory-mapped; codes added after loading are held in memory beside them and
+    saved as a new segment.
 
     Args:
         bits: code length; codes must be ``ceil(bits / 8)`` bytes wide.
@@ -95,7 +103,13 @@ class HammingIndex(RowIndex):
     # --- multi-index hashing ----------------------------------------------------------------------
 
     def _uses_tables(self, num_queries):
-        return self.kind == "mih" or (self.kind == "auto" and prefers_tables(self._rows, self.bits, num_queries))
+        if self.kind != "auto":
+            return self.kind == "mih"
+        if self._rows < AUTO_MIN_CODES:
+            return False
+        largest = max(self._tabled(), key=lambda run: run.count)
+        work = largest.sample_work(self._rows_view(largest.first, largest.first + largest.count))
+        return prefers_tables(self._rows, work, num_queries)
 
     def _rows_view(self, start, stop):
         """The codes of rows [start, stop) as one array without a copy: when they span stored parts, the parts

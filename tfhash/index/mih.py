@@ -73,7 +73,16 @@ class SubstringTables:
             spent = tables.work(sample, codes, min(10, codes.shape[0]), least)
             if best is None or spent < least:
                 best, least = tables, spent
+        best._sample_work = least / len(sample)
         return best
+
+    def sample_work(self, codes):
+        """Buckets probed and rows read per k = 10 search of :data:`SAMPLE_QUERIES` codes drawn from ``codes``
+        (the tabled ones; counted once, on first use)."""
+        if getattr(self, "_sample_work", None) is None:
+            sample = codes[np.random.default_rng(0).choice(self.count, min(SAMPLE_QUERIES, self.count), replace=False)]
+            self._sample_work = self.work(sample, codes, min(10, self.count), np.iinfo(np.int64).max) / len(sample)
+        return self._sample_work
 
     def work(self, queries, codes, k, budget):
         return _mih.work(queries, codes_lib.as_words(queries), codes, codes_lib.as_words(codes), self.starts,
