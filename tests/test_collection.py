@@ -45,6 +45,7 @@ def items(rng):
 
 def _indexes():
     yield "numpy", {}
+    yield "numpy", {"kind": "mih"}
     yield "faiss", {"kind": "flat"}
     yield "faiss", {"kind": "ivf", "nlist": 8, "nprobe": 8}
     yield "faiss", {"kind": "hnsw"}
@@ -223,6 +224,18 @@ def test_build_from_an_array_and_a_npy_file_gives_the_encoders_codes(items, tmp_
     with pytest.raises(ValueError, match=r"holds items of shape \(20,\); the encoder takes \(5, 4, 1\)"):
         tfhash.build(encoder, items.reshape(1000, 20), tmp_path / "c", progress=False)
     assert not os.path.exists(tmp_path / "c")
+
+
+def test_a_build_of_kind_mih_saves_its_tables_ready_to_search(items, tmp_path):
+    built = tfhash.build(ThresholdEncoder(), items, tmp_path / "mih", progress=False, kind="mih")
+    scan = tfhash.build(ThresholdEncoder(), items, tmp_path / "flat", progress=False)
+    assert built.kind == "mih" and built._runs[0].count == 1000 and isinstance(built._runs[0].rows, np.memmap)
+    queries = ThresholdEncoder().encode(items[:20])
+    for got, want in zip(built.search(queries, 10), scan.search(queries, 10)):
+        np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="`kind` must be one of flat, mih, auto, got 'ivf'"):
+        tfhash.build(ThresholdEncoder(), items, tmp_path / "bad", progress=False, kind="ivf")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_an_interrupted_build_resumes_to_the_same_index(items, tmp_path, monkeypatch):

@@ -23,6 +23,7 @@ from numpy.typing import ArrayLike
 from tfhash import _io, _validation, sources
 from tfhash import index as index_lib
 from tfhash.index import format as fmt
+from tfhash.index.mih import SubstringTables
 
 if TYPE_CHECKING:
     from tfhash.hasher import BaseHasher, Hasher
@@ -162,8 +163,7 @@ def build(encoder: Hasher | BaseHasher | str | os.PathLike, source: ArrayLike | 
     path = index_lib.check_save_target(path, overwrite)
     source = sources.open_source(source, item_shape, data_dir=data_dir, image_feature=image_feature)
     ids = None if ids is None else index_lib.check_ids(ids, source.count, "one per item of the source")
-    if backend != "numpy":
-        index_lib.make_index(encoder.bits, backend, **index_options)  # refuse bad options before encoding
+    index_lib.make_index(encoder.bits, backend, **index_options)  # refuse bad options before encoding
 
     target = os.path.abspath(path)
     work = _working_directory(target)
@@ -249,6 +249,11 @@ def _finish(work, target, encoder, backend, index_options: Any, state, overwrite
             os.remove(os.path.join(work, name))
     manifest = fmt.new_manifest("numpy", encoder.bits, count=count, rows=count, options=dict(index_options),
                                 encoder=state["encoder"], segments=[segment], details=details)
+    if backend == "numpy" and index_options.get("kind") == "mih" and count:  # its tables, ready to search
+        (codes, _, _), = fmt.read_segments(work, manifest, (encoder.bits + 7) // 8, False)[0]
+        tables = SubstringTables.build(np.asarray(codes), encoder.bits)
+        manifest["tables"] = [fmt.write_tables(work, 1, 0, tables.substrings, tables.directs, tables.offsets,
+                                               tables.rows)]
     if backend == "numpy":
         fmt.seal(work, target, overwrite, manifest)
         return

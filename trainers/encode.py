@@ -30,7 +30,9 @@ flags.DEFINE_string("image_feature", "image", "The encoded image feature of TFRe
 flags.DEFINE_string("ids", None, "A .npy of integer ids, one per item of --input in its order (default: positions).")
 flags.DEFINE_integer("batch_size", 256, "Items encoded at once (memory is bounded by it).")
 flags.DEFINE_enum("backend", "numpy", ["numpy", "faiss"], "Index backend (numpy: exact, memory-mapped when loaded).")
-flags.DEFINE_enum("kind", "flat", ["flat", "ivf", "hnsw"], "Faiss index kind for --backend=faiss.")
+flags.DEFINE_enum("kind", "flat", ["flat", "mih", "auto", "ivf", "hnsw"],
+                  "Index kind: flat, mih (multi-index hashing tables, exact) or auto for --backend=numpy; flat, ivf "
+                  "or hnsw for --backend=faiss.")
 flags.DEFINE_boolean("update", False, "Bring --index up to date with the --input folder it was built from: encode "
                      "the files added since and remove the items of files gone.")
 flags.DEFINE_boolean("overwrite", False, "Replace a previous index at --index (never any other directory).")
@@ -102,7 +104,7 @@ def _run():
 
     encoder = tfhash.load(FLAGS.export) if FLAGS.export else None
     if FLAGS.input:
-        options = {"kind": FLAGS.kind} if FLAGS.backend == "faiss" else {}
+        options = {"kind": FLAGS.kind} if FLAGS.kind != "flat" else {}
         ids = np.load(FLAGS.ids, mmap_mode="r", allow_pickle=False) if FLAGS.ids else None
         index = tfhash.build(encoder, _input(), FLAGS.index, ids=ids, batch_size=FLAGS.batch_size,
                                    backend=FLAGS.backend, overwrite=FLAGS.overwrite, update=FLAGS.update,
