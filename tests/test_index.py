@@ -343,3 +343,30 @@ def test_auto_takes_tables_where_its_rule_says_and_answers_the_same(rng, monkeyp
         assert all(np.array_equal(a, b) for a, b in zip(auto.search(batch, 10), scan.search(batch, 10)))
     assert searched == [1]  # the single query by the tables, the batch by the scan
     assert len(rules) == 2 and rules[0][0] == 4_000 and 0 < rules[0][1] < 4_000  # fewer reads than codes
+
+
+def test_searches_that_take_in_most_codes_are_scanned_with_the_same_answers(rng):
+    from tfhash.index import mih
+
+    db, q = _random_codes(rng, 20_000, 64), _random_codes(rng, 5, 64)
+    tables, scan = index.make_index(64, kind="mih").add(db), index.make_index(64).add(db)
+    scanned = []
+    knn = mih._kernels.knn
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mih._kernels, "knn", lambda queries, *a: scanned.append(len(queries)) or knn(queries, *a))
+        found = tables.search(q, 20_000)  # every code: all 2**13 keys of every table
+    assert scanned == [5]
+    for got, want in zip(found, scan.search(q, 20_000)):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip(tables.range_search(q, 64), scan.range_search(q, 64)):
+        np.testing.assert_array_equal(got, want)
+    clustered = _clustered_codes(rng, 20_000, 64)
+    tables, scan = index.make_index(64, kind="mih").add(clustered), index.make_index(64).add(clustered)
+    mixed = np.concatenate([clustered[:3], q])  # near codes answered by the tables, far ones scanned
+    scanned.clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mih._kernels, "knn", lambda queries, *a: scanned.append(len(queries)) or knn(queries, *a))
+        found = tables.search(mixed, 10)
+    assert scanned == [5]
+    for got, want in zip(found, scan.search(mixed, 10)):
+        np.testing.assert_array_equal(got, want)

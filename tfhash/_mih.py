@@ -22,6 +22,7 @@ from numba import njit
 from tfhash._kernels import _grown, _popcount
 
 DIRECT_BITS = 24  # a table's offsets address at most this many bits of its substring (2**24 + 1 offsets)
+SCAN_WORK = 4096  # a query may always read this many buckets and rows before a scan is thought cheaper
 
 
 @njit(nogil=True, boundscheck=False, cache=True, inline="always")
@@ -109,13 +110,23 @@ def _next_combination(positions, r, length):
     return True
 
 
+@njit(nogil=True, cache=True)
+def _binomial(n, r):
+    """The number of keys r bits from a key of n bits."""
+    out = 1
+    for i in range(r):
+        out = out * (n - i) // (i + 1)
+    return out
+
+
 @njit(nogil=True, boundscheck=False, cache=True)
 def _search_one(query_bytes, query_words, q, codes, words, starts, lengths, directs, bases, offsets, rows, count,
                 radius, k, found_distance, found_row):
     """The candidates of query ``q`` found by probing until either k of them lie within the guaranteed radius
     (``k > 0``) or the guaranteed radius reaches ``radius`` (``k == 0``). Returns ``(held, bound)``: the first
     ``held`` entries of ``found_*`` (possibly grown, returned too) and the distance up to which they are
-    complete, with the work it took."""
+    complete, with the work it took. ``held`` is -1 when the probes would cost more than a scan (a query far
+    from every code, a radius or k that takes in most of them): the caller scans for that query instead."""
     m = starts.shape[0]
     bits = 8 * codes.shape[1]
     keys = np.empty(m, np.uint64)
@@ -128,11 +139,14 @@ def _search_one(query_bytes, query_words, q, codes, words, starts, lengths, dire
     # Codes farther than this are passed over: the radius, or the k-th smallest distance found so far (a code
     # farther than k found ones is no answer, and the bound only falls).
     bound = radius if k == 0 else bits
+    limit = max(SCAN_WORK, count // 16)  # reads beyond this cost more than reading every code in order
     longest = lengths.max()
     for r in range(longest + 1):
         for j in range(m):
             guaranteed = m * r + j
             if r <= lengths[j]:
+                if work + _binomial(lengths[j], r) > limit:
+                    return -1, 0, found_distance, found_row, work + count
                 for i in range(r):
                     positions[i] = i
                 more = True
@@ -201,15 +215,19 @@ def _ordered(found_distance, found_row, held, bound):
 
 @njit(nogil=True, boundscheck=False, cache=True)
 def knn(query_bytes, query_words, codes, words, starts, lengths, directs, bases, offsets, rows, count, k, out_distances,
-        out_rows, start, stop):
+        out_rows, scan, start, stop):
     """Rows ``start:stop`` of ``out_distances`` / ``out_rows`` ``[nq, k]``: the k nearest of the ``count``
-    tabled rows (``k <= count``), ascending distance, ties by row. Releases the GIL."""
+    tabled rows (``k <= count``), ascending distance, ties by row; ``scan[q]`` set instead for a query the
+    tables would answer more slowly than a scan. Releases the GIL."""
     found_distance = np.empty(1024, np.int32)
     found_row = np.empty(1024, np.int64)
     for q in range(start, stop):
         held, bound, found_distance, found_row, _ = _search_one(
             query_bytes, query_words, q, codes, words, starts, lengths, directs, bases, offsets, rows, count, 0, k,
             found_distance, found_row)
+        if held < 0:
+            scan[q] = True
+            continue
         distance, row = _ordered(found_distance, found_row, held, bound)
         out_distances[q, :] = distance[:k]
         out_rows[q, :] = row[:k]
@@ -234,9 +252,10 @@ def work(query_bytes, query_words, codes, words, starts, lengths, directs, bases
 
 @njit(nogil=True, boundscheck=False, cache=True)
 def within_radius(query_bytes, query_words, codes, words, starts, lengths, directs, bases, offsets, rows, count, radius,
-                  start, stop):
+                  scan, start, stop):
     """Every tabled row within ``radius`` of queries ``start:stop``: ``(counts, distances, rows)``, each
-    query's hits in turn by (distance, row). Releases the GIL."""
+    query's hits in turn by (distance, row); none, and ``scan[q]`` set, for a query the tables would answer more
+    slowly than a scan. Releases the GIL."""
     counts = np.zeros(stop - start, np.int64)
     out_distance = np.empty(1024, np.int32)
     out_row = np.empty(1024, np.int64)
@@ -247,6 +266,9 @@ def within_radius(query_bytes, query_words, codes, words, starts, lengths, direc
         held, _, found_distance, found_row, _ = _search_one(
             query_bytes, query_words, q, codes, words, starts, lengths, directs, bases, offsets, rows, count, radius, 0,
             found_distance, found_row)
+        if held < 0:
+            scan[q] = True
+            continue
         distance, row = _ordered(found_distance, found_row, held, radius)
         n = distance.shape[0]
         if written + n > out_distance.shape[0]:

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from tfhash import _mih
+from tfhash import _kernels, _mih
 from tfhash import codes as codes_lib
 
 LONGEST_SUBSTRING = 32  # the kernels read a substring as one 64-bit word from at most 5 bytes
@@ -115,25 +115,43 @@ class SubstringTables:
         query_words, words = codes_lib.as_words(queries), codes_lib.as_words(codes)
         out_distances = np.empty((queries.shape[0], k), np.int32)
         out_rows = np.empty((queries.shape[0], k), np.int64)
+        scan = np.zeros(queries.shape[0], bool)
 
         def worker(start, stop):
             _mih.knn(queries, query_words, codes, words, self.starts, self.lengths, self.directs, self.bases,
-                     self.offsets, self.rows, self.count, k, out_distances, out_rows, start, stop)
+                     self.offsets, self.rows, self.count, k, out_distances, out_rows, scan, start, stop)
 
         run(queries.shape[0], worker)
+        if scan.any():  # the queries the tables would answer more slowly: scanned, exactly as the flat index does
+            scanned = query_words[scan]
+            distances, rows = np.empty((scanned.shape[0], k), np.int32), np.empty((scanned.shape[0], k), np.int64)
+            _kernels.knn(scanned, words, k, distances, rows, 0, scanned.shape[0])
+            out_distances[scan], out_rows[scan] = distances, rows
         return out_distances, out_rows
 
     def within(self, queries, codes, radius, run):
         """``(counts, distances, rows)`` of every tabled row within ``radius`` of each query."""
         query_words, words = codes_lib.as_words(queries), codes_lib.as_words(codes)
+        scan = np.zeros(queries.shape[0], bool)
 
         def worker(start, stop):
             return _mih.within_radius(queries, query_words, codes, words, self.starts, self.lengths, self.directs,
-                                      self.bases, self.offsets, self.rows, self.count, radius, start, stop)
+                                      self.bases, self.offsets, self.rows, self.count, radius, scan, start, stop)
 
         parts = run(queries.shape[0], worker)
-        return (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
-                np.concatenate([p[2] for p in parts]))
+        counts, distances, rows = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]),
+                                   np.concatenate([p[2] for p in parts]))
+        if scan.any():  # scanned instead, as the flat index does, and put in their queries' places
+            found = _kernels.within_radius(query_words[scan], words, radius, 0, int(scan.sum()))
+            ends = np.cumsum(counts)
+            per_query = [(distances[end - n:end], rows[end - n:end]) for n, end in zip(counts, ends)]
+            lims = np.concatenate([[0], np.cumsum(found[0])])
+            for i, q in enumerate(np.flatnonzero(scan)):
+                per_query[q] = found[1][lims[i]:lims[i + 1]], found[2][lims[i]:lims[i + 1]]
+                counts[q] = found[0][i]
+            distances = np.concatenate([d for d, _ in per_query]) if per_query else distances
+            rows = np.concatenate([r for _, r in per_query]) if per_query else rows
+        return counts, distances, rows
 
     @property
     def nbytes(self) -> int:
