@@ -40,10 +40,11 @@ class HammingIndex(RowIndex):
     ``kind="flat"`` scans every code with compiled kernels (``tfhash._kernels``): counting selection for
     ``search``, a counting sort of the hits for ``range_search``, the database read in cache-sized blocks.
     ``kind="mih"`` answers from multi-index hashing tables (``tfhash._mih``; Norouzi et al., TPAMI 2014), which
-    visit only the codes near each query: on clustered codes (real images') a query over 10^8 codes takes well
-    under a millisecond where the scan takes a second; on uniformly random codes, or for queries far from every
-    code, it degrades towards a scan. The tables cost ``4 * m`` bytes per code (m substrings, about
-    ``bits / log2(n)``) and are built on the first search, in time linear in n; codes added later are scanned
+    visit only the codes near each query: on the codes of real images, which crowd together, a query over 10^8
+    codes takes milliseconds where the scan takes a second (BENCHMARKS.md (s)); a query far from every code
+    (uniformly random codes) is scanned once the tables would cost more. The tables cost ``4 * m`` bytes per code
+    (m substrings, about ``bits / log2(n)``) plus their offsets, and are built on the first search, in time
+    linear in n; codes added later are scanned
     until there are :data:`SCAN_TAIL` of them, then tabled as a run of their own (runs merge as they grow, so
     each code is tabled O(log n) times). ``kind="auto"`` scans below :data:`AUTO_MIN_CODES` codes; above, it
     builds the tables and picks per call by the measured rule of :func:`prefers_tables` (BENCHMARKS.md (s)).

@@ -1,8 +1,8 @@
 """The substring tables of multi-index hashing (``HammingIndex(kind="mih")``): planned, built, searched.
 
 How the search works and why it is exact: :mod:`tfhash._mih`. This module chooses the substrings (the paper's
-m ~ b / log2(n), checked against the codes themselves: :func:`plans`), builds
-the tables by counting sorts (linear in n) and runs the kernels over threads.
+m ~ b / log2(n), checked against the codes themselves: :func:`plans`), builds the tables by counting sorts
+(linear in n) and runs the kernels over threads.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ def plans(bits: int, count: int) -> list[list[tuple[int, int]]]:
     """The substrings worth trying for ``count`` codes of ``bits`` bits, each ``[(first bit, length)]``: m =
     b / log2(n) (Norouzi et al., Sec. 4.1), rounded down and rounded to nearest (at least 2 substrings, none
     longer than 32 bits), lengths as equal as the code length allows. The paper's m fits uniformly random
-    codes; codes of real images crowd into few buckets, where fewer, longer substrings read far fewer rows
-    (10^7 real codes at 64 bits, BENCHMARKS.md (s): 2 substrings against 3, a tenth of the single-query time),
-    so :meth:`SubstringTables.build` keeps whichever reads less on the codes themselves."""
+    codes; codes of real images crowd into few buckets, where fewer, longer substrings read far fewer rows, so
+    :meth:`SubstringTables.build` keeps whichever reads less on the codes themselves (BENCHMARKS.md (s) gives
+    the plan each collection kept)."""
     exact = bits / math.log2(max(count, 2))
     out = []
     for m in sorted({math.floor(exact), round(exact)}):
