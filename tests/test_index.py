@@ -370,3 +370,20 @@ def test_searches_that_take_in_most_codes_are_scanned_with_the_same_answers(rng)
     assert scanned == [5]
     for got, want in zip(found, scan.search(mixed, 10)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_the_auto_rule_picks_the_faster_in_every_measured_crossover():
+    import json
+    import os
+
+    from tfhash.index import flat
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "results.jsonl")
+    with open(path, encoding="utf-8") as f:
+        record = [r for r in map(json.loads, f) if r["benchmark"] == "mih_crossover"][-1]
+    picks = {(row["collection"], row["codes"], row["batch"]): flat.prefers_tables(row["codes"], row["reads_per_query"],
+                                                                                  row["batch"])
+             for row in record["rows"]}
+    faster = {(row["collection"], row["codes"], row["batch"]): row["mih_qps"] > row["flat_qps"]
+              for row in record["rows"]}
+    assert picks == faster and any(faster.values()) and not all(faster.values())

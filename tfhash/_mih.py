@@ -120,6 +120,50 @@ def _binomial(n, r):
 
 
 @njit(nogil=True, boundscheck=False, cache=True)
+def _read_bucket(codes, words, query_words, q, table_rows, low, high, count, starts, lengths, keys, j, r, key, k,
+                 bound, held, found_distance, found_row, per_distance):
+    """Reads the rows ``low .. high`` of table j (those whose substring j is ``key``, r bits from the query's):
+    each one first met by this probe and within ``bound`` joins the found ones. Returns the new ``held``, the
+    new bound and the found arrays (possibly grown)."""
+    m = starts.shape[0]
+    previous = np.int64(-1)
+    for p in range(low, high):
+        row = np.int64(table_rows[p])
+        # A damaged table opened unverified: a row out of range, out of order or in a bucket not its own is passed
+        # over, so such damage can lose codes but never repeat or invent one.
+        if row >= count or row <= previous:
+            continue
+        previous = row
+        distance = 0
+        for w in range(words.shape[1]):
+            distance += _popcount(words[row, w] ^ query_words[q, w])
+        if distance > bound:
+            continue  # farther than k codes found already (or than the radius): never an answer
+        if substring(codes, row, starts[j], lengths[j]) != key:
+            continue
+        first = True  # was this probe the first to meet the row?
+        for other in range(m):
+            if other != j:
+                d = _popcount(substring(codes, row, starts[other], lengths[other]) ^ keys[other])
+                first = first and not (d < r or (d == r and other < j))
+        if not first:
+            continue
+        if held == found_distance.shape[0]:
+            found_distance = _grown(found_distance, held + 1)
+            found_row = _grown(found_row, held + 1)
+        found_distance[held] = distance
+        found_row[held] = row
+        held += 1
+        per_distance[distance] += 1
+        if k > 0 and held >= k:  # the k-th smallest distance found so far
+            total, bound = 0, 0
+            while total + per_distance[bound] < k:
+                total += per_distance[bound]
+                bound += 1
+    return held, bound, found_distance, found_row
+
+
+@njit(nogil=True, boundscheck=False, cache=True)
 def _search_one(query_bytes, query_words, q, codes, words, starts, lengths, directs, bases, offsets, rows, count,
                 radius, k, found_distance, found_row):
     """The candidates of query ``q`` found by probing until either k of them lie within the guaranteed radius
@@ -158,40 +202,9 @@ def _search_one(query_bytes, query_words, q, codes, words, starts, lengths, dire
                     low, high = _key_range(codes, rows[j], offsets[bucket], offsets[bucket + 1], starts[j],
                                            lengths[j], directs[j], key)
                     work += 1 + high - low
-                    previous = np.int64(-1)
-                    for p in range(low, high):
-                        row = np.int64(rows[j, p])
-                        # A damaged table opened unverified: a row out of range, out of order or in a bucket not
-                        # its own is passed over, so such damage can lose codes but never repeat or invent one.
-                        if row >= count or row <= previous:
-                            continue
-                        previous = row
-                        distance = 0
-                        for w in range(words.shape[1]):
-                            distance += _popcount(words[row, w] ^ query_words[q, w])
-                        if distance > bound:
-                            continue  # farther than k codes found already (or than the radius): never an answer
-                        if substring(codes, row, starts[j], lengths[j]) != key:
-                            continue
-                        first = True  # was this probe the first to meet the row?
-                        for other in range(m):
-                            if other != j:
-                                d = _popcount(substring(codes, row, starts[other], lengths[other]) ^ keys[other])
-                                first = first and not (d < r or (d == r and other < j))
-                        if not first:
-                            continue
-                        if held == found_distance.shape[0]:
-                            found_distance = _grown(found_distance, held + 1)
-                            found_row = _grown(found_row, held + 1)
-                        found_distance[held] = distance
-                        found_row[held] = row
-                        held += 1
-                        per_distance[distance] += 1
-                        if k > 0 and held >= k:  # the k-th smallest distance found so far
-                            total, bound = 0, 0
-                            while total + per_distance[bound] < k:
-                                total += per_distance[bound]
-                                bound += 1
+                    held, bound, found_distance, found_row = _read_bucket(
+                        codes, words, query_words, q, rows[j], low, high, count, starts, lengths, keys, j, r, key, k,
+                        bound, held, found_distance, found_row, per_distance)
                     more = r > 0 and _next_combination(positions, r, lengths[j])
             if k > 0:
                 within = 0

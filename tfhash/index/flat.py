@@ -21,17 +21,24 @@ SCAN_TAIL = 65_536
 # codes drawn from the collection, :meth:`SubstringTables.sample_work`), each a jump through memory; the scan
 # reads every code in order, and a batch shares each pass between up to 32 queries. The costs per read were
 # measured on this project's machine (BENCHMARKS.md (s), the crossovers of the scan and the tables).
-AUTO_MIN_CODES = 100_000  # below this, no table is built: a scan takes well under a millisecond
-NS_PER_TABLE_READ = 40.0
-NS_PER_CODE_SCANNED = (2.0, 0.09)  # one query at a time; in a batch of 32 or more
+AUTO_MIN_CODES = 100_000  # below this, no table is built: a scan takes a fraction of a millisecond
+# Nanoseconds per read, one query at a time and in a batch of 32 or more (in between: the single cost shared
+# by the batch): every one of the 16 cells of the crossover table (real and uniform codes, 10^6 and 10^7 of them,
+# batches of 1, 4, 32 and 1,000) picks the faster of the two with these.
+NS_PER_TABLE_READ = (80.0, 25.0)
+NS_PER_CODE_SCANNED = (2.2, 0.1)
+
+
+def _per_query(costs, num_queries):
+    single, batched = costs
+    return batched + (single - batched) / min(max(num_queries, 1), 32)
 
 
 def prefers_tables(count: int, work_per_query: float, num_queries: int) -> bool:
     """``kind="auto"``'s rule: the tables for ``num_queries`` queries over ``count`` codes, when they read
     ``work_per_query`` buckets and rows a query, if that costs less than a scan."""
-    single, batched = NS_PER_CODE_SCANNED
-    per_code = batched + (single - batched) / min(max(num_queries, 1), 32)
-    return work_per_query * NS_PER_TABLE_READ < count * per_code
+    return (work_per_query * _per_query(NS_PER_TABLE_READ, num_queries)
+            < count * _per_query(NS_PER_CODE_SCANNED, num_queries))
 
 
 class HammingIndex(RowIndex):

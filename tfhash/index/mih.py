@@ -8,6 +8,7 @@ m ~ b / log2(n), checked against the codes themselves: :func:`plans`), builds th
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 
@@ -38,7 +39,7 @@ def plans(bits: int, count: int) -> list[list[tuple[int, int]]]:
 SAMPLE_QUERIES = 16  # codes of the collection searched to compare plans
 
 
-def direct_bits(lengths, count):
+def direct_bits(lengths: np.ndarray, count: int) -> np.ndarray:
     """The low bits of each substring a table of ``count`` rows addresses directly: log2(count) + 2, so a probe
     mostly lands in a bucket of its own key and the offsets take at most 4 times the rows' memory (at most
     ``DIRECT_BITS``, at most the substring)."""
@@ -50,7 +51,7 @@ class SubstringTables:
     ``offsets[bases[j] + v + 1]`` delimit the rows in ``rows[j]`` whose substring j has low ``directs[j]`` bits v
     (ordered by the substring's high bits, then by row)."""
 
-    def __init__(self, substrings, directs, offsets, rows, count):
+    def __init__(self, substrings: list, directs: list, offsets: np.ndarray, rows: np.ndarray, count: int) -> None:
         self.substrings = [(int(start), int(length)) for start, length in substrings]
         self.starts = np.array([start for start, _ in self.substrings], np.int64)
         self.lengths = np.array([length for _, length in self.substrings], np.int64)
@@ -76,7 +77,7 @@ class SubstringTables:
         best._sample_work = least / len(sample)
         return best
 
-    def sample_work(self, codes):
+    def sample_work(self, codes: np.ndarray) -> float:
         """Buckets probed and rows read per k = 10 search of :data:`SAMPLE_QUERIES` codes drawn from ``codes``
         (the tabled ones; counted once, on first use)."""
         if getattr(self, "_sample_work", None) is None:
@@ -84,7 +85,7 @@ class SubstringTables:
             self._sample_work = self.work(sample, codes, min(10, self.count), np.iinfo(np.int64).max) / len(sample)
         return self._sample_work
 
-    def work(self, queries, codes, k, budget):
+    def work(self, queries: np.ndarray, codes: np.ndarray, k: int, budget: int) -> int:
         return _mih.work(queries, codes_lib.as_words(queries), codes, codes_lib.as_words(codes), self.starts,
                          self.lengths, self.directs, self.bases, self.offsets, self.rows, self.count, k, budget)
 
@@ -109,7 +110,7 @@ class SubstringTables:
             if part[0] != 0 or part[-1] != self.count or np.any(np.diff(part) < 0):
                 raise ValueError(f"{where}: the offsets of substring table {j} do not delimit its rows (damaged).")
 
-    def nearest(self, queries, codes, k, run):
+    def nearest(self, queries: np.ndarray, codes: np.ndarray, k: int, run: Callable) -> tuple[np.ndarray, np.ndarray]:
         """``(distances, rows)`` ``[nq, k]`` of the k nearest tabled rows (k <= count), ties by row.
         ``run(n_queries, work, worker)`` splits the queries over threads."""
         query_words, words = codes_lib.as_words(queries), codes_lib.as_words(codes)
@@ -129,7 +130,7 @@ class SubstringTables:
             out_distances[scan], out_rows[scan] = distances, rows
         return out_distances, out_rows
 
-    def within(self, queries, codes, radius, run):
+    def within(self, queries: np.ndarray, codes: np.ndarray, radius: int, run: Callable) -> tuple:
         """``(counts, distances, rows)`` of every tabled row within ``radius`` of each query."""
         query_words, words = codes_lib.as_words(queries), codes_lib.as_words(codes)
         scan = np.zeros(queries.shape[0], bool)
