@@ -51,10 +51,10 @@ class HammingIndex(RowIndex):
     codes takes milliseconds where the scan takes a second (BENCHMARKS.md (s)); a query far from every code
     (uniformly random codes) is scanned once the tables would cost more. The tables cost ``4 * m`` bytes per code
     (m substrings, about ``bits / log2(n)``) plus their offsets, and are built on the first search, in time
-    linear in n; codes added later are scanned
-    until there are :data:`SCAN_TAIL` of them, then tabled as a run of their own (runs merge as they grow, so
-    each code is tabled O(log n) times). ``kind="auto"`` scans below :data:`AUTO_MIN_CODES` codes; above, it
-    builds the tables and picks per call by the measured rule of :func:`prefers_tables` (BENCHMARKS.md (s)).
+    linear in n; codes added later are scanned until there are :data:`SCAN_TAIL` of them, then tabled as a run
+    of their own (runs merge as they grow, so each code is tabled O(log n) times). ``kind="auto"`` scans below
+    :data:`AUTO_MIN_CODES` codes; above, it builds the tables and picks per call by the measured rule of
+    :func:`prefers_tables` (BENCHMARKS.md (s)).
     Saved segments and tables are memory-mapped; codes added after loading are held in memory beside them and
     saved as a new segment.
 
@@ -96,11 +96,8 @@ class HammingIndex(RowIndex):
     def _options(self):
         return {"n_jobs": self.n_jobs, **({"kind": self.kind} if self.kind != "flat" else {})}
 
-    def _run(self, queries, worker):
-        """Splits the queries over threads; ``worker(start, stop)`` fills its rows of the outputs."""
-        return self._split(queries.shape[0], worker)
-
-    def _split(self, count, worker):
+    def _run(self, count, worker):
+        """Splits ``count`` queries over threads; ``worker(start, stop)`` fills its rows of the outputs."""
         n_jobs = _kernels.threads_for(count, self._rows, self.n_jobs)
         bounds = np.linspace(0, count, n_jobs + 1).astype(int)
         if n_jobs == 1:
@@ -164,7 +161,7 @@ class HammingIndex(RowIndex):
             if tables is None:
                 found.append(self._nearest(query_words, codes, min(k, codes.shape[0]), start))
             else:
-                distances, rows = tables.nearest(queries, codes, min(k, codes.shape[0]), self._split)
+                distances, rows = tables.nearest(queries, codes, min(k, codes.shape[0]), self._run)
                 found.append((distances, rows + start))
         if len(found) == 1:
             return found[0]
@@ -182,7 +179,7 @@ class HammingIndex(RowIndex):
         def worker(begin, stop):
             _kernels.knn(query_words, database_words, k, out_dist, out_pos, begin, stop)
 
-        self._run(query_words, worker)
+        self._run(query_words.shape[0], worker)
         if start:
             out_pos += start
         return out_dist, out_pos
@@ -194,7 +191,7 @@ class HammingIndex(RowIndex):
             if tables is None:
                 found.append(self._within(query_words, codes, radius, start))
             else:
-                counts, distances, rows = tables.within(queries, codes, radius, self._split)
+                counts, distances, rows = tables.within(queries, codes, radius, self._run)
                 found.append((np.concatenate([[0], np.cumsum(counts)]).astype(np.int64), distances, rows + start))
         if len(found) == 1:
             return found[0]
@@ -212,7 +209,7 @@ class HammingIndex(RowIndex):
         def worker(begin, stop):
             return _kernels.within_radius(query_words, database_words, radius, begin, stop)
 
-        parts = self._run(query_words, worker)
+        parts = self._run(query_words.shape[0], worker)
         lims = np.concatenate([[0], np.cumsum(np.concatenate([part[0] for part in parts]))]).astype(np.int64)
         rows = np.concatenate([part[2] for part in parts]).astype(np.int64, copy=False)
         if start:

@@ -39,6 +39,11 @@ def plans(bits: int, count: int) -> list[list[tuple[int, int]]]:
 SAMPLE_QUERIES = 16  # codes of the collection searched to compare plans
 
 
+def _sample(codes):
+    """:data:`SAMPLE_QUERIES` codes drawn from ``codes`` (fixed seed): the queries plans are compared on."""
+    return codes[np.random.default_rng(0).choice(codes.shape[0], min(SAMPLE_QUERIES, codes.shape[0]), replace=False)]
+
+
 def direct_bits(lengths: np.ndarray, count: int) -> np.ndarray:
     """The low bits of each substring a table of ``count`` rows addresses directly: log2(count) + 2, so a probe
     mostly lands in a bucket of its own key and the offsets take at most 4 times the rows' memory (at most
@@ -64,8 +69,7 @@ class SubstringTables:
         """Tables of every row of ``codes`` ``[n, bytes]``, of the plan that reads fewest rows for k = 10
         searches of :data:`SAMPLE_QUERIES` codes drawn from ``codes`` (fixed seed); linear in n per plan."""
         candidates = plans(bits, codes.shape[0])
-        sample = codes[np.random.default_rng(0).choice(codes.shape[0], min(SAMPLE_QUERIES, codes.shape[0]),
-                                                       replace=False)]
+        sample = _sample(codes)
         best, least = None, np.iinfo(np.int64).max
         for substrings in reversed(candidates):  # the paper's m first; the other is counted until it costs more
             tables = cls._built(codes, bits, substrings)
@@ -81,7 +85,7 @@ class SubstringTables:
         """Buckets probed and rows read per k = 10 search of :data:`SAMPLE_QUERIES` codes drawn from ``codes``
         (the tabled ones; counted once, on first use)."""
         if getattr(self, "_sample_work", None) is None:
-            sample = codes[np.random.default_rng(0).choice(self.count, min(SAMPLE_QUERIES, self.count), replace=False)]
+            sample = _sample(codes[:self.count])
             self._sample_work = self.work(sample, codes, min(10, self.count), np.iinfo(np.int64).max) / len(sample)
         return self._sample_work
 
@@ -112,7 +116,7 @@ class SubstringTables:
 
     def nearest(self, queries: np.ndarray, codes: np.ndarray, k: int, run: Callable) -> tuple[np.ndarray, np.ndarray]:
         """``(distances, rows)`` ``[nq, k]`` of the k nearest tabled rows (k <= count), ties by row.
-        ``run(n_queries, work, worker)`` splits the queries over threads."""
+        ``run(n_queries, worker)`` splits the queries over threads."""
         query_words, words = codes_lib.as_words(queries), codes_lib.as_words(codes)
         out_distances = np.empty((queries.shape[0], k), np.int32)
         out_rows = np.empty((queries.shape[0], k), np.int64)
